@@ -1,0 +1,1 @@
+"""Pure domain model of dexec: orders, statuses, quotes, errors, settings, routing."""

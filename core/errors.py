@@ -1,0 +1,115 @@
+"""One error hierarchy: every failure says whether to retry, give up, or reconcile."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorClass(StrEnum):
+    """What the engine should do next after an error."""
+
+    RETRYABLE = "retryable"
+    TERMINAL = "terminal"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+
+
+class DexecError(Exception):
+    """Base of every dexec error; fields are plain so Ray can pickle them across processes."""
+
+    error_class: ErrorClass = ErrorClass.TERMINAL
+    code: str = "error"
+
+    def __init__(self, message: str, *, venue: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.venue = venue
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.message, self.venue))
+
+    @property
+    def retryable(self) -> bool:
+        return self.error_class is ErrorClass.RETRYABLE
+
+
+def _rebuild(cls: type[DexecError], message: str, venue: str | None) -> DexecError:
+    return cls(message, venue=venue)
+
+
+class RetryableError(DexecError):
+    """Nothing happened on chain; the same step may be tried again after a backoff."""
+
+    error_class = ErrorClass.RETRYABLE
+    code = "retryable"
+
+
+class TerminalError(DexecError):
+    """Retrying cannot help; the order fails with this reason."""
+
+    error_class = ErrorClass.TERMINAL
+    code = "terminal"
+
+
+class OutcomeUnknownError(DexecError):
+    """The transaction may have landed: reconcile by signature, never retry blindly."""
+
+    error_class = ErrorClass.OUTCOME_UNKNOWN
+    code = "outcome_unknown"
+
+
+class VenueTimeout(RetryableError):
+    code = "timeout"
+
+
+class RateLimited(RetryableError):
+    code = "rate_limited"
+
+
+class VenueUnavailable(RetryableError):
+    code = "venue_unavailable"
+
+
+class NoRoute(RetryableError):
+    """No venue answered with a quote for this order (all failed or timed out)."""
+
+    code = "no_route"
+
+
+class BlockhashExpired(RetryableError):
+    code = "blockhash_expired"
+
+
+class TransientDatabaseError(RetryableError):
+    code = "database_unavailable"
+
+
+class SlippageExceeded(TerminalError):
+    code = "slippage_exceeded"
+
+
+class InsufficientFunds(TerminalError):
+    code = "insufficient_funds"
+
+
+class InsufficientLiquidity(TerminalError):
+    code = "insufficient_liquidity"
+
+
+class InvalidInput(TerminalError):
+    code = "invalid_input"
+
+
+class IllegalTransition(TerminalError):
+    code = "illegal_transition"
+
+
+class OrderNotFound(TerminalError):
+    code = "order_not_found"
+
+
+class IdempotencyConflict(TerminalError):
+    code = "idempotency_conflict"
+
+
+class TransactionUnconfirmed(OutcomeUnknownError):
+    code = "unconfirmed"

@@ -1,0 +1,94 @@
+"""Quotes from venues, fills, and the routing choice between them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Quote:
+    """One venue's offer to swap `amount_in` of one mint for `amount_out` of another."""
+
+    venue: str
+    pool: str
+    input_mint: str
+    output_mint: str
+    amount_in: int
+    amount_out: int
+    fee: int  # swap fee, base units of the input token (already netted out of amount_out)
+    fee_bps: Decimal
+    price_impact_bps: int
+    network_fee_lamports: int = 5000
+    expires_at: float = 0.0  # unix seconds after which the venue no longer honours the quote
+    payload: str = ""  # opaque venue data the same venue needs to build the swap
+
+    def public(self) -> dict[str, Any]:
+        """Return the JSON-ready view shown to clients and stored with the order."""
+        data = asdict(self)
+        data.pop("payload")
+        data["amount_in"] = str(self.amount_in)
+        data["amount_out"] = str(self.amount_out)
+        data["fee"] = str(self.fee)
+        data["fee_bps"] = str(self.fee_bps)
+        return data
+
+    @classmethod
+    def from_public(cls, data: dict[str, Any]) -> Quote:
+        return cls(
+            venue=data["venue"],
+            pool=data["pool"],
+            input_mint=data["input_mint"],
+            output_mint=data["output_mint"],
+            amount_in=int(data["amount_in"]),
+            amount_out=int(data["amount_out"]),
+            fee=int(data["fee"]),
+            fee_bps=Decimal(data["fee_bps"]),
+            price_impact_bps=int(data["price_impact_bps"]),
+            network_fee_lamports=int(data.get("network_fee_lamports", 5000)),
+            expires_at=float(data.get("expires_at", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class Fill:
+    """What the chain actually did for a confirmed swap."""
+
+    signature: str
+    venue: str
+    amount_in: int
+    amount_out: int
+    block_height: int
+
+
+@dataclass(frozen=True)
+class SignedSwap:
+    """A signed transaction, recorded before it is sent so a crash can be reconciled."""
+
+    venue: str
+    signature: str
+    tx_bytes: bytes
+    last_valid_block_height: int
+    min_amount_out: int
+
+
+def min_amount_out(quoted_out: int, slippage_bps: int) -> int:
+    """Return the least output the transaction may accept: quote x (1 - slippage)."""
+    return quoted_out * (10_000 - slippage_bps) // 10_000
+
+
+def choose_best(quotes: Iterable[Quote]) -> Quote | None:
+    """Pick the quote with the most output net of fees; ties go to the cheaper, then by name."""
+    ranked = sorted(quotes, key=lambda q: (-q.amount_out, q.network_fee_lamports, q.venue))
+    return ranked[0] if ranked else None
+
+
+def execution_price(
+    amount_in: int, in_decimals: int, amount_out: int, out_decimals: int
+) -> Decimal:
+    """Return output UI units per input UI unit."""
+    ui_in = Decimal(amount_in).scaleb(-in_decimals)
+    ui_out = Decimal(amount_out).scaleb(-out_decimals)
+    return (ui_out / ui_in).quantize(Decimal("1e-12")).normalize()

@@ -1,0 +1,64 @@
+"""The one configuration object, read from DEXEC_* environment variables once per process."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of dexec; the README's table lists them."""
+
+    model_config = SettingsConfigDict(env_prefix="DEXEC_", frozen=True, extra="ignore")
+
+    # API
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 64 * 1024
+    serve_replicas: int = 1
+    max_ongoing_requests: int = 10_000
+    default_account: str = "default"
+
+    # Storage
+    database_url: SecretStr | None = None  # unset: embedded PostgreSQL (pgserver) in data_dir
+    data_dir: Path = Path(".dexec")
+    db_pool_min: int = 1
+    db_pool_max: int = 4
+
+    # Execution
+    workers: int = 2
+    worker_concurrency: int = 64
+    max_attempts: int = 3
+    retry_base_delay_s: float = 0.2
+    retry_max_delay_s: float = 5.0
+    quote_timeout_s: float = 2.0
+    swap_timeout_s: float = 10.0
+    confirm_poll_s: float = 0.25
+    namespace: str = "dexec"
+
+    # Venues
+    venues: tuple[str, ...] = ("raydium", "meteora")
+    venue_rate_limit_per_s: float = 0.0  # 0: unlimited (the simulated venues)
+    wallet_keypair: SecretStr | None = None  # base58 secret key; unset: an ephemeral dev wallet
+
+    # Simulated chain and venues (the default set-up)
+    sim_seed: int = 7
+    sim_quote_latency_ms: tuple[int, int] = (50, 200)
+    sim_swap_latency_ms: tuple[int, int] = (2000, 3000)
+    sim_block_time_ms: int = 400
+    sim_blockhash_valid_blocks: int = 150
+    sim_drift_interval_s: float = 1.0
+    sim_drift_bps: Decimal = Decimal("5")
+    sim_fail_rate: float = 0.0  # share of quote/send calls failing with a transient error
+    sim_timeout_rate: float = 0.0  # share of quote/send calls that time out
+    sim_adverse_move_bps: int = 0  # a front-runner moves the pool this much before each swap
+    sim_down_venues: tuple[str, ...] = Field(default=())
+
+    def zero_latency(self) -> Settings:
+        """Return a copy with simulated latency switched off (tests and benchmarks)."""
+        return self.model_copy(
+            update={"sim_quote_latency_ms": (0, 0), "sim_swap_latency_ms": (0, 0)}
+        )

@@ -1,0 +1,75 @@
+"""Known tokens and the conversion between UI amounts and integer base units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from core.errors import InvalidInput
+
+_BASE58 = set("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
+
+
+@dataclass(frozen=True)
+class Token:
+    symbol: str
+    mint: str
+    decimals: int
+
+    def to_base_units(self, amount: Decimal) -> int:
+        """Convert a UI amount into base units, refusing sub-unit precision."""
+        exponent = amount.normalize().as_tuple().exponent
+        if isinstance(exponent, int) and -exponent > self.decimals:
+            raise InvalidInput(
+                f"amount {amount} has more than {self.decimals} decimals allowed for {self.symbol}"
+            )
+        return int(amount.scaleb(self.decimals))
+
+    def to_ui(self, base_units: int) -> Decimal:
+        """Convert base units into a UI amount."""
+        return Decimal(base_units).scaleb(-self.decimals)
+
+
+DEFAULT_TOKENS: tuple[Token, ...] = (
+    Token("SOL", "So11111111111111111111111111111111111111112", 9),
+    Token("USDC", "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v", 6),
+    Token("USDT", "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB", 6),
+    Token("RAY", "4k3Dyjzvzp8eMZWUXbBCjEvwSkkk59S5iCNLY3QrkX6R", 6),
+)
+
+
+class TokenRegistry:
+    """Resolve a symbol or a base58 mint to a known token."""
+
+    def __init__(self, tokens: tuple[Token, ...] = DEFAULT_TOKENS) -> None:
+        self.tokens = tokens
+        self._by_symbol = {t.symbol.upper(): t for t in tokens}
+        self._by_mint = {t.mint: t for t in tokens}
+
+    def resolve(self, ref: str) -> Token:
+        """Return the token named by symbol (any case) or mint; raise InvalidInput otherwise."""
+        token = self._by_symbol.get(ref.upper()) or self._by_mint.get(ref)
+        if token is not None:
+            return token
+        if 32 <= len(ref) <= 44 and set(ref) <= _BASE58:
+            raise InvalidInput(f"unknown token mint {ref!r}: no venue lists it")
+        raise InvalidInput(f"unknown token {ref!r}: use a symbol from /api/tokens or a base58 mint")
+
+    def by_mint(self, mint: str) -> Token:
+        return self._by_mint[mint]
+
+
+def parse_amount(raw: object) -> Decimal:
+    """Parse a positive finite decimal amount from a JSON string or number."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise InvalidInput("amount must be a decimal string or a number")
+    text = str(raw).strip() if not isinstance(raw, float) else repr(raw)
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise InvalidInput(f"amount {raw!r} is not a number") from None
+    if not value.is_finite():
+        raise InvalidInput(f"amount {raw!r} is not a finite number")
+    if value <= 0:
+        raise InvalidInput("amount must be greater than zero")
+    return value

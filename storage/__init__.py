@@ -1,0 +1,1 @@
+"""PostgreSQL persistence: migrations, the order repository, the embedded server."""

@@ -1,0 +1,444 @@
+"""The order repository: every read and write of orders, events, quotes and swaps."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from core.errors import (
+    IdempotencyConflict,
+    InvalidInput,
+    OrderNotFound,
+    TransientDatabaseError,
+)
+from core.orders import (
+    TERMINAL,
+    Change,
+    NewOrder,
+    Order,
+    OrderEvent,
+    OrderStatus,
+    OrderType,
+)
+from core.quotes import Quote, SignedSwap
+
+log = logging.getLogger(__name__)
+
+_ORDER_COLUMNS = (
+    "order_id, account_id, client_order_id, order_type, input_mint, output_mint, amount_in,"
+    " slippage_bps, status, attempt, seq, venue, signature, amount_out, price, failure_reason,"
+    " created_at, updated_at"
+)
+_EVENT_COLUMNS = (
+    "order_id, seq, status, at, attempt, venue, quotes, signature, amount_out, price, error,"
+    " error_class"
+)
+_TERMINAL = [str(s) for s in TERMINAL]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _int(value: Decimal | None) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _order_from_row(row: dict[str, Any], events: Sequence[OrderEvent] = (),
+                    quotes: Sequence[Quote] = ()) -> Order:
+    return Order(
+        order_id=str(row["order_id"]),
+        account_id=row["account_id"],
+        client_order_id=row["client_order_id"],
+        order_type=OrderType(row["order_type"]),
+        input_mint=row["input_mint"],
+        output_mint=row["output_mint"],
+        amount_in=int(row["amount_in"]),
+        slippage_bps=row["slippage_bps"],
+        status=OrderStatus(row["status"]),
+        attempt=row["attempt"],
+        seq=row["seq"],
+        venue=row["venue"],
+        signature=row["signature"],
+        amount_out=_int(row["amount_out"]),
+        price=row["price"],
+        failure_reason=row["failure_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        quotes=tuple(quotes),
+        events=tuple(events),
+    )
+
+
+def _event_from_row(row: dict[str, Any]) -> OrderEvent:
+    return OrderEvent(
+        order_id=str(row["order_id"]),
+        seq=row["seq"],
+        status=OrderStatus(row["status"]),
+        at=row["at"],
+        attempt=row["attempt"],
+        venue=row["venue"],
+        quotes=tuple(row["quotes"]) if row["quotes"] is not None else None,
+        signature=row["signature"],
+        amount_out=_int(row["amount_out"]),
+        price=row["price"],
+        error=row["error"],
+        error_class=row["error_class"],
+    )
+
+
+def _event_params(event: OrderEvent) -> tuple[Any, ...]:
+    quotes = json.dumps(list(event.quotes)) if event.quotes is not None else None
+    return (
+        event.order_id, event.seq, str(event.status), event.at, event.attempt, event.venue,
+        quotes, event.signature, event.amount_out, event.price, event.error, event.error_class,
+    )
+
+
+def encode_cursor(order: Order) -> str:
+    """Return an opaque cursor that points just after `order` in newest-first order."""
+    raw = f"{order.created_at.isoformat()}|{order.order_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Parse a cursor made by encode_cursor; raise InvalidInput if it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, order_id = raw.split("|", 1)
+        return datetime.fromisoformat(at), uuid.UUID(order_id)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("cursor is not one this API returned") from None
+
+
+class OrderRepository:
+    """PostgreSQL access for orders; translates psycopg errors into dexec errors."""
+
+    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 4) -> None:
+        self.pool = AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True},
+            check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=0,
+        )
+
+    async def open(self, wait_s: float = 30.0) -> None:
+        """Open the pool and wait until its first connections are ready."""
+        await self.pool.open()
+        await self.pool.wait(timeout=wait_s)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def ping(self) -> bool:
+        """Return True when the database answers."""
+        try:
+            async with self.pool.connection(timeout=2.0) as conn:
+                await conn.execute("SELECT 1")
+            return True
+        except (psycopg.Error, PoolTimeout):
+            return False
+
+    # -- orders ---------------------------------------------------------------------------
+
+    async def create_order(self, new: NewOrder) -> tuple[Order, bool]:
+        """Persist `new` with its first `pending` event; return (order, created).
+
+        A repeated client_order_id returns the stored order with created=False, or raises
+        IdempotencyConflict when the stored order came from a different request.
+        """
+        now = _now()
+        order = Order(
+            order_id=str(uuid.uuid4()),
+            account_id=new.account_id,
+            client_order_id=new.client_order_id,
+            order_type=new.order_type,
+            input_mint=new.input_mint,
+            output_mint=new.output_mint,
+            amount_in=new.amount_in,
+            slippage_bps=new.slippage_bps,
+            status=OrderStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+            seq=1,
+        )
+        event = OrderEvent(order.order_id, 1, OrderStatus.PENDING, now, attempt=0)
+        async with self._transaction() as conn:
+            cur = await conn.execute(
+                "INSERT INTO orders (order_id, account_id, client_order_id, order_type,"
+                " input_mint, output_mint, amount_in, slippage_bps, status, attempt, seq,"
+                " created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s)"
+                " ON CONFLICT (account_id, client_order_id) DO NOTHING RETURNING order_id",
+                (
+                    order.order_id, order.account_id, order.client_order_id,
+                    str(order.order_type), order.input_mint, order.output_mint,
+                    order.amount_in, order.slippage_bps, str(order.status), now, now,
+                ),
+            )
+            if await cur.fetchone() is not None:
+                await conn.execute(
+                    f"INSERT INTO order_events ({_EVENT_COLUMNS})"  # noqa: S608
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    _event_params(event),
+                )
+                return _with_events(order, [event]), True
+        existing = await self.find_by_client_id(new.account_id, new.client_order_id or "")
+        if existing is None:  # pragma: no cover - the conflicting row cannot vanish
+            raise TransientDatabaseError("order vanished during an idempotent retry")
+        if not new.same_request(existing):
+            raise IdempotencyConflict(
+                f"client_order_id {new.client_order_id!r} was already used for a different"
+                f" order ({existing.order_id}); use a new client_order_id"
+            )
+        return existing, False
+
+    async def find_by_client_id(self, account_id: str, client_order_id: str) -> Order | None:
+        async with self._connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders"  # noqa: S608
+                " WHERE account_id = %s AND client_order_id = %s",
+                (account_id, client_order_id),
+            )
+            row = await cur.fetchone()
+        return await self.get_order(str(row["order_id"])) if row else None
+
+    async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None:
+        """Return the order with its events and quotes, or None."""
+        try:
+            oid = uuid.UUID(order_id)
+        except ValueError:
+            return None
+        async with self._connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = %s",  # noqa: S608
+                (oid,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            if not with_history:
+                return _order_from_row(row)
+            await cur.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM order_events"  # noqa: S608
+                " WHERE order_id = %s ORDER BY seq",
+                (oid,),
+            )
+            events = [_event_from_row(r) for r in await cur.fetchall()]
+            await cur.execute(
+                "SELECT q.*, o.input_mint, o.output_mint FROM order_quotes q"
+                " JOIN orders o USING (order_id) WHERE order_id = %s ORDER BY attempt, venue",
+                (oid,),
+            )
+            quotes = [
+                Quote(
+                    venue=r["venue"], pool=r["pool"], input_mint=r["input_mint"],
+                    output_mint=r["output_mint"], amount_in=int(r["amount_in"]),
+                    amount_out=int(r["amount_out"]), fee=int(r["fee"]), fee_bps=r["fee_bps"],
+                    price_impact_bps=r["price_impact_bps"],
+                )
+                for r in await cur.fetchall()
+            ]
+        return _order_from_row(row, events, quotes)
+
+    async def list_orders(
+        self, account_id: str, *, status: OrderStatus | None, limit: int, cursor: str | None
+    ) -> tuple[list[Order], str | None]:
+        """Return a newest-first page of the account's orders and the cursor of the next."""
+        where = ["account_id = %s"]
+        params: list[Any] = [account_id]
+        if status is not None:
+            where.append("status = %s")
+            params.append(str(status))
+        if cursor:
+            at, oid = decode_cursor(cursor)
+            where.append("(created_at, order_id) < (%s, %s)")
+            params.extend([at, oid])
+        params.append(limit + 1)
+        async with self._connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}"  # noqa: S608
+                " ORDER BY created_at DESC, order_id DESC LIMIT %s",
+                params,
+            )
+            rows = await cur.fetchall()
+        orders = [_order_from_row(r) for r in rows[:limit]]
+        next_cursor = encode_cursor(orders[-1]) if len(rows) > limit and orders else None
+        return orders, next_cursor
+
+    async def open_order_ids(self) -> list[str]:
+        """Return every non-terminal order id, oldest first (for dispatch after a restart)."""
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT order_id FROM orders WHERE status <> ALL(%s) ORDER BY created_at",
+                (_TERMINAL,),
+            )
+            return [str(r[0]) for r in await cur.fetchall()]
+
+    async def count_open(self) -> int:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM orders WHERE status <> ALL(%s)", (_TERMINAL,)
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]:
+        """Return the order's events with seq > since_seq, in order."""
+        async with self._connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM order_events"  # noqa: S608
+                " WHERE order_id = %s AND seq > %s ORDER BY seq",
+                (uuid.UUID(order_id), since_seq),
+            )
+            return [_event_from_row(r) for r in await cur.fetchall()]
+
+    # -- status changes -------------------------------------------------------------------
+
+    async def apply_change(self, order_id: str, change: Change) -> tuple[Order, OrderEvent] | None:
+        """Apply `change` to the order and write its event in one transaction.
+
+        Returns None when the change was already applied (a repeat is a no-op).
+        """
+        async with self._transaction() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = %s FOR UPDATE",  # noqa: S608
+                (uuid.UUID(order_id),),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise OrderNotFound(f"order {order_id} does not exist")
+            result = _order_from_row(row).apply(change, _now())
+            if result is None:
+                return None
+            order, event = result
+            await cur.execute(
+                "UPDATE orders SET status = %s, attempt = %s, seq = %s, venue = %s,"
+                " signature = %s, amount_out = %s, price = %s, failure_reason = %s,"
+                " updated_at = %s WHERE order_id = %s",
+                (
+                    str(order.status), order.attempt, order.seq, order.venue, order.signature,
+                    order.amount_out, order.price, order.failure_reason, order.updated_at,
+                    uuid.UUID(order_id),
+                ),
+            )
+            await cur.execute(
+                f"INSERT INTO order_events ({_EVENT_COLUMNS})"  # noqa: S608
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                _event_params(event),
+            )
+            if change.quotes:
+                await cur.executemany(
+                    "INSERT INTO order_quotes (order_id, attempt, venue, pool, amount_in,"
+                    " amount_out, fee, fee_bps, price_impact_bps, chosen, quoted_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    [
+                        (
+                            uuid.UUID(order_id), change.attempt, q.venue, q.pool, q.amount_in,
+                            q.amount_out, q.fee, q.fee_bps, q.price_impact_bps,
+                            q.venue == change.venue, event.at,
+                        )
+                        for q in change.quotes
+                    ],
+                )
+        return order, event
+
+    # -- swap transactions ----------------------------------------------------------------
+
+    async def record_swap(self, order_id: str, attempt: int, swap: SignedSwap) -> None:
+        """Persist a signed transaction before it is sent (the exactly-once rule)."""
+        async with self._connection() as conn:
+            await conn.execute(
+                "INSERT INTO swap_transactions (signature, order_id, attempt, venue, tx_bytes,"
+                " last_valid_block_height, min_amount_out) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (signature) DO NOTHING",
+                (
+                    swap.signature, uuid.UUID(order_id), attempt, swap.venue, swap.tx_bytes,
+                    swap.last_valid_block_height, swap.min_amount_out,
+                ),
+            )
+
+    async def set_swap_status(self, signature: str, status: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                "UPDATE swap_transactions SET status = %s, updated_at = now()"
+                " WHERE signature = %s",
+                (status, signature),
+            )
+
+    async def swaps_for_order(self, order_id: str) -> list[tuple[SignedSwap, int, str]]:
+        """Return (swap, attempt, status) for each transaction signed for the order."""
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT venue, signature, tx_bytes, last_valid_block_height, min_amount_out,"
+                " attempt, status FROM swap_transactions WHERE order_id = %s ORDER BY created_at",
+                (uuid.UUID(order_id),),
+            )
+            rows = await cur.fetchall()
+        return [
+            (SignedSwap(r[0], r[1], bytes(r[2]), r[3], int(r[4])), r[5], r[6]) for r in rows
+        ]
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _connection(self) -> _Guarded:
+        return _Guarded(self.pool, transaction=False)
+
+    def _transaction(self) -> _Guarded:
+        return _Guarded(self.pool, transaction=True)
+
+
+def _with_events(order: Order, events: list[OrderEvent]) -> Order:
+    return replace(order, events=tuple(events))
+
+
+class _Guarded:
+    """Borrow a pooled connection (optionally in a transaction) and translate outages."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, transaction: bool) -> None:
+        self._pool = pool
+        self._transaction = transaction
+        self._cm: Any = None
+        self._tx: Any = None
+
+    async def __aenter__(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            self._cm = self._pool.connection(timeout=5.0)
+            conn = await self._cm.__aenter__()
+            if self._transaction:
+                self._tx = conn.transaction()
+                await self._tx.__aenter__()
+            return conn  # type: ignore[no-any-return]
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise TransientDatabaseError(f"database unavailable: {exc}") from None
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            if self._tx is not None:
+                await self._tx.__aexit__(exc_type, exc, tb)
+            await self._cm.__aexit__(exc_type, exc, tb)
+        except (psycopg.OperationalError, PoolTimeout) as err:
+            raise TransientDatabaseError(f"database unavailable: {err}") from None
+        if isinstance(exc, psycopg.OperationalError):
+            raise TransientDatabaseError(f"database unavailable: {exc}") from None
+        return False
