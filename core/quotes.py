@@ -92,3 +92,15 @@ def execution_price(
     ui_in = Decimal(amount_in).scaleb(-in_decimals)
     ui_out = Decimal(amount_out).scaleb(-out_decimals)
     return (ui_out / ui_in).quantize(Decimal("1e-12")).normalize()
+
+
+@dataclass(frozen=True)
+class TxStatus:
+    """What the chain says about a signature that it has seen (unknown ones are None)."""
+
+    signature: str
+    confirmed: bool
+    block_height: int
+    amount_out: int = 0
+    error: str | None = None
+    error_code: str | None = None  # a dexec error code, e.g. "slippage_exceeded"

@@ -61,11 +61,10 @@ class TokenRegistry:
 
 def parse_amount(raw: object) -> Decimal:
     """Parse a positive finite decimal amount from a JSON string or number."""
-    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
         raise InvalidInput("amount must be a decimal string or a number")
-    text = str(raw).strip() if not isinstance(raw, float) else repr(raw)
     try:
-        value = Decimal(text)
+        value = raw if isinstance(raw, Decimal) else Decimal(str(raw).strip())
     except InvalidOperation:
         raise InvalidInput(f"amount {raw!r} is not a number") from None
     if not value.is_finite():

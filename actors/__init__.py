@@ -1,0 +1,1 @@
+"""Ray actors (thin shells in runtime.py) and the plain cores they forward to."""

@@ -1,0 +1,114 @@
+"""The OrderManager's core: persist submissions, queue them, dispatch with bounded concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Protocol
+
+from core.orders import NewOrder, Order
+
+log = logging.getLogger(__name__)
+
+
+class WorkerLost(Exception):
+    """The worker running an order died; the order record decides what happens next."""
+
+
+class SubmissionStore(Protocol):
+    async def create_order(self, new: NewOrder) -> tuple[Order, bool]: ...
+
+    async def open_order_ids(self) -> list[str]: ...
+
+
+class WorkerPool(Protocol):
+    def size(self) -> int: ...
+
+    async def execute(self, index: int, order_id: str) -> None: ...
+
+
+class Dispatcher:
+    """Own the queue of accepted orders and keep at most `capacity` of them executing."""
+
+    def __init__(
+        self, store: SubmissionStore, workers: WorkerPool, *, per_worker: int,
+        redispatch_delay_s: float = 0.5,
+    ) -> None:
+        self._store = store
+        self._workers = workers
+        self._per_worker = per_worker
+        self._redispatch_delay = redispatch_delay_s
+        self._queue: deque[str] = deque()
+        self._known: set[str] = set()  # queued or executing: never dispatched twice at once
+        self._in_flight = [0] * workers.size()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    @property
+    def capacity(self) -> int:
+        return self._workers.size() * self._per_worker
+
+    async def start(self) -> int:
+        """Queue every order left open by a previous run and start dispatching."""
+        open_ids = await self._store.open_order_ids()
+        for order_id in open_ids:
+            self.enqueue(order_id)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        if open_ids:
+            log.info("resuming %d open orders", len(open_ids))
+        return len(open_ids)
+
+    async def submit(self, new: NewOrder) -> tuple[Order, bool]:
+        """Persist a new order (idempotent by client_order_id) and queue it once stored."""
+        order, created = await self._store.create_order(new)
+        if created:
+            self.enqueue(order.order_id)
+        return order, created
+
+    def enqueue(self, order_id: str) -> None:
+        if order_id in self._known:
+            return
+        self._known.add(order_id)
+        self._queue.append(order_id)
+        self._wake.set()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "queued": len(self._queue),
+            "executing": sum(self._in_flight),
+            "capacity": self.capacity,
+        }
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._queue or sum(self._in_flight) >= self.capacity:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            order_id = self._queue.popleft()
+            index = min(range(len(self._in_flight)), key=self._in_flight.__getitem__)
+            self._in_flight[index] += 1
+            task = asyncio.get_running_loop().create_task(self._run(index, order_id))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, index: int, order_id: str) -> None:
+        retry = False
+        try:
+            await self._workers.execute(index, order_id)
+        except WorkerLost as exc:
+            log.warning("order %s: worker %d lost (%s); dispatching again", order_id, index, exc)
+            retry = True
+        except Exception:
+            log.exception("order %s: execution raised; dispatching again", order_id)
+            retry = True
+        finally:
+            self._in_flight[index] -= 1
+            self._known.discard(order_id)
+            self._wake.set()
+        if retry:
+            await asyncio.sleep(self._redispatch_delay)
+            self.enqueue(order_id)

@@ -1,0 +1,278 @@
+"""Executing one order: route, build, record, send, confirm, retry; plain and testable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from core.errors import (
+    BlockhashExpired,
+    DexecError,
+    InsufficientFunds,
+    InsufficientLiquidity,
+    NoRoute,
+    RetryableError,
+    SlippageExceeded,
+    TerminalError,
+    VenueTimeout,
+)
+from core.orders import Change, Order, OrderEvent, OrderStatus, Trigger
+from core.quotes import Quote, SignedSwap, TxStatus, choose_best, execution_price, min_amount_out
+from core.retry import RetryPolicy
+from core.tokens import TokenRegistry
+from gateways.base import VenueGateway
+
+log = logging.getLogger(__name__)
+
+_CHAIN_ERRORS: dict[str, type[DexecError]] = {
+    "slippage_exceeded": SlippageExceeded,
+    "insufficient_funds": InsufficientFunds,
+    "insufficient_liquidity": InsufficientLiquidity,
+}
+
+
+class OrderStore(Protocol):
+    """The part of the repository the executor uses."""
+
+    async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None: ...
+
+    async def apply_change(
+        self, order_id: str, change: Change
+    ) -> tuple[Order, OrderEvent] | None: ...
+
+    async def record_swap(self, order_id: str, attempt: int, swap: SignedSwap) -> None: ...
+
+    async def set_swap_status(self, signature: str, status: str) -> None: ...
+
+    async def swaps_for_order(self, order_id: str) -> list[tuple[SignedSwap, int, str]]: ...
+
+
+class EventSink(Protocol):
+    def publish(self, event: OrderEvent) -> None: ...
+
+
+async def collect_quotes(
+    gateways: Sequence[VenueGateway], input_mint: str, output_mint: str, amount_in: int,
+    timeout_s: float,
+) -> tuple[list[Quote], dict[str, DexecError]]:
+    """Quote every venue in parallel; return the quotes and, per venue, why it was skipped."""
+
+    async def one(gateway: VenueGateway) -> Quote:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await gateway.quote(input_mint, output_mint, amount_in)
+        except TimeoutError:
+            raise VenueTimeout(f"{gateway.name} quote timed out", venue=gateway.name) from None
+
+    results = await asyncio.gather(*(one(g) for g in gateways), return_exceptions=True)
+    quotes: list[Quote] = []
+    errors: dict[str, DexecError] = {}
+    for gateway, result in zip(gateways, results, strict=True):
+        if isinstance(result, Quote):
+            quotes.append(result)
+        elif isinstance(result, DexecError):
+            errors[gateway.name] = result
+        elif isinstance(result, Exception):
+            errors[gateway.name] = RetryableError(f"{gateway.name} failed: {result!r}",
+                                                  venue=gateway.name)
+        else:
+            raise result
+    return quotes, errors
+
+
+class OrderExecutor:
+    """Take an order from wherever it stands to a terminal status, exactly once."""
+
+    def __init__(
+        self,
+        store: OrderStore,
+        gateways: Sequence[VenueGateway],
+        events: EventSink,
+        tokens: TokenRegistry,
+        *,
+        policy: RetryPolicy,
+        quote_timeout_s: float,
+        confirm_poll_s: float,
+        resend_interval_s: float = 2.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._gateways = {g.name: g for g in gateways}
+        self._events = events
+        self._tokens = tokens
+        self._policy = policy
+        self._quote_timeout = quote_timeout_s
+        self._poll = confirm_poll_s
+        self._resend_interval = resend_interval_s
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter only
+
+    async def execute(self, order_id: str) -> OrderStatus | None:
+        """Drive the order to confirmed or failed; return its final status."""
+        order = await self._store.get_order(order_id, with_history=False)
+        if order is None:
+            log.warning("order %s not found", order_id)
+            return None
+        if order.is_terminal:
+            return order.status
+        pending_swap = await self._unsettled_swap(order)
+        if order.status is OrderStatus.PENDING:
+            order = await self._change(order, Change(Trigger.START_ROUTING, attempt=1))
+        while True:
+            try:
+                if pending_swap is not None:
+                    swap, pending_swap = pending_swap, None
+                    order = await self._settle(order, swap, send_first=True)
+                else:
+                    order = await self._attempt(order)
+                return order.status
+            except DexecError as err:
+                order = await self._after_failure(order, err)
+                if order.is_terminal:
+                    return order.status
+
+    async def _attempt(self, order: Order) -> Order:
+        if order.status is not OrderStatus.ROUTING:
+            # Resumed after a crash between routing and sending: nothing was sent, so a
+            # fresh attempt is safe (any signed-but-unsent swap is settled before this).
+            order = await self._change(order, Change(Trigger.RETRY, attempt=order.attempt + 1,
+                                                     error="resumed after interruption"))
+        quotes = await self._route(order)
+        best = choose_best(quotes)
+        if best is None:  # _route raises before this; kept for the type checker
+            raise NoRoute("no venue answered with a quote")
+        order = await self._change(
+            order, Change(Trigger.ROUTE_CHOSEN, order.attempt, venue=best.venue,
+                          quotes=tuple(quotes))
+        )
+        gateway = self._gateways[best.venue]
+        swap = await gateway.build_swap(best, min_amount_out(best.amount_out, order.slippage_bps))
+        await self._store.record_swap(order.order_id, order.attempt, swap)
+        try:
+            await gateway.send(swap)
+        except RetryableError as err:
+            # The bytes may or may not have reached the chain: settle will poll and resend.
+            log.info("order %s: send of %s failed (%s); will reconcile", order.order_id,
+                     swap.signature, err)
+        except BlockhashExpired:
+            await self._store.set_swap_status(swap.signature, "expired")
+            raise
+        except DexecError:
+            await self._store.set_swap_status(swap.signature, "rejected")
+            raise
+        order = await self._change(
+            order, Change(Trigger.TX_SENT, order.attempt, venue=best.venue,
+                          signature=swap.signature)
+        )
+        return await self._settle(order, swap, send_first=False)
+
+    async def _route(self, order: Order) -> list[Quote]:
+        quotes, errors = await collect_quotes(
+            list(self._gateways.values()), order.input_mint, order.output_mint, order.amount_in,
+            self._quote_timeout,
+        )
+        for name, exc in errors.items():
+            log.info("order %s: %s skipped: %s", order.order_id, name, exc)
+        if quotes:
+            return quotes
+        detail = "; ".join(f"{n}: {e}" for n, e in errors.items())
+        if errors and all(isinstance(e, TerminalError) for e in errors.values()):
+            raise TerminalError(f"no venue can fill this order ({detail})")
+        raise NoRoute(f"no venue answered with a quote ({detail})")
+
+    async def _settle(self, order: Order, swap: SignedSwap, *, send_first: bool) -> Order:
+        """Poll the signature until it lands or provably never will; resend the same bytes."""
+        gateway = self._gateways[swap.venue]
+        last_send = -self._resend_interval if send_first else self._clock()
+        if order.status is not OrderStatus.SUBMITTED:
+            order = await self._change(
+                order, Change(Trigger.TX_SENT, order.attempt, venue=swap.venue,
+                              signature=swap.signature)
+            )
+        while True:
+            status = await self._status(gateway, swap.signature)
+            if status is not None:
+                return await self._landed(order, swap, status)
+            if await gateway.block_height() > swap.last_valid_block_height:
+                # Expired: ask once more, since it may have landed just before expiry.
+                status = await self._status(gateway, swap.signature)
+                if status is not None:
+                    return await self._landed(order, swap, status)
+                await self._store.set_swap_status(swap.signature, "expired")
+                raise BlockhashExpired(f"transaction {swap.signature} expired without landing")
+            if self._clock() - last_send >= self._resend_interval:
+                last_send = self._clock()
+                try:
+                    await gateway.send(swap)
+                except RetryableError as err:
+                    log.info("order %s: resend failed: %s", order.order_id, err)
+                except BlockhashExpired:
+                    pass  # the expiry check above decides
+            await self._sleep(self._poll)
+
+    async def _status(self, gateway: VenueGateway, signature: str) -> TxStatus | None:
+        try:
+            return (await gateway.statuses([signature]))[0]
+        except RetryableError as err:
+            log.info("status lookup for %s failed: %s", signature, err)
+            return None
+
+    async def _landed(self, order: Order, swap: SignedSwap, status: TxStatus) -> Order:
+        if not status.confirmed:
+            await self._store.set_swap_status(swap.signature, "failed")
+            error_type = _CHAIN_ERRORS.get(status.error_code or "", TerminalError)
+            raise error_type(status.error or "transaction failed", venue=swap.venue)
+        await self._store.set_swap_status(swap.signature, "confirmed")
+        token_in = self._tokens.by_mint(order.input_mint)
+        token_out = self._tokens.by_mint(order.output_mint)
+        price = execution_price(order.amount_in, token_in.decimals, status.amount_out,
+                                token_out.decimals)
+        return await self._change(
+            order, Change(Trigger.TX_CONFIRMED, order.attempt, venue=swap.venue,
+                          signature=swap.signature, amount_out=status.amount_out, price=price)
+        )
+
+    async def _after_failure(self, order: Order, err: DexecError) -> Order:
+        current = await self._store.get_order(order.order_id, with_history=False) or order
+        if current.is_terminal:
+            return current
+        if self._policy.should_retry(err, current.attempt):
+            delay = self._policy.delay(current.attempt, self._rng)
+            log.info("order %s: attempt %d failed (%s); retrying in %.2fs", order.order_id,
+                     current.attempt, err, delay)
+            await self._sleep(delay)
+            return await self._change(
+                current, Change(Trigger.RETRY, current.attempt + 1, error=str(err),
+                                error_class=str(err.error_class))
+            )
+        log.info("order %s failed: %s", order.order_id, err)
+        return await self._change(
+            current, Change(Trigger.FAIL, current.attempt, error=str(err),
+                            error_class=str(err.error_class))
+        )
+
+    async def _unsettled_swap(self, order: Order) -> SignedSwap | None:
+        """Return a swap signed for the current attempt that has not been settled yet."""
+        if order.status not in (OrderStatus.BUILDING, OrderStatus.SUBMITTED):
+            return None
+        for swap, attempt, status in reversed(await self._store.swaps_for_order(order.order_id)):
+            if attempt == order.attempt and status in ("signed", "confirmed", "failed"):
+                return swap
+        return None
+
+    async def _change(self, order: Order, change: Change) -> Order:
+        result = await self._store.apply_change(order.order_id, change)
+        if result is None:
+            return await self._store.get_order(order.order_id, with_history=False) or order
+        updated, event = result
+        self._events.publish(event)
+        return updated
+
+

@@ -1,0 +1,392 @@
+"""The Ray actors: thin shells that build their cores from settings. Every ray.* call is here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from actors.dispatch import Dispatcher, WorkerLost
+from actors.execution import OrderExecutor
+from actors.fanout import EventBatcher, EventHub
+from core.orders import NewOrder, Order, OrderEvent
+from core.quotes import Quote, SignedSwap, TxStatus
+from core.retry import RetryPolicy
+from core.settings import Settings
+from core.tokens import TokenRegistry
+from gateways.simulated.chain import SimChain, dev_wallet
+from gateways.simulated.venue import Faults, SimulatedVenue
+from storage.repository import OrderRepository
+
+log = logging.getLogger(__name__)
+
+CHAIN = "SimChain"
+NOTIFIER = "Notifier"
+MANAGER = "OrderManager"
+
+
+def gateway_name(venue: str) -> str:
+    return f"Gateway-{venue}"
+
+
+def worker_name(index: int) -> str:
+    return f"ExecutionWorker-{index}"
+
+
+def _database_url(settings: Settings) -> str:
+    if settings.database_url is None:
+        raise RuntimeError("database_url must be resolved before actors start")
+    return settings.database_url.get_secret_value()
+
+
+# -- simulated chain ------------------------------------------------------------------------
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class SimChainActor:
+    """The simulated chain: one actor holds all pools, balances and transactions."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.chain = SimChain(
+            seed=settings.sim_seed,
+            block_time_s=settings.sim_block_time_ms / 1000,
+            blockhash_valid_blocks=settings.sim_blockhash_valid_blocks,
+            start_time=time.time(),
+        )
+        self.chain.adverse_move_bps = settings.sim_adverse_move_bps
+        wallet = dev_wallet(_secret(settings.wallet_keypair)).pubkey()
+        self.chain.fund(str(wallet), {"SOL": 10**15, "USDC": 10**15, "USDT": 10**15,
+                                      "RAY": 10**15})
+        self._drift: asyncio.Task[None] | None = None
+
+    def _ensure_drift(self) -> None:
+        if self._drift is None and self._settings.sim_drift_interval_s > 0:
+            self._drift = asyncio.get_running_loop().create_task(self._drift_loop())
+
+    async def _drift_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.sim_drift_interval_s)
+            self.chain.drift(time.time(), self._settings.sim_drift_bps)
+
+    async def quote(self, venue: str, token_in: str, token_out: str, amount_in: int
+                    ) -> dict[str, object]:
+        self._ensure_drift()
+        pool, x_to_y, result, fee_bps = self.chain.quote(venue, token_in, token_out, amount_in,
+                                                         time.time())
+        return {"pool": pool, "x_to_y": x_to_y, "amount_out": result.amount_out,
+                "fee": result.fee, "fee_bps": str(fee_bps),
+                "price_impact_bps": result.price_impact_bps}
+
+    async def latest_blockhash(self) -> tuple[str, int]:
+        return self.chain.latest_blockhash(time.time())
+
+    async def send_transaction(self, tx_bytes: bytes, land_delay_s: float) -> str:
+        signature = self.chain.send_transaction(tx_bytes, time.time(), land_delay_s)
+        if land_delay_s > 0:
+            asyncio.get_running_loop().call_later(
+                land_delay_s, lambda: self.chain.process(time.time())
+            )
+        return signature
+
+    async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
+        return self.chain.signature_statuses(signatures, time.time())
+
+    async def block_height(self) -> int:
+        return self.chain.block_height(time.time())
+
+    def set_adverse_move_bps(self, bps: int) -> None:
+        self.chain.adverse_move_bps = bps
+
+    def executed_swaps(self, signatures: list[str]) -> int:
+        return self.chain.executed_swaps(signatures)
+
+    def spot_price(self, venue: str, token_x: str, token_y: str) -> str:
+        return str(self.chain.spot_price(venue, token_x, token_y))
+
+
+class _ChainClient:
+    """Adapt the chain actor's handle to gateways.simulated.venue.ChainClient."""
+
+    def __init__(self, handle: Any) -> None:
+        self._h = handle
+
+    async def quote(self, venue: str, token_in: str, token_out: str, amount_in: int
+                    ) -> dict[str, object]:
+        result: dict[str, object] = await self._h.quote.remote(venue, token_in, token_out,
+                                                                amount_in)
+        return result
+
+    async def latest_blockhash(self) -> tuple[str, int]:
+        result: tuple[str, int] = await self._h.latest_blockhash.remote()
+        return result
+
+    async def send_transaction(self, tx_bytes: bytes, land_delay_s: float) -> str:
+        result: str = await self._h.send_transaction.remote(tx_bytes, land_delay_s)
+        return result
+
+    async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
+        result: list[TxStatus | None] = await self._h.signature_statuses.remote(signatures)
+        return result
+
+    async def block_height(self) -> int:
+        result: int = await self._h.block_height.remote()
+        return result
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+# -- venue gateways -------------------------------------------------------------------------
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class VenueGatewayActor:
+    """One venue's gateway: connection pools and rate limit, no order state.
+
+    max_task_retries=0: Ray never resends a swap on its own; the order record decides.
+    """
+
+    def __init__(self, venue: str, settings: Settings) -> None:
+        chain = _ChainClient(ray.get_actor(CHAIN, namespace=settings.namespace))
+        faults = Faults(
+            down=venue in settings.sim_down_venues,
+            fail_rate=settings.sim_fail_rate,
+            timeout_rate=settings.sim_timeout_rate,
+        )
+        self.gateway = SimulatedVenue(
+            venue, chain, dev_wallet(_secret(settings.wallet_keypair)), TokenRegistry(),
+            quote_latency_ms=settings.sim_quote_latency_ms,
+            swap_latency_ms=settings.sim_swap_latency_ms,
+            faults=faults, seed=settings.sim_seed,
+        )
+
+    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+        return await self.gateway.quote(input_mint, output_mint, amount_in)
+
+    async def build_swap(self, quote: Quote, min_amount_out: int) -> SignedSwap:
+        return await self.gateway.build_swap(quote, min_amount_out)
+
+    async def send(self, swap: SignedSwap) -> None:
+        await self.gateway.send(swap)
+
+    async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
+        return await self.gateway.statuses(signatures)
+
+    async def block_height(self) -> int:
+        return await self.gateway.block_height()
+
+    def set_faults(self, **changes: Any) -> None:
+        """Change failure injection at run time (tests and demos)."""
+        for key, value in changes.items():
+            setattr(self.gateway.faults, key, value)
+
+
+class _RemoteGateway:
+    """Adapt a gateway actor's handle to gateways.base.VenueGateway."""
+
+    def __init__(self, name: str, handle: Any) -> None:
+        self.name = name
+        self._h = handle
+
+    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+        result: Quote = await self._h.quote.remote(input_mint, output_mint, amount_in)
+        return result
+
+    async def build_swap(self, quote: Quote, min_amount_out: int) -> SignedSwap:
+        result: SignedSwap = await self._h.build_swap.remote(quote, min_amount_out)
+        return result
+
+    async def send(self, swap: SignedSwap) -> None:
+        await self._h.send.remote(swap)
+
+    async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
+        result: list[TxStatus | None] = await self._h.statuses.remote(signatures)
+        return result
+
+    async def block_height(self) -> int:
+        result: int = await self._h.block_height.remote()
+        return result
+
+
+# -- notifier -------------------------------------------------------------------------------
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class Notifier:
+    """Deliver status events to the ingress replicas that hold the WebSocket connections."""
+
+    def __init__(self) -> None:
+        self.hub = EventHub()
+
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        self.hub.publish(events)
+
+    def watch(self, replica_id: str, order_ids: list[str]) -> None:
+        self.hub.watch(replica_id, order_ids)
+
+    def unwatch(self, replica_id: str, order_ids: list[str]) -> None:
+        self.hub.unwatch(replica_id, order_ids)
+
+    async def take(self, replica_id: str, timeout_s: float) -> list[dict[str, Any]]:
+        return await self.hub.take(replica_id, timeout_s)
+
+
+class _NotifierSink:
+    """Batch a worker's events into one Notifier call every few milliseconds."""
+
+    def __init__(self, handle: Any) -> None:
+        self._batcher = EventBatcher(self._send)
+        self._h = handle
+
+    async def _send(self, events: list[dict[str, Any]]) -> None:
+        await self._h.publish.remote(events)
+
+    def publish(self, event: OrderEvent) -> None:
+        self._batcher.add(event.to_json())
+
+
+# -- execution workers ----------------------------------------------------------------------
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class ExecutionWorker:
+    """Execute orders handed over by the OrderManager; holds no state that must survive."""
+
+    def __init__(self, settings: Settings, index: int) -> None:
+        self._settings = settings
+        self.index = index
+        self._executor: OrderExecutor | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ready(self) -> OrderExecutor:
+        async with self._lock:
+            if self._executor is None:
+                s = self._settings
+                repo = OrderRepository(_database_url(s), min_size=1, max_size=s.db_pool_max)
+                await repo.open()
+                gateways = [
+                    _RemoteGateway(v, ray.get_actor(gateway_name(v), namespace=s.namespace))
+                    for v in s.venues
+                ]
+                sink = _NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace))
+                self._executor = OrderExecutor(
+                    repo, gateways, sink, TokenRegistry(),
+                    policy=RetryPolicy(s.max_attempts, s.retry_base_delay_s, s.retry_max_delay_s),
+                    quote_timeout_s=s.quote_timeout_s,
+                    confirm_poll_s=s.confirm_poll_s,
+                )
+            return self._executor
+
+    async def execute(self, order_id: str) -> str | None:
+        executor = await self._ready()
+        status = await executor.execute(order_id)
+        return str(status) if status is not None else None
+
+    def ping(self) -> int:
+        return self.index
+
+
+class _RayWorkerPool:
+    def __init__(self, handles: list[Any]) -> None:
+        self._handles = handles
+
+    def size(self) -> int:
+        return len(self._handles)
+
+    async def execute(self, index: int, order_id: str) -> None:
+        try:
+            await self._handles[index].execute.remote(order_id)
+        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+            raise WorkerLost(str(exc)) from None
+
+
+# -- order manager --------------------------------------------------------------------------
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class OrderManager:
+    """Persist orders, own the queue of pending ones, dispatch them to the worker pool.
+
+    On (re)start it reloads every non-terminal order from PostgreSQL.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._dispatcher: Dispatcher | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ready(self) -> Dispatcher:
+        async with self._lock:
+            if self._dispatcher is None:
+                s = self._settings
+                repo = OrderRepository(_database_url(s), min_size=1, max_size=s.db_pool_max)
+                await repo.open()
+                workers = [ray.get_actor(worker_name(i), namespace=s.namespace)
+                           for i in range(s.workers)]
+                dispatcher = Dispatcher(repo, _RayWorkerPool(workers),
+                                        per_worker=s.worker_concurrency)
+                await dispatcher.start()
+                self._dispatcher = dispatcher
+            return self._dispatcher
+
+    async def start(self) -> dict[str, int]:
+        return (await self._ready()).stats()
+
+    async def submit(self, new: NewOrder) -> tuple[Order, bool]:
+        return await (await self._ready()).submit(new)
+
+    async def stats(self) -> dict[str, int]:
+        return (await self._ready()).stats()
+
+
+# -- the whole stack ------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    chain: Any
+    gateways: dict[str, Any]
+    notifier: Any
+    workers: list[Any]
+    manager: Any
+
+
+def start_stack(settings: Settings) -> Stack:
+    """Create (or find) every named actor; call from a driver connected to Ray."""
+    ns = settings.namespace
+    common = {"namespace": ns, "get_if_exists": True, "lifetime": "detached"}
+    chain = SimChainActor.options(name=CHAIN, **common).remote(settings)  # type: ignore[attr-defined]
+    gateways = {
+        v: VenueGatewayActor.options(name=gateway_name(v), **common).remote(v, settings)  # type: ignore[attr-defined]
+        for v in settings.venues
+    }
+    notifier = Notifier.options(name=NOTIFIER, **common).remote()  # type: ignore[attr-defined]
+    workers = [
+        ExecutionWorker.options(  # type: ignore[attr-defined]
+            name=worker_name(i), max_concurrency=settings.worker_concurrency + 8, **common
+        ).remote(settings, i)
+        for i in range(settings.workers)
+    ]
+    manager = OrderManager.options(name=MANAGER, max_concurrency=10_000, **common).remote(settings)  # type: ignore[attr-defined]
+    ray.get([chain.block_height.remote(), *(w.ping.remote() for w in workers)])
+    ray.get(manager.start.remote())
+    return Stack(chain, gateways, notifier, workers, manager)
+
+
+def stop_stack(settings: Settings) -> None:
+    """Kill every named actor of the stack (they are detached, so nothing else will)."""
+    names = [MANAGER, NOTIFIER, CHAIN, *(gateway_name(v) for v in settings.venues),
+             *(worker_name(i) for i in range(settings.workers))]
+    for name in names:
+        with contextlib.suppress(ValueError):
+            ray.kill(ray.get_actor(name, namespace=settings.namespace), no_restart=True)
+
+

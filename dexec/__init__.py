@@ -1,0 +1,1 @@
+"""dexec: order execution engine for Solana DEX swaps on Ray."""

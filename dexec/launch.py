@@ -1,0 +1,130 @@
+"""Bring the whole engine up (database, Ray, actors, Serve) and down again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import ray
+from pydantic import SecretStr
+from ray import serve
+from solders.keypair import Keypair
+
+from actors.runtime import Stack, start_stack, stop_stack
+from core.settings import Settings
+from serve.app import DexecIngress
+from storage.embedded import EmbeddedPostgres
+from storage.migrate import apply_migrations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    stack: Stack
+    embedded: EmbeddedPostgres | None = None
+    owns_ray: bool = False
+    urls: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+
+def resolve_database(settings: Settings) -> tuple[Settings, EmbeddedPostgres | None]:
+    """Start the embedded PostgreSQL when no DEXEC_DATABASE_URL is set; apply migrations."""
+    embedded = None
+    if settings.database_url is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        settings = settings.model_copy(update={"database_url": SecretStr(embedded.start())})
+    assert settings.database_url is not None  # noqa: S101 - set just above
+    asyncio.run(apply_migrations(settings.database_url.get_secret_value()))
+    return settings, embedded
+
+
+def resolve_wallet(settings: Settings) -> Settings:
+    """Use the configured wallet, or a dev wallet kept in the data folder (it holds no value)."""
+    if settings.wallet_keypair is not None:
+        return settings
+    path = Path(settings.data_dir) / "dev-wallet.json"
+    if path.exists():
+        secret = json.loads(path.read_text())["secret"]
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = str(Keypair())
+        path.write_text(json.dumps({"secret": secret, "note": "simulated chain only"}))
+        os.chmod(path, 0o600)
+    return settings.model_copy(update={"wallet_keypair": SecretStr(secret)})
+
+
+def start_engine(
+    settings: Settings, *, address: str | None = None, num_cpus: int | None = None
+) -> Engine:
+    """Start or join Ray, create the actors, deploy the ingress, and wait until it answers."""
+    settings, embedded = resolve_database(settings)
+    settings = resolve_wallet(settings)
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
+        context = ray.init(
+            address=address,
+            namespace=settings.namespace,
+            num_cpus=num_cpus if address is None else None,
+            include_dashboard=address is None,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
+        )
+        dashboard = context.dashboard_url
+    else:
+        dashboard = ray.get_runtime_context().gcs_address
+    stack = start_stack(settings)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(
+        DexecIngress.options(  # type: ignore[attr-defined]
+            num_replicas=settings.serve_replicas,
+            max_ongoing_requests=settings.max_ongoing_requests,
+        ).bind(settings),
+        name="dexec",
+        route_prefix="/",
+    )
+    engine = Engine(settings, stack, embedded, owns_ray)
+    _wait_healthy(engine.api_url)
+    engine.urls = {
+        "api": engine.api_url,
+        "docs": f"{engine.api_url}/docs",
+        "dashboard": f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard,
+    }
+    return engine
+
+
+def _wait_healthy(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the API at {url} did not become healthy")
+        time.sleep(0.2)
+
+
+def stop_engine(engine: Engine) -> None:
+    """Remove the Serve app and the actors, then stop what this process started."""
+    try:
+        serve.delete("dexec")
+    except Exception:
+        log.exception("could not delete the Serve app")
+    stop_stack(engine.settings)
+    if engine.owns_ray:
+        serve.shutdown()
+        ray.shutdown()
+    if engine.embedded is not None:
+        engine.embedded.stop()

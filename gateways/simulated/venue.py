@@ -1,0 +1,130 @@
+"""A simulated venue gateway (Raydium or Meteora flavoured) over the simulated chain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from solders.keypair import Keypair
+
+from core.errors import InvalidInput, VenueTimeout, VenueUnavailable
+from core.quotes import Quote, SignedSwap, TxStatus
+from core.tokens import TokenRegistry
+from gateways.simulated.program import build_swap_transaction
+
+QUOTE_TTL_S = 30.0
+
+
+class ChainClient(Protocol):
+    """What a simulated gateway needs from the simulated chain (an actor in practice)."""
+
+    async def quote(
+        self, venue: str, token_in: str, token_out: str, amount_in: int
+    ) -> dict[str, object]: ...
+
+    async def latest_blockhash(self) -> tuple[str, int]: ...
+
+    async def send_transaction(self, tx_bytes: bytes, land_delay_s: float) -> str: ...
+
+    async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]: ...
+
+    async def block_height(self) -> int: ...
+
+
+@dataclass
+class Faults:
+    """Failure injection for one venue: rates from settings, counts from tests."""
+
+    down: bool = False
+    fail_rate: float = 0.0
+    timeout_rate: float = 0.0
+    fail_next: int = 0  # the next N calls fail with a transient error
+
+    def check(self, venue: str, rng: random.Random) -> None:
+        if self.down:
+            raise VenueUnavailable(f"{venue} is down", venue=venue)
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise VenueUnavailable(f"{venue} answered 503 (injected)", venue=venue)
+        if self.fail_rate and rng.random() < self.fail_rate:
+            raise VenueUnavailable(f"{venue} answered 503 (injected)", venue=venue)
+        if self.timeout_rate and rng.random() < self.timeout_rate:
+            raise VenueTimeout(f"{venue} timed out (injected)", venue=venue)
+
+
+class SimulatedVenue:
+    """Quotes from and swaps against one venue's pools on the simulated chain."""
+
+    def __init__(
+        self,
+        name: str,
+        chain: ChainClient,
+        wallet: Keypair,
+        tokens: TokenRegistry,
+        *,
+        quote_latency_ms: tuple[int, int],
+        swap_latency_ms: tuple[int, int],
+        faults: Faults,
+        seed: int,
+    ) -> None:
+        self.name = name
+        self._chain = chain
+        self._wallet = wallet
+        self._tokens = tokens
+        self._quote_latency = quote_latency_ms
+        self._swap_latency = swap_latency_ms
+        self.faults = faults
+        self._rng = random.Random(f"{seed}:{name}")
+
+    async def _latency(self, bounds: tuple[int, int]) -> None:
+        low, high = bounds
+        if high > 0:
+            await asyncio.sleep(self._rng.uniform(low, high) / 1000)
+
+    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+        await self._latency(self._quote_latency)
+        self.faults.check(self.name, self._rng)
+        token_in = self._tokens.by_mint(input_mint).symbol
+        token_out = self._tokens.by_mint(output_mint).symbol
+        answer = await self._chain.quote(self.name, token_in, token_out, amount_in)
+        return Quote(
+            venue=self.name,
+            pool=str(answer["pool"]),
+            input_mint=input_mint,
+            output_mint=output_mint,
+            amount_in=amount_in,
+            amount_out=int(answer["amount_out"]),  # type: ignore[call-overload]
+            fee=int(answer["fee"]),  # type: ignore[call-overload]
+            fee_bps=Decimal(str(answer["fee_bps"])),
+            price_impact_bps=int(answer["price_impact_bps"]),  # type: ignore[call-overload]
+            expires_at=time.time() + QUOTE_TTL_S,
+            payload=json.dumps({"pool": answer["pool"], "x_to_y": answer["x_to_y"]}),
+        )
+
+    async def build_swap(self, quote: Quote, min_amount_out: int) -> SignedSwap:
+        if quote.venue != self.name:
+            raise InvalidInput(f"quote from {quote.venue} sent to {self.name}")
+        route = json.loads(quote.payload)
+        blockhash, last_valid = await self._chain.latest_blockhash()
+        tx = build_swap_transaction(
+            self._wallet, route["pool"], quote.amount_in, min_amount_out, route["x_to_y"],
+            blockhash,
+        )
+        return SignedSwap(self.name, str(tx.signatures[0]), bytes(tx), last_valid, min_amount_out)
+
+    async def send(self, swap: SignedSwap) -> None:
+        self.faults.check(self.name, self._rng)
+        low, high = self._swap_latency
+        delay = self._rng.uniform(low, high) / 1000 if high > 0 else 0.0
+        await self._chain.send_transaction(swap.tx_bytes, delay)
+
+    async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
+        return await self._chain.signature_statuses(signatures)
+
+    async def block_height(self) -> int:
+        return await self._chain.block_height()

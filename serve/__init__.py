@@ -1,0 +1,1 @@
+"""Ray Serve ingress: REST and WebSocket routes over FastAPI."""

@@ -1,0 +1,332 @@
+"""The ingress deployment: REST and WebSocket routes on one FastAPI app inside Ray Serve."""
+
+
+import asyncio
+import contextlib
+import json
+import logging
+from decimal import Decimal
+from typing import Any
+
+import ray
+from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from actors.execution import collect_quotes
+from actors.runtime import MANAGER, NOTIFIER, _RemoteGateway, gateway_name
+from core.errors import (
+    DexecError,
+    IdempotencyConflict,
+    InvalidInput,
+    OrderNotFound,
+    RetryableError,
+    TransientDatabaseError,
+)
+from core.orders import NewOrder, Order, OrderStatus
+from core.quotes import choose_best
+from core.settings import Settings
+from core.tokens import TokenRegistry, parse_amount
+from serve.models import OrderRequest, order_json, parse_order_request
+from serve.stream import Connection, StreamHub
+from storage.repository import OrderRepository
+
+log = logging.getLogger(__name__)
+
+app = FastAPI(
+    title="dexec",
+    version="0.1.0",
+    description="Order execution engine for Solana DEX swaps: market orders routed to the best"
+    " venue, executed exactly once, streamed live.",
+)
+
+_STATUS_FOR: list[tuple[type[DexecError], int]] = [
+    (OrderNotFound, 404),
+    (IdempotencyConflict, 409),
+    (InvalidInput, 422),
+    (TransientDatabaseError, 503),
+    (RetryableError, 503),
+]
+
+
+def _error_status(exc: DexecError) -> int:
+    for cls, status in _STATUS_FOR:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+@app.exception_handler(DexecError)
+async def _dexec_error(_: Request, exc: DexecError) -> JSONResponse:
+    status = _error_status(exc)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse({"error": exc.message}, status_code=status, headers=headers)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"][1:]) or str(err["loc"][0])
+        parts.append(f"{loc}: {err['msg']}")
+    return JSONResponse({"error": "; ".join(parts)}, status_code=422)
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with 413, whether or not they declare a length."""
+
+    def __init__(self, inner: ASGIApp, limit: int = 64 * 1024) -> None:
+        self.inner = inner
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.inner(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.inner(scope, counted, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = json.dumps({"error": f"request body is larger than {self.limit} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+app.add_middleware(BodyLimit)
+
+
+def _decode(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("body is not valid JSON") from None
+
+
+class _NotifierSource:
+    def __init__(self, handle: Any) -> None:
+        self._h = handle
+
+    async def watch(self, replica_id: str, order_ids: list[str]) -> None:
+        await self._h.watch.remote(replica_id, order_ids)
+
+    async def unwatch(self, replica_id: str, order_ids: list[str]) -> None:
+        await self._h.unwatch.remote(replica_id, order_ids)
+
+    async def take(self, replica_id: str, timeout_s: float) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._h.take.remote(replica_id, timeout_s)
+        return result
+
+
+@serve.deployment(name="DexecIngress", ray_actor_options={"num_cpus": 0})
+@serve.ingress(app)
+class DexecIngress:
+    """One ingress replica; holds a read pool, handles to the actors, and its WebSockets."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tokens = TokenRegistry()
+        if settings.database_url is None:
+            raise RuntimeError("database_url must be resolved before the ingress starts")
+        self.repo = OrderRepository(settings.database_url.get_secret_value(),
+                                    min_size=1, max_size=settings.db_pool_max)
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+        ns = settings.namespace
+        self.manager = ray.get_actor(MANAGER, namespace=ns)
+        self.gateways = [_RemoteGateway(v, ray.get_actor(gateway_name(v), namespace=ns))
+                         for v in settings.venues]
+        self.hub = StreamHub(_NotifierSource(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
+
+    async def _repo(self) -> OrderRepository:
+        if not self._opened:
+            async with self._open_lock:
+                if not self._opened:
+                    await self.repo.open()
+                    self._opened = True
+        return self.repo
+
+    async def _submit(self, body: Any) -> tuple[Order, bool]:
+        command: NewOrder = parse_order_request(body, self.tokens, self.settings.default_account)
+        try:
+            order: Order
+            created: bool
+            order, created = await self.manager.submit.remote(command)
+        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+            raise TransientDatabaseError(f"order manager unavailable, retry: {exc}") from None
+        return order, created
+
+    # -- REST ------------------------------------------------------------------------------
+
+    @app.post(
+        "/api/orders",
+        status_code=202,
+        summary="Submit a market order",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": OrderRequest.model_json_schema()}}}},
+        responses={200: {"description": "The same client_order_id was submitted before"},
+                   409: {"description": "client_order_id reused for a different order"},
+                   413: {"description": "Body over 64 KiB"},
+                   422: {"description": "Invalid order"}},
+    )
+    async def submit_order(self, request: Request) -> JSONResponse:
+        body = _decode(await request.body())
+        order, created = await self._submit(body)
+        return JSONResponse(order_json(order, self.tokens), status_code=202 if created else 200)
+
+    @app.get("/api/orders/{order_id}", summary="One order with its quotes and event history")
+    async def get_order(self, order_id: str) -> dict[str, Any]:
+        order = await (await self._repo()).get_order(order_id)
+        if order is None:
+            raise OrderNotFound(f"order {order_id} not found")
+        return order_json(order, self.tokens)
+
+    @app.get("/api/orders", summary="Orders, newest first")
+    async def list_orders(
+        self,
+        status: OrderStatus | None = None,
+        limit: int = Query(50, ge=1, le=500),
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        orders, next_cursor = await (await self._repo()).list_orders(
+            self.settings.default_account, status=status, limit=limit, cursor=cursor
+        )
+        return {"orders": [order_json(o, self.tokens) for o in orders],
+                "next_cursor": next_cursor}
+
+    @app.get("/api/quotes", summary="Every venue's quote and the winner; executes nothing")
+    async def quotes(self, input_mint: str, output_mint: str, amount: str) -> dict[str, Any]:
+        command = parse_order_request(
+            {"type": "market", "input_mint": input_mint, "output_mint": output_mint,
+             "amount": amount}, self.tokens, self.settings.default_account)
+        quotes, errors = await collect_quotes(
+            self.gateways, command.input_mint, command.output_mint, command.amount_in,
+            self.settings.quote_timeout_s)
+        best = choose_best(quotes)
+        return {
+            "input_mint": command.input_mint,
+            "output_mint": command.output_mint,
+            "amount": str(parse_amount(amount)),
+            "amount_in_base": str(command.amount_in),
+            "quotes": [q.public() for q in quotes],
+            "best": best.public() if best else None,
+            "errors": {venue: str(err) for venue, err in errors.items()},
+        }
+
+    @app.get("/api/tokens", summary="Tokens the engine can trade")
+    async def tokens_list(self) -> dict[str, Any]:
+        return {"tokens": [{"symbol": t.symbol, "mint": t.mint, "decimals": t.decimals}
+                           for t in self.tokens.tokens]}
+
+    @app.get("/healthz", summary="The ingress process is up")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    # -- WebSocket -------------------------------------------------------------------------
+
+    @app.websocket("/ws")
+    async def ws(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        await self._repo()
+        outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def enqueue(frame: dict[str, Any]) -> None:
+            outbox.put_nowait(frame)
+
+        conn = Connection(enqueue)
+        self.hub.connections += 1
+        writer = asyncio.get_running_loop().create_task(self._write(websocket, outbox))
+        try:
+            while True:
+                raw = await websocket.receive_text()
+                try:
+                    await self._handle_frame(conn, raw)
+                except DexecError as exc:
+                    outbox.put_nowait({"type": "error", "error": exc.message,
+                                       "status": _error_status(exc)})
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.hub.connections -= 1
+            self.hub.close(conn)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+
+    @staticmethod
+    async def _write(websocket: WebSocket, outbox: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            frame = await outbox.get()
+            await websocket.send_text(json.dumps(frame))
+
+    async def _handle_frame(self, conn: Connection, raw: str) -> None:
+        if len(raw.encode()) > self.settings.max_body_bytes:
+            raise InvalidInput(f"frame is larger than {self.settings.max_body_bytes} bytes")
+        message = _decode(raw)
+        if not isinstance(message, dict):
+            raise InvalidInput("a frame must be a JSON object with an `op`")
+        op = message.get("op")
+        if op == "submit":
+            order, _ = await self._submit(message.get("order"))
+            await conn.send({"type": "accepted", "order": order_json(order, self.tokens)})
+            await self.hub.subscribe(conn, order.order_id, order.seq)
+        elif op in ("subscribe", "unsubscribe"):
+            order_ids = message.get("order_ids")
+            if (not isinstance(order_ids, list) or not order_ids
+                    or not all(isinstance(i, str) for i in order_ids)):
+                raise InvalidInput("order_ids must be a non-empty list of order id strings")
+            if op == "unsubscribe":
+                await self.hub.unsubscribe(conn, order_ids)
+                await conn.send({"type": "unsubscribed", "order_ids": order_ids})
+                return
+            since = _since_seq(message.get("since_seq"), order_ids)
+            for order_id in order_ids:
+                order = await self.repo.get_order(order_id)
+                if order is None:
+                    await conn.send({"type": "error", "error": f"order {order_id} not found",
+                                     "order_id": order_id, "status": 404})
+                    continue
+                after = since.get(order_id)
+                if after is None:
+                    await conn.send({"type": "state", "order": order_json(order, self.tokens)})
+                    after = order.seq
+                await self.hub.subscribe(conn, order_id, after)
+        else:
+            raise InvalidInput("op must be one of submit, subscribe, unsubscribe")
+
+
+def _since_seq(raw: object, order_ids: list[str]) -> dict[str, int | None]:
+    if raw is None:
+        return dict.fromkeys(order_ids)
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return dict.fromkeys(order_ids, raw)
+    if isinstance(raw, dict) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in raw.values()
+    ):
+        return {i: raw.get(i) for i in order_ids}
+    raise InvalidInput("since_seq must be a non-negative integer or an object of order id to seq")
+
+
