@@ -153,7 +153,10 @@ class OrderExecutor:
                           quotes=tuple(quotes))
         )
         gateway = self._gateways[best.venue]
-        swap = await gateway.build_swap(best, min_amount_out(best.amount_out, order.slippage_bps))
+        swap = await gateway.build_swap(
+            best, min_amount_out(best.amount_out, order.slippage_bps),
+            memo=f"dexec:{order.order_id}:{order.attempt}",
+        )
         await self._store.record_swap(order.order_id, order.attempt, swap)
         try:
             await gateway.send(swap)

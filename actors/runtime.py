@@ -171,8 +171,8 @@ class VenueGatewayActor:
     async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
         return await self.gateway.quote(input_mint, output_mint, amount_in)
 
-    async def build_swap(self, quote: Quote, min_amount_out: int) -> SignedSwap:
-        return await self.gateway.build_swap(quote, min_amount_out)
+    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
+        return await self.gateway.build_swap(quote, min_amount_out, memo)
 
     async def send(self, swap: SignedSwap) -> None:
         await self.gateway.send(swap)
@@ -200,8 +200,8 @@ class _RemoteGateway:
         result: Quote = await self._h.quote.remote(input_mint, output_mint, amount_in)
         return result
 
-    async def build_swap(self, quote: Quote, min_amount_out: int) -> SignedSwap:
-        result: SignedSwap = await self._h.build_swap.remote(quote, min_amount_out)
+    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
+        result: SignedSwap = await self._h.build_swap.remote(quote, min_amount_out, memo)
         return result
 
     async def send(self, swap: SignedSwap) -> None:

@@ -114,7 +114,7 @@ class OrderEvent:
             "quotes": list(self.quotes) if self.quotes is not None else None,
             "signature": self.signature,
             "amount_out": str(self.amount_out) if self.amount_out is not None else None,
-            "price": str(self.price) if self.price is not None else None,
+            "price": f"{self.price.normalize():f}" if self.price is not None else None,
             "error": self.error,
             "error_class": self.error_class,
         }

@@ -20,8 +20,12 @@ class VenueGateway(Protocol):
         """Return what the venue would pay now; execute nothing."""
         ...
 
-    async def build_swap(self, quote: Quote, min_amount_out: int) -> SignedSwap:
-        """Return a signed transaction for `quote` that refuses to pay less than the minimum."""
+    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
+        """Return a signed transaction for `quote` that refuses to pay less than the minimum.
+
+        `memo` (the order id and attempt) goes into the transaction so that two orders with
+        identical swaps never share a signature.
+        """
         ...
 
     async def send(self, swap: SignedSwap) -> None:

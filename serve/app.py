@@ -126,6 +126,10 @@ def _decode(raw: bytes | str) -> Any:
         raise InvalidInput("body is not valid JSON") from None
 
 
+# Everything the deployment class uses must be defined above it: Serve pickles the class
+# when the decorator runs, so later module globals would be missing in the replica.
+
+
 class _NotifierSource:
     def __init__(self, handle: Any) -> None:
         self._h = handle
@@ -139,6 +143,18 @@ class _NotifierSource:
     async def take(self, replica_id: str, timeout_s: float) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._h.take.remote(replica_id, timeout_s)
         return result
+
+
+def _since_seq(raw: object, order_ids: list[str]) -> dict[str, int | None]:
+    if raw is None:
+        return dict.fromkeys(order_ids)
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return dict.fromkeys(order_ids, raw)
+    if isinstance(raw, dict) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in raw.values()
+    ):
+        return {i: raw.get(i) for i in order_ids}
+    raise InvalidInput("since_seq must be a non-negative integer or an object of order id to seq")
 
 
 @serve.deployment(name="DexecIngress", ray_actor_options={"num_cpus": 0})
@@ -316,17 +332,3 @@ class DexecIngress:
                 await self.hub.subscribe(conn, order_id, after)
         else:
             raise InvalidInput("op must be one of submit, subscribe, unsubscribe")
-
-
-def _since_seq(raw: object, order_ids: list[str]) -> dict[str, int | None]:
-    if raw is None:
-        return dict.fromkeys(order_ids)
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
-        return dict.fromkeys(order_ids, raw)
-    if isinstance(raw, dict) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in raw.values()
-    ):
-        return {i: raw.get(i) for i in order_ids}
-    raise InvalidInput("since_seq must be a non-negative integer or an object of order id to seq")
-
-

@@ -92,7 +92,13 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 def ui(amount: int | None, decimals: int) -> str | None:
-    return None if amount is None else str(Decimal(amount).scaleb(-decimals).normalize())
+    return None if amount is None else plain(Decimal(amount).scaleb(-decimals))
+
+
+def plain(value: Decimal) -> str:
+    """Format a Decimal without exponent or trailing zeros ("150", "1.5", "0.000001")."""
+    text = f"{value.normalize():f}"
+    return text
 
 
 def order_json(order: Order, tokens: TokenRegistry) -> dict[str, Any]:
@@ -118,7 +124,7 @@ def order_json(order: Order, tokens: TokenRegistry) -> dict[str, Any]:
         "signature": order.signature,
         "amount_out": ui(order.amount_out, token_out.decimals),
         "amount_out_base": str(order.amount_out) if order.amount_out is not None else None,
-        "price": str(order.price) if order.price is not None else None,
+        "price": plain(order.price) if order.price is not None else None,
         "failure_reason": order.failure_reason,
         "quotes": [q.public() for q in order.quotes],
         "created_at": order.created_at.isoformat(),

@@ -12,6 +12,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import Transaction
 
 PROGRAM_ID = Pubkey.find_program_address([b"dexec-sim-amm"], Pubkey.default())[0]
+MEMO_PROGRAM_ID = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 _SWAP = struct.Struct("<8sQQB")
 _DISCRIMINATOR = b"dxswap01"
 
@@ -33,29 +34,35 @@ def pool_address(venue: str, token_x: str, token_y: str) -> str:
 
 def build_swap_transaction(
     wallet: Keypair, pool: str, amount_in: int, min_amount_out: int, x_to_y: bool,
-    blockhash: str,
+    blockhash: str, memo: str,
 ) -> Transaction:
-    """Build and sign a swap transaction paying from `wallet`."""
+    """Build and sign a swap transaction paying from `wallet`.
+
+    The memo (the order id and attempt) makes every order's transaction unique: ed25519 is
+    deterministic, so two identical swaps in the same block would otherwise share a
+    signature and the chain would execute only one of them.
+    """
     data = _SWAP.pack(_DISCRIMINATOR, amount_in, min_amount_out, int(x_to_y))
     accounts = [
         AccountMeta(wallet.pubkey(), is_signer=True, is_writable=True),
         AccountMeta(Pubkey.from_string(pool), is_signer=False, is_writable=True),
     ]
-    ix = Instruction(PROGRAM_ID, data, accounts)
+    swap = Instruction(PROGRAM_ID, data, accounts)
+    note = Instruction(MEMO_PROGRAM_ID, memo.encode(),
+                       [AccountMeta(wallet.pubkey(), is_signer=True, is_writable=False)])
     return Transaction.new_signed_with_payer(
-        [ix], wallet.pubkey(), [wallet], Hash.from_string(blockhash)
+        [note, swap], wallet.pubkey(), [wallet], Hash.from_string(blockhash)
     )
 
 
 def decode_swap(tx: Transaction) -> SwapInstruction:
     """Return the swap a transaction asks for; raise ValueError if it is not one."""
     message = tx.message
-    if len(message.instructions) != 1:
-        raise ValueError("expected exactly one instruction")
-    ix = message.instructions[0]
     keys = message.account_keys
-    if keys[ix.program_id_index] != PROGRAM_ID:
-        raise ValueError("instruction is not for the simulated AMM program")
+    swaps = [ix for ix in message.instructions if keys[ix.program_id_index] == PROGRAM_ID]
+    if len(swaps) != 1:
+        raise ValueError("expected exactly one swap instruction for the simulated AMM program")
+    ix = swaps[0]
     if len(ix.data) != _SWAP.size:
         raise ValueError("swap instruction data has the wrong length")
     tag, amount_in, min_out, x_to_y = _SWAP.unpack(bytes(ix.data))

@@ -106,14 +106,14 @@ class SimulatedVenue:
             payload=json.dumps({"pool": answer["pool"], "x_to_y": answer["x_to_y"]}),
         )
 
-    async def build_swap(self, quote: Quote, min_amount_out: int) -> SignedSwap:
+    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
         if quote.venue != self.name:
             raise InvalidInput(f"quote from {quote.venue} sent to {self.name}")
         route = json.loads(quote.payload)
         blockhash, last_valid = await self._chain.latest_blockhash()
         tx = build_swap_transaction(
             self._wallet, route["pool"], quote.amount_in, min_amount_out, route["x_to_y"],
-            blockhash,
+            blockhash, memo,
         )
         return SignedSwap(self.name, str(tx.signatures[0]), bytes(tx), last_valid, min_amount_out)
 

@@ -1,0 +1,69 @@
+"""One engine per test session: embedded PostgreSQL, a local Ray with 2 CPUs, zero latency."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import ray
+
+from actors.runtime import CHAIN, gateway_name
+from core.settings import Settings
+from dexec.launch import Engine, start_engine, stop_engine
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    data_dir: Path = tmp_path_factory.mktemp("dexec")
+    settings = Settings(
+        data_dir=data_dir,
+        port=18_000,
+        workers=2,
+        retry_base_delay_s=0.05,
+        retry_max_delay_s=0.2,
+        confirm_poll_s=0.02,
+        sim_drift_interval_s=0.5,
+        namespace="dexec-test",
+    ).zero_latency()
+    running = start_engine(settings, num_cpus=2)
+    yield running
+    stop_engine(running)
+
+
+@pytest.fixture
+def api(engine: Engine) -> str:
+    return engine.api_url
+
+
+@pytest.fixture
+def ws_url(engine: Engine) -> str:
+    return engine.api_url.replace("http://", "ws://") + "/ws"
+
+
+@pytest.fixture
+def db(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
+    assert engine.settings.database_url is not None
+    with psycopg.connect(engine.settings.database_url.get_secret_value(), autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def faults(engine: Engine) -> Iterator[Any]:
+    """Set failure injection on a venue or the chain; everything is reset after the test."""
+    ns = engine.settings.namespace
+
+    class Faults:
+        def venue(self, venue: str, **changes: Any) -> None:
+            ray.get(ray.get_actor(gateway_name(venue), namespace=ns).set_faults.remote(**changes))
+
+        def adverse_move(self, bps: int) -> None:
+            ray.get(ray.get_actor(CHAIN, namespace=ns).set_adverse_move_bps.remote(bps))
+
+    injector = Faults()
+    yield injector
+    for venue in engine.settings.venues:
+        injector.venue(venue, down=False, fail_next=0, fail_rate=0.0, timeout_rate=0.0)
+    injector.adverse_move(0)
