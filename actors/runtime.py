@@ -166,6 +166,7 @@ class VenueGatewayActor:
             quote_latency_ms=settings.sim_quote_latency_ms,
             swap_latency_ms=settings.sim_swap_latency_ms,
             faults=faults, seed=settings.sim_seed,
+            rate_limit_per_s=settings.venue_rate_limit_per_s,
         )
 
     async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
@@ -270,7 +271,8 @@ class ExecutionWorker:
         async with self._lock:
             if self._executor is None:
                 s = self._settings
-                repo = OrderRepository(_database_url(s), min_size=1, max_size=s.db_pool_max)
+                repo = OrderRepository(_database_url(s), min_size=s.db_pool_min,
+                                       max_size=s.db_pool_max)
                 await repo.open()
                 gateways = [
                     _RemoteGateway(v, ray.get_actor(gateway_name(v), namespace=s.namespace))
@@ -327,7 +329,8 @@ class OrderManager:
         async with self._lock:
             if self._dispatcher is None:
                 s = self._settings
-                repo = OrderRepository(_database_url(s), min_size=1, max_size=s.db_pool_max)
+                repo = OrderRepository(_database_url(s), min_size=s.db_pool_min,
+                                       max_size=s.db_pool_max)
                 await repo.open()
                 workers = [ray.get_actor(worker_name(i), namespace=s.namespace)
                            for i in range(s.workers)]

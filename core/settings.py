@@ -35,7 +35,6 @@ class Settings(BaseSettings):
     retry_base_delay_s: float = 0.2
     retry_max_delay_s: float = 5.0
     quote_timeout_s: float = 2.0
-    swap_timeout_s: float = 10.0
     confirm_poll_s: float = 0.25
     namespace: str = "dexec"
 

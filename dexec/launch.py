@@ -65,7 +65,8 @@ def resolve_wallet(settings: Settings) -> Settings:
 
 
 def start_engine(
-    settings: Settings, *, address: str | None = None, num_cpus: int | None = None
+    settings: Settings, *, address: str | None = None, num_cpus: int | None = None,
+    dashboard: bool = True,
 ) -> Engine:
     """Start or join Ray, create the actors, deploy the ingress, and wait until it answers."""
     settings, embedded = resolve_database(settings)
@@ -76,13 +77,13 @@ def start_engine(
             address=address,
             namespace=settings.namespace,
             num_cpus=num_cpus if address is None else None,
-            include_dashboard=address is None,
+            include_dashboard=dashboard and address is None,
             dashboard_host="127.0.0.1",
             log_to_driver=False,
         )
-        dashboard = context.dashboard_url
+        dashboard_url = context.dashboard_url or ""
     else:
-        dashboard = ray.get_runtime_context().gcs_address
+        dashboard_url = ""
     stack = start_stack(settings)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(
@@ -98,7 +99,8 @@ def start_engine(
     engine.urls = {
         "api": engine.api_url,
         "docs": f"{engine.api_url}/docs",
-        "dashboard": f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard,
+        "dashboard": f"http://{dashboard_url}" if dashboard_url and "://" not in dashboard_url
+        else dashboard_url,
     }
     return engine
 

@@ -168,7 +168,8 @@ class DexecIngress:
         if settings.database_url is None:
             raise RuntimeError("database_url must be resolved before the ingress starts")
         self.repo = OrderRepository(settings.database_url.get_secret_value(),
-                                    min_size=1, max_size=settings.db_pool_max)
+                                    min_size=settings.db_pool_min,
+                                    max_size=settings.db_pool_max)
         self._opened = False
         self._open_lock = asyncio.Lock()
         ns = settings.namespace
@@ -320,15 +321,15 @@ class DexecIngress:
                 return
             since = _since_seq(message.get("since_seq"), order_ids)
             for order_id in order_ids:
-                order = await self.repo.get_order(order_id)
-                if order is None:
+                current = await self.repo.get_order(order_id)
+                if current is None:
                     await conn.send({"type": "error", "error": f"order {order_id} not found",
                                      "order_id": order_id, "status": 404})
                     continue
                 after = since.get(order_id)
                 if after is None:
-                    await conn.send({"type": "state", "order": order_json(order, self.tokens)})
-                    after = order.seq
+                    await conn.send({"type": "state", "order": order_json(current, self.tokens)})
+                    after = current.seq
                 await self.hub.subscribe(conn, order_id, after)
         else:
             raise InvalidInput("op must be one of submit, subscribe, unsubscribe")

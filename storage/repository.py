@@ -230,11 +230,11 @@ class OrderRepository:
                 f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = %s",  # noqa: S608
                 (oid,),
             )
-            row = await cur.fetchone()
-            if row is None:
+            order_row = await cur.fetchone()
+            if order_row is None:
                 return None
             if not with_history:
-                return _order_from_row(row)
+                return _order_from_row(order_row)
             await cur.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM order_events"  # noqa: S608
                 " WHERE order_id = %s ORDER BY seq",
@@ -255,7 +255,7 @@ class OrderRepository:
                 )
                 for r in await cur.fetchall()
             ]
-        return _order_from_row(row, events, quotes)
+        return _order_from_row(order_row, events, quotes)
 
     async def list_orders(
         self, account_id: str, *, status: OrderStatus | None, limit: int, cursor: str | None
@@ -432,7 +432,7 @@ class _Guarded:
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise TransientDatabaseError(f"database unavailable: {exc}") from None
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             if self._tx is not None:
                 await self._tx.__aexit__(exc_type, exc, tb)
@@ -441,4 +441,3 @@ class _Guarded:
             raise TransientDatabaseError(f"database unavailable: {err}") from None
         if isinstance(exc, psycopg.OperationalError):
             raise TransientDatabaseError(f"database unavailable: {exc}") from None
-        return False

@@ -15,6 +15,7 @@ from solders.keypair import Keypair
 from core.errors import InvalidInput, VenueTimeout, VenueUnavailable
 from core.quotes import Quote, SignedSwap, TxStatus
 from core.tokens import TokenRegistry
+from gateways.ratelimit import TokenBucket
 from gateways.simulated.program import build_swap_transaction
 
 QUOTE_TTL_S = 30.0
@@ -71,6 +72,7 @@ class SimulatedVenue:
         swap_latency_ms: tuple[int, int],
         faults: Faults,
         seed: int,
+        rate_limit_per_s: float = 0.0,
     ) -> None:
         self.name = name
         self._chain = chain
@@ -80,6 +82,7 @@ class SimulatedVenue:
         self._swap_latency = swap_latency_ms
         self.faults = faults
         self._rng = random.Random(f"{seed}:{name}")
+        self._limit = TokenBucket(rate_limit_per_s)
 
     async def _latency(self, bounds: tuple[int, int]) -> None:
         low, high = bounds
@@ -87,6 +90,7 @@ class SimulatedVenue:
             await asyncio.sleep(self._rng.uniform(low, high) / 1000)
 
     async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+        await self._limit.acquire()
         await self._latency(self._quote_latency)
         self.faults.check(self.name, self._rng)
         token_in = self._tokens.by_mint(input_mint).symbol
@@ -118,6 +122,8 @@ class SimulatedVenue:
         return SignedSwap(self.name, str(tx.signatures[0]), bytes(tx), last_valid, min_amount_out)
 
     async def send(self, swap: SignedSwap) -> None:
+        await self._limit.acquire()
+        await self._limit.acquire()
         self.faults.check(self.name, self._rng)
         low, high = self._swap_latency
         delay = self._rng.uniform(low, high) / 1000 if high > 0 else 0.0

@@ -28,7 +28,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         sim_drift_interval_s=0.5,
         namespace="dexec-test",
     ).zero_latency()
-    running = start_engine(settings, num_cpus=2)
+    running = start_engine(settings, num_cpus=2, dashboard=False)
     yield running
     stop_engine(running)
 

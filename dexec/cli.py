@@ -1,0 +1,139 @@
+"""The `dexec` command: run the engine, submit orders, list them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL = {"confirmed", "failed"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dexec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the engine (embedded PostgreSQL, Ray, API)")
+    up.add_argument("--address", help="join a running Ray cluster, e.g. `auto`")
+    up.add_argument("--port", type=int, help="API port (default 8000, or DEXEC_PORT)")
+    up.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray")
+    up.add_argument("--zero-latency", action="store_true",
+                    help="simulated venues answer at once (tests and benchmarks)")
+
+    submit = sub.add_parser("submit", help="submit a market order")
+    submit.add_argument("input_token")
+    submit.add_argument("output_token")
+    submit.add_argument("amount")
+    submit.add_argument("--slippage-bps", type=int, default=50)
+    submit.add_argument("--client-order-id")
+    submit.add_argument("--watch", action="store_true", help="stream status until terminal")
+    submit.add_argument("--url", default=DEFAULT_URL)
+
+    orders = sub.add_parser("orders", help="list recent orders")
+    orders.add_argument("--status")
+    orders.add_argument("--limit", type=int, default=20)
+    orders.add_argument("--url", default=DEFAULT_URL)
+
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return _up(args)
+    if args.command == "submit":
+        return asyncio.run(_submit(args))
+    return _orders(args)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from core.settings import Settings
+    from dexec.launch import start_engine, stop_engine
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings()
+    if args.port:
+        settings = settings.model_copy(update={"port": args.port})
+    if args.zero_latency:
+        settings = settings.zero_latency()
+    engine = start_engine(settings, address=args.address, num_cpus=args.num_cpus)
+    print(f"dexec is up\n  API        {engine.urls['api']}\n  API docs   {engine.urls['docs']}"
+          f"\n  dashboard  {engine.urls['dashboard']}\n"
+          f"Try: dexec submit SOL USDC 1.5 --watch   (Ctrl-C stops everything)", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("stopping...", flush=True)
+    stop_engine(engine)
+    return 0
+
+
+def _order_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "market", "input_mint": args.input_token, "output_mint": args.output_token,
+        "amount": args.amount, "slippage_bps": args.slippage_bps,
+    }
+    if args.client_order_id:
+        body["client_order_id"] = args.client_order_id
+    return body
+
+
+def _line(event: dict[str, Any]) -> str:
+    extras = [f"{k}={event[k]}" for k in ("venue", "signature", "amount_out", "price", "error")
+              if event.get(k)]
+    return f"{event['at']}  #{event['seq']:<2} {event['status']:<10} attempt {event['attempt']}  " \
+           + " ".join(extras)
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    body = _order_body(args)
+    if not args.watch:
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.post(f"{args.url}/api/orders", json=body)
+        print(json.dumps(response.json(), indent=2))
+        return 0 if response.status_code < 400 else 1
+    import websockets
+
+    ws_url = args.url.replace("http", "ws", 1) + "/ws"
+    async with websockets.connect(ws_url) as ws:
+        await ws.send(json.dumps({"op": "submit", "order": body}))
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "error":
+                print(f"rejected: {frame['error']}", file=sys.stderr)
+                return 1
+            if frame["type"] == "accepted":
+                order = frame["order"]
+                print(f"order {order['order_id']}: {order['amount']} {order['input_token']}"
+                      f" -> {order['output_token']}")
+                events = order["events"]
+            else:
+                events = [frame]
+            for event in events:
+                print(_line(event), flush=True)
+                if event["status"] in TERMINAL:
+                    return 0 if event["status"] == "confirmed" else 1
+
+
+def _orders(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.status:
+        params["status"] = args.status
+    response = httpx.get(f"{args.url}/api/orders", params=params, timeout=30)
+    if response.status_code >= 400:
+        print(response.json().get("error", response.text), file=sys.stderr)
+        return 1
+    for o in response.json()["orders"]:
+        print(f"{o['created_at'][:19]}  {o['order_id']}  {o['status']:<9}  {o['amount']:>12} "
+              f"{o['input_token']:<4} -> {o['amount_out'] or '-':>14} {o['output_token']:<4} "
+              f"{o['venue'] or '-':<8} {o['failure_reason'] or ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
