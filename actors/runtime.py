@@ -64,11 +64,10 @@ class SimChainActor:
         wallet = dev_wallet(_secret(settings.wallet_keypair)).pubkey()
         self.chain.fund(str(wallet), {"SOL": 10**15, "USDC": 10**15, "USDT": 10**15,
                                       "RAY": 10**15})
+        # An async actor's constructor runs inside its running event loop.
         self._drift: asyncio.Task[None] | None = None
-
-    def _ensure_drift(self) -> None:
-        if self._drift is None and self._settings.sim_drift_interval_s > 0:
-            self._drift = asyncio.get_running_loop().create_task(self._drift_loop())
+        if settings.sim_drift_interval_s > 0:
+            self._drift = asyncio.get_event_loop().create_task(self._drift_loop())
 
     async def _drift_loop(self) -> None:
         while True:
@@ -77,7 +76,6 @@ class SimChainActor:
 
     async def quote(self, venue: str, token_in: str, token_out: str, amount_in: int
                     ) -> dict[str, object]:
-        self._ensure_drift()
         pool, x_to_y, result, fee_bps = self.chain.quote(venue, token_in, token_out, amount_in,
                                                          time.time())
         return {"pool": pool, "x_to_y": x_to_y, "amount_out": result.amount_out,
@@ -138,6 +136,12 @@ class _ChainClient:
     async def block_height(self) -> int:
         result: int = await self._h.block_height.remote()
         return result
+
+
+def _repository(settings: Settings) -> OrderRepository:
+    """Return a repository whose pool opens later, inside the actor's event loop."""
+    return OrderRepository(_database_url(settings), min_size=settings.db_pool_min,
+                           max_size=settings.db_pool_max)
 
 
 def _secret(value: Any) -> str | None:
@@ -264,6 +268,7 @@ class ExecutionWorker:
     def __init__(self, settings: Settings, index: int) -> None:
         self._settings = settings
         self.index = index
+        self._repo = _repository(settings)
         self._executor: OrderExecutor | None = None
         self._lock = asyncio.Lock()
 
@@ -271,8 +276,7 @@ class ExecutionWorker:
         async with self._lock:
             if self._executor is None:
                 s = self._settings
-                repo = OrderRepository(_database_url(s), min_size=s.db_pool_min,
-                                       max_size=s.db_pool_max)
+                repo = self._repo
                 await repo.open()
                 gateways = [
                     _RemoteGateway(v, ray.get_actor(gateway_name(v), namespace=s.namespace))
@@ -322,15 +326,27 @@ class OrderManager:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._repo = _repository(settings)
         self._dispatcher: Dispatcher | None = None
         self._lock = asyncio.Lock()
+        # Resume open orders as soon as the actor (re)starts, not on the first submission.
+        self._startup = asyncio.get_event_loop().create_task(self._start_when_possible())
+
+    async def _start_when_possible(self) -> None:
+        delay = 0.5
+        while self._dispatcher is None:
+            try:
+                await self._ready()
+            except Exception as exc:  # the database may be down: keep trying
+                log.warning("OrderManager start failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _ready(self) -> Dispatcher:
         async with self._lock:
             if self._dispatcher is None:
                 s = self._settings
-                repo = OrderRepository(_database_url(s), min_size=s.db_pool_min,
-                                       max_size=s.db_pool_max)
+                repo = self._repo
                 await repo.open()
                 workers = [ray.get_actor(worker_name(i), namespace=s.namespace)
                            for i in range(s.workers)]
