@@ -7,6 +7,9 @@ import logging
 from collections import deque
 from typing import Protocol
 
+from actors.execution import BUSY
+from core.errors import Overloaded
+from core.limits import AccountRateLimit, check_open_orders
 from core.orders import NewOrder, Order
 
 log = logging.getLogger(__name__)
@@ -21,11 +24,13 @@ class SubmissionStore(Protocol):
 
     async def open_order_ids(self) -> list[str]: ...
 
+    async def find_by_client_id(self, account_id: str, client_order_id: str) -> Order | None: ...
+
 
 class WorkerPool(Protocol):
     def size(self) -> int: ...
 
-    async def execute(self, index: int, order_id: str) -> None: ...
+    async def execute(self, index: int, order_id: str) -> str | None: ...
 
 
 class Dispatcher:
@@ -33,9 +38,13 @@ class Dispatcher:
 
     def __init__(
         self, store: SubmissionStore, workers: WorkerPool, *, per_worker: int,
-        redispatch_delay_s: float = 0.5,
+        redispatch_delay_s: float = 0.5, max_open_orders: int = 0,
+        rate_limit: AccountRateLimit | None = None,
     ) -> None:
         self._store = store
+        self._max_open = max_open_orders
+        self._rate = rate_limit or AccountRateLimit(0)
+        self._admitting = 0  # submissions between the admission check and their commit
         self._workers = workers
         self._per_worker = per_worker
         self._redispatch_delay = redispatch_delay_s
@@ -62,9 +71,28 @@ class Dispatcher:
         return len(open_ids)
 
     async def submit(self, new: NewOrder) -> tuple[Order, bool]:
-        """Persist a new order (idempotent by client_order_id) and queue it once stored."""
-        order, created = await self._store.create_order(new)
+        """Persist a new order (idempotent by client_order_id) and queue it once stored.
+
+        Raises Overloaded, before anything is stored, when the open-order bound or the
+        account's rate limit is reached; a repeat of an already stored order still succeeds.
+        """
+        try:
+            check_open_orders(len(self._known) + self._admitting, self._max_open)
+            self._rate.check(new.account_id)
+        except Overloaded:
+            if new.client_order_id is not None:
+                existing = await self._store.find_by_client_id(new.account_id,
+                                                               new.client_order_id)
+                if existing is not None and new.same_request(existing):
+                    return existing, False
+            raise
+        self._admitting += 1
+        try:
+            order, created = await self._store.create_order(new)
+        finally:
+            self._admitting -= 1
         if created:
+            self._rate.record(new.account_id)
             self.enqueue(order.order_id)
         return order, created
 
@@ -80,6 +108,7 @@ class Dispatcher:
             "queued": len(self._queue),
             "executing": sum(self._in_flight),
             "capacity": self.capacity,
+            "open": len(self._known),
         }
 
     async def _loop(self) -> None:
@@ -98,7 +127,7 @@ class Dispatcher:
     async def _run(self, index: int, order_id: str) -> None:
         retry = False
         try:
-            await self._workers.execute(index, order_id)
+            retry = await self._workers.execute(index, order_id) == BUSY
         except WorkerLost as exc:
             log.warning("order %s: worker %d lost (%s); dispatching again", order_id, index, exc)
             retry = True

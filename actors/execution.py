@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
@@ -14,6 +15,7 @@ from core.errors import (
     DexecError,
     InsufficientFunds,
     InsufficientLiquidity,
+    LeaseLost,
     NoRoute,
     RetryableError,
     SlippageExceeded,
@@ -53,6 +55,42 @@ class OrderStore(Protocol):
 
 class EventSink(Protocol):
     def publish(self, event: OrderEvent) -> None: ...
+
+
+class Lease(Protocol):
+    @property
+    def valid(self) -> bool: ...
+
+    async def release(self) -> None: ...
+
+
+class LeaseProvider(Protocol):
+    """Grants one executor at a time the right to work on an order."""
+
+    async def try_acquire(self, order_id: str) -> Lease | None: ...
+
+
+class _Unshared:
+    """The lease of a single-process set-up: always granted, never lost."""
+
+    valid = True
+
+    async def try_acquire(self, order_id: str) -> _Unshared:
+        return self
+
+    async def release(self) -> None:
+        return None
+
+
+BUSY = "busy"  # another executor holds the order's lease
+Checkpoint = Callable[[str, str], Awaitable[None]]  # (point, order_id); fault injection
+
+
+async def _no_checkpoint(point: str, order_id: str) -> None:
+    return None
+
+
+_lease: contextvars.ContextVar[Lease] = contextvars.ContextVar("order_lease")
 
 
 async def collect_quotes(
@@ -101,8 +139,12 @@ class OrderExecutor:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        leases: LeaseProvider | None = None,
+        checkpoint: Checkpoint = _no_checkpoint,
     ) -> None:
         self._store = store
+        self._leases: LeaseProvider = leases or _Unshared()
+        self._checkpoint = checkpoint
         self._gateways = {g.name: g for g in gateways}
         self._events = events
         self._tokens = tokens
@@ -114,8 +156,30 @@ class OrderExecutor:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter only
 
-    async def execute(self, order_id: str) -> OrderStatus | None:
-        """Drive the order to confirmed or failed; return its final status."""
+    async def execute(self, order_id: str) -> str | None:
+        """Drive the order to confirmed or failed and return its final status.
+
+        Returns BUSY, touching nothing, while another executor holds the order's lease, and
+        None for an unknown order. Raises LeaseLost if the lease is lost midway.
+        """
+        lease = await self._leases.try_acquire(order_id)
+        if lease is None:
+            return BUSY
+        token = _lease.set(lease)
+        try:
+            status = await self._execute(order_id)
+            return str(status) if status is not None else None
+        finally:
+            _lease.reset(token)
+            await lease.release()
+
+    @staticmethod
+    def _guard() -> None:
+        lease = _lease.get(None)
+        if lease is not None and not lease.valid:
+            raise LeaseLost("the order's execution lease was lost; another executor may own it")
+
+    async def _execute(self, order_id: str) -> OrderStatus | None:
         order = await self._store.get_order(order_id, with_history=False)
         if order is None:
             log.warning("order %s not found", order_id)
@@ -125,6 +189,7 @@ class OrderExecutor:
         pending_swap = await self._unsettled_swap(order)
         if order.status is OrderStatus.PENDING:
             order = await self._change(order, Change(Trigger.START_ROUTING, attempt=1))
+        await self._checkpoint("routing", order_id)
         while True:
             try:
                 if pending_swap is not None:
@@ -133,6 +198,8 @@ class OrderExecutor:
                 else:
                     order = await self._attempt(order)
                 return order.status
+            except LeaseLost:
+                raise
             except DexecError as err:
                 order = await self._after_failure(order, err)
                 if order.is_terminal:
@@ -153,11 +220,14 @@ class OrderExecutor:
                           quotes=tuple(quotes))
         )
         gateway = self._gateways[best.venue]
+        self._guard()  # never sign a new transaction unless this executor owns the order
         swap = await gateway.build_swap(
             best, min_amount_out(best.amount_out, order.slippage_bps),
             memo=f"dexec:{order.order_id}:{order.attempt}",
         )
         await self._store.record_swap(order.order_id, order.attempt, swap)
+        await self._checkpoint("signed", order.order_id)
+        self._guard()
         try:
             await gateway.send(swap)
         except RetryableError as err:
@@ -170,6 +240,7 @@ class OrderExecutor:
         except DexecError:
             await self._store.set_swap_status(swap.signature, "rejected")
             raise
+        await self._checkpoint("sent", order.order_id)
         order = await self._change(
             order, Change(Trigger.TX_SENT, order.attempt, venue=best.venue,
                           signature=swap.signature)
@@ -271,6 +342,7 @@ class OrderExecutor:
         return None
 
     async def _change(self, order: Order, change: Change) -> Order:
+        self._guard()
         result = await self._store.apply_change(order.order_id, change)
         if result is None:
             return await self._store.get_order(order.order_id, with_history=False) or order

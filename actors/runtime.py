@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from actors.dispatch import Dispatcher, WorkerLost
 from actors.execution import OrderExecutor
 from actors.fanout import EventBatcher, EventHub
+from core.limits import AccountRateLimit
 from core.orders import NewOrder, Order, OrderEvent
 from core.quotes import Quote, SignedSwap, TxStatus
 from core.retry import RetryPolicy
@@ -22,6 +25,7 @@ from core.settings import Settings
 from core.tokens import TokenRegistry
 from gateways.simulated.chain import SimChain, dev_wallet
 from gateways.simulated.venue import Faults, SimulatedVenue
+from storage.locks import ExecutionLocks
 from storage.repository import OrderRepository
 
 log = logging.getLogger(__name__)
@@ -269,8 +273,10 @@ class ExecutionWorker:
         self._settings = settings
         self.index = index
         self._repo = _repository(settings)
+        self._locks = ExecutionLocks(_database_url(settings))
         self._executor: OrderExecutor | None = None
         self._lock = asyncio.Lock()
+        self._crash_at: str | None = None
 
     async def _ready(self) -> OrderExecutor:
         async with self._lock:
@@ -288,13 +294,26 @@ class ExecutionWorker:
                     policy=RetryPolicy(s.max_attempts, s.retry_base_delay_s, s.retry_max_delay_s),
                     quote_timeout_s=s.quote_timeout_s,
                     confirm_poll_s=s.confirm_poll_s,
+                    leases=self._locks,
+                    checkpoint=self._checkpoint,
                 )
             return self._executor
 
     async def execute(self, order_id: str) -> str | None:
-        executor = await self._ready()
-        status = await executor.execute(order_id)
-        return str(status) if status is not None else None
+        """Execute one order; BUSY while another worker holds its lease."""
+        return await (await self._ready()).execute(order_id)
+
+    def arm_crash(self, point: str | None) -> None:
+        """Die with SIGKILL when an order next reaches `point` (routing, signed, sent).
+
+        Fault injection for the crash-recovery tests; a restarted worker is disarmed.
+        """
+        self._crash_at = point
+
+    async def _checkpoint(self, point: str, order_id: str) -> None:
+        if self._crash_at == point:
+            log.warning("order %s: crash injected at %s", order_id, point)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def ping(self) -> int:
         return self.index
@@ -307,9 +326,10 @@ class _RayWorkerPool:
     def size(self) -> int:
         return len(self._handles)
 
-    async def execute(self, index: int, order_id: str) -> None:
+    async def execute(self, index: int, order_id: str) -> str | None:
         try:
-            await self._handles[index].execute.remote(order_id)
+            result: str | None = await self._handles[index].execute.remote(order_id)
+            return result
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
             raise WorkerLost(str(exc)) from None
 
@@ -350,8 +370,11 @@ class OrderManager:
                 await repo.open()
                 workers = [ray.get_actor(worker_name(i), namespace=s.namespace)
                            for i in range(s.workers)]
-                dispatcher = Dispatcher(repo, _RayWorkerPool(workers),
-                                        per_worker=s.worker_concurrency)
+                dispatcher = Dispatcher(
+                    repo, _RayWorkerPool(workers), per_worker=s.worker_concurrency,
+                    max_open_orders=s.max_open_orders,
+                    rate_limit=AccountRateLimit(s.account_orders_per_minute),
+                )
                 await dispatcher.start()
                 self._dispatcher = dispatcher
             return self._dispatcher

@@ -83,6 +83,30 @@ class TransientDatabaseError(RetryableError):
     code = "database_unavailable"
 
 
+class Overloaded(RetryableError):
+    """Refused before anything was stored: too many open orders or too many per minute."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, venue: str | None = None,
+                 retry_after_s: float = 1.0) -> None:
+        super().__init__(message, venue=venue)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_overloaded, (self.message, self.retry_after_s))
+
+
+def _rebuild_overloaded(message: str, retry_after_s: float) -> Overloaded:
+    return Overloaded(message, retry_after_s=retry_after_s)
+
+
+class LeaseLost(RetryableError):
+    """Another executor may own the order now: stop touching it at once."""
+
+    code = "lease_lost"
+
+
 class SlippageExceeded(TerminalError):
     code = "slippage_exceeded"
 

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     db_pool_min: int = 1
     db_pool_max: int = 4
 
+    # Admission (backpressure): refused with 429 before anything is stored
+    max_open_orders: int = 20_000  # non-terminal orders at once; 0: unbounded
+    account_orders_per_minute: int = 120_000  # per account; 0: unlimited
+
     # Execution
     workers: int = 2
     worker_concurrency: int = 64

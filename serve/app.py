@@ -23,6 +23,7 @@ from core.errors import (
     IdempotencyConflict,
     InvalidInput,
     OrderNotFound,
+    Overloaded,
     RetryableError,
     TransientDatabaseError,
 )
@@ -47,6 +48,7 @@ _STATUS_FOR: list[tuple[type[DexecError], int]] = [
     (OrderNotFound, 404),
     (IdempotencyConflict, 409),
     (InvalidInput, 422),
+    (Overloaded, 429),
     (TransientDatabaseError, 503),
     (RetryableError, 503),
 ]
@@ -59,10 +61,14 @@ def _error_status(exc: DexecError) -> int:
     return 400
 
 
+def _retry_after(exc: DexecError) -> int:
+    return max(1, int(getattr(exc, "retry_after_s", 1)))
+
+
 @app.exception_handler(DexecError)
 async def _dexec_error(_: Request, exc: DexecError) -> JSONResponse:
     status = _error_status(exc)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": str(_retry_after(exc))} if status in (429, 503) else None
     return JSONResponse({"error": exc.message}, status_code=status, headers=headers)
 
 
@@ -282,8 +288,10 @@ class DexecIngress:
                 try:
                     await self._handle_frame(conn, raw)
                 except DexecError as exc:
-                    outbox.put_nowait({"type": "error", "error": exc.message,
-                                       "status": _error_status(exc)})
+                    frame = {"type": "error", "error": exc.message, "status": _error_status(exc)}
+                    if frame["status"] in (429, 503):
+                        frame["retry_after"] = _retry_after(exc)
+                    outbox.put_nowait(frame)
         except WebSocketDisconnect:
             pass
         finally:

@@ -133,7 +133,6 @@ class OrderRepository:
             open=False,
             kwargs={"autocommit": True},
             check=AsyncConnectionPool.check_connection,
-            reconnect_timeout=0,
         )
 
     async def open(self, wait_s: float = 30.0) -> None:

@@ -1,0 +1,94 @@
+"""Execution leases: one PostgreSQL advisory lock per executing order.
+
+A worker holds the locks of the orders it executes on one dedicated connection. If the
+worker dies, PostgreSQL sees the connection close and releases every lock at once, so
+another worker may take the order over; while the worker lives, nobody else can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import psycopg
+
+from core.errors import TransientDatabaseError
+
+log = logging.getLogger(__name__)
+
+
+def lock_key(order_id: str) -> int:
+    """Map an order id to a signed 64-bit advisory lock key."""
+    return int.from_bytes(uuid.UUID(order_id).bytes[:8], "big", signed=True)
+
+
+class Lease:
+    """A held lock; `valid` turns False once the connection holding it was lost."""
+
+    def __init__(self, owner: ExecutionLocks, order_id: str, generation: int) -> None:
+        self._owner = owner
+        self.order_id = order_id
+        self._generation = generation
+
+    @property
+    def valid(self) -> bool:
+        return self._owner.generation == self._generation and self._owner.connected
+
+    async def release(self) -> None:
+        if self.valid:
+            await self._owner.unlock(self.order_id)
+
+
+class ExecutionLocks:
+    """Acquire and release per-order advisory locks on one dedicated connection."""
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._connect_lock = asyncio.Lock()
+        self.generation = 0  # bumped on every reconnect: older leases are void
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed and not self._conn.broken
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        async with self._connect_lock:
+            if not self.connected:
+                if self._conn is not None:
+                    log.warning("execution lock connection lost; every lease it held is void")
+                    await self._conn.close()
+                try:
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        self._conninfo, autocommit=True, connect_timeout=5
+                    )
+                except psycopg.OperationalError as exc:
+                    self._conn = None
+                    raise TransientDatabaseError(f"database unavailable: {exc}") from None
+                self.generation += 1
+            assert self._conn is not None  # noqa: S101 - set above
+            return self._conn
+
+    async def try_acquire(self, order_id: str) -> Lease | None:
+        """Return a lease on the order, or None when another session holds it."""
+        conn = await self._connection()
+        generation = self.generation
+        try:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(order_id),))
+            row = await cur.fetchone()
+        except psycopg.OperationalError as exc:
+            raise TransientDatabaseError(f"database unavailable: {exc}") from None
+        return Lease(self, order_id, generation) if row and row[0] else None
+
+    async def unlock(self, order_id: str) -> None:
+        try:
+            conn = await self._connection()
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(order_id),))
+        except (psycopg.OperationalError, TransientDatabaseError) as exc:
+            log.info("unlock of %s skipped: %s", order_id, exc)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
