@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import ray
 
-from actors.runtime import CHAIN, gateway_name
+from actors.runtime import CHAIN, MANAGER, gateway_name
 from core.settings import Settings
 from dexec.launch import Engine, start_engine, stop_engine
 
@@ -62,8 +62,19 @@ def faults(engine: Engine) -> Iterator[Any]:
         def adverse_move(self, bps: int) -> None:
             ray.get(ray.get_actor(CHAIN, namespace=ns).set_adverse_move_bps.remote(bps))
 
+        def latency(self, quote_ms: tuple[int, int], swap_ms: tuple[int, int]) -> None:
+            for venue in engine.settings.venues:
+                ray.get(ray.get_actor(gateway_name(venue), namespace=ns)
+                        .set_latency.remote(quote_ms, swap_ms))
+
+        def limits(self, max_open_orders: int, per_minute: int) -> None:
+            ray.get(ray.get_actor(MANAGER, namespace=ns)
+                    .set_limits.remote(max_open_orders, per_minute))
+
     injector = Faults()
     yield injector
     for venue in engine.settings.venues:
         injector.venue(venue, down=False, fail_next=0, fail_rate=0.0, timeout_rate=0.0)
     injector.adverse_move(0)
+    injector.latency((0, 0), (0, 0))
+    injector.limits(engine.settings.max_open_orders, engine.settings.account_orders_per_minute)
