@@ -96,6 +96,10 @@ class Dispatcher:
             self.enqueue(order.order_id)
         return order, created
 
+    def set_limits(self, max_open_orders: int, rate_limit: AccountRateLimit) -> None:
+        self._max_open = max_open_orders
+        self._rate = rate_limit
+
     def enqueue(self, order_id: str) -> None:
         if order_id in self._known:
             return

@@ -186,14 +186,14 @@ class OrderExecutor:
             return None
         if order.is_terminal:
             return order.status
-        pending_swap = await self._unsettled_swap(order)
         if order.status is OrderStatus.PENDING:
             order = await self._change(order, Change(Trigger.START_ROUTING, attempt=1))
         await self._checkpoint("routing", order_id)
+        unknown_outcomes = 0
         while True:
             try:
-                if pending_swap is not None:
-                    swap, pending_swap = pending_swap, None
+                swap = await self._unsettled_swap(order)
+                if swap is not None:
                     order = await self._settle(order, swap, send_first=True)
                 else:
                     order = await self._attempt(order)
@@ -201,6 +201,14 @@ class OrderExecutor:
             except LeaseLost:
                 raise
             except DexecError as err:
+                order = await self._store.get_order(order_id, with_history=False) or order
+                if err.retryable and await self._unsettled_swap(order) is not None:
+                    # A signed transaction may still land: never re-sign, reconcile by its
+                    # signature again (settle ends once it landed or provably expired).
+                    unknown_outcomes += 1
+                    log.info("order %s: outcome unknown after %s; reconciling", order_id, err)
+                    await self._sleep(self._policy.delay(min(unknown_outcomes, 5), self._rng))
+                    continue
                 order = await self._after_failure(order, err)
                 if order.is_terminal:
                     return order.status
@@ -230,13 +238,14 @@ class OrderExecutor:
         self._guard()
         try:
             await gateway.send(swap)
+        except BlockhashExpired:
+            # Refused before it could land: this signature never will.
+            await self._store.set_swap_status(swap.signature, "expired")
+            raise
         except RetryableError as err:
             # The bytes may or may not have reached the chain: settle will poll and resend.
             log.info("order %s: send of %s failed (%s); will reconcile", order.order_id,
                      swap.signature, err)
-        except BlockhashExpired:
-            await self._store.set_swap_status(swap.signature, "expired")
-            raise
         except DexecError:
             await self._store.set_swap_status(swap.signature, "rejected")
             raise
@@ -285,10 +294,10 @@ class OrderExecutor:
                 last_send = self._clock()
                 try:
                     await gateway.send(swap)
-                except RetryableError as err:
-                    log.info("order %s: resend failed: %s", order.order_id, err)
                 except BlockhashExpired:
                     pass  # the expiry check above decides
+                except RetryableError as err:
+                    log.info("order %s: resend failed: %s", order.order_id, err)
             await self._sleep(self._poll)
 
     async def _status(self, gateway: VenueGateway, signature: str) -> TxStatus | None:
@@ -333,12 +342,16 @@ class OrderExecutor:
         )
 
     async def _unsettled_swap(self, order: Order) -> SignedSwap | None:
-        """Return a swap signed for the current attempt that has not been settled yet."""
-        if order.status not in (OrderStatus.BUILDING, OrderStatus.SUBMITTED):
+        """Return the current attempt's signed swap whose outcome is not applied yet.
+
+        While one exists the order must be reconciled by that signature; only a swap that
+        expired unlanded or was refused outright lets a new attempt sign anew.
+        """
+        if order.is_terminal or order.attempt == 0:
             return None
         for swap, attempt, status in reversed(await self._store.swaps_for_order(order.order_id)):
-            if attempt == order.attempt and status in ("signed", "confirmed", "failed"):
-                return swap
+            if attempt == order.attempt:
+                return swap if status in ("signed", "confirmed", "failed") else None
         return None
 
     async def _change(self, order: Order, change: Change) -> Order:

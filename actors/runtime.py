@@ -197,6 +197,10 @@ class VenueGatewayActor:
         for key, value in changes.items():
             setattr(self.gateway.faults, key, value)
 
+    def set_latency(self, quote_ms: tuple[int, int], swap_ms: tuple[int, int]) -> None:
+        """Change the simulated latency at run time (tests and demos)."""
+        self.gateway.set_latency(quote_ms, swap_ms)
+
 
 class _RemoteGateway:
     """Adapt a gateway actor's handle to gateways.base.VenueGateway."""
@@ -318,6 +322,9 @@ class ExecutionWorker:
     def ping(self) -> int:
         return self.index
 
+    def pid(self) -> int:
+        return os.getpid()
+
 
 class _RayWorkerPool:
     def __init__(self, handles: list[Any]) -> None:
@@ -387,6 +394,11 @@ class OrderManager:
 
     async def stats(self) -> dict[str, int]:
         return (await self._ready()).stats()
+
+    async def set_limits(self, max_open_orders: int, account_orders_per_minute: int) -> None:
+        """Change the admission limits at run time (an operator's lever, and the tests')."""
+        (await self._ready()).set_limits(max_open_orders,
+                                         AccountRateLimit(account_orders_per_minute))
 
 
 # -- the whole stack ------------------------------------------------------------------------

@@ -94,11 +94,11 @@ class Overloaded(RetryableError):
         self.retry_after_s = retry_after_s
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_overloaded, (self.message, self.retry_after_s))
+        return (_rebuild_overloaded, (self.message, self.venue, self.retry_after_s))
 
 
-def _rebuild_overloaded(message: str, retry_after_s: float) -> Overloaded:
-    return Overloaded(message, retry_after_s=retry_after_s)
+def _rebuild_overloaded(message: str, venue: str | None, retry_after_s: float) -> Overloaded:
+    return Overloaded(message, venue=venue, retry_after_s=retry_after_s)
 
 
 class LeaseLost(RetryableError):

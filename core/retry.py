@@ -25,4 +25,5 @@ class RetryPolicy:
         """Return the backoff in seconds before attempt `attempt + 1`."""
         raw = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
         spread = raw * self.jitter
-        return max(0.0, raw - spread + (rng or random).random() * 2 * spread)
+        jittered = raw - spread + (rng or random).random() * 2 * spread
+        return min(self.max_delay_s, max(0.0, jittered))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 
 from core.errors import InvalidInput
 
+_EXACT = Context(prec=80)  # wide enough that no amount is ever rounded
+_PLAIN_DECIMAL = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _BASE58 = set("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
 
 
@@ -18,16 +21,16 @@ class Token:
 
     def to_base_units(self, amount: Decimal) -> int:
         """Convert a UI amount into base units, refusing sub-unit precision."""
-        exponent = amount.normalize().as_tuple().exponent
+        exponent = amount.normalize(_EXACT).as_tuple().exponent
         if isinstance(exponent, int) and -exponent > self.decimals:
             raise InvalidInput(
                 f"amount {amount} has more than {self.decimals} decimals allowed for {self.symbol}"
             )
-        return int(amount.scaleb(self.decimals))
+        return int(amount.scaleb(self.decimals, _EXACT))
 
     def to_ui(self, base_units: int) -> Decimal:
         """Convert base units into a UI amount."""
-        return Decimal(base_units).scaleb(-self.decimals)
+        return Decimal(base_units).scaleb(-self.decimals, _EXACT)
 
 
 DEFAULT_TOKENS: tuple[Token, ...] = (
@@ -71,4 +74,6 @@ def parse_amount(raw: object) -> Decimal:
         raise InvalidInput(f"amount {raw!r} is not a finite number")
     if value <= 0:
         raise InvalidInput("amount must be greater than zero")
+    if isinstance(raw, str) and not _PLAIN_DECIMAL.fullmatch(raw.strip()):
+        raise InvalidInput(f"amount {raw!r} must be a decimal number such as 1.5")
     return value

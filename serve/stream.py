@@ -57,6 +57,9 @@ class StreamHub:
         self._history = history
         self._subs: dict[str, set[Connection]] = defaultdict(set)
         self._poller: asyncio.Task[None] | None = None
+        # Watch and unwatch calls go out one at a time, each deciding under this lock, so a
+        # late unwatch can never cancel a newer subscription's watch.
+        self._watch_lock = asyncio.Lock()
         self.connections = 0
 
     def _ensure_poller(self) -> None:
@@ -70,7 +73,8 @@ class StreamHub:
         self._ensure_poller()
         async with conn.lock:
             self._subs[order_id].add(conn)
-            await self._source.watch(self.replica_id, [order_id])
+            async with self._watch_lock:
+                await self._source.watch(self.replica_id, [order_id])
             if order is None:
                 order = await self._history.get_order(order_id)
             if order is None:
@@ -104,10 +108,13 @@ class StreamHub:
             subs.discard(conn)
             if not subs:
                 del self._subs[order_id]
-                task = asyncio.get_running_loop().create_task(
-                    self._source.unwatch(self.replica_id, [order_id])
-                )
+                task = asyncio.get_running_loop().create_task(self._unwatch_if_unused(order_id))
                 task.add_done_callback(_log_failure)
+
+    async def _unwatch_if_unused(self, order_id: str) -> None:
+        async with self._watch_lock:
+            if order_id not in self._subs:
+                await self._source.unwatch(self.replica_id, [order_id])
 
     async def _poll(self) -> None:
         rewatch = False

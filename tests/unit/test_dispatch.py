@@ -1,0 +1,334 @@
+"""Unit tests for the Dispatcher: persist, queue, bounded concurrency, re-dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime
+
+import pytest
+
+from actors.dispatch import Dispatcher, WorkerLost
+from core.errors import IdempotencyConflict
+from core.orders import NewOrder, Order, OrderStatus, OrderType
+
+SOL = "So11111111111111111111111111111111111111112"
+USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def new_order(client_order_id: str | None = None, amount_in: int = 10**9) -> NewOrder:
+    return NewOrder("default", client_order_id, OrderType.MARKET, SOL, USDC, amount_in, 50)
+
+
+class FakeSubmissions:
+    """A SubmissionStore: idempotent by client_order_id, like the repository."""
+
+    def __init__(self, open_ids: Iterable[str] = ()) -> None:
+        self.open_ids = list(open_ids)
+        self.orders: dict[str, Order] = {}
+        self._by_client: dict[str, str] = {}
+        self.queued_while_persisting: list[int] = []
+        self.dispatcher: Dispatcher | None = None
+
+    async def create_order(self, new: NewOrder) -> tuple[Order, bool]:
+        if self.dispatcher is not None:
+            self.queued_while_persisting.append(self.dispatcher.stats()["queued"])
+        await asyncio.sleep(0)  # a database round trip
+        if new.client_order_id in self._by_client:
+            existing = self.orders[self._by_client[new.client_order_id]]
+            if not new.same_request(existing):
+                raise IdempotencyConflict("client_order_id reused for a different order")
+            return existing, False
+        order_id = f"order-{len(self.orders) + 1}"
+        order = Order(
+            order_id=order_id, account_id=new.account_id, client_order_id=new.client_order_id,
+            order_type=new.order_type, input_mint=new.input_mint, output_mint=new.output_mint,
+            amount_in=new.amount_in, slippage_bps=new.slippage_bps, status=OrderStatus.PENDING,
+            created_at=T0, updated_at=T0, seq=1,
+        )
+        self.orders[order_id] = order
+        if new.client_order_id is not None:
+            self._by_client[new.client_order_id] = order_id
+        return order, True
+
+    async def open_order_ids(self) -> list[str]:
+        return list(self.open_ids)
+
+    async def find_by_client_id(self, account_id: str, client_order_id: str) -> Order | None:
+        order_id = self._by_client.get(client_order_id)
+        return self.orders[order_id] if order_id is not None else None
+
+
+class FakeWorkers:
+    """A WorkerPool that records concurrency; executions wait for `gate` when it is closed."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.per_index = [0] * size
+        self.max_per_index = [0] * size
+        self.running: Counter[str] = Counter()
+        self.overlaps: list[str] = []
+        self.started: list[str] = []
+        self.finished: list[str] = []
+        self.failures: dict[str, list[BaseException]] = {}  # raised by the next executions
+
+    def size(self) -> int:
+        return self._size
+
+    async def execute(self, index: int, order_id: str) -> None:
+        assert 0 <= index < self._size
+        self.started.append(order_id)
+        if self.running[order_id]:
+            self.overlaps.append(order_id)
+        self.running[order_id] += 1
+        self.in_flight += 1
+        self.per_index[index] += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.max_per_index[index] = max(self.max_per_index[index], self.per_index[index])
+        try:
+            await asyncio.sleep(0)
+            await self.gate.wait()
+            await asyncio.sleep(0)
+            failures = self.failures.get(order_id)
+            if failures:
+                raise failures.pop(0)
+            self.finished.append(order_id)
+        finally:
+            self.running[order_id] -= 1
+            self.in_flight -= 1
+            self.per_index[index] -= 1
+
+
+def counts(dispatcher: Dispatcher) -> dict[str, int]:
+    stats = dispatcher.stats()
+    return {key: stats[key] for key in ("queued", "executing", "capacity")}
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    """Yield to the loop until `predicate` holds; fail the test after `timeout_s`."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    for _ in itertools.count():
+        if predicate():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"still false after {timeout_s}s")
+        await asyncio.sleep(0)
+
+
+async def settle(rounds: int = 50) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+MakeDispatcher = Callable[..., Dispatcher]
+
+
+@pytest.fixture
+async def make_dispatcher() -> AsyncIterator[MakeDispatcher]:
+    made: list[Dispatcher] = []
+
+    def make(store: FakeSubmissions, workers: FakeWorkers, *, per_worker: int = 2,
+             redispatch_delay_s: float = 0.0) -> Dispatcher:
+        dispatcher = Dispatcher(store, workers, per_worker=per_worker,
+                                redispatch_delay_s=redispatch_delay_s)
+        store.dispatcher = dispatcher
+        made.append(dispatcher)
+        return dispatcher
+
+    yield make
+    for dispatcher in made:
+        # The dispatch loop runs for the actor's lifetime; stop it with the test.
+        task = dispatcher._task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+# --- submit ---------------------------------------------------------------------------------
+
+
+async def test_submit_persists_then_enqueues(make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeSubmissions(), FakeWorkers(2)
+    dispatcher = make_dispatcher(store, workers)
+
+    order, created = await dispatcher.submit(new_order("c-1"))
+
+    assert created
+    assert store.orders == {order.order_id: order}
+    assert store.queued_while_persisting == [0]  # not queued before it was stored
+    assert counts(dispatcher) == {"queued": 1, "executing": 0, "capacity": 4}
+    assert workers.started == []  # nothing runs before start()
+
+    await dispatcher.start()
+    await until(lambda: workers.finished == [order.order_id])
+    assert dispatcher.stats()["queued"] == 0
+
+
+async def test_a_duplicate_submission_is_not_enqueued(make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeSubmissions(), FakeWorkers(1)
+    dispatcher = make_dispatcher(store, workers)
+
+    first, created = await dispatcher.submit(new_order("c-1"))
+    again, created_again = await dispatcher.submit(new_order("c-1"))
+
+    assert created and not created_again
+    assert again == first
+    assert dispatcher.stats()["queued"] == 1
+    await dispatcher.start()
+    await until(lambda: bool(workers.finished))
+    await settle()
+    assert workers.started == [first.order_id]
+
+    # A client retrying after the order finished gets it back; it does not run again.
+    late, created_late = await dispatcher.submit(new_order("c-1"))
+    await settle()
+    assert not created_late and late == first
+    assert workers.started == [first.order_id]
+    assert dispatcher.stats()["queued"] == 0
+
+
+async def test_a_failed_submission_is_not_enqueued(make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeSubmissions(), FakeWorkers(1)
+    dispatcher = make_dispatcher(store, workers)
+    await dispatcher.submit(new_order("c-1"))
+
+    with pytest.raises(IdempotencyConflict):
+        await dispatcher.submit(new_order("c-1", amount_in=5))
+
+    assert dispatcher.stats()["queued"] == 1
+    assert len(store.orders) == 1
+
+
+# --- bounded concurrency --------------------------------------------------------------------
+
+
+async def test_concurrency_never_exceeds_workers_times_per_worker(
+    make_dispatcher: MakeDispatcher,
+) -> None:
+    store, workers = FakeSubmissions(), FakeWorkers(2)
+    dispatcher = make_dispatcher(store, workers, per_worker=3)
+    ids = []
+    for _ in range(20):
+        order, _ = await dispatcher.submit(new_order())
+        ids.append(order.order_id)
+    workers.gate.clear()
+
+    await dispatcher.start()
+    await until(lambda: workers.in_flight == 6)
+    await settle()
+
+    # Saturated: exactly the capacity runs, spread evenly, and the rest waits in the queue.
+    assert workers.in_flight == 6
+    assert workers.per_index == [3, 3]
+    assert counts(dispatcher) == {"queued": 14, "executing": 6, "capacity": 6}
+
+    workers.gate.set()
+    await until(lambda: len(workers.finished) == 20)
+    assert workers.max_in_flight == 6
+    assert workers.max_per_index == [3, 3]
+    assert sorted(workers.started) == sorted(ids)
+    assert workers.started[:6] == ids[:6]  # first in, first dispatched
+    await settle()
+    assert counts(dispatcher) == {"queued": 0, "executing": 0, "capacity": 6}
+
+
+async def test_orders_submitted_while_running_are_picked_up(
+    make_dispatcher: MakeDispatcher,
+) -> None:
+    store, workers = FakeSubmissions(), FakeWorkers(3)
+    dispatcher = make_dispatcher(store, workers, per_worker=1)
+    await dispatcher.start()
+
+    for _ in range(10):
+        await dispatcher.submit(new_order())
+        await asyncio.sleep(0)
+    await until(lambda: len(workers.finished) == 10)
+
+    assert 1 <= workers.max_in_flight <= 3
+    assert max(workers.max_per_index) == 1
+
+
+# --- restart and re-dispatch ----------------------------------------------------------------
+
+
+async def test_start_requeues_open_orders(make_dispatcher: MakeDispatcher) -> None:
+    store = FakeSubmissions(open_ids=["left-1", "left-2", "left-3"])
+    workers = FakeWorkers(2)
+    dispatcher = make_dispatcher(store, workers, per_worker=1)
+
+    assert await dispatcher.start() == 3
+
+    await until(lambda: len(workers.finished) == 3)
+    assert workers.started == ["left-1", "left-2", "left-3"]
+
+
+async def test_start_twice_does_not_run_an_order_twice(make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeSubmissions(open_ids=["left-1"]), FakeWorkers(2)
+    dispatcher = make_dispatcher(store, workers)
+    workers.gate.clear()
+
+    await dispatcher.start()
+    await until(lambda: workers.in_flight == 1)
+    await dispatcher.start()  # e.g. the manager's start-up ran again
+    await settle()
+    workers.gate.set()
+    await until(lambda: workers.finished == ["left-1"])
+    await settle()
+
+    assert workers.started == ["left-1"]
+
+
+@pytest.mark.parametrize("failure", [WorkerLost("actor died"), RuntimeError("bug")],
+                         ids=["worker-lost", "unexpected"])
+async def test_a_lost_execution_is_dispatched_again(
+    make_dispatcher: MakeDispatcher, failure: BaseException
+) -> None:
+    store, workers = FakeSubmissions(), FakeWorkers(2)
+    dispatcher = make_dispatcher(store, workers)
+    order, _ = await dispatcher.submit(new_order())
+    workers.failures[order.order_id] = [failure]
+
+    await dispatcher.start()
+    await until(lambda: workers.finished == [order.order_id])
+
+    assert workers.started == [order.order_id, order.order_id]
+    assert workers.overlaps == []
+    await settle()
+    assert counts(dispatcher) == {"queued": 0, "executing": 0, "capacity": 4}
+
+
+async def test_an_order_never_executes_twice_at_once(make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeSubmissions(open_ids=["busy"]), FakeWorkers(4)
+    dispatcher = make_dispatcher(store, workers, per_worker=4, redispatch_delay_s=0.01)
+    workers.failures["busy"] = [WorkerLost("died"), WorkerLost("died again")]
+    workers.gate.clear()
+
+    await dispatcher.start()
+    await until(lambda: workers.in_flight == 1)
+    # While it runs, everything that could queue it again tries to.
+    for _ in range(5):
+        dispatcher.enqueue("busy")
+    await dispatcher.start()
+    await settle()
+    assert workers.in_flight == 1
+    assert dispatcher.stats()["queued"] == 0
+
+    workers.gate.set()
+    for _ in range(30):  # keep poking through the lost runs and re-dispatch delays
+        dispatcher.enqueue("busy")
+        await asyncio.sleep(0.002)
+    await until(lambda: "busy" in workers.finished)
+    await settle()
+
+    assert workers.overlaps == []
+    assert workers.max_in_flight == 1
+    assert workers.started.count("busy") >= 3  # lost twice, then completed

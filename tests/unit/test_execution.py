@@ -1,0 +1,839 @@
+"""Unit tests for OrderExecutor and collect_quotes with in-memory fakes (no Ray, no database)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from actors.execution import OrderExecutor, collect_quotes
+from core.errors import (
+    BlockhashExpired,
+    DexecError,
+    InsufficientFunds,
+    InsufficientLiquidity,
+    InvalidInput,
+    NoRoute,
+    OrderNotFound,
+    RetryableError,
+    SlippageExceeded,
+    TerminalError,
+    TransientDatabaseError,
+    VenueTimeout,
+    VenueUnavailable,
+)
+from core.orders import Change, Order, OrderEvent, OrderStatus, OrderType, Trigger
+from core.quotes import Quote, SignedSwap, TxStatus, execution_price, min_amount_out
+from core.retry import RetryPolicy
+from core.tokens import TokenRegistry
+
+SOL = "So11111111111111111111111111111111111111112"
+USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+ONE_SOL = 1_000_000_000
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+START_HEIGHT = 1_000
+BLOCK_TIME_S = 0.4
+VALID_BLOCKS = 150
+
+S = OrderStatus
+Call = tuple[str, ...]
+
+
+# --- fakes ---------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """Monotonic time that only moves when the executor sleeps."""
+
+    def __init__(self, max_sleeps: int = 5_000) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self._max_sleeps = max_sleeps
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if len(self.sleeps) > self._max_sleeps:
+            raise AssertionError("the executor kept sleeping: it never settled the order")
+
+
+class FakeStore:
+    """In-memory OrderStore; changes go through Order.apply exactly as the repository's do."""
+
+    def __init__(self, calls: list[Call]) -> None:
+        self.calls = calls
+        self.rows: dict[str, Order] = {}  # what the orders table holds: no quotes, no events
+        self.history: dict[str, list[OrderEvent]] = {}
+        self.quotes: dict[str, dict[tuple[int, str], Quote]] = {}
+        self.swaps: dict[str, list[tuple[SignedSwap, int]]] = {}
+        self.swap_status: dict[str, str] = {}
+        # One-off outages: (method, detail) -> errors raised by the next matching calls.
+        self.outages: dict[tuple[str, str], list[Exception]] = {}
+        self._ticks = 0
+
+    def _outage(self, method: str, detail: str) -> None:
+        errors = self.outages.get((method, detail))
+        if errors:
+            raise errors.pop(0)
+
+    def _now(self) -> datetime:
+        self._ticks += 1
+        return T0 + timedelta(milliseconds=self._ticks)
+
+    def create(self, order_id: str = "order-1", *, slippage_bps: int = 50) -> Order:
+        """Persist a pending order with its first event, like OrderRepository.create_order."""
+        now = self._now()
+        order = Order(
+            order_id=order_id, account_id="default", client_order_id=None,
+            order_type=OrderType.MARKET, input_mint=SOL, output_mint=USDC, amount_in=ONE_SOL,
+            slippage_bps=slippage_bps, status=S.PENDING, created_at=now, updated_at=now, seq=1,
+        )
+        self.rows[order_id] = order
+        self.history[order_id] = [OrderEvent(order_id, 1, S.PENDING, now, attempt=0)]
+        self.quotes[order_id] = {}
+        self.swaps[order_id] = []
+        return order
+
+    async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None:
+        row = self.rows.get(order_id)
+        if row is None or not with_history:
+            return row
+        return replace(row, events=tuple(self.history[order_id]),
+                       quotes=tuple(self.quotes[order_id].values()))
+
+    async def apply_change(self, order_id: str, change: Change) -> tuple[Order, OrderEvent] | None:
+        self._outage("apply_change", str(change.trigger))
+        row = self.rows.get(order_id)
+        if row is None:
+            raise OrderNotFound(f"order {order_id} does not exist")
+        result = row.apply(change, self._now())
+        if result is None:
+            return None
+        order, event = result
+        self.rows[order_id] = replace(order, quotes=())
+        self.history[order_id].append(event)
+        for quote in change.quotes or ():
+            self.quotes[order_id].setdefault((change.attempt, quote.venue), quote)
+        self.calls.append(("apply_change", str(change.trigger), str(change.attempt)))
+        return order, event
+
+    async def record_swap(self, order_id: str, attempt: int, swap: SignedSwap) -> None:
+        self.calls.append(("record_swap", swap.signature))
+        if swap.signature not in self.swap_status:
+            self.swaps[order_id].append((swap, attempt))
+            self.swap_status[swap.signature] = "signed"
+
+    async def set_swap_status(self, signature: str, status: str) -> None:
+        self.calls.append(("set_swap_status", signature, status))
+        self._outage("set_swap_status", status)
+        if signature in self.swap_status:
+            self.swap_status[signature] = status
+
+    async def swaps_for_order(self, order_id: str) -> list[tuple[SignedSwap, int, str]]:
+        return [(s, a, self.swap_status[s.signature]) for s, a in self.swaps[order_id]]
+
+    def statuses(self, order_id: str = "order-1") -> list[S]:
+        return [e.status for e in self.history[order_id]]
+
+    def events(self, order_id: str = "order-1") -> list[OrderEvent]:
+        return list(self.history[order_id])
+
+
+class FakeVenue:
+    """A VenueGateway over a toy chain: sent bytes land at once unless told otherwise."""
+
+    def __init__(self, name: str, amount_out: int, calls: list[Call], clock: FakeClock) -> None:
+        self.name = name
+        self.amount_out = amount_out
+        self.calls = calls
+        self.clock = clock
+        self.quote_failures: list[Exception] = []  # raised by the next quote calls
+        self.always_fail_quote: Exception | None = None
+        self.build_failures: list[Exception] = []
+        self.send_failures: list[Exception] = []  # raised by the next send calls
+        self.land_despite_send_failure = False  # the bytes reached the chain anyway
+        self.chain_error: tuple[str, str] | None = None  # (message, error_code) of a failed tx
+        self.never_land_next_builds = 0  # these swaps are never executed, however often sent
+        self.refuse_as_expired: set[str] = set()  # send says the blockhash expired
+        self.height_failures: list[Exception] = []  # raised by the next block_height calls
+        self.land_after_polls = 0  # accepted swaps become visible after this many polls
+        self._in_flight: dict[str, tuple[SignedSwap, int]] = {}
+        self.built: list[tuple[SignedSwap, str]] = []
+        self.sent: list[str] = []
+        self.landed: dict[str, TxStatus] = {}
+        self._doomed: set[str] = set()
+
+    def height(self) -> int:
+        return START_HEIGHT + int(self.clock.now / BLOCK_TIME_S)
+
+    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+        self.calls.append(("quote", self.name))
+        if self.quote_failures:
+            raise self.quote_failures.pop(0)
+        if self.always_fail_quote is not None:
+            raise self.always_fail_quote
+        return Quote(
+            venue=self.name, pool=f"{self.name}-pool", input_mint=input_mint,
+            output_mint=output_mint, amount_in=amount_in, amount_out=self.amount_out,
+            fee=amount_in // 400, fee_bps=Decimal(25), price_impact_bps=2,
+            payload=f"route:{self.name}",
+        )
+
+    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
+        self.calls.append(("build_swap", self.name))
+        if self.build_failures:
+            raise self.build_failures.pop(0)
+        assert quote.venue == self.name
+        assert quote.payload == f"route:{self.name}"
+        signature = f"{self.name}-sig-{len(self.built) + 1}"
+        swap = SignedSwap(self.name, signature, f"{signature}|{memo}".encode(),
+                          self.height() + VALID_BLOCKS, min_amount_out)
+        self.built.append((swap, memo))
+        if self.never_land_next_builds > 0:
+            self.never_land_next_builds -= 1
+            self._doomed.add(signature)
+        return swap
+
+    async def send(self, swap: SignedSwap) -> None:
+        self.calls.append(("send", swap.signature))
+        self.sent.append(swap.signature)
+        if swap.signature in self.refuse_as_expired:
+            raise BlockhashExpired("blockhash not found", venue=self.name)
+        if self.send_failures:
+            error = self.send_failures.pop(0)
+            if self.land_despite_send_failure:
+                self._land(swap)
+            raise error
+        self._land(swap)
+
+    def _land(self, swap: SignedSwap) -> None:
+        if swap.signature in self.landed or swap.signature in self._doomed:
+            return  # the same bytes execute once
+        if swap.signature in self._in_flight:
+            return
+        if self.land_after_polls:
+            self._in_flight[swap.signature] = (swap, self.land_after_polls)
+            return
+        self._execute(swap)
+
+    def _execute(self, swap: SignedSwap) -> None:
+        if self.height() > swap.last_valid_block_height:
+            return
+        if self.chain_error is not None:
+            message, code = self.chain_error
+            status = TxStatus(swap.signature, False, self.height(), 0, message, code)
+        else:
+            status = TxStatus(swap.signature, True, self.height(), self.amount_out)
+        self.landed[swap.signature] = status
+
+    async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
+        self.calls.append(("statuses", *signatures))
+        for signature, (swap, polls) in list(self._in_flight.items()):
+            if polls <= 1:
+                del self._in_flight[signature]
+                self._execute(swap)
+            else:
+                self._in_flight[signature] = (swap, polls - 1)
+        return [self.landed.get(s) for s in signatures]
+
+    def executed(self) -> list[str]:
+        """Return the signatures that executed a swap, once everything in flight landed."""
+        for swap, _ in list(self._in_flight.values()):
+            del self._in_flight[swap.signature]
+            self._execute(swap)
+        return [s for s, status in self.landed.items() if status.confirmed]
+
+    async def block_height(self) -> int:
+        if self.height_failures:
+            raise self.height_failures.pop(0)
+        return self.height()
+
+
+class SlowVenue(FakeVenue):
+    """A venue whose quotes never come back."""
+
+    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.events: list[OrderEvent] = []
+
+    def publish(self, event: OrderEvent) -> None:
+        self.events.append(event)
+
+
+@dataclass(frozen=True)
+class RecordingPolicy(RetryPolicy):
+    """The real policy, remembering every error it was asked about."""
+
+    seen: list[DexecError] = field(default_factory=list, compare=False)
+
+    def should_retry(self, error: DexecError, attempt: int) -> bool:
+        self.seen.append(error)
+        return super().should_retry(error, attempt)
+
+
+@dataclass
+class World:
+    calls: list[Call]
+    clock: FakeClock
+    store: FakeStore
+    raydium: FakeVenue
+    meteora: FakeVenue
+    sink: RecordingSink
+    policy: RecordingPolicy
+
+    def executor(self, *venues: FakeVenue, quote_timeout_s: float = 1.0) -> OrderExecutor:
+        return OrderExecutor(
+            self.store, list(venues or (self.raydium, self.meteora)), self.sink,
+            TokenRegistry(), policy=self.policy, quote_timeout_s=quote_timeout_s,
+            confirm_poll_s=0.25, resend_interval_s=2.0, sleep=self.clock.sleep,
+            clock=self.clock, rng=random.Random(0),
+        )
+
+    def index(self, call: Call) -> int:
+        return self.calls.index(call)
+
+
+@pytest.fixture
+def world() -> World:
+    calls: list[Call] = []
+    clock = FakeClock()
+    return World(
+        calls=calls, clock=clock, store=FakeStore(calls),
+        raydium=FakeVenue("raydium", 150_000_000, calls, clock),
+        meteora=FakeVenue("meteora", 149_500_000, calls, clock),
+        sink=RecordingSink(), policy=RecordingPolicy(max_attempts=3, base_delay_s=0.2,
+                                                     max_delay_s=5.0, jitter=0.5),
+    )
+
+
+async def submitted_order(world: World, swap: SignedSwap, *, status: S = S.SUBMITTED) -> Order:
+    """Drive a fresh order to `status` for attempt 1 with `swap` recorded (a crashed worker)."""
+    order = world.store.create()
+    quote = await world.raydium.quote(SOL, USDC, ONE_SOL)
+    steps = [
+        Change(Trigger.START_ROUTING, 1),
+        Change(Trigger.ROUTE_CHOSEN, 1, venue="raydium", quotes=(quote,)),
+        Change(Trigger.TX_SENT, 1, venue="raydium", signature=swap.signature),
+    ]
+    for step in steps:
+        if order.status is status:
+            break
+        result = await world.store.apply_change(order.order_id, step)
+        assert result is not None
+        order = result[0]
+    await world.store.record_swap(order.order_id, 1, swap)
+    world.calls.clear()
+    return order
+
+
+def recorded_swap(height: int, signature: str = "raydium-sig-crashed") -> SignedSwap:
+    return SignedSwap("raydium", signature, b"crashed-bytes", height + VALID_BLOCKS, 149_250_000)
+
+
+def assert_gapless(events: list[OrderEvent]) -> None:
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+# --- the happy path ------------------------------------------------------------------------
+
+
+async def test_happy_path_goes_pending_to_confirmed_with_gapless_events(world: World) -> None:
+    order = world.store.create()
+
+    status = await world.executor().execute(order.order_id)
+
+    assert status == S.CONFIRMED
+    events = world.store.events()
+    assert [e.status for e in events] == [S.PENDING, S.ROUTING, S.BUILDING, S.SUBMITTED,
+                                          S.CONFIRMED]
+    assert_gapless(events)
+    assert [e.attempt for e in events] == [0, 1, 1, 1, 1]
+    # Everything after the stored `pending` event was published, in order.
+    assert world.sink.events == events[1:]
+
+    (swap, memo), = world.raydium.built
+    building, submitted, confirmed = events[2], events[3], events[4]
+    assert building.venue == "raydium"
+    assert building.quotes is not None
+    assert sorted(q["venue"] for q in building.quotes) == ["meteora", "raydium"]
+    assert submitted.signature == swap.signature
+    assert confirmed.signature == swap.signature
+    assert confirmed.amount_out == 150_000_000
+    assert confirmed.price == execution_price(ONE_SOL, 9, 150_000_000, 6) == Decimal(150)
+
+    final = world.store.rows[order.order_id]
+    assert final.status is S.CONFIRMED
+    assert final.venue == "raydium"
+    assert final.signature == swap.signature
+    assert final.amount_out == 150_000_000
+    assert final.failure_reason is None
+    assert world.store.swap_status == {swap.signature: "confirmed"}
+    assert world.raydium.sent == [swap.signature]
+    assert world.meteora.built == []
+    assert world.meteora.sent == []
+    # The transaction protects the quote by the order's slippage, and names the order.
+    assert swap.min_amount_out == min_amount_out(150_000_000, 50) == 149_250_000
+    assert order.order_id in memo
+
+
+async def test_all_quotes_are_recorded_and_the_best_one_chosen(world: World) -> None:
+    world.meteora.amount_out = 151_000_000  # now meteora pays more
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    recorded = world.store.quotes[order.order_id]
+    assert {key: q.amount_out for key, q in recorded.items()} == {
+        (1, "raydium"): 150_000_000, (1, "meteora"): 151_000_000,
+    }
+    assert world.store.rows[order.order_id].venue == "meteora"
+    assert world.store.rows[order.order_id].amount_out == 151_000_000
+    assert world.raydium.built == []
+    assert len(world.meteora.built) == 1
+
+
+async def test_one_venue_failing_to_quote_leaves_the_other(world: World) -> None:
+    world.raydium.quote_failures = [VenueUnavailable("raydium answered 503", venue="raydium")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    building = world.store.events()[2]
+    assert building.venue == "meteora"
+    assert building.quotes is not None
+    assert [q["venue"] for q in building.quotes] == ["meteora"]
+    assert world.store.rows[order.order_id].attempt == 1
+    assert world.raydium.built == []
+    assert world.policy.seen == []  # nothing failed as far as the order is concerned
+
+
+async def test_a_venue_raising_a_library_error_is_skipped(world: World) -> None:
+    world.raydium.quote_failures = [RuntimeError("connection reset")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+    assert world.store.rows[order.order_id].venue == "meteora"
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+async def test_all_venues_failing_once_is_retried_and_confirms_on_attempt_two(
+    world: World,
+) -> None:
+    world.raydium.quote_failures = [VenueTimeout("raydium timed out", venue="raydium")]
+    world.meteora.quote_failures = [VenueUnavailable("meteora is down", venue="meteora")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    events = world.store.events()
+    assert_gapless(events)
+    assert [(e.status, e.attempt) for e in events] == [
+        (S.PENDING, 0), (S.ROUTING, 1), (S.ROUTING, 2), (S.BUILDING, 2), (S.SUBMITTED, 2),
+        (S.CONFIRMED, 2),
+    ]
+    retry = events[2]
+    assert retry.error is not None
+    assert "no venue answered with a quote" in retry.error
+    assert retry.error_class == "retryable"
+    assert isinstance(world.policy.seen[0], NoRoute)
+    assert world.store.rows[order.order_id].attempt == 2
+    # One backoff, inside the jitter band of the first delay.
+    assert len(world.clock.sleeps) == 1
+    assert 0.1 <= world.clock.sleeps[0] <= 0.3
+
+
+async def test_retryable_errors_every_time_fail_after_three_attempts(world: World) -> None:
+    world.raydium.always_fail_quote = VenueUnavailable("raydium answered 503", venue="raydium")
+    world.meteora.always_fail_quote = VenueTimeout("meteora timed out", venue="meteora")
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.FAILED
+
+    events = world.store.events()
+    assert_gapless(events)
+    assert [(e.status, e.attempt) for e in events] == [
+        (S.PENDING, 0), (S.ROUTING, 1), (S.ROUTING, 2), (S.ROUTING, 3), (S.FAILED, 3),
+    ]
+    final = world.store.rows[order.order_id]
+    assert final.attempt == 3
+    assert final.failure_reason is not None
+    assert "no venue answered with a quote" in final.failure_reason
+    assert "raydium answered 503" in final.failure_reason
+    assert events[-1].error == final.failure_reason
+    assert events[-1].error_class == "retryable"
+    assert world.calls.count(("quote", "raydium")) == 3
+    assert world.calls.count(("quote", "meteora")) == 3
+    assert world.raydium.built == [] and world.meteora.built == []
+    # Two backoffs, the second from the doubled band.
+    first, second = world.clock.sleeps
+    assert 0.1 <= first <= 0.3
+    assert 0.2 <= second <= 0.6
+
+
+async def test_a_failed_build_is_retried_with_a_fresh_quote(world: World) -> None:
+    world.raydium.build_failures = [VenueUnavailable("signer busy", venue="raydium")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    assert [(e.status, e.attempt) for e in world.store.events()] == [
+        (S.PENDING, 0), (S.ROUTING, 1), (S.BUILDING, 1), (S.ROUTING, 2), (S.BUILDING, 2),
+        (S.SUBMITTED, 2), (S.CONFIRMED, 2),
+    ]
+    assert world.calls.count(("quote", "raydium")) == 2
+
+
+async def test_every_venue_refusing_for_good_fails_at_once(world: World) -> None:
+    world.raydium.always_fail_quote = InsufficientLiquidity("pool too shallow", venue="raydium")
+    world.meteora.always_fail_quote = InsufficientLiquidity("bins empty", venue="meteora")
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.FAILED
+
+    final = world.store.rows[order.order_id]
+    assert final.attempt == 1
+    assert final.failure_reason is not None
+    assert "no venue can fill this order" in final.failure_reason
+    assert world.clock.sleeps == []
+
+
+# --- chain failures ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "error_type"),
+    [
+        ("slippage_exceeded", SlippageExceeded),
+        ("insufficient_funds", InsufficientFunds),
+        ("insufficient_liquidity", InsufficientLiquidity),
+        ("something_else", TerminalError),
+    ],
+)
+async def test_a_transaction_failing_on_chain_fails_the_order_at_once(
+    world: World, code: str, error_type: type[DexecError]
+) -> None:
+    message = f"{code.replace('_', ' ')}: pool pays 149000000, minimum 149250000"
+    world.raydium.chain_error = (message, code)
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.FAILED
+
+    events = world.store.events()
+    assert [e.status for e in events] == [S.PENDING, S.ROUTING, S.BUILDING, S.SUBMITTED,
+                                          S.FAILED]
+    assert_gapless(events)
+    final = world.store.rows[order.order_id]
+    assert final.attempt == 1
+    assert final.failure_reason == message
+    assert events[-1].error_class == "terminal"
+    assert type(world.policy.seen[-1]) is error_type
+    assert world.policy.seen[-1].venue == "raydium"
+    (swap, _), = world.raydium.built
+    assert world.store.swap_status == {swap.signature: "failed"}
+    assert world.raydium.sent == [swap.signature]
+    assert world.clock.sleeps == []
+
+
+async def test_slippage_exceeded_names_the_reason(world: World) -> None:
+    world.raydium.chain_error = ("slippage exceeded: pool pays 149000000, minimum 149250000",
+                                 "slippage_exceeded")
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.FAILED
+
+    reason = world.store.rows[order.order_id].failure_reason
+    assert reason is not None
+    assert "slippage exceeded" in reason
+    assert isinstance(world.policy.seen[-1], SlippageExceeded)
+    assert len(world.raydium.built) == 1  # never re-signed at a worse price
+
+
+async def test_send_refused_for_good_marks_the_swap_rejected_and_fails(world: World) -> None:
+    world.raydium.send_failures = [InvalidInput("transaction rejected: bad signature")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.FAILED
+
+    (swap, _), = world.raydium.built
+    assert world.store.swap_status == {swap.signature: "rejected"}
+    assert S.SUBMITTED not in world.store.statuses()
+    assert world.store.rows[order.order_id].failure_reason == "transaction rejected: bad signature"
+
+
+# --- exactly once ---------------------------------------------------------------------------
+
+
+async def test_the_swap_is_recorded_before_it_is_sent(world: World) -> None:
+    order = world.store.create()
+
+    await world.executor().execute(order.order_id)
+
+    (swap, _), = world.raydium.built
+    assert world.index(("record_swap", swap.signature)) < world.index(("send", swap.signature))
+    # ...and the order says which venue it chose before anything is signed.
+    assert world.index(("apply_change", "route_chosen", "1")) < world.index(
+        ("build_swap", "raydium"))
+
+
+async def test_resumed_submitted_order_polls_the_recorded_signature(world: World) -> None:
+    swap = recorded_swap(START_HEIGHT)
+    world.raydium.landed[swap.signature] = TxStatus(swap.signature, True, START_HEIGHT + 3,
+                                                    149_800_000)
+    order = await submitted_order(world, swap)
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    assert ("statuses", swap.signature) in world.calls
+    assert world.raydium.built == [] and world.meteora.built == []
+    assert not [c for c in world.calls if c[0] == "quote"]
+    final = world.store.rows[order.order_id]
+    assert final.signature == swap.signature
+    assert final.amount_out == 149_800_000
+    assert final.attempt == 1
+    assert world.store.statuses()[-2:] == [S.SUBMITTED, S.CONFIRMED]
+    assert_gapless(world.store.events())
+    assert world.store.swap_status[swap.signature] == "confirmed"
+
+
+async def test_resumed_swap_not_yet_seen_is_resent_with_the_same_bytes(world: World) -> None:
+    swap = recorded_swap(START_HEIGHT)
+    order = await submitted_order(world, swap)
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    assert world.raydium.built == []
+    assert world.raydium.sent == [swap.signature]
+    assert world.store.rows[order.order_id].signature == swap.signature
+    # It looked before sending again.
+    assert world.index(("statuses", swap.signature)) < world.index(("send", swap.signature))
+
+
+async def test_resumed_order_signed_but_never_sent_sends_the_recorded_swap(world: World) -> None:
+    swap = recorded_swap(START_HEIGHT)
+    order = await submitted_order(world, swap, status=S.BUILDING)
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    assert world.raydium.built == []
+    assert world.raydium.sent == [swap.signature]
+    events = world.store.events()
+    assert_gapless(events)
+    assert [e.status for e in events] == [S.PENDING, S.ROUTING, S.BUILDING, S.SUBMITTED,
+                                          S.CONFIRMED]
+    assert events[3].signature == swap.signature
+
+
+async def test_expired_and_absent_swap_leads_to_a_new_attempt(world: World) -> None:
+    world.clock.now = 200 * BLOCK_TIME_S  # 200 blocks later: the recorded swap expired
+    swap = recorded_swap(START_HEIGHT)
+    order = await submitted_order(world, swap)
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    assert swap.signature not in world.raydium.sent  # expired bytes are never sent
+    (new_swap, memo), = world.raydium.built
+    assert new_swap.signature != swap.signature
+    assert memo.endswith("2") and order.order_id in memo
+    assert ("quote", "raydium") in world.calls  # re-quoted
+    assert world.store.swap_status == {swap.signature: "expired",
+                                       new_swap.signature: "confirmed"}
+    events = world.store.events()
+    assert_gapless(events)
+    assert [(e.status, e.attempt) for e in events[-5:]] == [
+        (S.SUBMITTED, 1), (S.ROUTING, 2), (S.BUILDING, 2), (S.SUBMITTED, 2), (S.CONFIRMED, 2),
+    ]
+    assert events[-4].error is not None and "expired" in events[-4].error
+    assert world.store.rows[order.order_id].signature == new_swap.signature
+
+
+async def test_a_swap_that_never_lands_expires_then_is_retried(world: World) -> None:
+    world.raydium.never_land_next_builds = 1
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    (first, _), (second, _) = world.raydium.built
+    # The first transaction was re-sent (same bytes) while it could still land...
+    assert world.raydium.sent.count(first.signature) > 1
+    assert set(world.raydium.sent) == {first.signature, second.signature}
+    # ...and only given up once the chain was past its last valid block height.
+    assert world.raydium.height() > first.last_valid_block_height
+    assert world.store.swap_status == {first.signature: "expired",
+                                       second.signature: "confirmed"}
+    final = world.store.rows[order.order_id]
+    assert final.attempt == 2
+    assert final.signature == second.signature
+    assert_gapless(world.store.events())
+
+
+async def test_send_failing_retryably_reconciles_by_signature(world: World) -> None:
+    world.raydium.send_failures = [VenueTimeout("send timed out", venue="raydium")]
+    world.raydium.land_despite_send_failure = True  # the bytes got through before the timeout
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    (swap, _), = world.raydium.built
+    assert world.raydium.sent == [swap.signature]
+    assert ("statuses", swap.signature) in world.calls
+    final = world.store.rows[order.order_id]
+    assert final.attempt == 1
+    assert final.signature == swap.signature
+    assert S.SUBMITTED in world.store.statuses()
+    assert world.policy.seen == []
+
+
+async def test_send_failing_retryably_resends_the_same_bytes_not_a_new_swap(
+    world: World,
+) -> None:
+    world.raydium.send_failures = [VenueUnavailable("503", venue="raydium")]  # nothing landed
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    (swap, _), = world.raydium.built
+    assert world.raydium.sent == [swap.signature, swap.signature]
+    assert world.store.rows[order.order_id].attempt == 1
+    # The resend waited for the resend interval, polling in between.
+    assert world.clock.now >= 2.0
+
+
+async def test_send_refused_as_expired_is_not_reported_submitted(world: World) -> None:
+    world.raydium.refuse_as_expired = {"raydium-sig-1"}
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    # The chain refused the bytes: nothing was submitted for attempt 1, and the swap is
+    # marked expired at once rather than polled until its blockhash runs out.
+    assert world.store.swap_status["raydium-sig-1"] == "expired"
+    assert world.raydium.sent.count("raydium-sig-1") == 1
+    assert (S.SUBMITTED, 1) not in [(e.status, e.attempt) for e in world.store.events()]
+    assert world.store.rows[order.order_id].attempt == 2
+
+
+async def test_a_failed_block_height_lookup_does_not_sign_a_second_swap(world: World) -> None:
+    world.raydium.land_after_polls = 3  # the swap is in flight for a few polls
+    world.raydium.height_failures = [VenueUnavailable("rpc answered 503", venue="raydium")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    # The first transaction may still land: the order must keep reconciling it.
+    assert len(world.raydium.built) == 1, "signed a second swap while the first was in flight"
+    assert len(world.raydium.executed()) == 1
+    assert world.store.rows[order.order_id].attempt == 1
+
+
+async def test_a_database_blip_after_confirmation_does_not_sign_a_second_swap(
+    world: World,
+) -> None:
+    world.store.outages[("set_swap_status", "confirmed")] = [
+        TransientDatabaseError("database unavailable: connection lost")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    assert len(world.raydium.built) == 1, "signed a second swap after the first one landed"
+    swap = world.raydium.built[0][0]
+    assert world.raydium.executed() == [swap.signature]
+    assert world.store.rows[order.order_id].signature == swap.signature
+
+
+async def test_a_database_blip_recording_the_send_does_not_sign_a_second_swap(
+    world: World,
+) -> None:
+    world.store.outages[("apply_change", "tx_sent")] = [
+        TransientDatabaseError("database unavailable: connection lost")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    # The bytes were sent before the write failed; they were recorded, so settle them.
+    assert len(world.raydium.built) == 1, "signed a second swap after the first one landed"
+    swap = world.raydium.built[0][0]
+    assert world.raydium.executed() == [swap.signature]
+    assert world.store.rows[order.order_id].signature == swap.signature
+
+
+# --- nothing to do --------------------------------------------------------------------------
+
+
+async def test_terminal_and_unknown_orders_are_left_alone(world: World) -> None:
+    order = world.store.create()
+    await world.store.apply_change(order.order_id, Change(Trigger.FAIL, 0, error="cancelled"))
+    world.calls.clear()
+
+    assert await world.executor().execute(order.order_id) == S.FAILED
+    assert await world.executor().execute("no-such-order") is None
+    assert world.sink.events == []
+    assert world.calls == []
+
+
+async def test_executing_a_confirmed_order_again_does_nothing(world: World) -> None:
+    order = world.store.create()
+    executor = world.executor()
+    assert await executor.execute(order.order_id) == S.CONFIRMED
+    published = len(world.sink.events)
+
+    assert await executor.execute(order.order_id) == S.CONFIRMED
+    assert len(world.sink.events) == published
+    assert len(world.raydium.built) == 1
+
+
+# --- collect_quotes -------------------------------------------------------------------------
+
+
+async def test_collect_quotes_reports_a_slow_venue_as_a_timeout(world: World) -> None:
+    slow = SlowVenue("slowswap", 160_000_000, world.calls, world.clock)
+
+    quotes, errors = await collect_quotes([slow, world.raydium], SOL, USDC, ONE_SOL, 0.05)
+
+    assert [q.venue for q in quotes] == ["raydium"]
+    assert set(errors) == {"slowswap"}
+    error = errors["slowswap"]
+    assert isinstance(error, VenueTimeout)
+    assert error.retryable
+    assert error.venue == "slowswap"
+    assert "timed out" in error.message
+
+
+async def test_collect_quotes_keeps_dexec_errors_and_wraps_others(world: World) -> None:
+    refusal = InsufficientLiquidity("too shallow", venue="raydium")
+    world.raydium.quote_failures = [refusal]
+    world.meteora.quote_failures = [ConnectionResetError("peer reset")]
+
+    quotes, errors = await collect_quotes([world.raydium, world.meteora], SOL, USDC, ONE_SOL,
+                                          1.0)
+
+    assert quotes == []
+    assert errors["raydium"] is refusal
+    wrapped = errors["meteora"]
+    assert type(wrapped) is RetryableError
+    assert wrapped.venue == "meteora"
+    assert "peer reset" in wrapped.message
+
+
+async def test_a_slow_venue_does_not_hold_up_the_order(world: World) -> None:
+    slow = SlowVenue("slowswap", 160_000_000, world.calls, world.clock)
+    order = world.store.create()
+
+    status = await world.executor(slow, world.raydium, quote_timeout_s=0.05).execute(
+        order.order_id)
+
+    assert status == S.CONFIRMED
+    assert world.store.rows[order.order_id].venue == "raydium"
