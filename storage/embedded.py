@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,21 @@ class EmbeddedPostgres:
         return uri
 
     def stop(self) -> None:
-        """Stop the server (and delete its data when asked to at construction)."""
+        """Stop the server (and delete its data when asked to at construction).
+
+        pgserver only stops a server when the last process holding a handle lets go, and it
+        counts a killed process as still holding one; so stop it with pg_ctl directly.
+        """
         if self._server is None:
             return
-        self._server.cleanup_mode = "delete" if self._delete else "stop"
-        self._server.cleanup()
-        self._server = None
+        from pgserver._commands import pg_ctl
+
+        server, self._server = self._server, None
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        except subprocess.CalledProcessError:
+            log.info("embedded PostgreSQL was not running")
+        server.cleanup_mode = None
+        server.cleanup()  # forget this process's handle
+        if self._delete:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
