@@ -23,10 +23,11 @@ from core.quotes import Quote, SignedSwap, TxStatus
 from core.retry import RetryPolicy
 from core.settings import Settings
 from core.tokens import TokenRegistry
-from gateways.simulated.chain import SimChain, dev_wallet
+from gateways.simulated.chain import ChainChanges, ChainSnapshot, SimChain, dev_wallet
 from gateways.simulated.venue import Faults, SimulatedVenue
 from storage.locks import ExecutionLocks
 from storage.repository import OrderRepository
+from storage.simchain import SimChainStore
 
 log = logging.getLogger(__name__)
 
@@ -52,65 +53,135 @@ def _database_url(settings: Settings) -> str:
 # -- simulated chain ------------------------------------------------------------------------
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class SimChainActor:
-    """The simulated chain: one actor holds all pools, balances and transactions."""
+    """The simulated chain: one actor holds all pools, balances and transactions.
+
+    Its state is durable in PostgreSQL (schema `simchain`), like a real chain's: every
+    change is saved before the call that made it answers, so a restarted app (or chain
+    actor) finds every transaction it ever accepted, landed or pending.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self.chain = SimChain(
-            seed=settings.sim_seed,
-            block_time_s=settings.sim_block_time_ms / 1000,
-            blockhash_valid_blocks=settings.sim_blockhash_valid_blocks,
-            start_time=time.time(),
-        )
-        self.chain.adverse_move_bps = settings.sim_adverse_move_bps
-        wallet = dev_wallet(_secret(settings.wallet_keypair)).pubkey()
-        self.chain.fund(str(wallet), {"SOL": 10**15, "USDC": 10**15, "USDT": 10**15,
-                                      "RAY": 10**15})
+        self._store = SimChainStore(_database_url(settings))
+        self._chain: SimChain | None = None
+        self._unsaved: ChainChanges | None = None
+        self._flush_lock = asyncio.Lock()
+        self._changed = 0  # generation of the newest change
+        self._saved = 0  # generation covered by the last successful save
         # An async actor's constructor runs inside its running event loop.
-        self._drift: asyncio.Task[None] | None = None
-        if settings.sim_drift_interval_s > 0:
-            self._drift = asyncio.get_event_loop().create_task(self._drift_loop())
+        self._started = asyncio.get_event_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        s = self._settings
+        await self._store.open()
+        rows, now = await self._store.load(), time.time()
+        block_time, valid = s.sim_block_time_ms / 1000, s.sim_blockhash_valid_blocks
+        if rows is None:
+            chain = SimChain(seed=s.sim_seed, block_time_s=block_time,
+                             blockhash_valid_blocks=valid, start_time=now)
+            wallet = str(dev_wallet(_secret(s.wallet_keypair)).pubkey())
+            chain.fund(wallet, dict.fromkeys(("SOL", "USDC", "USDT", "RAY"), 10**15))
+        else:
+            chain = SimChain.restore(ChainSnapshot.from_rows(rows), block_time_s=block_time,
+                                     blockhash_valid_blocks=valid, now=now)
+            log.info("simulated chain restored from the database")
+        chain.adverse_move_bps = s.sim_adverse_move_bps
+        self._chain = chain
+        await self._persist()
+        due = chain.next_land_at()
+        if due is not None:
+            self._land_at(due)
+        if s.sim_drift_interval_s > 0:
+            asyncio.get_running_loop().create_task(self._drift_loop())
+
+    async def _ready(self) -> SimChain:
+        await asyncio.shield(self._started)
+        assert self._chain is not None  # noqa: S101 - set by _start
+        return self._chain
+
+    async def _persist(self) -> None:
+        """Save every change made so far; concurrent callers share one save (group commit)."""
+        self._changed += 1
+        wanted = self._changed
+        async with self._flush_lock:
+            if self._saved >= wanted:
+                return
+            covered = self._changed
+            assert self._chain is not None  # noqa: S101 - set by _start
+            changes = self._chain.take_changes()
+            if self._unsaved is not None:
+                changes = self._unsaved.merged(changes)
+            try:
+                await self._store.save(changes.as_rows())
+            except Exception:
+                self._unsaved = changes  # kept for the next save
+                raise
+            self._unsaved = None
+            self._saved = covered
+
+    def _land_at(self, when: float) -> None:
+        delay = max(0.0, when - time.time())
+        asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.ensure_future(self._land())
+        )
+
+    async def _land(self) -> None:
+        chain = await self._ready()
+        if chain.process(time.time()):
+            try:
+                await self._persist()
+            except Exception as exc:
+                log.warning("could not save landed transactions yet: %s", exc)
 
     async def _drift_loop(self) -> None:
         while True:
             await asyncio.sleep(self._settings.sim_drift_interval_s)
-            self.chain.drift(time.time(), self._settings.sim_drift_bps)
+            chain = await self._ready()
+            chain.drift(time.time(), self._settings.sim_drift_bps)
+            try:
+                await self._persist()
+            except Exception as exc:
+                log.warning("could not save the market's drift yet: %s", exc)
 
     async def quote(self, venue: str, token_in: str, token_out: str, amount_in: int
                     ) -> dict[str, object]:
-        pool, x_to_y, result, fee_bps = self.chain.quote(venue, token_in, token_out, amount_in,
-                                                         time.time())
+        chain = await self._ready()
+        pool, x_to_y, result, fee_bps = chain.quote(venue, token_in, token_out, amount_in,
+                                                    time.time())
         return {"pool": pool, "x_to_y": x_to_y, "amount_out": result.amount_out,
                 "fee": result.fee, "fee_bps": str(fee_bps),
                 "price_impact_bps": result.price_impact_bps}
 
     async def latest_blockhash(self) -> tuple[str, int]:
-        return self.chain.latest_blockhash(time.time())
+        answer = (await self._ready()).latest_blockhash(time.time())
+        await self._persist()
+        return answer
 
     async def send_transaction(self, tx_bytes: bytes, land_delay_s: float) -> str:
-        signature = self.chain.send_transaction(tx_bytes, time.time(), land_delay_s)
+        signature = (await self._ready()).send_transaction(tx_bytes, time.time(), land_delay_s)
+        await self._persist()  # accepted means durable, landed or not
         if land_delay_s > 0:
-            asyncio.get_running_loop().call_later(
-                land_delay_s, lambda: self.chain.process(time.time())
-            )
+            self._land_at(time.time() + land_delay_s)
         return signature
 
     async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
-        return self.chain.signature_statuses(signatures, time.time())
+        statuses = (await self._ready()).signature_statuses(signatures, time.time())
+        await self._persist()  # never report a landing that a crash could undo
+        return statuses
 
     async def block_height(self) -> int:
-        return self.chain.block_height(time.time())
+        return (await self._ready()).block_height(time.time())
 
-    def set_adverse_move_bps(self, bps: int) -> None:
-        self.chain.adverse_move_bps = bps
+    async def set_adverse_move_bps(self, bps: int) -> None:
+        (await self._ready()).adverse_move_bps = bps
 
-    def executed_swaps(self, signatures: list[str]) -> int:
-        return self.chain.executed_swaps(signatures)
+    async def executed_swaps(self, signatures: list[str]) -> int:
+        return (await self._ready()).executed_swaps(signatures)
 
-    def spot_price(self, venue: str, token_x: str, token_y: str) -> str:
-        return str(self.chain.spot_price(venue, token_x, token_y))
+    async def spot_price(self, venue: str, token_x: str, token_y: str) -> str:
+        return str((await self._ready()).spot_price(venue, token_x, token_y))
 
 
 class _ChainClient:

@@ -4,16 +4,26 @@ It keeps the properties the engine's guarantees rest on: signatures are real ed2
 signatures over real transactions, a blockhash is valid for a bounded number of blocks, a
 transaction that has not landed by then never will, the same signed transaction sent twice
 executes once, and a failed swap changes nothing but still lands with its error.
+
+Real Solana outlives the engine, so the chain can be made durable without this package
+knowing any database: `SimChain.take_changes()` returns what changed since the last call as a
+`ChainChanges` (plain, picklable data), `as_rows()` turns it into plain rows
+(`ChainRows`) that a store upserts, and `ChainSnapshot.from_rows()` plus `SimChain.restore()`
+rebuild the chain from the rows a store loads back.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
+import pickle
 import random
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from solders.hash import Hash
 from solders.keypair import Keypair
@@ -49,6 +59,19 @@ PAIRS: tuple[tuple[str, str, int, int, int], ...] = (
 )
 VENUES = ("raydium", "meteora")
 TX_FEE_LAMPORTS = 5000
+START_HEIGHT = 250_000_000
+_PICKLE_PROTOCOL = 5
+
+# The plain shape a store writes and reads back: table name -> rows, each row a dict of
+# column -> plain value (str, int, float, bool, bytes, None, dict[str, str]). Tables:
+#   meta         0 or 1 row: seed, start_time, start_height, block_time_s, valid_blocks,
+#                fair_prices ({"SOL/USDC": "150.0", ...}), rng_state (opaque JSON text)
+#   transactions signature, state, owner, pool, amount_in, min_amount_out, x_to_y,
+#                last_valid_block_height, land_at, block_height, amount_out, error, error_code
+#   pools        address, state (opaque bytes)
+#   balances     owner, symbol, amount
+#   blockhashes  blockhash, height
+ChainRows = dict[str, list[dict[str, Any]]]
 
 
 @dataclass
@@ -68,6 +91,168 @@ class _Tx:
     error_code: str | None = None
 
 
+@dataclass(frozen=True)
+class TxRecord:
+    """One transaction as the chain knows it, pending or landed (plain data)."""
+
+    signature: str
+    state: str  # pending, confirmed, failed, dropped
+    owner: str
+    pool: str
+    amount_in: int
+    min_amount_out: int
+    x_to_y: bool
+    last_valid_block_height: int
+    land_at: float
+    block_height: int
+    amount_out: int
+    error: str | None
+    error_code: str | None
+
+    @classmethod
+    def of(cls, tx: _Tx) -> TxRecord:
+        return cls(**asdict(tx))
+
+    def to_tx(self) -> _Tx:
+        return _Tx(**asdict(self))
+
+
+@dataclass(frozen=True)
+class ChainMeta:
+    """The chain's clock, parameters and market: everything that is not a keyed record."""
+
+    seed: int
+    start_time: float  # t0: height is start_height + (now - t0) / block_time_s
+    start_height: int
+    block_time_s: float
+    valid_blocks: int
+    fair_prices: dict[str, str]  # "X/Y" -> fair price of X in Y (UI units), a Decimal string
+    rng_state: str  # JSON of random.Random.getstate(), so drift continues where it stopped
+
+
+@dataclass(frozen=True)
+class ChainChanges:
+    """What changed on the chain since the last `SimChain.take_changes()` (plain data).
+
+    Pool states are opaque bytes (pickled pool objects); store them as they are. Apply
+    change sets in the order they were taken: a later one overrides an earlier one key by key.
+    """
+
+    meta: ChainMeta | None = None  # None when the meta did not change
+    transactions: dict[str, TxRecord] = field(default_factory=dict)  # by signature
+    pools: dict[str, bytes] = field(default_factory=dict)  # by pool address
+    balances: dict[tuple[str, str], int] = field(default_factory=dict)  # (owner, symbol)
+    blockhashes: dict[str, int] = field(default_factory=dict)  # blockhash -> issued height
+
+    def is_empty(self) -> bool:
+        """Return True when there is nothing to save."""
+        return self.meta is None and not (
+            self.transactions or self.pools or self.balances or self.blockhashes
+        )
+
+    def merged(self, later: ChainChanges) -> ChainChanges:
+        """Return one change set equal to applying self, then `later` (e.g. after a failed save)."""
+        return ChainChanges(
+            later.meta if later.meta is not None else self.meta,
+            {**self.transactions, **later.transactions},
+            {**self.pools, **later.pools},
+            {**self.balances, **later.balances},
+            {**self.blockhashes, **later.blockhashes},
+        )
+
+    def as_rows(self) -> ChainRows:
+        """Return the changes as plain rows per table (see `ChainRows`) for a store to upsert."""
+        return _as_rows(self.meta, self.transactions, self.pools, self.balances,
+                        self.blockhashes)
+
+
+@dataclass(frozen=True)
+class ChainSnapshot:
+    """The whole state of a chain, as `SimChain.restore()` takes it (plain data)."""
+
+    meta: ChainMeta
+    transactions: dict[str, TxRecord]
+    pools: dict[str, bytes]
+    balances: dict[tuple[str, str], int]
+    blockhashes: dict[str, int]
+
+    def as_rows(self) -> ChainRows:
+        """Return the snapshot as plain rows per table (see `ChainRows`)."""
+        return _as_rows(self.meta, self.transactions, self.pools, self.balances,
+                        self.blockhashes)
+
+    @classmethod
+    def from_rows(cls, rows: Mapping[str, list[dict[str, Any]]]) -> ChainSnapshot:
+        """Build a snapshot from every stored row (the shape `as_rows()` returns).
+
+        Raise ValueError unless there is exactly one meta row. Numeric columns may come back
+        as Decimal or memoryview from a database; they are normalised here.
+        """
+        metas = rows.get("meta", [])
+        if len(metas) != 1:
+            raise ValueError(f"a chain snapshot needs exactly one meta row, got {len(metas)}")
+        m = metas[0]
+        meta = ChainMeta(
+            seed=int(m["seed"]),
+            start_time=float(m["start_time"]),
+            start_height=int(m["start_height"]),
+            block_time_s=float(m["block_time_s"]),
+            valid_blocks=int(m["valid_blocks"]),
+            fair_prices={str(k): str(v) for k, v in dict(m["fair_prices"]).items()},
+            rng_state=str(m["rng_state"]),
+        )
+        transactions = {
+            str(r["signature"]): TxRecord(
+                signature=str(r["signature"]),
+                state=str(r["state"]),
+                owner=str(r["owner"]),
+                pool=str(r["pool"]),
+                amount_in=int(r["amount_in"]),
+                min_amount_out=int(r["min_amount_out"]),
+                x_to_y=bool(r["x_to_y"]),
+                last_valid_block_height=int(r["last_valid_block_height"]),
+                land_at=float(r["land_at"]),
+                block_height=int(r["block_height"]),
+                amount_out=int(r["amount_out"]),
+                error=r["error"],
+                error_code=r["error_code"],
+            )
+            for r in rows.get("transactions", [])
+        }
+        return cls(
+            meta=meta,
+            transactions=transactions,
+            pools={str(r["address"]): bytes(r["state"]) for r in rows.get("pools", [])},
+            balances={
+                (str(r["owner"]), str(r["symbol"])): int(r["amount"])
+                for r in rows.get("balances", [])
+            },
+            blockhashes={
+                str(r["blockhash"]): int(r["height"]) for r in rows.get("blockhashes", [])
+            },
+        )
+
+
+def _as_rows(
+    meta: ChainMeta | None,
+    transactions: Mapping[str, TxRecord],
+    pools: Mapping[str, bytes],
+    balances: Mapping[tuple[str, str], int],
+    blockhashes: Mapping[str, int],
+) -> ChainRows:
+    return {
+        "meta": [asdict(meta)] if meta is not None else [],
+        "transactions": [asdict(tx) for tx in transactions.values()],
+        "pools": [{"address": a, "state": s} for a, s in pools.items()],
+        "balances": [{"owner": o, "symbol": s, "amount": v} for (o, s), v in balances.items()],
+        "blockhashes": [{"blockhash": b, "height": h} for b, h in blockhashes.items()],
+    }
+
+
+def _pair_key(x: str, y: str) -> str:
+    return f"{x}/{y}"
+
+
 @dataclass
 class _PoolEntry:
     venue: str
@@ -77,7 +262,11 @@ class _PoolEntry:
 
 
 class SimChain:
-    """The state of the simulated chain; every method takes the current time explicitly."""
+    """The state of the simulated chain; every method takes the current time explicitly.
+
+    Every mutation marks what it touched, so `take_changes()` can hand a store exactly what
+    changed. Write `balances` only through `fund()`: direct writes are not tracked.
+    """
 
     def __init__(
         self, *, seed: int, block_time_s: float, blockhash_valid_blocks: int, start_time: float
@@ -87,7 +276,7 @@ class SimChain:
         self._block_time = block_time_s
         self._valid_blocks = blockhash_valid_blocks
         self._t0 = start_time
-        self._start_height = 250_000_000
+        self._start_height = START_HEIGHT
         self._blockhashes: dict[str, int] = {}
         self._txs: dict[str, _Tx] = {}
         self._pending: list[_Tx] = []
@@ -97,6 +286,12 @@ class SimChain:
         self.balances: dict[tuple[str, str], int] = {}
         self.adverse_move_bps = 0
         self._seed_pools()
+        # What changed since the last take_changes(); a new chain is all new.
+        self._meta_dirty = True
+        self._dirty_txs: set[str] = set()
+        self._dirty_pools: set[str] = set(self._pools)
+        self._dirty_balances: set[tuple[str, str]] = set()
+        self._dirty_blockhashes: set[str] = set()
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -130,19 +325,20 @@ class SimChain:
         for symbol, amount in amounts.items():
             key = (owner, symbol)
             self.balances[key] = self.balances.get(key, 0) + amount
+            self._dirty_balances.add(key)
 
     # -- blocks ----------------------------------------------------------------------------
 
     def block_height(self, now: float) -> int:
-        if self._block_time <= 0:
-            return self._start_height
-        return self._start_height + int((now - self._t0) / self._block_time)
+        return _height_at(now, self._t0, self._start_height, self._block_time)
 
     def latest_blockhash(self, now: float) -> tuple[str, int]:
         """Return the current blockhash and the last block height at which it is valid."""
         height = self.block_height(now)
         blockhash = str(Hash.hash(f"{self._seed}:{height}".encode()))
-        self._blockhashes[blockhash] = height
+        if self._blockhashes.get(blockhash) != height:
+            self._blockhashes[blockhash] = height
+            self._dirty_blockhashes.add(blockhash)
         return blockhash, height + self._valid_blocks
 
     # -- venues ----------------------------------------------------------------------------
@@ -197,6 +393,7 @@ class SimChain:
         )
         self._txs[signature] = record
         self._pending.append(record)
+        self._dirty_txs.add(signature)
         if land_delay_s <= 0:
             self.process(now)
         return signature
@@ -208,6 +405,7 @@ class SimChain:
             return 0
         self._pending = [t for t in self._pending if t.land_at > now]
         for tx in due:
+            self._dirty_txs.add(tx.signature)  # every due transaction lands or drops
             height = self.block_height(tx.land_at)
             if height > tx.last_valid_block_height:
                 tx.state = "dropped"  # never lands; status stays unknown
@@ -246,14 +444,16 @@ class SimChain:
             )
             return
         result = pool.swap(tx.amount_in, tx.x_to_y, now)
-        self.balances[(tx.owner, token_in)] -= result.amount_in
-        key_out = (tx.owner, token_out)
+        self._dirty_pools.add(pool.address)
+        key_in, key_out = (tx.owner, token_in), (tx.owner, token_out)
+        self.balances[key_in] -= result.amount_in
         self.balances[key_out] = self.balances.get(key_out, 0) + result.amount_out
+        self._dirty_balances.update((key_in, key_out))
         tx.state, tx.amount_out = "confirmed", result.amount_out
 
-    @staticmethod
-    def _fail(tx: _Tx, error: str, code: str) -> None:
+    def _fail(self, tx: _Tx, error: str, code: str) -> None:
         tx.state, tx.error, tx.error_code = "failed", error, code
+        self._dirty_txs.add(tx.signature)
 
     def signature_statuses(self, signatures: list[str], now: float) -> list[TxStatus | None]:
         """Return each signature's landed status, or None if the chain has no record of it."""
@@ -276,6 +476,7 @@ class SimChain:
 
     def drift(self, now: float, sigma_bps: Decimal) -> None:
         """Move every pair's fair price by a random step and pull each pool toward it."""
+        self._meta_dirty = True  # the fair prices and the random state move
         for (x, y), fair in list(self._fair.items()):
             step = Decimal(self._rng.gauss(0.0, float(sigma_bps))) / 10_000
             self._fair[(x, y)] = fair * (1 + step)
@@ -317,6 +518,110 @@ class SimChain:
                 pool.swap(best, x_to_y, now)
             except pool_math.InsufficientLiquidity:
                 log.debug("market move skipped on %s", pool.address)
+            else:
+                self._dirty_pools.add(pool.address)
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def take_changes(self) -> ChainChanges:
+        """Return everything changed since the last call (a new chain: everything); forget it.
+
+        Pending transactions are included with their land_at, so a restored chain lands (or
+        drops) them as this one would have.
+        """
+        changes = ChainChanges(
+            meta=self._meta() if self._meta_dirty else None,
+            transactions={s: TxRecord.of(self._txs[s]) for s in self._dirty_txs},
+            pools={a: _dump_pool(self._pools[a].pool) for a in self._dirty_pools},
+            balances={k: self.balances[k] for k in self._dirty_balances},
+            blockhashes={b: self._blockhashes[b] for b in self._dirty_blockhashes},
+        )
+        self._clear_dirty()
+        return changes
+
+    def snapshot(self) -> ChainSnapshot:
+        """Return the whole state of the chain; leave the changes to take untouched."""
+        return ChainSnapshot(
+            meta=self._meta(),
+            transactions={s: TxRecord.of(t) for s, t in self._txs.items()},
+            pools={a: _dump_pool(e.pool) for a, e in self._pools.items()},
+            balances=dict(self.balances),
+            blockhashes=dict(self._blockhashes),
+        )
+
+    def next_land_at(self) -> float | None:
+        """Return when the earliest pending transaction lands, or None if none is pending."""
+        return min((t.land_at for t in self._pending), default=None)
+
+    @classmethod
+    def restore(
+        cls,
+        snapshot: ChainSnapshot,
+        *,
+        block_time_s: float,
+        blockhash_valid_blocks: int,
+        now: float | None = None,
+    ) -> SimChain:
+        """Rebuild a chain from a full snapshot; block heights continue from it.
+
+        The seed re-creates the venues' fixed offsets; everything that moves comes from the
+        snapshot. Pending transactions are pending again. When `block_time_s` differs from
+        the stored one, pass `now`: the clock is re-based there so heights never jump.
+        New parameters apply from now on; the next take_changes() carries the meta only
+        (plus any pool the snapshot lacks), since everything else is already stored.
+        """
+        meta = snapshot.meta
+        chain = cls(seed=meta.seed, block_time_s=block_time_s,
+                    blockhash_valid_blocks=blockhash_valid_blocks, start_time=meta.start_time)
+        chain._start_height = meta.start_height
+        if block_time_s != meta.block_time_s:
+            if now is None:
+                raise ValueError(
+                    f"block time changed from {meta.block_time_s}s to {block_time_s}s:"
+                    " pass now= to re-base the block height there"
+                )
+            height = _height_at(now, meta.start_time, meta.start_height, meta.block_time_s)
+            chain._t0, chain._start_height = now, height
+        version, internal, gauss_next = json.loads(meta.rng_state)
+        chain._rng.setstate((version, tuple(internal), gauss_next))
+        for key, price in meta.fair_prices.items():
+            x, y = key.split("/", 1)
+            chain._fair[(x, y)] = Decimal(price)
+        fresh = set(chain._pools)
+        for address, state in snapshot.pools.items():
+            entry = chain._pools.get(address)
+            if entry is None:
+                log.warning("stored pool %s is not one this chain has; ignored", address)
+                continue
+            entry.pool = _load_pool(state, address)
+            fresh.discard(address)
+        chain.balances = dict(snapshot.balances)
+        chain._blockhashes = dict(snapshot.blockhashes)
+        chain._txs = {s: r.to_tx() for s, r in snapshot.transactions.items()}
+        chain._pending = [t for t in chain._txs.values() if t.state == "pending"]
+        chain._clear_dirty()
+        chain._meta_dirty = True
+        chain._dirty_pools = fresh  # pools added to the code since the snapshot was stored
+        return chain
+
+    def _meta(self) -> ChainMeta:
+        version, internal, gauss_next = self._rng.getstate()
+        return ChainMeta(
+            seed=self._seed,
+            start_time=self._t0,
+            start_height=self._start_height,
+            block_time_s=self._block_time,
+            valid_blocks=self._valid_blocks,
+            fair_prices={_pair_key(x, y): str(p) for (x, y), p in self._fair.items()},
+            rng_state=json.dumps([version, list(internal), gauss_next]),
+        )
+
+    def _clear_dirty(self) -> None:
+        self._meta_dirty = False
+        self._dirty_txs = set()
+        self._dirty_pools = set()
+        self._dirty_balances = set()
+        self._dirty_blockhashes = set()
 
     @staticmethod
     def _trade_ceiling(pool: pool_math.Pool, x_to_y: bool) -> int:
@@ -327,6 +632,25 @@ class SimChain:
         side = sum(b[1] for b in bins.values()) if x_to_y else sum(b[0] for b in bins.values())
         price = pool.spot_price()
         return int(Decimal(side) / price) if x_to_y else int(Decimal(side) * price)
+
+
+def _height_at(now: float, t0: float, start_height: int, block_time_s: float) -> int:
+    if block_time_s <= 0:
+        return start_height
+    return start_height + int((now - t0) / block_time_s)
+
+
+def _dump_pool(pool: pool_math.Pool) -> bytes:
+    return pickle.dumps(pool, protocol=_PICKLE_PROTOCOL)
+
+
+def _load_pool(state: bytes, address: str) -> pool_math.Pool:
+    # Only bytes this module wrote (pools pickled by _dump_pool into our own database) are
+    # ever loaded here, never input from a client or the network.
+    pool = pickle.loads(state)  # noqa: S301
+    if not isinstance(pool, pool_math.Pool) or pool.address != address:
+        raise ValueError(f"stored state of pool {address} is not that pool")
+    return pool
 
 
 def dev_wallet(secret: str | None) -> Keypair:

@@ -84,6 +84,10 @@ class SimulatedVenue:
         self._rng = random.Random(f"{seed}:{name}")
         self._limit = TokenBucket(rate_limit_per_s)
 
+    def set_latency(self, quote_ms: tuple[int, int], swap_ms: tuple[int, int]) -> None:
+        self._quote_latency = quote_ms
+        self._swap_latency = swap_ms
+
     async def _latency(self, bounds: tuple[int, int]) -> None:
         low, high = bounds
         if high > 0:

@@ -1,0 +1,147 @@
+"""The simulated chain's durable state in PostgreSQL (schema `simchain`, migration 002).
+
+storage and gateways never import each other, so this store works on plain rows only:
+a mapping of table name to a list of row dicts, exactly what
+`gateways.simulated.chain.ChainChanges.as_rows()` returns and
+`ChainSnapshot.from_rows()` takes. The actor shell converts between the two.
+
+    meta         0 or 1 row: seed, start_time, start_height, block_time_s, valid_blocks,
+                 fair_prices (dict[str, str]), rng_state (str)
+    transactions signature, state, owner, pool, amount_in, min_amount_out, x_to_y,
+                 last_valid_block_height, land_at, block_height, amount_out, error, error_code
+    pools        address, state (bytes)
+    balances     owner, symbol, amount
+    blockhashes  blockhash, height
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from core.errors import TransientDatabaseError
+
+log = logging.getLogger(__name__)
+
+ChainRows = Mapping[str, Sequence[Mapping[str, Any]]]
+
+_TX_COLUMNS = (
+    "signature", "state", "owner", "pool", "amount_in", "min_amount_out", "x_to_y",
+    "last_valid_block_height", "land_at", "block_height", "amount_out", "error", "error_code",
+)
+_META_COLUMNS = (
+    "seed", "start_time", "start_height", "block_time_s", "valid_blocks", "fair_prices",
+    "rng_state",
+)
+
+
+def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """Return an INSERT ... ON CONFLICT DO UPDATE taking named parameters (constant names)."""
+    values = ", ".join(f"%({c})s" for c in columns)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
+    return (
+        f"INSERT INTO simchain.{table} ({', '.join(columns)}) VALUES ({values})"  # noqa: S608
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+
+
+_SAVE = {
+    "meta": _upsert("meta", ("id", *_META_COLUMNS), ("id",)),  # the single row has id true
+    "transactions": _upsert("transactions", _TX_COLUMNS, ("signature",)),
+    "pools": _upsert("pools", ("address", "state"), ("address",)),
+    "balances": _upsert("balances", ("owner", "symbol", "amount"), ("owner", "symbol")),
+    "blockhashes": _upsert("blockhashes", ("blockhash", "height"), ("blockhash",)),
+}
+
+_LOAD = {
+    "meta": f"SELECT {', '.join(_META_COLUMNS)} FROM simchain.meta",  # noqa: S608
+    "transactions": f"SELECT {', '.join(_TX_COLUMNS)} FROM simchain.transactions",  # noqa: S608
+    "pools": "SELECT address, state FROM simchain.pools",
+    "balances": "SELECT owner, symbol, amount FROM simchain.balances",
+    "blockhashes": "SELECT blockhash, height FROM simchain.blockhashes",
+}
+
+
+class SimChainStore:
+    """Save the simulated chain's changes and load its whole state back, as plain rows."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.pool = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=2,
+            open=False,
+            kwargs={"autocommit": True},
+            check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=0,
+        )
+        # Saves run one at a time, in call order, so an older change never overwrites a newer.
+        self._save_lock = asyncio.Lock()
+
+    async def open(self, wait_s: float = 30.0) -> None:
+        """Open the pool and wait until its first connection is ready."""
+        await self.pool.open()
+        await self.pool.wait(timeout=wait_s)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def load(self) -> dict[str, list[dict[str, Any]]] | None:
+        """Return every stored row per table, or None when no chain has been stored yet.
+
+        Rows come back as the database gives them (numeric as Decimal, bytea as bytes);
+        `ChainSnapshot.from_rows()` normalises them.
+        """
+        rows: dict[str, list[dict[str, Any]]] = {}
+        async with self._transaction() as conn:
+            # One consistent view even if a save commits meanwhile.
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur = conn.cursor(row_factory=dict_row)
+            for table, query in _LOAD.items():
+                await cur.execute(query)
+                rows[table] = list(await cur.fetchall())
+        if not rows["meta"]:
+            return None
+        for pool in rows["pools"]:
+            pool["state"] = bytes(pool["state"])
+        return rows
+
+    async def save(self, changes: ChainRows) -> None:
+        """Upsert one change set (rows per table, any table may be absent) in one transaction.
+
+        Saves are applied in the order they are called, and each returns only after every
+        earlier one has finished, even an empty one: a caller whose changes an earlier
+        caller's set already carried still waits until they are durable.
+        """
+        batches = {table: list(changes.get(table, ())) for table in _SAVE}
+        batches["meta"] = [
+            {**row, "id": True, "fair_prices": Jsonb(dict(row["fair_prices"]))}
+            for row in batches["meta"]
+        ]
+        counts = {table: len(rows) for table, rows in batches.items() if rows}
+        async with self._save_lock:
+            if not counts:
+                return
+            async with self._transaction() as conn:
+                cur = conn.cursor()
+                for table, rows in batches.items():
+                    if rows:
+                        await cur.executemany(_SAVE[table], rows)
+        log.debug("saved simulated chain changes: %s", counts)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """Borrow a connection inside a transaction; translate outages to a retryable error."""
+        try:
+            async with self.pool.connection(timeout=5.0) as conn, conn.transaction():
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise TransientDatabaseError(f"database unavailable: {exc}") from None

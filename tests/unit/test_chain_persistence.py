@@ -1,0 +1,335 @@
+"""The simulated chain survives a restart: take_changes -> rows -> snapshot -> restore."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from solders.keypair import Keypair
+
+from gateways.simulated.chain import (
+    PAIRS,
+    START_HEIGHT,
+    ChainChanges,
+    ChainRows,
+    ChainSnapshot,
+    SimChain,
+)
+from gateways.simulated.program import build_swap_transaction
+
+T0 = 1_700_000_000.0
+BLOCK_TIME_S = 0.4
+VALID_BLOCKS = 150
+SOL = 10**9
+USDC = 10**6
+CRASH_AT = T0 + 8.0  # the scenario's last step runs before this
+RESTART_AT = T0 + 8.5
+
+
+def make_chain(seed: int = 7) -> SimChain:
+    return SimChain(seed=seed, block_time_s=BLOCK_TIME_S, blockhash_valid_blocks=VALID_BLOCKS,
+                    start_time=T0)
+
+
+def restore(snapshot: ChainSnapshot) -> SimChain:
+    return SimChain.restore(snapshot, block_time_s=BLOCK_TIME_S,
+                            blockhash_valid_blocks=VALID_BLOCKS)
+
+
+# Each table's primary key, as in storage/migrations/002_simchain.sql.
+ROW_KEYS: dict[str, tuple[str, ...]] = {
+    "meta": (),
+    "transactions": ("signature",),
+    "pools": ("address",),
+    "balances": ("owner", "symbol"),
+    "blockhashes": ("blockhash",),
+}
+
+
+class RowStore:
+    """An in-memory stand-in for storage.simchain.SimChainStore: upserts rows by key."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {t: {} for t in ROW_KEYS}
+
+    def save(self, rows: ChainRows) -> None:
+        for table, table_rows in rows.items():
+            for row in table_rows:
+                self.tables[table][tuple(row[k] for k in ROW_KEYS[table])] = dict(row)
+
+    def load(self) -> ChainRows | None:
+        if not self.tables["meta"]:
+            return None
+        return {table: list(rows.values()) for table, rows in self.tables.items()}
+
+
+@dataclass
+class Scenario:
+    """What a scenario did, so tests can check the restored chain against the original."""
+
+    wallet: Keypair
+    signed: dict[str, bytes] = field(default_factory=dict)  # name -> sent transaction bytes
+    sigs: dict[str, str] = field(default_factory=dict)  # name -> signature
+    unsent: bytes = b""  # signed before the crash with a then-current blockhash, never sent
+
+
+def _swap(chain: SimChain, wallet: Keypair, now: float, *, venue: str = "raydium",
+          sell: str = "SOL", buy: str = "USDC", amount_in: int = SOL,
+          min_out: int | None = None, memo: str) -> bytes:
+    pool, x_to_y, result, _ = chain.quote(venue, sell, buy, amount_in, now)
+    blockhash, _ = chain.latest_blockhash(now)
+    if min_out is None:
+        min_out = result.amount_out * 9_950 // 10_000
+    return bytes(build_swap_transaction(wallet, pool, amount_in, min_out, x_to_y, blockhash,
+                                        memo=memo))
+
+
+def run_scenario(chain: SimChain, scenario: Scenario) -> Iterator[str]:
+    """Drive the chain through fundings, landings, failures, drift and pending sends.
+
+    Yields after each step (its name) so the caller can save the changes in rounds.
+    """
+    wallet = scenario.wallet
+    owner = str(wallet.pubkey())
+    poor = Keypair.from_seed(bytes([9]) * 32)
+
+    def send(name: str, now: float, delay: float, **swap: Any) -> None:
+        tx = _swap(chain, swap.pop("signer", wallet), now, memo=f"order-{name}:1", **swap)
+        scenario.signed[name] = tx
+        scenario.sigs[name] = chain.send_transaction(tx, now, delay)
+
+    chain.fund(owner, {"SOL": 1_000 * SOL, "USDC": 100_000 * USDC})
+    chain.fund(str(poor.pubkey()), {"USDC": 5 * USDC})
+    yield "funded"
+    send("ok", T0 + 1.0, 0.0, amount_in=2 * SOL)
+    yield "landed"
+    for i in range(3):
+        chain.drift(T0 + 2.0 + i * 0.1, Decimal(5))
+    yield "drifted"
+    send("slippage", T0 + 3.0, 0.0, venue="meteora", min_out=10**15)
+    send("poor", T0 + 3.1, 0.0, signer=poor, sell="SOL", buy="USDC")
+    yield "failed"
+    send("meteora", T0 + 4.0, 0.0, venue="meteora", amount_in=300 * SOL)
+    send("reverse", T0 + 4.5, 0.5, sell="USDC", buy="SOL", amount_in=300 * USDC)
+    chain.process(T0 + 5.0)
+    yield "landed-after-delay"
+    send("pending", T0 + 6.0, 3.0, sell="USDC", buy="SOL", amount_in=500 * USDC)
+    send("pending-late", T0 + 6.5, 30.0, venue="meteora", amount_in=5 * SOL)
+    # Lands only after its last valid block: the chain must drop it, also after a restart.
+    send("doomed", T0 + 7.0, (VALID_BLOCKS + 5) * BLOCK_TIME_S, amount_in=SOL)
+    chain.drift(T0 + 7.5, Decimal(5))
+    scenario.unsent = _swap(chain, wallet, T0 + 7.9, amount_in=SOL // 2, memo="order-unsent:1")
+    yield "pending"
+
+
+def state_of(chain: SimChain) -> dict[str, Any]:
+    """Return the chain's full state with pools unpickled, for equality checks."""
+    snap = chain.snapshot()
+    pools = {a: vars(pickle.loads(s)) for a, s in snap.pools.items()}  # noqa: S301
+    return {"meta": snap.meta, "transactions": snap.transactions, "pools": pools,
+            "balances": snap.balances, "blockhashes": snap.blockhashes}
+
+
+def spot_prices(chain: SimChain) -> dict[tuple[str, str, str], Decimal]:
+    return {(v, x, y): chain.spot_price(v, x, y)
+            for v in ("raydium", "meteora") for x, y, *_ in PAIRS}
+
+
+def assert_same_chain(restored: SimChain, original: SimChain, scenario: Scenario) -> None:
+    """Assert that `restored` behaves as `original` from the restart on."""
+    assert state_of(restored) == state_of(original)
+    assert restored.block_height(RESTART_AT) == original.block_height(RESTART_AT)
+    assert restored.block_height(RESTART_AT) == START_HEIGHT + int((RESTART_AT - T0) / 0.4)
+    sigs = list(scenario.sigs.values())
+    # Before anything else happens: the same answer for every signature.
+    assert restored.signature_statuses(sigs, RESTART_AT) == original.signature_statuses(
+        sigs, RESTART_AT)
+    statuses = dict(zip(scenario.sigs, restored.signature_statuses(sigs, RESTART_AT),
+                        strict=True))
+    assert statuses["ok"] is not None and statuses["ok"].confirmed
+    assert statuses["slippage"] is not None and statuses["slippage"].error_code == (
+        "slippage_exceeded")
+    assert statuses["poor"] is not None and statuses["poor"].error_code == "insufficient_funds"
+    assert statuses["pending"] is None and statuses["doomed"] is None
+    assert restored.spot_price("raydium", "SOL", "USDC") == original.spot_price(
+        "raydium", "SOL", "USDC")
+    owner = str(scenario.wallet.pubkey())
+    sol_before = restored.balances[(owner, "SOL")]
+
+    # A duplicate of an executed transaction executes once, after the restart as before it.
+    assert restored.send_transaction(scenario.signed["ok"], RESTART_AT, 0.0) == scenario.sigs["ok"]
+    assert restored.executed_swaps([scenario.sigs["ok"]]) == 1
+    # So does a resend of a transaction still in flight: it keeps its landing time.
+    restored.send_transaction(scenario.signed["pending"], RESTART_AT, 0.0)
+    assert restored.balances[(owner, "SOL")] == sol_before
+
+    # Pending transactions land (or drop) as they would have without the restart.
+    for now in (T0 + 9.5, T0 + 40.0, T0 + 7.0 + (VALID_BLOCKS + 6) * BLOCK_TIME_S):
+        assert restored.signature_statuses(sigs, now) == original.signature_statuses(sigs, now)
+        if now == T0 + 9.5:
+            (pending,) = restored.signature_statuses([scenario.sigs["pending"]], now)
+            assert pending is not None and pending.confirmed
+            assert pending.block_height == restored.block_height(T0 + 9.0)
+            assert restored.balances[(owner, "SOL")] == sol_before + pending.amount_out
+    landed = dict(zip(scenario.sigs, restored.signature_statuses(sigs, T0 + 100), strict=True))
+    assert landed["pending-late"] is not None and landed["pending-late"].confirmed
+    assert landed["doomed"] is None  # expired before it could land: provably absent
+    executed = ["ok", "meteora", "reverse", "pending", "pending-late"]
+    assert {n for n, s in scenario.sigs.items() if restored.executed_swaps([s])} == set(executed)
+    assert original.executed_swaps(sigs) == len(executed)
+
+    # A blockhash issued before the crash is still known after it.
+    unsent_sig = restored.send_transaction(scenario.unsent, T0 + 60.0, 0.0)
+    assert restored.executed_swaps([unsent_sig]) == 1
+    original.send_transaction(scenario.unsent, T0 + 60.0, 0.0)
+
+    # The market keeps the same random walk, and the clock keeps counting.
+    restored.drift(T0 + 61.0, Decimal(5))
+    original.drift(T0 + 61.0, Decimal(5))
+    assert spot_prices(restored) == spot_prices(original)
+    assert restored.block_height(T0 + 400) == original.block_height(T0 + 400) == (
+        START_HEIGHT + 1000)
+    assert state_of(restored) == state_of(original)
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+def test_a_new_chain_s_first_changes_are_a_full_snapshot() -> None:
+    chain = make_chain()
+
+    changes = chain.take_changes()
+
+    assert changes.meta is not None
+    assert changes.meta.start_height == START_HEIGHT and changes.meta.start_time == T0
+    assert len(changes.pools) == 2 * len(PAIRS)
+    assert chain.take_changes().is_empty()
+    rows = RowStore()
+    rows.save(changes.as_rows())
+    stored = rows.load()
+    assert stored is not None
+    assert state_of(restore(ChainSnapshot.from_rows(stored))) == state_of(chain)
+
+
+def test_every_step_s_changes_add_up_to_the_chain_s_whole_state() -> None:
+    chain = make_chain()
+    store = RowStore()
+    scenario = Scenario(Keypair.from_seed(bytes([1]) * 32))
+
+    for step in run_scenario(chain, scenario):
+        store.save(chain.take_changes().as_rows())
+        stored = store.load()
+        assert stored is not None
+        assert ChainSnapshot.from_rows(stored) == chain.snapshot(), step
+
+
+def test_each_mutation_reports_only_what_it_touched() -> None:
+    chain = make_chain()
+    chain.take_changes()
+    wallet = Keypair.from_seed(bytes([1]) * 32)
+    owner = str(wallet.pubkey())
+
+    chain.fund(owner, {"SOL": 10 * SOL})
+    assert chain.take_changes() == ChainChanges(balances={(owner, "SOL"): 10 * SOL})
+
+    blockhash, _ = chain.latest_blockhash(T0)
+    chain.latest_blockhash(T0)  # the same block: nothing new
+    assert chain.take_changes() == ChainChanges(blockhashes={blockhash: START_HEIGHT})
+
+    tx = _swap(chain, wallet, T0, amount_in=SOL, memo="order-a:1")
+    chain.take_changes()
+    sig = chain.send_transaction(tx, T0, 1.0)
+    sent = chain.take_changes()
+    assert set(sent.transactions) == {sig} and sent.transactions[sig].state == "pending"
+    assert sent.transactions[sig].land_at == T0 + 1.0
+    assert not sent.pools and not sent.balances and sent.meta is None
+
+    chain.process(T0 + 1.0)
+    landed = chain.take_changes()
+    pool, _ = chain.find_pool("raydium", "SOL", "USDC")
+    assert landed.transactions[sig].state == "confirmed"
+    assert set(landed.pools) == {pool.address}
+    assert set(landed.balances) == {(owner, "SOL"), (owner, "USDC")}
+    assert landed.meta is None
+
+    chain.drift(T0 + 2.0, Decimal(5))
+    drifted = chain.take_changes()
+    assert drifted.meta is not None and drifted.pools and not drifted.transactions
+
+
+def test_changes_merge_in_order_and_survive_pickling() -> None:
+    chain = make_chain()
+    wallet = Keypair.from_seed(bytes([1]) * 32)
+    chain.fund(str(wallet.pubkey()), {"SOL": 10 * SOL})
+    first = chain.take_changes()
+    sig = chain.send_transaction(_swap(chain, wallet, T0, memo="order-a:1"), T0, 1.0)
+    second = chain.take_changes()
+    chain.process(T0 + 1.0)
+    third = chain.take_changes()
+
+    merged = first.merged(second).merged(third)
+
+    assert pickle.loads(pickle.dumps(merged)) == merged  # noqa: S301
+    assert merged.transactions[sig].state == "confirmed"
+    assert merged.meta == first.meta
+    store = RowStore()
+    store.save(merged.as_rows())
+    stored = store.load()
+    assert stored is not None
+    assert ChainSnapshot.from_rows(stored) == chain.snapshot()
+
+
+def test_a_restored_chain_continues_exactly_where_the_old_one_was() -> None:
+    original = make_chain()
+    store = RowStore()
+    scenario = Scenario(Keypair.from_seed(bytes([1]) * 32))
+    for _ in run_scenario(original, scenario):
+        store.save(original.take_changes().as_rows())
+    stored = store.load()
+    assert stored is not None
+
+    restored = restore(ChainSnapshot.from_rows(stored))
+
+    assert restored.next_land_at() == original.next_land_at() == T0 + 9.0
+    assert_same_chain(restored, original, scenario)
+
+
+def test_a_restored_chain_s_first_changes_are_only_its_meta() -> None:
+    chain = make_chain()
+    chain.fund("someone", {"SOL": SOL})
+    restored = restore(chain.snapshot())
+
+    changes = restored.take_changes()
+
+    assert changes == ChainChanges(meta=chain.snapshot().meta)
+
+
+def test_a_new_block_time_rebases_the_clock_without_a_jump() -> None:
+    chain = make_chain()
+    now = T0 + 100.0
+    height = chain.block_height(now)
+
+    with pytest.raises(ValueError, match="pass now"):
+        SimChain.restore(chain.snapshot(), block_time_s=0.2, blockhash_valid_blocks=VALID_BLOCKS)
+    faster = SimChain.restore(chain.snapshot(), block_time_s=0.2,
+                              blockhash_valid_blocks=VALID_BLOCKS, now=now)
+
+    assert faster.block_height(now) == height
+    assert faster.block_height(now + 1.0) == height + 5
+    meta = faster.take_changes().meta
+    assert meta is not None and (meta.start_time, meta.start_height) == (now, height)
+    # Restarted again with the same block time, the re-based clock carries on.
+    again = SimChain.restore(faster.snapshot(), block_time_s=0.2,
+                             blockhash_valid_blocks=VALID_BLOCKS)
+    assert again.block_height(now + 2.0) == height + 10
+
+
+def test_from_rows_needs_exactly_one_meta_row() -> None:
+    rows = make_chain().snapshot().as_rows()
+
+    with pytest.raises(ValueError, match="exactly one meta row"):
+        ChainSnapshot.from_rows({**rows, "meta": []})
