@@ -8,6 +8,7 @@ from collections import deque
 from typing import Protocol
 
 from actors.execution import BUSY
+from actors.telemetry import Metrics, NullMetrics
 from core.errors import Overloaded
 from core.limits import AccountRateLimit, check_open_orders
 from core.orders import NewOrder, Order
@@ -39,9 +40,10 @@ class Dispatcher:
     def __init__(
         self, store: SubmissionStore, workers: WorkerPool, *, per_worker: int,
         redispatch_delay_s: float = 0.5, max_open_orders: int = 0,
-        rate_limit: AccountRateLimit | None = None,
+        rate_limit: AccountRateLimit | None = None, metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics: Metrics = metrics or NullMetrics()
         self._max_open = max_open_orders
         self._rate = rate_limit or AccountRateLimit(0)
         self._admitting = 0  # submissions between the admission check and their commit
@@ -93,6 +95,7 @@ class Dispatcher:
             self._admitting -= 1
         if created:
             self._rate.record(new.account_id)
+            self._metrics.order_submitted(str(new.order_type))
             self.enqueue(order.order_id)
         return order, created
 
@@ -117,6 +120,7 @@ class Dispatcher:
 
     async def _loop(self) -> None:
         while True:
+            self._metrics.queue(len(self._queue), sum(self._in_flight))
             if not self._queue or sum(self._in_flight) >= self.capacity:
                 self._wake.clear()
                 await self._wake.wait()

@@ -10,9 +10,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from actors.telemetry import Metrics, NullMetrics
 from core.errors import (
     BlockhashExpired,
     DexecError,
+    IllegalTransition,
     InsufficientFunds,
     InsufficientLiquidity,
     LeaseLost,
@@ -141,7 +143,9 @@ class OrderExecutor:
         rng: random.Random | None = None,
         leases: LeaseProvider | None = None,
         checkpoint: Checkpoint = _no_checkpoint,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics: Metrics = metrics or NullMetrics()
         self._store = store
         self._leases: LeaseProvider = leases or _Unshared()
         self._checkpoint = checkpoint
@@ -200,6 +204,10 @@ class OrderExecutor:
                 return order.status
             except LeaseLost:
                 raise
+            except IllegalTransition as err:
+                # The stored order moved under us: it is never failed for that. Stop here and
+                # let the dispatcher hand it over again, to be resumed from its record.
+                raise LeaseLost(f"order {order_id} changed concurrently: {err}") from None
             except DexecError as err:
                 order = await self._store.get_order(order_id, with_history=False) or order
                 if err.retryable and await self._unsettled_swap(order) is not None:
@@ -361,6 +369,17 @@ class OrderExecutor:
             return await self._store.get_order(order.order_id, with_history=False) or order
         updated, event = result
         self._events.publish(event)
+        self._report(order, updated, change)
         return updated
+
+    def _report(self, before: Order, after: Order, change: Change) -> None:
+        # The time spent in the status just left; "pending" is the queue wait.
+        self._metrics.stage(str(before.status), (after.updated_at - before.updated_at
+                                                 ).total_seconds())
+        if change.trigger is Trigger.RETRY:
+            self._metrics.retry(change.error_class or "unknown")
+        if after.is_terminal:
+            self._metrics.order_finished(str(after.status), after.venue or "none",
+                                         (after.updated_at - after.created_at).total_seconds())
 
 

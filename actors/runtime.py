@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from actors.dispatch import Dispatcher, WorkerLost
 from actors.execution import OrderExecutor
 from actors.fanout import EventBatcher, EventHub
+from core.errors import DexecError
 from core.limits import AccountRateLimit
 from core.orders import NewOrder, Order, OrderEvent
 from core.quotes import Quote, SignedSwap, TxStatus
@@ -48,6 +50,78 @@ def _database_url(settings: Settings) -> str:
     if settings.database_url is None:
         raise RuntimeError("database_url must be resolved before actors start")
     return settings.database_url.get_secret_value()
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+LATENCY_BOUNDARIES = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                      30.0, 60.0]
+
+
+class RayMetrics:
+    """Export the cores' metrics through ray.util.metrics (dashboard and Prometheus)."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics as m
+
+        self._submitted = m.Counter("dexec_orders_submitted", "Orders accepted",
+                                    tag_keys=("type",))
+        self._finished = m.Counter("dexec_orders_finished", "Orders that reached a terminal status",
+                                   tag_keys=("status", "venue"))
+        self._latency = m.Histogram("dexec_order_latency_seconds", "Submit to terminal",
+                                    boundaries=LATENCY_BOUNDARIES, tag_keys=("status",))
+        self._stage = m.Histogram("dexec_order_stage_seconds",
+                                  "Time spent in each status (pending is the queue wait)",
+                                  boundaries=LATENCY_BOUNDARIES, tag_keys=("stage",))
+        self._retries = m.Counter("dexec_order_retries", "New attempts after a failure",
+                                  tag_keys=("error_class",))
+        self._waiting = m.Gauge("dexec_orders_waiting", "Orders queued for a worker")
+        self._executing = m.Gauge("dexec_orders_executing", "Orders being executed")
+
+    def order_submitted(self, order_type: str) -> None:
+        self._submitted.inc(tags={"type": order_type})
+
+    def order_finished(self, status: str, venue: str, seconds: float) -> None:
+        self._finished.inc(tags={"status": status, "venue": venue})
+        self._latency.observe(seconds, tags={"status": status})
+
+    def stage(self, stage: str, seconds: float) -> None:
+        self._stage.observe(seconds, tags={"stage": stage})
+
+    def retry(self, error_class: str) -> None:
+        self._retries.inc(tags={"error_class": error_class})
+
+    def queue(self, waiting: int, executing: int) -> None:
+        self._waiting.set(waiting)
+        self._executing.set(executing)
+
+
+class VenueCallMetrics:
+    """Latency and errors of every venue call, measured in the gateway actor."""
+
+    def __init__(self, venue: str) -> None:
+        from ray.util import metrics as m
+
+        self._venue = venue
+        self._seconds = m.Histogram("dexec_venue_call_seconds", "Venue call latency",
+                                    boundaries=LATENCY_BOUNDARIES, tag_keys=("venue", "call"))
+        self._errors = m.Counter("dexec_venue_errors", "Venue calls that failed",
+                                 tag_keys=("venue", "call", "code"))
+
+    @contextlib.asynccontextmanager
+    async def timed(self, call: str) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        except DexecError as exc:
+            self._errors.inc(tags={"venue": self._venue, "call": call, "code": exc.code})
+            raise
+        except Exception:
+            self._errors.inc(tags={"venue": self._venue, "call": call, "code": "error"})
+            raise
+        finally:
+            self._seconds.observe(time.perf_counter() - started,
+                                  tags={"venue": self._venue, "call": call})
 
 
 # -- simulated chain ------------------------------------------------------------------------
@@ -247,18 +321,23 @@ class VenueGatewayActor:
             faults=faults, seed=settings.sim_seed,
             rate_limit_per_s=settings.venue_rate_limit_per_s,
         )
+        self._metrics = VenueCallMetrics(venue)
 
     async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
-        return await self.gateway.quote(input_mint, output_mint, amount_in)
+        async with self._metrics.timed("quote"):
+            return await self.gateway.quote(input_mint, output_mint, amount_in)
 
     async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
-        return await self.gateway.build_swap(quote, min_amount_out, memo)
+        async with self._metrics.timed("build"):
+            return await self.gateway.build_swap(quote, min_amount_out, memo)
 
     async def send(self, swap: SignedSwap) -> None:
-        await self.gateway.send(swap)
+        async with self._metrics.timed("send"):
+            await self.gateway.send(swap)
 
     async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
-        return await self.gateway.statuses(signatures)
+        async with self._metrics.timed("status"):
+            return await self.gateway.statuses(signatures)
 
     async def block_height(self) -> int:
         return await self.gateway.block_height()
@@ -371,6 +450,7 @@ class ExecutionWorker:
                     confirm_poll_s=s.confirm_poll_s,
                     leases=self._locks,
                     checkpoint=self._checkpoint,
+                    metrics=RayMetrics(),
                 )
             return self._executor
 
@@ -452,6 +532,7 @@ class OrderManager:
                     repo, _RayWorkerPool(workers), per_worker=s.worker_concurrency,
                     max_open_orders=s.max_open_orders,
                     rate_limit=AccountRateLimit(s.account_orders_per_minute),
+                    metrics=RayMetrics(),
                 )
                 await dispatcher.start()
                 self._dispatcher = dispatcher

@@ -17,7 +17,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.execution import collect_quotes
-from actors.runtime import MANAGER, NOTIFIER, _RemoteGateway, gateway_name
+from actors.runtime import MANAGER, NOTIFIER, _RemoteGateway, gateway_name, worker_name
 from core.errors import (
     DexecError,
     IdempotencyConflict,
@@ -63,6 +63,17 @@ def _error_status(exc: DexecError) -> int:
 
 def _retry_after(exc: DexecError) -> int:
     return max(1, int(getattr(exc, "retry_after_s", 1)))
+
+
+class _IngressMetrics:
+    """WebSocket connections and refused submissions, as seen by this replica."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics as m
+
+        self.connections = m.Gauge("dexec_websocket_connections", "Open WebSocket connections")
+        self.rejected = m.Counter("dexec_submissions_rejected", "Submissions refused with 429",
+                                  tag_keys=("reason",))
 
 
 @app.exception_handler(DexecError)
@@ -132,6 +143,16 @@ def _decode(raw: bytes | str) -> Any:
         raise InvalidInput("body is not valid JSON") from None
 
 
+async def _answers(call: Any, timeout_s: float = 2.0) -> bool:
+    """Return True when the Ray call made by `call()` completes within the timeout."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await call()
+        return True
+    except Exception:  # dead, missing or slow: not ready, whatever the cause
+        return False
+
+
 # Everything the deployment class uses must be defined above it: Serve pickles the class
 # when the decorator runs, so later module globals would be missing in the replica.
 
@@ -183,6 +204,7 @@ class DexecIngress:
         self.gateways = [_RemoteGateway(v, ray.get_actor(gateway_name(v), namespace=ns))
                          for v in settings.venues]
         self.hub = StreamHub(_NotifierSource(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
+        self.metrics = _IngressMetrics()
 
     async def _repo(self) -> OrderRepository:
         if not self._opened:
@@ -200,6 +222,9 @@ class DexecIngress:
             order, created = await self.manager.submit.remote(command)
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
             raise TransientDatabaseError(f"order manager unavailable, retry: {exc}") from None
+        except Overloaded:
+            self.metrics.rejected.inc(tags={"reason": "overloaded"})
+            raise
         return order, created
 
     # -- REST ------------------------------------------------------------------------------
@@ -268,6 +293,24 @@ class DexecIngress:
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/readyz", summary="Ready for orders: database, OrderManager and a worker answer")
+    async def readyz(self) -> JSONResponse:
+        database = False
+        with contextlib.suppress(DexecError):
+            database = await (await self._repo()).ping()
+        workers = await asyncio.gather(*(
+            _answers(lambda i=i: ray.get_actor(worker_name(i), namespace=self.settings.namespace)
+                     .ping.remote())
+            for i in range(self.settings.workers)))
+        checks = {
+            "database": database,
+            "order_manager": await _answers(lambda: self.manager.stats.remote()),
+            "workers": sum(workers),
+        }
+        ready = bool(checks["database"] and checks["order_manager"] and checks["workers"])
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                            status_code=200 if ready else 503)
+
     # -- WebSocket -------------------------------------------------------------------------
 
     @app.websocket("/ws")
@@ -281,6 +324,7 @@ class DexecIngress:
 
         conn = Connection(enqueue)
         self.hub.connections += 1
+        self.metrics.connections.set(self.hub.connections)
         writer = asyncio.get_running_loop().create_task(self._write(websocket, outbox))
         try:
             while True:
@@ -296,6 +340,7 @@ class DexecIngress:
             pass
         finally:
             self.hub.connections -= 1
+            self.metrics.connections.set(self.hub.connections)
             self.hub.close(conn)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

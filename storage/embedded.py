@@ -45,7 +45,7 @@ class EmbeddedPostgres:
         """
         if self._server is None:
             return
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
         server, self._server = self._server, None
         try:

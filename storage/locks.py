@@ -39,6 +39,8 @@ class Lease:
     async def release(self) -> None:
         if self.valid:
             await self._owner.unlock(self.order_id)
+        else:
+            self._owner.forget(self.order_id)
 
 
 class ExecutionLocks:
@@ -49,6 +51,9 @@ class ExecutionLocks:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._connect_lock = asyncio.Lock()
         self.generation = 0  # bumped on every reconnect: older leases are void
+        # Advisory locks are re-entrant within one session, so a second execution of the same
+        # order in this process would be granted the lock again: refuse it here.
+        self._held: set[str] = set()
 
     @property
     def connected(self) -> bool:
@@ -72,15 +77,25 @@ class ExecutionLocks:
             return self._conn
 
     async def try_acquire(self, order_id: str) -> Lease | None:
-        """Return a lease on the order, or None when another session holds it."""
-        conn = await self._connection()
-        generation = self.generation
+        """Return a lease on the order, or None when anyone else, here or elsewhere, holds it."""
+        if order_id in self._held:
+            return None
+        self._held.add(order_id)
         try:
+            conn = await self._connection()
+            generation = self.generation
             cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(order_id),))
             row = await cur.fetchone()
         except psycopg.OperationalError as exc:
+            self._held.discard(order_id)
             raise TransientDatabaseError(f"database unavailable: {exc}") from None
-        return Lease(self, order_id, generation) if row and row[0] else None
+        except BaseException:
+            self._held.discard(order_id)
+            raise
+        if row and row[0]:
+            return Lease(self, order_id, generation)
+        self._held.discard(order_id)
+        return None
 
     async def unlock(self, order_id: str) -> None:
         try:
@@ -88,6 +103,12 @@ class ExecutionLocks:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(order_id),))
         except (psycopg.OperationalError, TransientDatabaseError) as exc:
             log.info("unlock of %s skipped: %s", order_id, exc)
+        finally:
+            self._held.discard(order_id)
+
+    def forget(self, order_id: str) -> None:
+        """Drop a lease whose connection is gone (PostgreSQL already released the lock)."""
+        self._held.discard(order_id)
 
     async def close(self) -> None:
         if self._conn is not None:
