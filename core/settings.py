@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     quote_timeout_s: float = 2.0
     confirm_poll_s: float = 0.25
     namespace: str = "dexec"
+    metrics_port: int = 9464  # Ray's Prometheus endpoint on each node started by `dexec up`
 
     # Venues
     venues: tuple[str, ...] = ("raydium", "meteora")

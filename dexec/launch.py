@@ -80,6 +80,7 @@ def start_engine(
             include_dashboard=dashboard and address is None,
             dashboard_host="127.0.0.1",
             log_to_driver=False,
+            _metrics_export_port=settings.metrics_port,
         )
         dashboard_url = context.dashboard_url or ""
     else:

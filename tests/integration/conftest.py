@@ -21,6 +21,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     settings = Settings(
         data_dir=data_dir,
         port=18_000,
+        metrics_port=18_264,
         workers=2,
         retry_base_delay_s=0.05,
         retry_max_delay_s=0.2,
