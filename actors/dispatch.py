@@ -8,7 +8,7 @@ from collections import deque
 from typing import Protocol
 
 from actors.execution import BUSY
-from actors.telemetry import Metrics, NullMetrics
+from actors.telemetry import Metrics, NullMetrics, order_log
 from core.errors import Overloaded
 from core.limits import AccountRateLimit, check_open_orders
 from core.orders import NewOrder, Order
@@ -38,9 +38,15 @@ class Dispatcher:
     """Own the queue of accepted orders and keep at most `capacity` of them executing."""
 
     def __init__(
-        self, store: SubmissionStore, workers: WorkerPool, *, per_worker: int,
-        redispatch_delay_s: float = 0.5, max_open_orders: int = 0,
-        rate_limit: AccountRateLimit | None = None, metrics: Metrics | None = None,
+        self,
+        store: SubmissionStore,
+        workers: WorkerPool,
+        *,
+        per_worker: int,
+        redispatch_delay_s: float = 0.5,
+        max_open_orders: int = 0,
+        rate_limit: AccountRateLimit | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._metrics: Metrics = metrics or NullMetrics()
@@ -83,8 +89,7 @@ class Dispatcher:
             self._rate.check(new.account_id)
         except Overloaded:
             if new.client_order_id is not None:
-                existing = await self._store.find_by_client_id(new.account_id,
-                                                               new.client_order_id)
+                existing = await self._store.find_by_client_id(new.account_id, new.client_order_id)
                 if existing is not None and new.same_request(existing):
                     return existing, False
             raise
@@ -137,7 +142,9 @@ class Dispatcher:
         try:
             retry = await self._workers.execute(index, order_id) == BUSY
         except WorkerLost as exc:
-            log.warning("order %s: worker %d lost (%s); dispatching again", order_id, index, exc)
+            order_log(order_id).warning(
+                "order %s: worker %d lost (%s); dispatching again", order_id, index, exc
+            )
             retry = True
         except Exception:
             log.exception("order %s: execution raised; dispatching again", order_id)

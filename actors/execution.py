@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from actors.telemetry import Metrics, NullMetrics
+from actors.telemetry import Metrics, NullMetrics, order_log
 from core.errors import (
     BlockhashExpired,
     DexecError,
@@ -23,6 +23,7 @@ from core.errors import (
     SlippageExceeded,
     TerminalError,
     VenueTimeout,
+    reason,
 )
 from core.orders import Change, Order, OrderEvent, OrderStatus, Trigger
 from core.quotes import Quote, SignedSwap, TxStatus, choose_best, execution_price, min_amount_out
@@ -96,7 +97,10 @@ _lease: contextvars.ContextVar[Lease] = contextvars.ContextVar("order_lease")
 
 
 async def collect_quotes(
-    gateways: Sequence[VenueGateway], input_mint: str, output_mint: str, amount_in: int,
+    gateways: Sequence[VenueGateway],
+    input_mint: str,
+    output_mint: str,
+    amount_in: int,
     timeout_s: float,
 ) -> tuple[list[Quote], dict[str, DexecError]]:
     """Quote every venue in parallel; return the quotes and, per venue, why it was skipped."""
@@ -117,8 +121,9 @@ async def collect_quotes(
         elif isinstance(result, DexecError):
             errors[gateway.name] = result
         elif isinstance(result, Exception):
-            errors[gateway.name] = RetryableError(f"{gateway.name} failed: {result!r}",
-                                                  venue=gateway.name)
+            errors[gateway.name] = RetryableError(
+                f"{gateway.name} failed: {reason(result)}", venue=gateway.name
+            )
         else:
             raise result
     return quotes, errors
@@ -207,14 +212,16 @@ class OrderExecutor:
             except IllegalTransition as err:
                 # The stored order moved under us: it is never failed for that. Stop here and
                 # let the dispatcher hand it over again, to be resumed from its record.
-                raise LeaseLost(f"order {order_id} changed concurrently: {err}") from None
+                raise LeaseLost(f"order {order_id} changed concurrently: {reason(err)}") from None
             except DexecError as err:
                 order = await self._store.get_order(order_id, with_history=False) or order
                 if err.retryable and await self._unsettled_swap(order) is not None:
                     # A signed transaction may still land: never re-sign, reconcile by its
                     # signature again (settle ends once it landed or provably expired).
                     unknown_outcomes += 1
-                    log.info("order %s: outcome unknown after %s; reconciling", order_id, err)
+                    order_log(order_id).info(
+                        "order %s: outcome unknown after %s; reconciling", order_id, err
+                    )
                     await self._sleep(self._policy.delay(min(unknown_outcomes, 5), self._rng))
                     continue
                 order = await self._after_failure(order, err)
@@ -225,20 +232,25 @@ class OrderExecutor:
         if order.status is not OrderStatus.ROUTING:
             # Resumed after a crash between routing and sending: nothing was sent, so a
             # fresh attempt is safe (any signed-but-unsent swap is settled before this).
-            order = await self._change(order, Change(Trigger.RETRY, attempt=order.attempt + 1,
-                                                     error="resumed after interruption"))
+            order = await self._change(
+                order,
+                Change(
+                    Trigger.RETRY, attempt=order.attempt + 1, error="resumed after interruption"
+                ),
+            )
         quotes = await self._route(order)
         best = choose_best(quotes)
         if best is None:  # _route raises before this; kept for the type checker
             raise NoRoute("no venue answered with a quote")
         order = await self._change(
-            order, Change(Trigger.ROUTE_CHOSEN, order.attempt, venue=best.venue,
-                          quotes=tuple(quotes))
+            order,
+            Change(Trigger.ROUTE_CHOSEN, order.attempt, venue=best.venue, quotes=tuple(quotes)),
         )
         gateway = self._gateways[best.venue]
         self._guard()  # never sign a new transaction unless this executor owns the order
         swap = await gateway.build_swap(
-            best, min_amount_out(best.amount_out, order.slippage_bps),
+            best,
+            min_amount_out(best.amount_out, order.slippage_bps),
             memo=f"dexec:{order.order_id}:{order.attempt}",
         )
         await self._store.record_swap(order.order_id, order.attempt, swap)
@@ -252,28 +264,35 @@ class OrderExecutor:
             raise
         except RetryableError as err:
             # The bytes may or may not have reached the chain: settle will poll and resend.
-            log.info("order %s: send of %s failed (%s); will reconcile", order.order_id,
-                     swap.signature, err)
+            order_log(order.order_id).info(
+                "order %s: send of %s failed (%s); will reconcile",
+                order.order_id,
+                swap.signature,
+                err,
+            )
         except DexecError:
             await self._store.set_swap_status(swap.signature, "rejected")
             raise
         await self._checkpoint("sent", order.order_id)
         order = await self._change(
-            order, Change(Trigger.TX_SENT, order.attempt, venue=best.venue,
-                          signature=swap.signature)
+            order,
+            Change(Trigger.TX_SENT, order.attempt, venue=best.venue, signature=swap.signature),
         )
         return await self._settle(order, swap, send_first=False)
 
     async def _route(self, order: Order) -> list[Quote]:
         quotes, errors = await collect_quotes(
-            list(self._gateways.values()), order.input_mint, order.output_mint, order.amount_in,
+            list(self._gateways.values()),
+            order.input_mint,
+            order.output_mint,
+            order.amount_in,
             self._quote_timeout,
         )
         for name, exc in errors.items():
-            log.info("order %s: %s skipped: %s", order.order_id, name, exc)
+            order_log(order.order_id).info("order %s: %s skipped: %s", order.order_id, name, exc)
         if quotes:
             return quotes
-        detail = "; ".join(f"{n}: {e}" for n, e in errors.items())
+        detail = "; ".join(f"{n}: {reason(e)}" for n, e in errors.items())
         if errors and all(isinstance(e, TerminalError) for e in errors.values()):
             raise TerminalError(f"no venue can fill this order ({detail})")
         raise NoRoute(f"no venue answered with a quote ({detail})")
@@ -284,8 +303,8 @@ class OrderExecutor:
         last_send = -self._resend_interval if send_first else self._clock()
         if order.status is not OrderStatus.SUBMITTED:
             order = await self._change(
-                order, Change(Trigger.TX_SENT, order.attempt, venue=swap.venue,
-                              signature=swap.signature)
+                order,
+                Change(Trigger.TX_SENT, order.attempt, venue=swap.venue, signature=swap.signature),
             )
         while True:
             status = await self._status(gateway, swap.signature)
@@ -305,7 +324,9 @@ class OrderExecutor:
                 except BlockhashExpired:
                     pass  # the expiry check above decides
                 except RetryableError as err:
-                    log.info("order %s: resend failed: %s", order.order_id, err)
+                    order_log(order.order_id).info(
+                        "order %s: resend failed: %s", order.order_id, err
+                    )
             await self._sleep(self._poll)
 
     async def _status(self, gateway: VenueGateway, signature: str) -> TxStatus | None:
@@ -323,11 +344,19 @@ class OrderExecutor:
         await self._store.set_swap_status(swap.signature, "confirmed")
         token_in = self._tokens.by_mint(order.input_mint)
         token_out = self._tokens.by_mint(order.output_mint)
-        price = execution_price(order.amount_in, token_in.decimals, status.amount_out,
-                                token_out.decimals)
+        price = execution_price(
+            order.amount_in, token_in.decimals, status.amount_out, token_out.decimals
+        )
         return await self._change(
-            order, Change(Trigger.TX_CONFIRMED, order.attempt, venue=swap.venue,
-                          signature=swap.signature, amount_out=status.amount_out, price=price)
+            order,
+            Change(
+                Trigger.TX_CONFIRMED,
+                order.attempt,
+                venue=swap.venue,
+                signature=swap.signature,
+                amount_out=status.amount_out,
+                price=price,
+            ),
         )
 
     async def _after_failure(self, order: Order, err: DexecError) -> Order:
@@ -336,17 +365,29 @@ class OrderExecutor:
             return current
         if self._policy.should_retry(err, current.attempt):
             delay = self._policy.delay(current.attempt, self._rng)
-            log.info("order %s: attempt %d failed (%s); retrying in %.2fs", order.order_id,
-                     current.attempt, err, delay)
+            order_log(order.order_id).info(
+                "order %s: attempt %d failed (%s); retrying in %.2fs",
+                order.order_id,
+                current.attempt,
+                err,
+                delay,
+            )
             await self._sleep(delay)
             return await self._change(
-                current, Change(Trigger.RETRY, current.attempt + 1, error=str(err),
-                                error_class=str(err.error_class))
+                current,
+                Change(
+                    Trigger.RETRY,
+                    current.attempt + 1,
+                    error=reason(err),
+                    error_class=str(err.error_class),
+                ),
             )
-        log.info("order %s failed: %s", order.order_id, err)
+        order_log(order.order_id).info("order %s failed: %s", order.order_id, err)
         return await self._change(
-            current, Change(Trigger.FAIL, current.attempt, error=str(err),
-                            error_class=str(err.error_class))
+            current,
+            Change(
+                Trigger.FAIL, current.attempt, error=reason(err), error_class=str(err.error_class)
+            ),
         )
 
     async def _unsettled_swap(self, order: Order) -> SignedSwap | None:
@@ -374,12 +415,14 @@ class OrderExecutor:
 
     def _report(self, before: Order, after: Order, change: Change) -> None:
         # The time spent in the status just left; "pending" is the queue wait.
-        self._metrics.stage(str(before.status), (after.updated_at - before.updated_at
-                                                 ).total_seconds())
+        self._metrics.stage(
+            str(before.status), (after.updated_at - before.updated_at).total_seconds()
+        )
         if change.trigger is Trigger.RETRY:
             self._metrics.retry(change.error_class or "unknown")
         if after.is_terminal:
-            self._metrics.order_finished(str(after.status), after.venue or "none",
-                                         (after.updated_at - after.created_at).total_seconds())
-
-
+            self._metrics.order_finished(
+                str(after.status),
+                after.venue or "none",
+                (after.updated_at - after.created_at).total_seconds(),
+            )

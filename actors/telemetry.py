@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
+
+_log = logging.getLogger("dexec.orders")
+
+
+def order_log(order_id: str) -> logging.LoggerAdapter[logging.Logger]:
+    """Return a logger whose every line carries `order_id` as a structured field."""
+    return logging.LoggerAdapter(_log, {"order_id": order_id})
 
 
 class Metrics(Protocol):

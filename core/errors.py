@@ -32,6 +32,21 @@ class DexecError(Exception):
         return self.error_class is ErrorClass.RETRYABLE
 
 
+def reason(err: BaseException) -> str:
+    """Return the one-line reason of an error, without a remote traceback.
+
+    Ray re-raises a remote error as a subclass of both RayTaskError and the original class,
+    whose str() carries the whole remote traceback; the original message is what a client
+    should read.
+    """
+    if isinstance(err, DexecError):
+        return err.message
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException) and cause is not err:
+        return reason(cause)
+    return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
 def _rebuild(cls: type[DexecError], message: str, venue: str | None) -> DexecError:
     return cls(message, venue=venue)
 

@@ -74,6 +74,9 @@ def start_engine(
     owns_ray = not ray.is_initialized()
     if owns_ray:
         context = ray.init(
+            # JSON lines in every actor's log (the dashboard's log view); lines about an
+            # order carry its order_id as a field.
+            logging_config=ray.LoggingConfig(encoding="JSON", log_level="INFO"),
             address=address,
             namespace=settings.namespace,
             num_cpus=num_cpus if address is None else None,

@@ -26,6 +26,7 @@ from core.errors import (
     Overloaded,
     RetryableError,
     TransientDatabaseError,
+    reason,
 )
 from core.orders import NewOrder, Order, OrderStatus
 from core.quotes import choose_best
@@ -221,7 +222,9 @@ class DexecIngress:
             created: bool
             order, created = await self.manager.submit.remote(command)
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-            raise TransientDatabaseError(f"order manager unavailable, retry: {exc}") from None
+            raise TransientDatabaseError(
+                f"order manager unavailable, retry: {reason(exc)}"
+            ) from None
         except Overloaded:
             self.metrics.rejected.inc(tags={"reason": "overloaded"})
             raise
@@ -281,7 +284,7 @@ class DexecIngress:
             "amount_in_base": str(command.amount_in),
             "quotes": [q.public() for q in quotes],
             "best": best.public() if best else None,
-            "errors": {venue: str(err) for venue, err in errors.items()},
+            "errors": {venue: reason(err) for venue, err in errors.items()},
         }
 
     @app.get("/api/tokens", summary="Tokens the engine can trade")
