@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import Protocol
@@ -29,9 +30,11 @@ class SubmissionStore(Protocol):
 
 
 class WorkerPool(Protocol):
-    def size(self) -> int: ...
+    """The execution workers by name; the set may change while orders flow (nodes come, go)."""
 
-    async def execute(self, index: int, order_id: str) -> str | None: ...
+    def names(self) -> list[str]: ...
+
+    async def execute(self, name: str, order_id: str) -> str | None: ...
 
 
 class Dispatcher:
@@ -58,14 +61,18 @@ class Dispatcher:
         self._redispatch_delay = redispatch_delay_s
         self._queue: deque[str] = deque()
         self._known: set[str] = set()  # queued or executing: never dispatched twice at once
-        self._in_flight = [0] * workers.size()
+        self._in_flight: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
     @property
     def capacity(self) -> int:
-        return self._workers.size() * self._per_worker
+        return len(self._workers.names()) * self._per_worker
+
+    @property
+    def executing(self) -> int:
+        return sum(self._in_flight.values())
 
     async def start(self) -> int:
         """Queue every order left open by a previous run and start dispatching."""
@@ -118,39 +125,45 @@ class Dispatcher:
     def stats(self) -> dict[str, int]:
         return {
             "queued": len(self._queue),
-            "executing": sum(self._in_flight),
+            "executing": self.executing,
             "capacity": self.capacity,
             "open": len(self._known),
         }
 
     async def _loop(self) -> None:
         while True:
-            self._metrics.queue(len(self._queue), sum(self._in_flight))
-            if not self._queue or sum(self._in_flight) >= self.capacity:
+            self._metrics.queue(len(self._queue), self.executing)
+            names = self._workers.names()
+            if not self._queue or not names or self.executing >= self.capacity:
                 self._wake.clear()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    # Also wake now and then: workers may have joined the pool.
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
                 continue
             order_id = self._queue.popleft()
-            index = min(range(len(self._in_flight)), key=self._in_flight.__getitem__)
-            self._in_flight[index] += 1
-            task = asyncio.get_running_loop().create_task(self._run(index, order_id))
+            name = min(names, key=lambda n: self._in_flight.get(n, 0))
+            self._in_flight[name] = self._in_flight.get(name, 0) + 1
+            task = asyncio.get_running_loop().create_task(self._run(name, order_id))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run(self, index: int, order_id: str) -> None:
+    async def _run(self, name: str, order_id: str) -> None:
         retry = False
         try:
-            retry = await self._workers.execute(index, order_id) == BUSY
+            retry = await self._workers.execute(name, order_id) == BUSY
         except WorkerLost as exc:
             order_log(order_id).warning(
-                "order %s: worker %d lost (%s); dispatching again", order_id, index, exc
+                "order %s: worker %s lost (%s); dispatching again", order_id, name, exc
             )
             retry = True
         except Exception:
             log.exception("order %s: execution raised; dispatching again", order_id)
             retry = True
         finally:
-            self._in_flight[index] -= 1
+            self._in_flight[name] -= 1
+            if not self._in_flight[name]:
+                del self._in_flight[name]
             self._known.discard(order_id)
             self._wake.set()
         if retry:

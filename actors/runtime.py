@@ -14,11 +14,12 @@ from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.dispatch import Dispatcher, WorkerLost
 from actors.execution import OrderExecutor
 from actors.fanout import EventBatcher, EventHub
-from core.errors import DexecError
+from core.errors import DexecError, reason
 from core.limits import AccountRateLimit
 from core.orders import NewOrder, Order, OrderEvent
 from core.quotes import Quote, SignedSwap, TxStatus
@@ -423,9 +424,9 @@ class _NotifierSink:
 class ExecutionWorker:
     """Execute orders handed over by the OrderManager; holds no state that must survive."""
 
-    def __init__(self, settings: Settings, index: int) -> None:
+    def __init__(self, settings: Settings, name: str) -> None:
         self._settings = settings
-        self.index = index
+        self.name = name
         self._repo = _repository(settings)
         self._locks = ExecutionLocks(_database_url(settings))
         self._executor: OrderExecutor | None = None
@@ -470,26 +471,72 @@ class ExecutionWorker:
             log.warning("order %s: crash injected at %s", order_id, point)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def ping(self) -> int:
-        return self.index
+    def ping(self) -> str:
+        return self.name
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
 
     def pid(self) -> int:
         return os.getpid()
 
 
-class _RayWorkerPool:
-    def __init__(self, handles: list[Any]) -> None:
-        self._handles = handles
+class WorkerFleet:
+    """The ExecutionWorker actors, owned by the OrderManager.
 
-    def size(self) -> int:
-        return len(self._handles)
+    With `workers_per_node` = 0 it keeps `workers` actors spread over the cluster. Otherwise
+    it keeps that many on every alive node, soft-pinned (a node that joins gets workers; the
+    workers of a node that leaves are retired and their orders dispatched again).
+    """
 
-    async def execute(self, index: int, order_id: str) -> str | None:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._handles: dict[str, Any] = {}
+        self._home: dict[str, str] = {}  # worker name -> node id it is pinned to
+
+    def names(self) -> list[str]:
+        return list(self._handles)
+
+    async def execute(self, name: str, order_id: str) -> str | None:
+        handle = self._handles.get(name)
+        if handle is None:
+            raise WorkerLost(f"{name} was retired")
         try:
-            result: str | None = await self._handles[index].execute.remote(order_id)
+            result: str | None = await handle.execute.remote(order_id)
             return result
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-            raise WorkerLost(str(exc)) from None
+            raise WorkerLost(reason(exc)) from None
+
+    def reconcile(self) -> None:
+        """Create missing workers and retire those whose node has left."""
+        s = self._settings
+        if s.workers_per_node <= 0:
+            for i in range(s.workers):
+                if worker_name(i) not in self._handles:
+                    self._handles[worker_name(i)] = _worker(s, worker_name(i), "SPREAD")
+            return
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        for node_id in alive:
+            for k in range(s.workers_per_node):
+                name = f"ExecutionWorker-{node_id[:8]}-{k}"
+                if name not in self._handles:
+                    strategy = NodeAffinitySchedulingStrategy(node_id, soft=True)
+                    self._handles[name] = _worker(s, name, strategy)
+                    self._home[name] = node_id
+                    log.info("worker %s placed on node %s", name, node_id[:8])
+        for name, node_id in list(self._home.items()):
+            if node_id not in alive:
+                log.info("node %s left: retiring %s", node_id[:8], name)
+                with contextlib.suppress(Exception):
+                    ray.kill(self._handles[name], no_restart=True)
+                del self._handles[name], self._home[name]
+
+
+def _worker(settings: Settings, name: str, strategy: Any) -> Any:
+    return ExecutionWorker.options(  # type: ignore[attr-defined]
+        name=name, namespace=settings.namespace, get_if_exists=True, lifetime="detached",
+        max_concurrency=settings.worker_concurrency + 8, scheduling_strategy=strategy,
+    ).remote(settings, name)
 
 
 # -- order manager --------------------------------------------------------------------------
@@ -505,6 +552,7 @@ class OrderManager:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._repo = _repository(settings)
+        self._fleet = WorkerFleet(settings)
         self._dispatcher: Dispatcher | None = None
         self._lock = asyncio.Lock()
         # Resume open orders as soon as the actor (re)starts, not on the first submission.
@@ -519,6 +567,12 @@ class OrderManager:
                 log.warning("OrderManager start failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+        while True:  # the pool follows the cluster: nodes join and leave
+            await asyncio.sleep(2.0)
+            try:
+                self._fleet.reconcile()
+            except Exception:
+                log.exception("worker reconcile failed")
 
     async def _ready(self) -> Dispatcher:
         async with self._lock:
@@ -526,10 +580,9 @@ class OrderManager:
                 s = self._settings
                 repo = self._repo
                 await repo.open()
-                workers = [ray.get_actor(worker_name(i), namespace=s.namespace)
-                           for i in range(s.workers)]
+                self._fleet.reconcile()
                 dispatcher = Dispatcher(
-                    repo, _RayWorkerPool(workers), per_worker=s.worker_concurrency,
+                    repo, self._fleet, per_worker=s.worker_concurrency,
                     max_open_orders=s.max_open_orders,
                     rate_limit=AccountRateLimit(s.account_orders_per_minute),
                     metrics=RayMetrics(),
@@ -547,6 +600,10 @@ class OrderManager:
     async def stats(self) -> dict[str, int]:
         return (await self._ready()).stats()
 
+    async def worker_names(self) -> list[str]:
+        await self._ready()
+        return self._fleet.names()
+
     async def set_limits(self, max_open_orders: int, account_orders_per_minute: int) -> None:
         """Change the admission limits at run time (an operator's lever, and the tests')."""
         (await self._ready()).set_limits(max_open_orders,
@@ -561,38 +618,33 @@ class Stack:
     chain: Any
     gateways: dict[str, Any]
     notifier: Any
-    workers: list[Any]
     manager: Any
 
 
 def start_stack(settings: Settings) -> Stack:
-    """Create (or find) every named actor; call from a driver connected to Ray."""
-    ns = settings.namespace
-    common = {"namespace": ns, "get_if_exists": True, "lifetime": "detached"}
+    """Create (or find) every named actor; call from a driver connected to Ray.
+
+    The OrderManager creates the ExecutionWorkers itself (its pool follows the cluster).
+    """
+    common = {"namespace": settings.namespace, "get_if_exists": True, "lifetime": "detached"}
     chain = SimChainActor.options(name=CHAIN, **common).remote(settings)  # type: ignore[attr-defined]
     gateways = {
         v: VenueGatewayActor.options(name=gateway_name(v), **common).remote(v, settings)  # type: ignore[attr-defined]
         for v in settings.venues
     }
     notifier = Notifier.options(name=NOTIFIER, **common).remote()  # type: ignore[attr-defined]
-    workers = [
-        ExecutionWorker.options(  # type: ignore[attr-defined]
-            name=worker_name(i), max_concurrency=settings.worker_concurrency + 8, **common
-        ).remote(settings, i)
-        for i in range(settings.workers)
-    ]
     manager = OrderManager.options(name=MANAGER, max_concurrency=10_000, **common).remote(settings)  # type: ignore[attr-defined]
-    ray.get([chain.block_height.remote(), *(w.ping.remote() for w in workers)])
+    ray.get(chain.block_height.remote())
     ray.get(manager.start.remote())
-    return Stack(chain, gateways, notifier, workers, manager)
+    ray.get([ray.get_actor(n, namespace=settings.namespace).ping.remote()
+             for n in ray.get(manager.worker_names.remote())])
+    return Stack(chain, gateways, notifier, manager)
 
 
 def stop_stack(settings: Settings) -> None:
-    """Kill every named actor of the stack (they are detached, so nothing else will)."""
-    names = [MANAGER, NOTIFIER, CHAIN, *(gateway_name(v) for v in settings.venues),
-             *(worker_name(i) for i in range(settings.workers))]
-    for name in names:
-        with contextlib.suppress(ValueError):
-            ray.kill(ray.get_actor(name, namespace=settings.namespace), no_restart=True)
-
-
+    """Kill every named actor in the stack's namespace (they are detached)."""
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] == settings.namespace:
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(entry["name"], namespace=settings.namespace),
+                         no_restart=True)

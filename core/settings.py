@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     port: int = 8000
     max_body_bytes: int = 64 * 1024
     serve_replicas: int = 1
+    proxy_location: str = "EveryNode"  # Serve HTTP proxies: EveryNode, HeadOnly
     max_ongoing_requests: int = 10_000
     default_account: str = "default"
 
@@ -33,7 +34,8 @@ class Settings(BaseSettings):
     account_orders_per_minute: int = 120_000  # per account; 0: unlimited
 
     # Execution
-    workers: int = 2
+    workers: int = 2  # when workers_per_node is 0: a fixed pool spread over the cluster
+    workers_per_node: int = 0  # > 0: this many on every alive node, following the cluster
     worker_concurrency: int = 64
     max_attempts: int = 3
     retry_base_delay_s: float = 0.2

@@ -9,6 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ray
@@ -83,13 +84,14 @@ def start_engine(
             include_dashboard=dashboard and address is None,
             dashboard_host="127.0.0.1",
             log_to_driver=False,
-            _metrics_export_port=settings.metrics_port,
+            **_local_only(address, settings),
         )
         dashboard_url = context.dashboard_url or ""
     else:
         dashboard_url = ""
     stack = start_stack(settings)
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.start(proxy_location=settings.proxy_location,
+                http_options={"host": settings.host, "port": settings.port})
     serve.run(
         DexecIngress.options(  # type: ignore[attr-defined]
             num_replicas=settings.serve_replicas,
@@ -107,6 +109,11 @@ def start_engine(
         else dashboard_url,
     }
     return engine
+
+
+def _local_only(address: str | None, settings: Settings) -> dict[str, Any]:
+    """Return the ray.init options that only apply when this process starts Ray itself."""
+    return {"_metrics_export_port": settings.metrics_port} if address is None else {}
 
 
 def _wait_healthy(url: str, timeout_s: float = 60.0) -> None:

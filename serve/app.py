@@ -17,7 +17,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.execution import collect_quotes
-from actors.runtime import MANAGER, NOTIFIER, _RemoteGateway, gateway_name, worker_name
+from actors.runtime import MANAGER, NOTIFIER, _RemoteGateway, gateway_name
 from core.errors import (
     DexecError,
     IdempotencyConflict,
@@ -301,10 +301,14 @@ class DexecIngress:
         database = False
         with contextlib.suppress(DexecError):
             database = await (await self._repo()).ping()
+        names: list[str] = []
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                names = await self.manager.worker_names.remote()
         workers = await asyncio.gather(*(
-            _answers(lambda i=i: ray.get_actor(worker_name(i), namespace=self.settings.namespace)
+            _answers(lambda n=n: ray.get_actor(n, namespace=self.settings.namespace)
                      .ping.remote())
-            for i in range(self.settings.workers)))
+            for n in names))
         checks = {
             "database": database,
             "order_manager": await _answers(lambda: self.manager.stats.remote()),

@@ -80,10 +80,11 @@ class FakeWorkers:
         self.finished: list[str] = []
         self.failures: dict[str, list[BaseException]] = {}  # raised by the next executions
 
-    def size(self) -> int:
-        return self._size
+    def names(self) -> list[str]:
+        return [f"w{i}" for i in range(self._size)]
 
-    async def execute(self, index: int, order_id: str) -> None:
+    async def execute(self, name: str, order_id: str) -> None:
+        index = int(name[1:])
         assert 0 <= index < self._size
         self.started.append(order_id)
         if self.running[order_id]:
