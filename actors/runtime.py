@@ -485,8 +485,13 @@ class WorkerFleet:
     """The ExecutionWorker actors, owned by the OrderManager.
 
     With `workers_per_node` = 0 it keeps `workers` actors spread over the cluster. Otherwise
-    it keeps that many on every alive node, soft-pinned (a node that joins gets workers; the
-    workers of a node that leaves are retired and their orders dispatched again).
+    it keeps that many on every alive node (a node that joins gets workers; the workers of a
+    node that leaves are retired and their orders dispatched again).
+
+    Workers are pinned to their node hard: measured here with ray.cluster_utils, soft
+    affinity put a third of the workers on some other node even when their own node was
+    free. A hard-pinned actor whose node died would wait forever to restart, so reconcile
+    retires it (ray.kill) as soon as the node is gone from ray.nodes().
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -520,7 +525,7 @@ class WorkerFleet:
             for k in range(s.workers_per_node):
                 name = f"ExecutionWorker-{node_id[:8]}-{k}"
                 if name not in self._handles:
-                    strategy = NodeAffinitySchedulingStrategy(node_id, soft=True)
+                    strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
                     self._handles[name] = _worker(s, name, strategy)
                     self._home[name] = node_id
                     log.info("worker %s placed on node %s", name, node_id[:8])
