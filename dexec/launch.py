@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import ray
-from pydantic import SecretStr
 from ray import serve
-from solders.keypair import Keypair
 
+from actors.bootstrap import resolve_database, resolve_wallet
 from actors.runtime import Stack, start_stack, stop_stack
 from core.settings import Settings
 from serve.app import DexecIngress
 from storage.embedded import EmbeddedPostgres
-from storage.migrate import apply_migrations
 
 log = logging.getLogger(__name__)
 
@@ -37,32 +31,6 @@ class Engine:
     @property
     def api_url(self) -> str:
         return f"http://{self.settings.host}:{self.settings.port}"
-
-
-def resolve_database(settings: Settings) -> tuple[Settings, EmbeddedPostgres | None]:
-    """Start the embedded PostgreSQL when no DEXEC_DATABASE_URL is set; apply migrations."""
-    embedded = None
-    if settings.database_url is None:
-        embedded = EmbeddedPostgres(settings.data_dir)
-        settings = settings.model_copy(update={"database_url": SecretStr(embedded.start())})
-    assert settings.database_url is not None  # noqa: S101 - set just above
-    asyncio.run(apply_migrations(settings.database_url.get_secret_value()))
-    return settings, embedded
-
-
-def resolve_wallet(settings: Settings) -> Settings:
-    """Use the configured wallet, or a dev wallet kept in the data folder (it holds no value)."""
-    if settings.wallet_keypair is not None:
-        return settings
-    path = Path(settings.data_dir) / "dev-wallet.json"
-    if path.exists():
-        secret = json.loads(path.read_text())["secret"]
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        secret = str(Keypair())
-        path.write_text(json.dumps({"secret": secret, "note": "simulated chain only"}))
-        os.chmod(path, 0o600)
-    return settings.model_copy(update={"wallet_keypair": SecretStr(secret)})
 
 
 def start_engine(

@@ -14,10 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.serve import Application
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from actors.bootstrap import resolve_database, resolve_wallet
 from actors.execution import collect_quotes
-from actors.runtime import MANAGER, NOTIFIER, _RemoteGateway, gateway_name
+from actors.runtime import MANAGER, NOTIFIER, _RemoteGateway, gateway_name, start_stack
 from core.errors import (
     DexecError,
     IdempotencyConflict,
@@ -393,3 +395,17 @@ class DexecIngress:
                 await self.hub.subscribe(conn, order_id, after)
         else:
             raise InvalidInput("op must be one of submit, subscribe, unsubscribe")
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Build the application for `serve deploy serve_config.yaml` or `serve run`.
+
+    Settings come from DEXEC_* environment variables; `args` overrides them. The actors are
+    created (or found) here, before the ingress deployment is returned.
+    """
+    settings, _embedded = resolve_database(Settings(**args))
+    settings = resolve_wallet(settings)
+    start_stack(settings)
+    return DexecIngress.options(  # type: ignore[attr-defined,no-any-return]
+        num_replicas=settings.serve_replicas, max_ongoing_requests=settings.max_ongoing_requests
+    ).bind(settings)

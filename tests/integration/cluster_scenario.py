@@ -87,7 +87,14 @@ def main(out: Path, data_dir: Path) -> None:
         ns = settings.namespace
         result["placement_before"] = placement(ns)
 
+        assert engine.settings.database_url is not None
+        url = engine.settings.database_url.get_secret_value()
+
         def remove_node() -> None:
+            with psycopg.connect(url) as db:
+                row = db.execute("SELECT count(*) FROM orders WHERE status NOT IN"
+                                 " ('confirmed', 'failed')").fetchone()
+            result["open_when_node_left"] = row[0] if row else 0
             cluster.remove_node(leaving)
 
         orders = asyncio.run(submit_and_track(engine.api_url, 100, remove_node))
@@ -95,8 +102,7 @@ def main(out: Path, data_dir: Path) -> None:
         result["gapless"] = all(
             [e["seq"] for e in o["events"]] == list(range(1, len(o["events"]) + 1))
             for o in orders)
-        assert engine.settings.database_url is not None
-        with psycopg.connect(engine.settings.database_url.get_secret_value()) as db:
+        with psycopg.connect(url) as db:
             result["executed_per_order"] = sorted({int(r[0]) for r in db.execute(
                 "SELECT count(t.signature) FROM orders o LEFT JOIN swap_transactions s"
                 " USING (order_id) LEFT JOIN simchain.transactions t ON t.signature ="

@@ -22,6 +22,7 @@ def test_workers_spread_over_nodes_and_survive_a_node_leaving(tmp_path: Path) ->
     before = set(result["placement_before"].values())
     assert {result["head"], result["leaving"], result["staying"]} <= before, result
     # Every order ended terminal, exactly once, although a node left mid-flight.
+    assert result["open_when_node_left"] > 0, "the node left after the orders were done"
     assert result["statuses"] == ["confirmed"], result
     assert result["gapless"] is True
     assert result["executed_per_order"] == [1], result
