@@ -129,7 +129,7 @@ class VenueCallMetrics:
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
-class SimChainActor:
+class SimulatedChain:
     """The simulated chain: one actor holds all pools, balances and transactions.
 
     Its state is durable in PostgreSQL (schema `simchain`), like a real chain's: every
@@ -302,7 +302,7 @@ def _secret(value: Any) -> str | None:
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
-class VenueGatewayActor:
+class VenueGateway:
     """One venue's gateway: connection pools and rate limit, no order state.
 
     max_task_retries=0: Ray never resends a swap on its own; the order record decides.
@@ -632,9 +632,9 @@ def start_stack(settings: Settings) -> Stack:
     The OrderManager creates the ExecutionWorkers itself (its pool follows the cluster).
     """
     common = {"namespace": settings.namespace, "get_if_exists": True, "lifetime": "detached"}
-    chain = SimChainActor.options(name=CHAIN, **common).remote(settings)  # type: ignore[attr-defined]
+    chain = SimulatedChain.options(name=CHAIN, **common).remote(settings)  # type: ignore[attr-defined]
     gateways = {
-        v: VenueGatewayActor.options(name=gateway_name(v), **common).remote(v, settings)  # type: ignore[attr-defined]
+        v: VenueGateway.options(name=gateway_name(v), **common).remote(v, settings)  # type: ignore[attr-defined]
         for v in settings.venues
     }
     notifier = Notifier.options(name=NOTIFIER, **common).remote()  # type: ignore[attr-defined]

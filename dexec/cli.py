@@ -45,9 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "up":
         return _up(args)
-    if args.command == "submit":
-        return asyncio.run(_submit(args))
-    return _orders(args)
+    try:
+        if args.command == "submit":
+            return asyncio.run(_submit(args))
+        return _orders(args)
+    except (OSError, httpx.HTTPError) as exc:
+        print(f"cannot reach dexec at {args.url}: {exc}  (is `dexec up` running?)",
+              file=sys.stderr)
+        return 2
 
 
 def _up(args: argparse.Namespace) -> int:
