@@ -19,6 +19,7 @@ from core.errors import (
     InsufficientLiquidity,
     LeaseLost,
     NoRoute,
+    OutcomeUnknownError,
     RetryableError,
     SlippageExceeded,
     TerminalError,
@@ -213,29 +214,42 @@ class OrderExecutor:
                 # The stored order moved under us: it is never failed for that. Stop here and
                 # let the dispatcher hand it over again, to be resumed from its record.
                 raise LeaseLost(f"order {order_id} changed concurrently: {reason(err)}") from None
-            except DexecError as err:
+            except Exception as exc:
+                # A library error that no gateway translated still counts against the
+                # attempt cap, instead of escaping and being dispatched again forever.
+                failure = exc if isinstance(exc, DexecError) else RetryableError(reason(exc))
                 order = await self._store.get_order(order_id, with_history=False) or order
-                if err.retryable and await self._unsettled_swap(order) is not None:
+                if failure.retryable and await self._unsettled_swap(order) is not None:
                     # A signed transaction may still land: never re-sign, reconcile by its
                     # signature again (settle ends once it landed or provably expired).
                     unknown_outcomes += 1
                     order_log(order_id).info(
-                        "order %s: outcome unknown after %s; reconciling", order_id, err
+                        "order %s: outcome unknown after %s; reconciling",
+                        order_id,
+                        reason(failure),
                     )
                     await self._sleep(self._policy.delay(min(unknown_outcomes, 5), self._rng))
                     continue
-                order = await self._after_failure(order, err)
+                order = await self._after_failure(order, failure)
                 if order.is_terminal:
                     return order.status
 
     async def _attempt(self, order: Order) -> Order:
         if order.status is not OrderStatus.ROUTING:
             # Resumed after a crash between routing and sending: nothing was sent, so a
-            # fresh attempt is safe (any signed-but-unsent swap is settled before this).
+            # fresh attempt is safe (any signed-but-unsent swap is settled before this),
+            # within the same attempt cap as every other retry.
+            if order.attempt >= self._policy.max_attempts:
+                raise TerminalError(
+                    f"interrupted during attempt {order.attempt} of {self._policy.max_attempts}"
+                )
             order = await self._change(
                 order,
                 Change(
-                    Trigger.RETRY, attempt=order.attempt + 1, error="resumed after interruption"
+                    Trigger.RETRY,
+                    attempt=order.attempt + 1,
+                    error="resumed after interruption",
+                    error_class="retryable",
                 ),
             )
         quotes = await self._route(order)
@@ -262,7 +276,7 @@ class OrderExecutor:
             # Refused before it could land: this signature never will.
             await self._store.set_swap_status(swap.signature, "expired")
             raise
-        except RetryableError as err:
+        except (RetryableError, OutcomeUnknownError) as err:
             # The bytes may or may not have reached the chain: settle will poll and resend.
             order_log(order.order_id).info(
                 "order %s: send of %s failed (%s); will reconcile",
@@ -311,8 +325,10 @@ class OrderExecutor:
             if status is not None:
                 return await self._landed(order, swap, status)
             if await gateway.block_height() > swap.last_valid_block_height:
-                # Expired: ask once more, since it may have landed just before expiry.
-                status = await self._status(gateway, swap.signature)
+                # Expired: ask once more, since it may have landed just before expiry. Only a
+                # real "unknown" answer proves absence; a failed lookup propagates, and the
+                # caller reconciles this same signature again instead of signing anew.
+                status = (await gateway.statuses([swap.signature]))[0]
                 if status is not None:
                     return await self._landed(order, swap, status)
                 await self._store.set_swap_status(swap.signature, "expired")
@@ -321,11 +337,11 @@ class OrderExecutor:
                 last_send = self._clock()
                 try:
                     await gateway.send(swap)
-                except BlockhashExpired:
-                    pass  # the expiry check above decides
-                except RetryableError as err:
+                except DexecError as err:
+                    # Whatever a resend says, the bytes sent before may still land: keep
+                    # polling until they do or provably cannot (the expiry check decides).
                     order_log(order.order_id).info(
-                        "order %s: resend failed: %s", order.order_id, err
+                        "order %s: resend failed: %s", order.order_id, reason(err)
                     )
             await self._sleep(self._poll)
 

@@ -42,9 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     orders.add_argument("--limit", type=int, default=20)
     orders.add_argument("--url", default=DEFAULT_URL)
 
+    bench = sub.add_parser("bench", help="benchmark the engine as clients drive it")
+    from dexec.bench import add_arguments
+
+    add_arguments(bench)
+
     args = parser.parse_args(argv)
     if args.command == "up":
         return _up(args)
+    if args.command == "bench":
+        from dexec.bench import run
+
+        return run(args)
     try:
         if args.command == "submit":
             return asyncio.run(_submit(args))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import struct
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,7 @@ from core.errors import (
     InvalidInput,
     NoRoute,
     OrderNotFound,
+    OutcomeUnknownError,
     RetryableError,
     SlippageExceeded,
     TerminalError,
@@ -837,3 +840,48 @@ async def test_a_slow_venue_does_not_hold_up_the_order(world: World) -> None:
 
     assert status == S.CONFIRMED
     assert world.store.rows[order.order_id].venue == "raydium"
+
+
+# -- found in review: outcome-unknown paths must reconcile, never re-sign --------------------
+
+
+async def test_status_lookup_failing_at_expiry_does_not_sign_a_second_swap(world: World) -> None:
+    venue = world.raydium
+    venue.land_after_polls = 10_000  # the first transaction lands only after many polls
+    original = venue.statuses
+    landed = {"done": False}
+
+    async def flaky(signatures: list[str]) -> list[Any]:
+        answer = await original(signatures)
+        if venue.height() > START_HEIGHT + 20 and not landed["done"]:
+            for signature, (swap, _) in list(venue._in_flight.items()):
+                del venue._in_flight[signature]
+                venue._execute(swap)  # it lands just as the status RPC starts failing
+            landed["done"] = True
+        if landed["done"] and world.clock.now < 10_000:
+            raise VenueUnavailable("rpc 503", venue="raydium")
+        return answer
+
+    venue.statuses = flaky  # type: ignore[method-assign]
+    order = world.store.create()
+    status = await world.executor(venue).execute(order.order_id)
+    assert len(venue.executed()) == 1
+    assert status == "confirmed"
+
+
+async def test_outcome_unknown_on_send_reconciles_instead_of_failing(world: World) -> None:
+    world.raydium.send_failures = [OutcomeUnknownError("AlreadyProcessed", venue="raydium")]
+    world.raydium.land_despite_send_failure = True
+    order = world.store.create()
+    status = await world.executor(world.raydium).execute(order.order_id)
+    assert len(world.raydium.executed()) == 1
+    assert status == "confirmed"
+
+
+async def test_an_untranslated_library_error_is_bounded_by_the_attempt_cap(world: World) -> None:
+    world.raydium.build_failures = [struct.error("argument out of range")] * 10
+    order = world.store.create()
+    status = await world.executor(world.raydium).execute(order.order_id)
+    assert status == "failed"
+    assert world.store.rows[order.order_id].attempt == 3
+    assert "argument out of range" in (world.store.rows[order.order_id].failure_reason or "")

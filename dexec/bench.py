@@ -1,0 +1,397 @@
+"""`dexec bench`: drive the real engine the way clients do, and report what it did.
+
+Submissions go over HTTP (or the WebSocket submit path with --ws) to a stack the benchmark
+starts itself, or to a running one (--url). Outcomes are read back from PostgreSQL, so
+"lost" (accepted, never terminal) and "duplicate" (more than one executed swap for one
+order) are checked against the record, not inferred from responses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+PAIRS = [("SOL", "USDC", "0.01"), ("USDC", "USDT", "2"), ("SOL", "USDT", "0.01"),
+         ("RAY", "USDC", "1"), ("RAY", "SOL", "1")]
+STAGES = [("queue_wait", "pending"), ("routing", "routing"), ("building", "building"),
+          ("submitted_to_confirmed", "submitted")]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--orders", type=int, default=5000, help="orders to submit (cap)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="target submissions per second (0: as fast as --concurrency allows)")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="seconds to keep submitting (0: until --orders are submitted)")
+    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight at once")
+    parser.add_argument("--latency", choices=("zero", "realistic"), default="zero",
+                        help="simulated venue latency of a stack the benchmark starts")
+    parser.add_argument("--ws", action="store_true", help="submit over the WebSocket")
+    parser.add_argument("--url", help="benchmark a running stack instead of starting one")
+    parser.add_argument("--database-url", help="with --url: where to read outcomes from")
+    parser.add_argument("--workers", type=int, default=2, help="workers of a started stack")
+    parser.add_argument("--worker-concurrency", type=int, default=3000,
+                        help="orders each worker executes at once (started stack)")
+    parser.add_argument("--drain-timeout", type=float, default=120.0,
+                        help="seconds to wait for accepted orders to finish")
+    parser.add_argument("--out", default="bench-result.json", help="where to write the JSON")
+    parser.add_argument("--plot", help="draw latency percentiles and throughput to this PNG")
+
+
+@dataclass
+class Tally:
+    accepted: int = 0
+    rejected_429: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    submitted_at: dict[str, float] = field(default_factory=dict)  # order id -> unix time
+    first_submit: float = 0.0
+    last_submit: float = 0.0
+
+
+class MemorySampler:
+    """Peak summed RSS of the whole stack: every Ray process and PostgreSQL."""
+
+    def __init__(self) -> None:
+        self.peak_bytes = 0
+        self.last_bytes = 0
+
+    @staticmethod
+    def stack_rss() -> int:
+        total = 0
+        for proc in psutil.process_iter(["name", "cmdline", "memory_info"]):
+            try:
+                cmd = " ".join(proc.info["cmdline"] or [])
+                name = proc.info["name"] or ""
+                if ("ray" in cmd or "ray::" in name or "postgres" in name
+                        or "raylet" in name or "gcs_server" in name):
+                    total += proc.info["memory_info"].rss
+            except (psutil.Error, TypeError, AttributeError):
+                continue
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.last_bytes = await asyncio.to_thread(self.stack_rss)
+            self.peak_bytes = max(self.peak_bytes, self.last_bytes)
+            await asyncio.sleep(1.0)
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p90": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)] * 1000, 1)
+
+    return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99),
+            "max": round(ordered[-1] * 1000, 1)}
+
+
+async def submit_load(args: argparse.Namespace, url: str, run_id: str, tally: Tally,
+                      progress: Any) -> None:
+    import aiohttp
+
+    deadline = time.time() + args.duration if args.duration else math.inf
+    counter = iter(range(10**9))
+    interval = 1.0 / args.rate if args.rate else 0.0
+    start = time.time()
+    tally.first_submit = start
+
+    def next_body() -> dict[str, Any] | None:
+        i = next(counter)
+        if i >= args.orders or time.time() >= deadline:
+            return None
+        a, b, amount = PAIRS[i % len(PAIRS)]
+        return {"type": "market", "input_mint": a, "output_mint": b, "amount": amount,
+                "slippage_bps": 100, "client_order_id": f"bench-{run_id}-{i}"}
+
+    def record(status: int, body: dict[str, Any], at: float) -> None:
+        if status in (200, 202):
+            tally.accepted += 1
+            tally.submitted_at[body["order_id"]] = at
+        elif status == 429:
+            tally.rejected_429 += 1
+        else:
+            tally.errors += 1
+            if len(tally.error_samples) < 5:
+                tally.error_samples.append(f"{status}: {str(body)[:200]}")
+        tally.last_submit = time.time()
+        progress()
+
+    async def paced(i: int) -> None:
+        if interval:
+            delay = start + i * interval - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        if args.ws:
+            async def ws_client(worker: int) -> None:
+                async with session.ws_connect(url.replace("http", "ws", 1) + "/ws") as ws:
+                    n = worker
+                    while (body := next_body()) is not None:
+                        await paced(n)
+                        n += args.concurrency
+                        at = time.time()
+                        await ws.send_str(json.dumps({"op": "submit", "order": body}))
+                        while True:
+                            frame = json.loads((await ws.receive()).data)
+                            if frame["type"] == "accepted":
+                                record(202, frame["order"], at)
+                                unsubscribe = {"op": "unsubscribe",
+                                               "order_ids": [frame["order"]["order_id"]]}
+                                await ws.send_str(json.dumps(unsubscribe))
+                                break
+                            if frame["type"] == "error":
+                                record(frame.get("status", 400), frame, at)
+                                break
+
+            await asyncio.gather(*(ws_client(w) for w in range(args.concurrency)))
+            return
+
+        async def http_client(worker: int) -> None:
+            n = worker
+            while (body := next_body()) is not None:
+                await paced(n)
+                n += args.concurrency
+                at = time.time()
+                try:
+                    async with session.post(f"{url}/api/orders", json=body) as response:
+                        record(response.status, await response.json(), at)
+                except (aiohttp.ClientError, ValueError) as exc:
+                    record(0, {"error": repr(exc)}, at)
+
+        await asyncio.gather(*(http_client(w) for w in range(args.concurrency)))
+
+
+async def outcomes(database_url: str, run_id: str) -> dict[str, dict[str, Any]]:
+    """Return per order (of this run): status, event times, and executed swaps on chain."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            "SELECT o.order_id::text, o.status, o.created_at,"
+            " (SELECT json_agg(json_build_object('s', e.status, 'at', extract(epoch from e.at))"
+            "   ORDER BY e.seq) FROM order_events e WHERE e.order_id = o.order_id),"
+            " (SELECT count(*) FROM swap_transactions s JOIN simchain.transactions t"
+            "   ON t.signature = s.signature AND t.state = 'confirmed'"
+            "   WHERE s.order_id = o.order_id)"
+            " FROM orders o WHERE o.client_order_id LIKE %s",
+            (f"bench-{run_id}-%",),
+        )
+        rows = await cur.fetchall()
+    return {r[0]: {"status": r[1], "events": r[3] or [], "executed": int(r[4])} for r in rows}
+
+
+async def count_terminal(database_url: str, run_id: str) -> int:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM orders WHERE client_order_id LIKE %s"
+            " AND status IN ('confirmed', 'failed')", (f"bench-{run_id}-%",))
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str, Any]],
+              memory: MemorySampler, machine: dict[str, Any]) -> dict[str, Any]:
+    total: list[float] = []
+    stages: dict[str, list[float]] = {name: [] for name, _ in STAGES}
+    confirmed = failed = lost = duplicates = 0
+    finish_times: list[float] = []
+    timeline: list[tuple[float, float]] = []  # (confirmed at, latency)
+    for order_id, submitted in tally.submitted_at.items():
+        order = found.get(order_id)
+        if order is None or order["status"] not in ("confirmed", "failed"):
+            lost += 1
+            continue
+        duplicates += order["executed"] > 1
+        events = order["events"]
+        first_at = {}
+        for e in events:
+            first_at.setdefault(e["s"], float(e["at"]))
+        last_at = {e["s"]: float(e["at"]) for e in events}
+        end = float(events[-1]["at"])
+        finish_times.append(end)
+        if order["status"] == "failed":
+            failed += 1
+            continue
+        confirmed += 1
+        total.append(end - submitted)
+        timeline.append((end, end - submitted))
+        order_of = [s for _, s in STAGES] + ["confirmed"]
+        for (name, status), nxt in zip(STAGES, order_of[1:], strict=True):
+            if status in last_at and nxt in first_at:
+                stages[name].append(max(0.0, first_at[nxt] - last_at[status]))
+    window = max(tally.last_submit - tally.first_submit, 1e-9)
+    done_window = max((max(finish_times) if finish_times else 0) - tally.first_submit, 1e-9)
+    return {
+        "machine": machine,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("func",)},
+        "accepted": tally.accepted,
+        "confirmed": confirmed,
+        "failed": failed,
+        "rejected_429": tally.rejected_429,
+        "errors": tally.errors,
+        "error_samples": tally.error_samples,
+        "lost": lost,
+        "duplicate_executions": duplicates,
+        "throughput": {"accepted_per_s": round(tally.accepted / window, 1),
+                       "terminal_per_s": round((confirmed + failed) / done_window, 1),
+                       "submit_window_s": round(window, 2)},
+        "latency_ms": {"submit_to_confirmed": percentiles(total),
+                       **{name: percentiles(v) for name, v in stages.items()}},
+        "peak_memory_mb": round(memory.peak_bytes / 2**20),
+        "end_memory_mb": round(memory.last_bytes / 2**20),
+        "timeline": timeline,
+    }
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot needs matplotlib: pip install -e '.[bench]'", file=sys.stderr)
+        return
+    points = sorted(result["timeline"])
+    if not points:
+        return
+    t0 = points[0][0]
+    buckets: dict[int, list[float]] = {}
+    for at, latency in points:
+        buckets.setdefault(int(at - t0), []).append(latency * 1000)
+    seconds = sorted(buckets)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    for q, style in ((0.5, "-"), (0.9, "--"), (0.99, ":")):
+        ax1.plot(seconds, [sorted(buckets[s])[min(len(buckets[s]) - 1,
+                                                  int(q * len(buckets[s])))] for s in seconds],
+                 style, label=f"p{int(q * 100)}")
+    ax1.set_ylabel("submit → confirmed (ms)")
+    ax1.legend()
+    ax2.bar(seconds, [len(buckets[s]) for s in seconds])
+    ax2.set_ylabel("confirmed per second")
+    ax2.set_xlabel("seconds")
+    fig.suptitle(f"dexec bench: {result['accepted']} accepted, "
+                 f"{result['throughput']['terminal_per_s']}/s terminal")
+    fig.savefig(path, dpi=100)
+
+
+def print_report(result: dict[str, Any]) -> None:
+    lat = result["latency_ms"]
+    print("\n=== dexec bench ===")
+    print(f"accepted {result['accepted']}  confirmed {result['confirmed']}  failed "
+          f"{result['failed']}  rejected(429) {result['rejected_429']}  errors {result['errors']}")
+    print(f"lost {result['lost']}  duplicate executions {result['duplicate_executions']}")
+    tp = result["throughput"]
+    print(f"throughput: accepted {tp['accepted_per_s']}/s  terminal {tp['terminal_per_s']}/s"
+          f"  (submitting for {tp['submit_window_s']} s)")
+    print(f"{'latency ms':<26}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+    for name, values in lat.items():
+        print(f"{name:<26}" + "".join(f"{values[k] if values[k] is not None else '-':>9}"
+                                      for k in ("p50", "p90", "p99", "max")))
+    print(f"peak memory of the stack: {result['peak_memory_mb']} MB "
+          f"(at the end: {result['end_memory_mb']} MB)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark; return a process exit code (1 if anything was lost or duplicated)."""
+    engine = None
+    database_url = args.database_url
+    url = args.url
+    if url is None:
+        import tempfile
+
+        from core.settings import Settings
+        from dexec.launch import start_engine
+
+        data_dir = Path(tempfile.mkdtemp(prefix="dexec-bench-"))
+        settings = Settings(
+            data_dir=data_dir, port=18_500, namespace=f"dexec-bench-{uuid.uuid4().hex[:6]}",
+            workers=args.workers, worker_concurrency=args.worker_concurrency,
+            max_open_orders=0, account_orders_per_minute=0, sim_drift_interval_s=1.0,
+        )
+        if args.latency == "zero":
+            settings = settings.zero_latency()
+        print(f"starting a {args.latency}-latency stack in {data_dir} ...", file=sys.stderr)
+        engine = start_engine(settings, num_cpus=2, dashboard=False)
+        url = engine.api_url
+        assert engine.settings.database_url is not None  # noqa: S101 - resolved at start
+        database_url = engine.settings.database_url.get_secret_value()
+    if database_url is None:
+        print("--url needs --database-url to check outcomes", file=sys.stderr)
+        return 2
+    run_id = uuid.uuid4().hex[:8]
+    try:
+        result = asyncio.run(_drive(args, url, database_url, run_id))
+    finally:
+        if engine is not None:
+            from dexec.launch import stop_engine
+
+            stop_engine(engine)
+    Path(args.out).write_text(json.dumps({k: v for k, v in result.items() if k != "timeline"},
+                                         indent=2))
+    print_report(result)
+    print(f"written to {args.out}")
+    if args.plot:
+        plot(result, args.plot)
+        print(f"plot written to {args.plot}")
+    return 1 if result["lost"] or result["duplicate_executions"] else 0
+
+
+async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: str
+                 ) -> dict[str, Any]:
+    tally = Tally()
+    memory = MemorySampler()
+    stop = asyncio.Event()
+    sampler = asyncio.get_running_loop().create_task(memory.run(stop))
+    terminal = 0
+    started = time.time()
+
+    def progress() -> None:
+        done = tally.accepted + tally.rejected_429 + tally.errors
+        if done % 50 == 0:
+            show(done)
+
+    def show(done: int) -> None:
+        goal = args.orders
+        filled = int(30 * min(1.0, done / goal)) if goal else 0
+        rate = tally.accepted / max(time.time() - started, 1e-9)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] submitted {done}"
+                         f"  accepted {tally.accepted} ({rate:.0f}/s)  429 {tally.rejected_429}"
+                         f"  errors {tally.errors}  terminal {terminal}   ")
+        sys.stderr.flush()
+
+    await submit_load(args, url, run_id, tally, progress)
+    deadline = time.time() + args.drain_timeout
+    while time.time() < deadline:
+        terminal = await count_terminal(database_url, run_id)
+        show(tally.accepted + tally.rejected_429 + tally.errors)
+        if terminal >= tally.accepted:
+            break
+        await asyncio.sleep(1.0)
+    sys.stderr.write("\n")
+    await asyncio.sleep(1.0)  # one more memory sample at the end
+    stop.set()
+    await sampler
+    found = await outcomes(database_url, run_id)
+    machine = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total
+                                                              / 2**30, 1),
+               "python": sys.version.split()[0]}
+    return summarize(args, tally, found, memory, machine)

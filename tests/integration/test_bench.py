@@ -1,0 +1,36 @@
+"""`dexec bench` against the running test stack: it counts what the database says."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from dexec.bench import add_arguments, run
+from dexec.launch import Engine
+
+
+def test_bench_reports_every_order_with_nothing_lost_or_duplicated(
+    engine: Engine, tmp_path: Path
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert engine.settings.database_url is not None
+    out = tmp_path / "bench.json"
+    args = parser.parse_args([
+        "--url", engine.api_url,
+        "--database-url", engine.settings.database_url.get_secret_value(),
+        "--orders", "40", "--concurrency", "8", "--out", str(out),
+    ])
+    assert run(args) == 0
+    result = json.loads(out.read_text())
+    assert result["accepted"] == 40
+    assert result["confirmed"] == 40
+    assert result["lost"] == 0
+    assert result["duplicate_executions"] == 0
+    assert result["throughput"]["accepted_per_s"] > 0
+    latency = result["latency_ms"]
+    assert 0 < latency["submit_to_confirmed"]["p50"] <= latency["submit_to_confirmed"]["max"]
+    for stage in ("queue_wait", "routing", "building", "submitted_to_confirmed"):
+        assert latency[stage]["p50"] is not None
+    assert result["peak_memory_mb"] > 0
