@@ -100,13 +100,20 @@ class Dispatcher:
                 if existing is not None and new.same_request(existing):
                     return existing, False
             raise
+        # Reserve the slot and the rate before the first await, so a concurrent burst cannot
+        # pass the checks together; a repeat of a stored order gives both back.
         self._admitting += 1
+        self._rate.record(new.account_id)
         try:
             order, created = await self._store.create_order(new)
+        except BaseException:
+            self._rate.forget(new.account_id)
+            raise
         finally:
             self._admitting -= 1
-        if created:
-            self._rate.record(new.account_id)
+        if not created:
+            self._rate.forget(new.account_id)
+        else:
             self._metrics.order_submitted(str(new.order_type))
             self.enqueue(order.order_id)
         return order, created

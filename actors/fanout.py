@@ -10,9 +10,12 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from core.orders import TERMINAL
+
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
+_TERMINAL = frozenset(str(s) for s in TERMINAL)
 
 
 class EventHub:
@@ -62,7 +65,7 @@ class EventHub:
                     continue
                 queue.append(event)
                 self._ready[replica_id].set()
-            if event.get("status") in ("confirmed", "failed"):
+            if event.get("status") in _TERMINAL:
                 # Terminal: nothing more will come for this order.
                 del self._watchers[event["order_id"]]
 

@@ -19,7 +19,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.dispatch import Dispatcher, WorkerLost
 from actors.execution import OrderExecutor
 from actors.fanout import EventBatcher, EventHub
-from core.errors import DexecError, reason
+from core.errors import DexecError, VenueUnavailable, reason
 from core.limits import AccountRateLimit
 from core.orders import NewOrder, Order, OrderEvent
 from core.quotes import Quote, SignedSwap, TxStatus
@@ -117,9 +117,12 @@ class VenueCallMetrics:
         except DexecError as exc:
             self._errors.inc(tags={"venue": self._venue, "call": call, "code": exc.code})
             raise
-        except Exception:
+        except Exception as exc:
+            # Whatever the venue's library raised: a retryable error with its reason, so
+            # the caller's attempt cap bounds it.
             self._errors.inc(tags={"venue": self._venue, "call": call, "code": "error"})
-            raise
+            raise VenueUnavailable(f"{self._venue} {call} failed: {reason(exc)}",
+                                   venue=self._venue) from None
         finally:
             self._seconds.observe(time.perf_counter() - started,
                                   tags={"venue": self._venue, "call": call})
@@ -149,9 +152,18 @@ class SimulatedChain:
         self._started = asyncio.get_event_loop().create_task(self._start())
 
     async def _start(self) -> None:
+        delay = 0.5
+        while True:  # the database may be down when the chain (re)starts: keep trying
+            try:
+                await self._store.open()
+                rows = await self._store.load()
+                break
+            except DexecError as exc:
+                log.warning("chain store unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
         s = self._settings
-        await self._store.open()
-        rows, now = await self._store.load(), time.time()
+        now = time.time()
         block_time, valid = s.sim_block_time_ms / 1000, s.sim_blockhash_valid_blocks
         if rows is None:
             chain = SimChain(seed=s.sim_seed, block_time_s=block_time,
@@ -164,7 +176,10 @@ class SimulatedChain:
             log.info("simulated chain restored from the database")
         chain.adverse_move_bps = s.sim_adverse_move_bps
         self._chain = chain
-        await self._persist()
+        try:
+            await self._persist()
+        except DexecError as exc:  # kept unsaved; the next change saves it too
+            log.warning("could not save the chain's start yet: %s", exc)
         due = chain.next_land_at()
         if due is not None:
             self._land_at(due)

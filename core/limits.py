@@ -38,6 +38,12 @@ class AccountRateLimit:
         if self.per_minute > 0:
             self._accepted[account_id].append(self._clock())
 
+    def forget(self, account_id: str) -> None:
+        """Take back the newest count (the order was not stored after all)."""
+        window = self._accepted.get(account_id)
+        if window:
+            window.pop()
+
 
 def check_open_orders(open_orders: int, bound: int) -> None:
     """Raise Overloaded when `open_orders` already reached `bound` (0: no bound)."""

@@ -8,6 +8,7 @@ from decimal import Context, Decimal, InvalidOperation
 
 from core.errors import InvalidInput
 
+MAX_BASE_UNITS = 2**64 - 1  # SPL token amounts are u64
 _EXACT = Context(prec=80)  # wide enough that no amount is ever rounded
 _PLAIN_DECIMAL = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _BASE58 = set("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
@@ -20,13 +21,22 @@ class Token:
     decimals: int
 
     def to_base_units(self, amount: Decimal) -> int:
-        """Convert a UI amount into base units, refusing sub-unit precision."""
-        exponent = amount.normalize(_EXACT).as_tuple().exponent
-        if isinstance(exponent, int) and -exponent > self.decimals:
+        """Convert a UI amount into base units, refusing sub-unit precision and overflow."""
+        try:
+            exponent = amount.normalize(_EXACT).as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > self.decimals:
+                raise InvalidInput(
+                    f"amount {amount} has more than {self.decimals} decimals allowed for"
+                    f" {self.symbol}"
+                )
+            units = int(amount.scaleb(self.decimals, _EXACT))
+        except ArithmeticError:
+            raise InvalidInput(f"amount {amount} is too large") from None
+        if units > MAX_BASE_UNITS:
             raise InvalidInput(
-                f"amount {amount} has more than {self.decimals} decimals allowed for {self.symbol}"
+                f"amount {amount} is too large: at most {self.to_ui(MAX_BASE_UNITS)} {self.symbol}"
             )
-        return int(amount.scaleb(self.decimals, _EXACT))
+        return units
 
     def to_ui(self, base_units: int) -> Decimal:
         """Convert base units into a UI amount."""
@@ -68,7 +78,7 @@ def parse_amount(raw: object) -> Decimal:
         raise InvalidInput("amount must be a decimal string or a number")
     try:
         value = raw if isinstance(raw, Decimal) else Decimal(str(raw).strip())
-    except InvalidOperation:
+    except (InvalidOperation, ArithmeticError):
         raise InvalidInput(f"amount {raw!r} is not a number") from None
     if not value.is_finite():
         raise InvalidInput(f"amount {raw!r} is not a finite number")

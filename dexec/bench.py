@@ -221,7 +221,7 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
             continue
         duplicates += order["executed"] > 1
         events = order["events"]
-        first_at = {}
+        first_at: dict[str, float] = {}
         for e in events:
             first_at.setdefault(e["s"], float(e["at"]))
         last_at = {e["s"]: float(e["at"]) for e in events}

@@ -106,6 +106,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.inner(scope, receive, send)
             return
+        # The replica sets its configured limit on the app's state (DEXEC_MAX_BODY_BYTES).
+        self.limit = getattr(scope["app"].state, "max_body_bytes", self.limit)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._too_large(send)
@@ -195,6 +197,7 @@ class DexecIngress:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.tokens = TokenRegistry()
+        app.state.max_body_bytes = settings.max_body_bytes
         if settings.database_url is None:
             raise RuntimeError("database_url must be resolved before the ingress starts")
         self.repo = OrderRepository(settings.database_url.get_secret_value(),

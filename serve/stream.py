@@ -15,12 +15,13 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from core.orders import TERMINAL as TERMINAL_STATUSES
 from core.orders import Order, OrderEvent
 
 log = logging.getLogger(__name__)
 
 Frame = dict[str, Any]
-TERMINAL = ("confirmed", "failed")
+TERMINAL = frozenset(str(s) for s in TERMINAL_STATUSES)
 
 
 class EventSource(Protocol):
@@ -127,15 +128,16 @@ class StreamHub:
                         await self._catch_up(order_id)
                 rewatch = False
                 events = await self._source.take(self.replica_id, 5.0)
+                for frame in events:
+                    await self._deliver(frame)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("event poll failed (%s); retrying", exc)
+                # Events taken but not delivered are not lost: the re-watch below fills
+                # every subscription's gap from the database.
+                log.warning("event poll or delivery failed (%s); retrying", exc)
                 rewatch = True
                 await asyncio.sleep(0.5)
-                continue
-            for frame in events:
-                await self._deliver(frame)
 
     async def _deliver(self, frame: Frame) -> None:
         order_id = frame["order_id"]

@@ -12,9 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from core.errors import (
     IdempotencyConflict,
@@ -32,6 +30,7 @@ from core.orders import (
     OrderType,
 )
 from core.quotes import Quote, SignedSwap
+from storage.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -126,30 +125,24 @@ class OrderRepository:
     """PostgreSQL access for orders; translates psycopg errors into dexec errors."""
 
     def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 4) -> None:
-        self.pool = AsyncConnectionPool(
-            conninfo,
-            min_size=min_size,
-            max_size=max_size,
-            open=False,
-            kwargs={"autocommit": True},
-            check=AsyncConnectionPool.check_connection,
-        )
+        self.db = Database(conninfo, min_size=min_size, max_size=max_size)
+        self._accounts: set[str] = set()  # accounts known to exist (created on first use)
 
     async def open(self, wait_s: float = 30.0) -> None:
         """Open the pool and wait until its first connections are ready."""
-        await self.pool.open()
-        await self.pool.wait(timeout=wait_s)
+        await self.db.open(wait_s)
 
     async def close(self) -> None:
-        await self.pool.close()
+        await self.db.close()
 
     async def ping(self) -> bool:
         """Return True when the database answers."""
         try:
-            async with self.pool.connection(timeout=2.0) as conn:
+            await self.db.open(wait_s=2.0)
+            async with self.db.connection() as conn:
                 await conn.execute("SELECT 1")
             return True
-        except (psycopg.Error, PoolTimeout):
+        except TransientDatabaseError:
             return False
 
     # -- orders ---------------------------------------------------------------------------
@@ -176,7 +169,12 @@ class OrderRepository:
             seq=1,
         )
         event = OrderEvent(order.order_id, 1, OrderStatus.PENDING, now, attempt=0)
-        async with self._transaction() as conn:
+        async with self.db.connection(transaction=True) as conn:
+            if new.account_id not in self._accounts:
+                await conn.execute(
+                    "INSERT INTO accounts (account_id) VALUES (%s) ON CONFLICT DO NOTHING",
+                    (new.account_id,),
+                )
             cur = await conn.execute(
                 "INSERT INTO orders (order_id, account_id, client_order_id, order_type,"
                 " input_mint, output_mint, amount_in, slippage_bps, status, attempt, seq,"
@@ -195,6 +193,7 @@ class OrderRepository:
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     _event_params(event),
                 )
+                self._accounts.add(new.account_id)
                 return _with_events(order, [event]), True
         existing = await self.find_by_client_id(new.account_id, new.client_order_id or "")
         if existing is None:  # pragma: no cover - the conflicting row cannot vanish
@@ -207,7 +206,7 @@ class OrderRepository:
         return existing, False
 
     async def find_by_client_id(self, account_id: str, client_order_id: str) -> Order | None:
-        async with self._connection() as conn:
+        async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 f"SELECT {_ORDER_COLUMNS} FROM orders"  # noqa: S608
@@ -223,7 +222,7 @@ class OrderRepository:
             oid = uuid.UUID(order_id)
         except ValueError:
             return None
-        async with self._connection() as conn:
+        async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = %s",  # noqa: S608
@@ -270,7 +269,7 @@ class OrderRepository:
             where.append("(created_at, order_id) < (%s, %s)")
             params.extend([at, oid])
         params.append(limit + 1)
-        async with self._connection() as conn:
+        async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}"  # noqa: S608
@@ -284,7 +283,7 @@ class OrderRepository:
 
     async def open_order_ids(self) -> list[str]:
         """Return every non-terminal order id, oldest first (for dispatch after a restart)."""
-        async with self._connection() as conn:
+        async with self.db.connection() as conn:
             cur = await conn.execute(
                 "SELECT order_id FROM orders WHERE status <> ALL(%s) ORDER BY created_at",
                 (_TERMINAL,),
@@ -292,7 +291,7 @@ class OrderRepository:
             return [str(r[0]) for r in await cur.fetchall()]
 
     async def count_open(self) -> int:
-        async with self._connection() as conn:
+        async with self.db.connection() as conn:
             cur = await conn.execute(
                 "SELECT count(*) FROM orders WHERE status <> ALL(%s)", (_TERMINAL,)
             )
@@ -301,7 +300,7 @@ class OrderRepository:
 
     async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]:
         """Return the order's events with seq > since_seq, in order."""
-        async with self._connection() as conn:
+        async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM order_events"  # noqa: S608
@@ -317,7 +316,7 @@ class OrderRepository:
 
         Returns None when the change was already applied (a repeat is a no-op).
         """
-        async with self._transaction() as conn:
+        async with self.db.connection(transaction=True) as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = %s FOR UPDATE",  # noqa: S608
@@ -366,7 +365,7 @@ class OrderRepository:
 
     async def record_swap(self, order_id: str, attempt: int, swap: SignedSwap) -> None:
         """Persist a signed transaction before it is sent (the exactly-once rule)."""
-        async with self._connection() as conn:
+        async with self.db.connection() as conn:
             await conn.execute(
                 "INSERT INTO swap_transactions (signature, order_id, attempt, venue, tx_bytes,"
                 " last_valid_block_height, min_amount_out) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -378,7 +377,7 @@ class OrderRepository:
             )
 
     async def set_swap_status(self, signature: str, status: str) -> None:
-        async with self._connection() as conn:
+        async with self.db.connection() as conn:
             await conn.execute(
                 "UPDATE swap_transactions SET status = %s, updated_at = now()"
                 " WHERE signature = %s",
@@ -387,7 +386,7 @@ class OrderRepository:
 
     async def swaps_for_order(self, order_id: str) -> list[tuple[SignedSwap, int, str]]:
         """Return (swap, attempt, status) for each transaction signed for the order."""
-        async with self._connection() as conn:
+        async with self.db.connection() as conn:
             cur = await conn.execute(
                 "SELECT venue, signature, tx_bytes, last_valid_block_height, min_amount_out,"
                 " attempt, status FROM swap_transactions WHERE order_id = %s ORDER BY created_at",
@@ -398,45 +397,6 @@ class OrderRepository:
             (SignedSwap(r[0], r[1], bytes(r[2]), r[3], int(r[4])), r[5], r[6]) for r in rows
         ]
 
-    # -- plumbing -------------------------------------------------------------------------
-
-    def _connection(self) -> _Guarded:
-        return _Guarded(self.pool, transaction=False)
-
-    def _transaction(self) -> _Guarded:
-        return _Guarded(self.pool, transaction=True)
-
 
 def _with_events(order: Order, events: list[OrderEvent]) -> Order:
     return replace(order, events=tuple(events))
-
-
-class _Guarded:
-    """Borrow a pooled connection (optionally in a transaction) and translate outages."""
-
-    def __init__(self, pool: AsyncConnectionPool, *, transaction: bool) -> None:
-        self._pool = pool
-        self._transaction = transaction
-        self._cm: Any = None
-        self._tx: Any = None
-
-    async def __aenter__(self) -> psycopg.AsyncConnection[Any]:
-        try:
-            self._cm = self._pool.connection(timeout=5.0)
-            conn = await self._cm.__aenter__()
-            if self._transaction:
-                self._tx = conn.transaction()
-                await self._tx.__aenter__()
-            return conn  # type: ignore[no-any-return]
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise TransientDatabaseError(f"database unavailable: {exc}") from None
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if self._tx is not None:
-                await self._tx.__aexit__(exc_type, exc, tb)
-            await self._cm.__aexit__(exc_type, exc, tb)
-        except (psycopg.OperationalError, PoolTimeout) as err:
-            raise TransientDatabaseError(f"database unavailable: {err}") from None
-        if isinstance(exc, psycopg.OperationalError):
-            raise TransientDatabaseError(f"database unavailable: {exc}") from None

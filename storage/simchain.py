@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from core.errors import TransientDatabaseError
+from storage.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -74,25 +71,16 @@ class SimChainStore:
     """Save the simulated chain's changes and load its whole state back, as plain rows."""
 
     def __init__(self, conninfo: str) -> None:
-        self.pool = AsyncConnectionPool(
-            conninfo,
-            min_size=1,
-            max_size=2,
-            open=False,
-            kwargs={"autocommit": True},
-            check=AsyncConnectionPool.check_connection,
-            reconnect_timeout=0,
-        )
+        self.db = Database(conninfo, min_size=1, max_size=2)
         # Saves run one at a time, in call order, so an older change never overwrites a newer.
         self._save_lock = asyncio.Lock()
 
     async def open(self, wait_s: float = 30.0) -> None:
         """Open the pool and wait until its first connection is ready."""
-        await self.pool.open()
-        await self.pool.wait(timeout=wait_s)
+        await self.db.open(wait_s)
 
     async def close(self) -> None:
-        await self.pool.close()
+        await self.db.close()
 
     async def load(self) -> dict[str, list[dict[str, Any]]] | None:
         """Return every stored row per table, or None when no chain has been stored yet.
@@ -101,7 +89,7 @@ class SimChainStore:
         `ChainSnapshot.from_rows()` normalises them.
         """
         rows: dict[str, list[dict[str, Any]]] = {}
-        async with self._transaction() as conn:
+        async with self.db.connection(transaction=True) as conn:
             # One consistent view even if a save commits meanwhile.
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cur = conn.cursor(row_factory=dict_row)
@@ -130,18 +118,9 @@ class SimChainStore:
         async with self._save_lock:
             if not counts:
                 return
-            async with self._transaction() as conn:
+            async with self.db.connection(transaction=True) as conn:
                 cur = conn.cursor()
                 for table, rows in batches.items():
                     if rows:
                         await cur.executemany(_SAVE[table], rows)
         log.debug("saved simulated chain changes: %s", counts)
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """Borrow a connection inside a transaction; translate outages to a retryable error."""
-        try:
-            async with self.pool.connection(timeout=5.0) as conn, conn.transaction():
-                yield conn
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise TransientDatabaseError(f"database unavailable: {exc}") from None

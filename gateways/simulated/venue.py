@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import struct
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -119,14 +120,16 @@ class SimulatedVenue:
             raise InvalidInput(f"quote from {quote.venue} sent to {self.name}")
         route = json.loads(quote.payload)
         blockhash, last_valid = await self._chain.latest_blockhash()
-        tx = build_swap_transaction(
-            self._wallet, route["pool"], quote.amount_in, min_amount_out, route["x_to_y"],
-            blockhash, memo,
-        )
+        try:
+            tx = build_swap_transaction(
+                self._wallet, route["pool"], quote.amount_in, min_amount_out, route["x_to_y"],
+                blockhash, memo,
+            )
+        except (struct.error, ValueError) as exc:
+            raise InvalidInput(f"cannot build the swap: {exc}", venue=self.name) from None
         return SignedSwap(self.name, str(tx.signatures[0]), bytes(tx), last_valid, min_amount_out)
 
     async def send(self, swap: SignedSwap) -> None:
-        await self._limit.acquire()
         await self._limit.acquire()
         self.faults.check(self.name, self._rng)
         low, high = self._swap_latency
@@ -134,7 +137,9 @@ class SimulatedVenue:
         await self._chain.send_transaction(swap.tx_bytes, delay)
 
     async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
+        await self._limit.acquire()
         return await self._chain.signature_statuses(signatures)
 
     async def block_height(self) -> int:
+        await self._limit.acquire()
         return await self._chain.block_height()

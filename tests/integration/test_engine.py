@@ -289,6 +289,8 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
      "more than 6 decimals"),
     ("same token", order_body(output_mint="SOL"), "must differ"),
     ("unknown token", order_body(output_mint="DOGE"), "unknown token"),
+    ("amount past u64", order_body(amount="1e30"), "too large"),
+    ("amount overflowing", order_body(amount="1e999999"), "too large"),
     ("unknown mint", order_body(output_mint="7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"),
      "unknown token mint"),
     ("unknown order type", order_body(type="limit"), "type:"),

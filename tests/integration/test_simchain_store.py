@@ -19,6 +19,7 @@ from solders.keypair import Keypair
 
 from core.errors import TransientDatabaseError
 from gateways.simulated.chain import ChainSnapshot
+from storage.database import Database
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import apply_migrations
 from storage.simchain import SimChainStore
@@ -148,9 +149,18 @@ async def test_a_failed_save_writes_nothing(store: SimChainStore, conninfo: str)
 
 async def test_an_unreachable_database_is_a_retryable_error() -> None:
     store = SimChainStore("host=127.0.0.1 port=1 user=postgres dbname=none connect_timeout=1")
-    await store.pool.open()  # without waiting: no connection will ever be ready
+    await store.db.pool.open()  # without waiting: no connection will ever be ready
     try:
         with pytest.raises(TransientDatabaseError):
             await store.save({"balances": [{"owner": "o", "symbol": "SOL", "amount": 1}]})
     finally:
         await store.close()
+
+
+async def test_a_failed_start_can_be_retried_instead_of_leaving_a_closed_pool() -> None:
+    """psycopg_pool closes a pool whose first wait times out; the next open must work."""
+    db = Database("host=127.0.0.1 port=1 user=postgres dbname=none connect_timeout=1")
+    for _ in range(2):  # the second attempt used to raise PoolClosed (a 500 upstream)
+        with pytest.raises(TransientDatabaseError, match="retry shortly"):
+            await db.open(wait_s=0.5)
+    await db.close()

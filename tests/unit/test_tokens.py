@@ -167,10 +167,12 @@ def test_to_base_units_rejects_sub_unit_precision_beyond_28_digits() -> None:
         USDC.to_base_units(parse_amount("1.00000000000000000000000000001"))
 
 
-def test_to_base_units_is_exact_for_amounts_with_many_digits() -> None:
-    # 29 significant digits: more than the default decimal context keeps.
-    amount = "12345678901234567890123.456789"
-    assert USDC.to_base_units(parse_amount(amount)) == 12345678901234567890123456789
+def test_to_base_units_is_exact_up_to_the_u64_limit_and_refuses_beyond() -> None:
+    # 20 significant digits at the very top of u64: exact, no rounding.
+    assert USDC.to_base_units(parse_amount("18446744073709.551615")) == 2**64 - 1
+    for too_big in ("18446744073709.551616", "12345678901234567890123.456789", "1e999999"):
+        with pytest.raises(InvalidInput, match="too large"):
+            USDC.to_base_units(parse_amount(too_big))
 
 
 @given(
