@@ -10,7 +10,7 @@ from typing import Protocol
 
 from actors.execution import BUSY
 from actors.telemetry import Metrics, NullMetrics, order_log
-from core.errors import Overloaded
+from core.errors import DexecError, Overloaded, reason
 from core.limits import AccountRateLimit, check_open_orders
 from core.orders import NewOrder, Order
 
@@ -161,11 +161,17 @@ class Dispatcher:
             retry = await self._workers.execute(name, order_id) == BUSY
         except WorkerLost as exc:
             order_log(order_id).warning(
-                "order %s: worker %s lost (%s); dispatching again", order_id, name, exc
+                "order %s: worker %s lost (%s); dispatching again", order_id, name, reason(exc)
+            )
+            retry = True
+        except DexecError as exc:  # e.g. the database is down: the record decides later
+            order_log(order_id).warning(
+                "order %s: interrupted (%s); dispatching again", order_id, reason(exc)
             )
             retry = True
         except Exception:
-            log.exception("order %s: execution raised; dispatching again", order_id)
+            order_log(order_id).exception("order %s: execution raised; dispatching again",
+                                          order_id)
             retry = True
         finally:
             self._in_flight[name] -= 1

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None  # unset: embedded PostgreSQL (pgserver) in data_dir
     data_dir: Path = Path(".dexec")
     db_pool_min: int = 1
-    db_pool_max: int = 4
+    db_pool_max: int = 8
 
     # Admission (backpressure): refused with 429 before anything is stored
     max_open_orders: int = 20_000  # non-terminal orders at once; 0: unbounded

@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="benchmark a running stack instead of starting one")
     parser.add_argument("--database-url", help="with --url: where to read outcomes from")
     parser.add_argument("--workers", type=int, default=2, help="workers of a started stack")
-    parser.add_argument("--worker-concurrency", type=int, default=3000,
-                        help="orders each worker executes at once (started stack)")
+    parser.add_argument("--worker-concurrency", type=int, default=0,
+                        help="orders each worker executes at once (started stack; 0: the"
+                             " setting's default, 64)")
     parser.add_argument("--drain-timeout", type=float, default=120.0,
                         help="seconds to wait for accepted orders to finish")
     parser.add_argument("--out", default="bench-result.json", help="where to write the JSON")
@@ -324,9 +325,12 @@ def run(args: argparse.Namespace) -> int:
         data_dir = Path(tempfile.mkdtemp(prefix="dexec-bench-"))
         settings = Settings(
             data_dir=data_dir, port=18_500, namespace=f"dexec-bench-{uuid.uuid4().hex[:6]}",
-            workers=args.workers, worker_concurrency=args.worker_concurrency,
-            max_open_orders=0, account_orders_per_minute=0, sim_drift_interval_s=1.0,
+            workers=args.workers, max_open_orders=0, account_orders_per_minute=0,
+            sim_drift_interval_s=1.0,
         )
+        if args.worker_concurrency:
+            settings = settings.model_copy(
+                update={"worker_concurrency": args.worker_concurrency})
         if args.latency == "zero":
             settings = settings.zero_latency()
         print(f"starting a {args.latency}-latency stack in {data_dir} ...", file=sys.stderr)

@@ -36,7 +36,9 @@ class Database:
     def _new_pool(self) -> AsyncConnectionPool:
         return AsyncConnectionPool(
             self._conninfo, min_size=self._min, max_size=self._max, open=False,
-            kwargs={"autocommit": True}, check=AsyncConnectionPool.check_connection,
+            # No check on checkout (it costs a round trip per query); a broken connection
+            # fails its query, is discarded by the pool, and surfaces as a retryable error.
+            kwargs={"autocommit": True},
         )
 
     async def open(self, wait_s: float = 30.0) -> None:

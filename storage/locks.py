@@ -66,8 +66,11 @@ class ExecutionLocks:
                     log.warning("execution lock connection lost; every lease it held is void")
                     await self._conn.close()
                 try:
+                    # Keepalives: if this worker's machine vanishes, PostgreSQL drops the
+                    # session (and the leases) within seconds rather than hours.
                     self._conn = await psycopg.AsyncConnection.connect(
-                        self._conninfo, autocommit=True, connect_timeout=5
+                        self._conninfo, autocommit=True, connect_timeout=5, keepalives=1,
+                        keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
                     )
                 except psycopg.OperationalError as exc:
                     self._conn = None

@@ -496,9 +496,13 @@ class SimChain:
         x_to_y = bps < 0  # selling x lowers the price of x
         start = pool.spot_price()
         target = start * (1 + Decimal(bps) / 10_000)
+        if isinstance(pool, pool_math.ConstantProductPool):
+            self._trade(pool, _cpmm_trade_to(pool, target, x_to_y, now), x_to_y, now)
+            return
+        # DLMM: search the trade size on copies (18 halvings: well within a bin's width).
         lo, hi = 1, self._trade_ceiling(pool, x_to_y)
         best = 0
-        for _ in range(40):
+        for _ in range(18):
             if lo > hi:
                 break
             mid = (lo + hi) // 2
@@ -513,13 +517,17 @@ class SimChain:
                 best, lo = mid, mid + 1
             else:
                 best, hi = mid, mid - 1
-        if best:
-            try:
-                pool.swap(best, x_to_y, now)
-            except pool_math.InsufficientLiquidity:
-                log.debug("market move skipped on %s", pool.address)
-            else:
-                self._dirty_pools.add(pool.address)
+        self._trade(pool, best, x_to_y, now)
+
+    def _trade(self, pool: pool_math.Pool, amount_in: int, x_to_y: bool, now: float) -> None:
+        if amount_in <= 0:
+            return
+        try:
+            pool.swap(amount_in, x_to_y, now)
+        except pool_math.InsufficientLiquidity:
+            log.debug("market move skipped on %s", pool.address)
+        else:
+            self._dirty_pools.add(pool.address)
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -656,3 +664,15 @@ def _load_pool(state: bytes, address: str) -> pool_math.Pool:
 def dev_wallet(secret: str | None) -> Keypair:
     """Return the wallet from a base58 secret, or a fresh one for the simulated set-up."""
     return Keypair.from_base58_string(secret) if secret else Keypair()
+
+
+def _cpmm_trade_to(pool: pool_math.ConstantProductPool, target: Decimal, x_to_y: bool,
+                   now: float) -> int:
+    """Return the input that moves a constant-product pool's price (y per x) to `target`."""
+    k = Decimal(pool.reserve_x) * Decimal(pool.reserve_y)
+    if x_to_y:  # x' = sqrt(k / p'): sell x until the price falls to the target
+        net = (k / target).sqrt() - Decimal(pool.reserve_x)
+    else:  # y' = sqrt(k * p'): sell y until the price rises to the target
+        net = (k * target).sqrt() - Decimal(pool.reserve_y)
+    fee = pool.fee_bps(now)
+    return int(net * 10_000 / (10_000 - fee)) if net > 0 else 0
