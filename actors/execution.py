@@ -47,10 +47,12 @@ class OrderStore(Protocol):
     async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None: ...
 
     async def apply_change(
-        self, order_id: str, change: Change
+        self, order_id: str, change: Change, *, epoch: int | None = None
     ) -> tuple[Order, OrderEvent] | None: ...
 
-    async def record_swap(self, order_id: str, attempt: int, swap: SignedSwap) -> None: ...
+    async def record_swap(
+        self, order_id: str, attempt: int, swap: SignedSwap, *, epoch: int | None = None
+    ) -> None: ...
 
     async def set_swap_status(self, signature: str, status: str) -> None: ...
 
@@ -65,6 +67,11 @@ class Lease(Protocol):
     @property
     def valid(self) -> bool: ...
 
+    @property
+    def epoch(self) -> int | None:
+        """The order's lease epoch; the store refuses writes made under an older one."""
+        ...
+
     async def release(self) -> None: ...
 
 
@@ -78,6 +85,7 @@ class _Unshared:
     """The lease of a single-process set-up: always granted, never lost."""
 
     valid = True
+    epoch = None
 
     async def try_acquire(self, order_id: str) -> _Unshared:
         return self
@@ -95,6 +103,12 @@ async def _no_checkpoint(point: str, order_id: str) -> None:
 
 
 _lease: contextvars.ContextVar[Lease] = contextvars.ContextVar("order_lease")
+
+
+def _epoch() -> int | None:
+    """Return the lease epoch of the order this task executes (None: no fencing)."""
+    lease = _lease.get(None)
+    return lease.epoch if lease is not None else None
 
 
 async def collect_quotes(
@@ -267,7 +281,7 @@ class OrderExecutor:
             min_amount_out(best.amount_out, order.slippage_bps),
             memo=f"dexec:{order.order_id}:{order.attempt}",
         )
-        await self._store.record_swap(order.order_id, order.attempt, swap)
+        await self._store.record_swap(order.order_id, order.attempt, swap, epoch=_epoch())
         await self._checkpoint("signed", order.order_id)
         self._guard()
         try:
@@ -421,7 +435,7 @@ class OrderExecutor:
 
     async def _change(self, order: Order, change: Change) -> Order:
         self._guard()
-        result = await self._store.apply_change(order.order_id, change)
+        result = await self._store.apply_change(order.order_id, change, epoch=_epoch())
         if result is None:
             return await self._store.get_order(order.order_id, with_history=False) or order
         updated, event = result

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from core.errors import TransientDatabaseError
+from storage.database import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,12 @@ def lock_key(order_id: str) -> int:
 class Lease:
     """A held lock; `valid` turns False once the connection holding it was lost."""
 
-    def __init__(self, owner: ExecutionLocks, order_id: str, generation: int) -> None:
+    def __init__(self, owner: ExecutionLocks, order_id: str, generation: int,
+                 epoch: int | None) -> None:
         self._owner = owner
         self.order_id = order_id
         self._generation = generation
+        self.epoch = epoch  # the order's lease epoch: writes under an older one are refused
 
     @property
     def valid(self) -> bool:
@@ -74,7 +77,8 @@ class ExecutionLocks:
                     )
                 except psycopg.OperationalError as exc:
                     self._conn = None
-                    raise TransientDatabaseError(f"database unavailable: {exc}") from None
+                    log.warning("lease connection: %s", exc)
+                    raise TransientDatabaseError(UNAVAILABLE) from None
                 self.generation += 1
             assert self._conn is not None  # noqa: S101 - set above
             return self._conn
@@ -91,14 +95,24 @@ class ExecutionLocks:
             row = await cur.fetchone()
         except psycopg.OperationalError as exc:
             self._held.discard(order_id)
-            raise TransientDatabaseError(f"database unavailable: {exc}") from None
+            log.warning("lease connection: %s", exc)
+            raise TransientDatabaseError(UNAVAILABLE) from None
         except BaseException:
             self._held.discard(order_id)
             raise
-        if row and row[0]:
-            return Lease(self, order_id, generation)
-        self._held.discard(order_id)
-        return None
+        if not (row and row[0]):
+            self._held.discard(order_id)
+            return None
+        try:
+            cur = await conn.execute(
+                "UPDATE orders SET lease_epoch = lease_epoch + 1 WHERE order_id = %s"
+                " RETURNING lease_epoch", (uuid.UUID(order_id),))
+            bumped = await cur.fetchone()
+        except psycopg.OperationalError as exc:
+            self._held.discard(order_id)
+            log.warning("lease epoch not taken: %s", exc)
+            raise TransientDatabaseError(UNAVAILABLE) from None
+        return Lease(self, order_id, generation, bumped[0] if bumped else None)
 
     async def unlock(self, order_id: str) -> None:
         try:

@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from core.errors import (
     IdempotencyConflict,
     InvalidInput,
+    LeaseLost,
     OrderNotFound,
     TransientDatabaseError,
 )
@@ -311,20 +312,25 @@ class OrderRepository:
 
     # -- status changes -------------------------------------------------------------------
 
-    async def apply_change(self, order_id: str, change: Change) -> tuple[Order, OrderEvent] | None:
+    async def apply_change(
+        self, order_id: str, change: Change, *, epoch: int | None = None
+    ) -> tuple[Order, OrderEvent] | None:
         """Apply `change` to the order and write its event in one transaction.
 
-        Returns None when the change was already applied (a repeat is a no-op).
+        Returns None when the change was already applied (a repeat is a no-op). With
+        `epoch`, raises LeaseLost unless the caller still holds the order's newest lease.
         """
         async with self.db.connection(transaction=True) as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = %s FOR UPDATE",  # noqa: S608
+                f"SELECT {_ORDER_COLUMNS}, lease_epoch FROM orders"  # noqa: S608
+                " WHERE order_id = %s FOR UPDATE",
                 (uuid.UUID(order_id),),
             )
             row = await cur.fetchone()
             if row is None:
                 raise OrderNotFound(f"order {order_id} does not exist")
+            _check_epoch(order_id, row["lease_epoch"], epoch)
             result = _order_from_row(row).apply(change, _now())
             if result is None:
                 return None
@@ -363,9 +369,22 @@ class OrderRepository:
 
     # -- swap transactions ----------------------------------------------------------------
 
-    async def record_swap(self, order_id: str, attempt: int, swap: SignedSwap) -> None:
-        """Persist a signed transaction before it is sent (the exactly-once rule)."""
-        async with self.db.connection() as conn:
+    async def record_swap(
+        self, order_id: str, attempt: int, swap: SignedSwap, *, epoch: int | None = None
+    ) -> None:
+        """Persist a signed transaction before it is sent (the exactly-once rule).
+
+        With `epoch`, raises LeaseLost (and stores nothing) unless the caller still holds
+        the order's newest lease: a superseded executor can never add a transaction.
+        """
+        async with self.db.connection(transaction=True) as conn:
+            if epoch is not None:
+                cur = await conn.execute(
+                    "SELECT lease_epoch FROM orders WHERE order_id = %s FOR SHARE",
+                    (uuid.UUID(order_id),),
+                )
+                row = await cur.fetchone()
+                _check_epoch(order_id, row[0] if row else None, epoch)
             await conn.execute(
                 "INSERT INTO swap_transactions (signature, order_id, attempt, venue, tx_bytes,"
                 " last_valid_block_height, min_amount_out) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -396,6 +415,11 @@ class OrderRepository:
         return [
             (SignedSwap(r[0], r[1], bytes(r[2]), r[3], int(r[4])), r[5], r[6]) for r in rows
         ]
+
+
+def _check_epoch(order_id: str, stored: int | None, held: int | None) -> None:
+    if held is not None and stored != held:
+        raise LeaseLost(f"order {order_id} is leased to a newer executor (epoch {stored})")
 
 
 def _with_events(order: Order, events: list[OrderEvent]) -> Order:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
+import pytest
+
+from core.errors import LeaseLost
+from core.orders import Change, NewOrder, OrderType, Trigger
+from core.quotes import SignedSwap
+from core.tokens import TokenRegistry
 from dexec.launch import Engine
-from storage.locks import ExecutionLocks
+from storage.locks import ExecutionLocks, lock_key
+from storage.repository import OrderRepository
 
 
 async def test_a_lease_is_exclusive_within_a_process_and_across_sessions(engine: Engine) -> None:
@@ -31,3 +39,44 @@ async def test_a_lease_is_exclusive_within_a_process_and_across_sessions(engine:
     finally:
         await here.close()
         await elsewhere.close()
+
+
+async def test_a_superseded_lease_can_write_nothing(engine: Engine) -> None:
+    """Fencing: when a lease's session dies and another executor takes the order over, the
+    first executor's writes are refused even though it has not noticed yet."""
+    assert engine.settings.database_url is not None
+    url = engine.settings.database_url.get_secret_value()
+    repo = OrderRepository(url)
+    await repo.open()
+    first, second = ExecutionLocks(url), ExecutionLocks(url)
+    order, _ = await repo.create_order(NewOrder(
+        "default", None, OrderType.MARKET, TokenRegistry().resolve("SOL").mint,
+        TokenRegistry().resolve("USDC").mint, 1_000_000, 50))
+    try:
+        old = await first.try_acquire(order.order_id)
+        assert old is not None and old.epoch is not None
+        # PostgreSQL ends the first executor's lock session (restart, idle timeout, ...).
+        async with repo.db.connection() as conn:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND objid = %s", (lock_key(order.order_id) & 0xFFFFFFFF,))
+        new = None
+        for _ in range(50):
+            new = await second.try_acquire(order.order_id)
+            if new is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert new is not None and new.epoch == old.epoch + 1
+        change = Change(Trigger.START_ROUTING, attempt=1)
+        with pytest.raises(LeaseLost):
+            await repo.apply_change(order.order_id, change, epoch=old.epoch)
+        swap = SignedSwap("raydium", "sig-" + order.order_id, b"bytes", 10, 1)
+        with pytest.raises(LeaseLost):
+            await repo.record_swap(order.order_id, 1, swap, epoch=old.epoch)
+        assert await repo.swaps_for_order(order.order_id) == []
+        assert await repo.apply_change(order.order_id, change, epoch=new.epoch) is not None
+        await new.release()
+    finally:
+        await first.close()
+        await second.close()
+        await repo.close()

@@ -111,7 +111,9 @@ class FakeStore:
         return replace(row, events=tuple(self.history[order_id]),
                        quotes=tuple(self.quotes[order_id].values()))
 
-    async def apply_change(self, order_id: str, change: Change) -> tuple[Order, OrderEvent] | None:
+    async def apply_change(
+        self, order_id: str, change: Change, *, epoch: int | None = None
+    ) -> tuple[Order, OrderEvent] | None:
         self._outage("apply_change", str(change.trigger))
         row = self.rows.get(order_id)
         if row is None:
@@ -127,7 +129,9 @@ class FakeStore:
         self.calls.append(("apply_change", str(change.trigger), str(change.attempt)))
         return order, event
 
-    async def record_swap(self, order_id: str, attempt: int, swap: SignedSwap) -> None:
+    async def record_swap(
+        self, order_id: str, attempt: int, swap: SignedSwap, *, epoch: int | None = None
+    ) -> None:
         self.calls.append(("record_swap", swap.signature))
         if swap.signature not in self.swap_status:
             self.swaps[order_id].append((swap, attempt))
