@@ -46,6 +46,8 @@ class OrderStore(Protocol):
 
     async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None: ...
 
+    async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]: ...
+
     async def apply_change(
         self, order_id: str, change: Change, *, epoch: int | None = None
     ) -> tuple[Order, OrderEvent] | None: ...
@@ -206,9 +208,13 @@ class OrderExecutor:
     async def _execute(self, order_id: str) -> OrderStatus | None:
         order = await self._store.get_order(order_id, with_history=False)
         if order is None:
-            log.warning("order %s not found", order_id)
+            order_log(order_id).warning("order %s not found", order_id)
             return None
         if order.is_terminal:
+            # Dispatched again after finishing: its last event may have died with the worker
+            # that wrote it (committed, not yet pushed). Push it again; streams dedupe by seq.
+            for event in await self._store.events_since(order_id, order.seq - 1):
+                self._events.publish(event)
             return order.status
         if order.status is OrderStatus.PENDING:
             order = await self._change(order, Change(Trigger.START_ROUTING, attempt=1))

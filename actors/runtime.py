@@ -19,6 +19,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.dispatch import Dispatcher, WorkerLost
 from actors.execution import OrderExecutor
 from actors.fanout import EventBatcher, EventHub
+from actors.telemetry import order_log
 from core.errors import DexecError, VenueUnavailable, reason
 from core.limits import AccountRateLimit
 from core.orders import NewOrder, Order, OrderEvent
@@ -483,7 +484,7 @@ class ExecutionWorker:
 
     async def _checkpoint(self, point: str, order_id: str) -> None:
         if self._crash_at == point:
-            log.warning("order %s: crash injected at %s", order_id, point)
+            order_log(order_id).warning("order %s: crash injected at %s", order_id, point)
             os.kill(os.getpid(), signal.SIGKILL)
 
     def ping(self) -> str:

@@ -310,10 +310,13 @@ class DexecIngress:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 names = await self.manager.worker_names.remote()
-        workers = await asyncio.gather(*(
-            _answers(lambda n=n: ray.get_actor(n, namespace=self.settings.namespace)
-                     .ping.remote())
-            for n in names))
+        async def ping(name: str) -> Any:
+            # ray.get_actor blocks on a GCS lookup: keep it off the event loop.
+            handle = await asyncio.to_thread(ray.get_actor, name,
+                                             namespace=self.settings.namespace)
+            return await handle.ping.remote()
+
+        workers = await asyncio.gather(*(_answers(lambda n=n: ping(n)) for n in names))
         checks = {
             "database": database,
             "order_manager": await _answers(lambda: self.manager.stats.remote()),
