@@ -21,7 +21,7 @@ import math
 import pickle
 import random
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -75,7 +75,13 @@ ChainRows = dict[str, list[dict[str, Any]]]
 
 
 @dataclass
-class _Tx:
+class TxRecord:
+    """One transaction as the chain knows it, pending or landed (plain data).
+
+    The chain mutates its own records as transactions land; what it hands out (changes,
+    snapshots) are copies, so they never change after the fact.
+    """
+
     signature: str
     owner: str
     pool: str
@@ -90,31 +96,8 @@ class _Tx:
     error: str | None = None
     error_code: str | None = None
 
-
-@dataclass(frozen=True)
-class TxRecord:
-    """One transaction as the chain knows it, pending or landed (plain data)."""
-
-    signature: str
-    state: str  # pending, confirmed, failed, dropped
-    owner: str
-    pool: str
-    amount_in: int
-    min_amount_out: int
-    x_to_y: bool
-    last_valid_block_height: int
-    land_at: float
-    block_height: int
-    amount_out: int
-    error: str | None
-    error_code: str | None
-
-    @classmethod
-    def of(cls, tx: _Tx) -> TxRecord:
-        return cls(**asdict(tx))
-
-    def to_tx(self) -> _Tx:
-        return _Tx(**asdict(self))
+    def copy(self) -> TxRecord:
+        return replace(self)
 
 
 @dataclass(frozen=True)
@@ -278,8 +261,8 @@ class SimChain:
         self._t0 = start_time
         self._start_height = START_HEIGHT
         self._blockhashes: dict[str, int] = {}
-        self._txs: dict[str, _Tx] = {}
-        self._pending: list[_Tx] = []
+        self._txs: dict[str, TxRecord] = {}
+        self._pending: list[TxRecord] = []
         self._pools: dict[str, _PoolEntry] = {}
         self._by_pair: dict[tuple[str, str, str], tuple[str, bool]] = {}
         self._fair: dict[tuple[str, str], Decimal] = {}
@@ -387,7 +370,7 @@ class SimChain:
         last_valid = valid_height + self._valid_blocks
         if self.block_height(now) > last_valid:
             raise BlockhashExpired("blockhash expired before the transaction was sent")
-        record = _Tx(
+        record = TxRecord(
             signature, swap.owner, swap.pool, swap.amount_in, swap.min_amount_out, swap.x_to_y,
             last_valid, land_at=now + max(0.0, land_delay_s),
         )
@@ -413,7 +396,7 @@ class SimChain:
             self._execute(tx, height, now)
         return len(due)
 
-    def _execute(self, tx: _Tx, height: int, now: float) -> None:
+    def _execute(self, tx: TxRecord, height: int, now: float) -> None:
         entry = self._pools.get(tx.pool)
         tx.block_height = height
         if entry is None:
@@ -451,7 +434,7 @@ class SimChain:
         self._dirty_balances.update((key_in, key_out))
         tx.state, tx.amount_out = "confirmed", result.amount_out
 
-    def _fail(self, tx: _Tx, error: str, code: str) -> None:
+    def _fail(self, tx: TxRecord, error: str, code: str) -> None:
         tx.state, tx.error, tx.error_code = "failed", error, code
         self._dirty_txs.add(tx.signature)
 
@@ -539,7 +522,7 @@ class SimChain:
         """
         changes = ChainChanges(
             meta=self._meta() if self._meta_dirty else None,
-            transactions={s: TxRecord.of(self._txs[s]) for s in self._dirty_txs},
+            transactions={s: self._txs[s].copy() for s in self._dirty_txs},
             pools={a: _dump_pool(self._pools[a].pool) for a in self._dirty_pools},
             balances={k: self.balances[k] for k in self._dirty_balances},
             blockhashes={b: self._blockhashes[b] for b in self._dirty_blockhashes},
@@ -551,7 +534,7 @@ class SimChain:
         """Return the whole state of the chain; leave the changes to take untouched."""
         return ChainSnapshot(
             meta=self._meta(),
-            transactions={s: TxRecord.of(t) for s, t in self._txs.items()},
+            transactions={s: t.copy() for s, t in self._txs.items()},
             pools={a: _dump_pool(e.pool) for a, e in self._pools.items()},
             balances=dict(self.balances),
             blockhashes=dict(self._blockhashes),
@@ -605,7 +588,7 @@ class SimChain:
             fresh.discard(address)
         chain.balances = dict(snapshot.balances)
         chain._blockhashes = dict(snapshot.blockhashes)
-        chain._txs = {s: r.to_tx() for s, r in snapshot.transactions.items()}
+        chain._txs = {s: r.copy() for s, r in snapshot.transactions.items()}
         chain._pending = [t for t in chain._txs.values() if t.state == "pending"]
         chain._clear_dirty()
         chain._meta_dirty = True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ import pytest
 from actors.dispatch import Dispatcher, WorkerLost
 from core.errors import IdempotencyConflict
 from core.orders import NewOrder, Order, OrderStatus, OrderType
+from tests.unit.loop import settle, until
 
 SOL = "So11111111111111111111111111111111111111112"
 USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
@@ -113,20 +113,6 @@ def counts(dispatcher: Dispatcher) -> dict[str, int]:
     return {key: stats[key] for key in ("queued", "executing", "capacity")}
 
 
-async def until(predicate: Callable[[], bool], timeout_s: float = 2.0) -> None:
-    """Yield to the loop until `predicate` holds; fail the test after `timeout_s`."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    for _ in itertools.count():
-        if predicate():
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"still false after {timeout_s}s")
-        await asyncio.sleep(0)
-
-
-async def settle(rounds: int = 50) -> None:
-    for _ in range(rounds):
-        await asyncio.sleep(0)
 
 
 MakeDispatcher = Callable[..., Dispatcher]

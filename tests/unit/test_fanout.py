@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from actors.fanout import EventBatcher, EventHub
 from core.orders import Order, OrderEvent, OrderStatus, OrderType
 from serve.stream import Connection, StreamHub
+from tests.unit.loop import settle, until
 
 SOL = "So11111111111111111111111111111111111111112"
 USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
@@ -34,20 +34,6 @@ def frame(order_id: str, seq: int, status: str = "routing") -> Frame:
     return {"type": "order", "order_id": order_id, "seq": seq, "status": status}
 
 
-async def until(predicate: Callable[[], bool], timeout_s: float = 2.0) -> None:
-    """Yield to the loop until `predicate` holds; fail the test after `timeout_s`."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    for _ in itertools.count():
-        if predicate():
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"still false after {timeout_s}s")
-        await asyncio.sleep(0)
-
-
-async def settle(rounds: int = 50) -> None:
-    for _ in range(rounds):
-        await asyncio.sleep(0)
 
 
 # --- EventHub -------------------------------------------------------------------------------
