@@ -432,7 +432,10 @@ class OrderExecutor:
         While one exists the order must be reconciled by that signature; only a swap that
         expired unlanded or was refused outright lets a new attempt sign anew.
         """
-        if order.is_terminal or order.attempt == 0:
+        # Only BUILDING and SUBMITTED can hold one: ROUTE_CHOSEN precedes every signature,
+        # and a RETRY (to ROUTING) starts a new attempt. Skipping the read elsewhere saves a
+        # round trip per attempt on the hot path.
+        if order.status not in (OrderStatus.BUILDING, OrderStatus.SUBMITTED):
             return None
         for swap, attempt, status in reversed(await self._store.swaps_for_order(order.order_id)):
             if attempt == order.attempt:
