@@ -35,32 +35,6 @@ class Quote:
         data["fee_bps"] = str(self.fee_bps)
         return data
 
-    @classmethod
-    def from_public(cls, data: dict[str, Any]) -> Quote:
-        return cls(
-            venue=data["venue"],
-            pool=data["pool"],
-            input_mint=data["input_mint"],
-            output_mint=data["output_mint"],
-            amount_in=int(data["amount_in"]),
-            amount_out=int(data["amount_out"]),
-            fee=int(data["fee"]),
-            fee_bps=Decimal(data["fee_bps"]),
-            price_impact_bps=int(data["price_impact_bps"]),
-            network_fee_lamports=int(data.get("network_fee_lamports", 5000)),
-            expires_at=float(data.get("expires_at", 0.0)),
-        )
-
-
-@dataclass(frozen=True)
-class Fill:
-    """What the chain actually did for a confirmed swap."""
-
-    signature: str
-    venue: str
-    amount_in: int
-    amount_out: int
-    block_height: int
 
 
 @dataclass(frozen=True)

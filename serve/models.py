@@ -131,7 +131,3 @@ def order_json(order: Order, tokens: TokenRegistry) -> dict[str, Any]:
         "updated_at": order.updated_at.isoformat(),
         "events": [e.to_json() for e in order.events],
     }
-
-
-class ErrorBody(BaseModel):
-    error: str

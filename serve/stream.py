@@ -68,7 +68,7 @@ class StreamHub:
             self._poller = asyncio.get_running_loop().create_task(self._poll())
 
     async def subscribe(
-        self, conn: Connection, order_id: str, since_seq: int | None, order: Order | None = None
+        self, conn: Connection, order_id: str, since_seq: int | None
     ) -> Order | None:
         """Stream the order's events after `since_seq` (None: send its current state first)."""
         self._ensure_poller()
@@ -76,8 +76,7 @@ class StreamHub:
             self._subs[order_id].add(conn)
             async with self._watch_lock:
                 await self._source.watch(self.replica_id, [order_id])
-            if order is None:
-                order = await self._history.get_order(order_id)
+            order = await self._history.get_order(order_id)
             if order is None:
                 self._drop(conn, order_id)
                 return None

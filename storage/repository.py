@@ -291,14 +291,6 @@ class OrderRepository:
             )
             return [str(r[0]) for r in await cur.fetchall()]
 
-    async def count_open(self) -> int:
-        async with self.db.connection() as conn:
-            cur = await conn.execute(
-                "SELECT count(*) FROM orders WHERE status <> ALL(%s)", (_TERMINAL,)
-            )
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
     async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]:
         """Return the order's events with seq > since_seq, in order."""
         async with self.db.connection() as conn:
