@@ -206,7 +206,10 @@ class OrderExecutor:
             raise LeaseLost("the order's execution lease was lost; another executor may own it")
 
     async def _execute(self, order_id: str) -> OrderStatus | None:
-        order = await self._store.get_order(order_id, with_history=False)
+        # A lease may carry the order as it stood when taken: no second read then.
+        order: Order | None = getattr(_lease.get(None), "order", None)
+        if order is None:
+            order = await self._store.get_order(order_id, with_history=False)
         if order is None:
             order_log(order_id).warning("order %s not found", order_id)
             return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import time
@@ -16,6 +17,14 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.batching import (
+    BatchedLeases,
+    BatchedStore,
+    Coalescer,
+    concatenated,
+    each,
+    shared,
+)
 from actors.dispatch import Dispatcher, WorkerLost
 from actors.execution import OrderExecutor
 from actors.fanout import EventBatcher, EventHub
@@ -149,6 +158,8 @@ class SimulatedChain:
         self._flush_lock = asyncio.Lock()
         self._changed = 0  # generation of the newest change
         self._saved = 0  # generation covered by the last successful save
+        self._landing_slots: set[float] = set()
+        self._landing: set[asyncio.Future[None]] = set()
         # An async actor's constructor runs inside its running event loop.
         self._started = asyncio.get_event_loop().create_task(self._start())
 
@@ -213,10 +224,20 @@ class SimulatedChain:
             self._saved = covered
 
     def _land_at(self, when: float) -> None:
-        delay = max(0.0, when - time.time())
-        asyncio.get_running_loop().call_later(
-            delay, lambda: asyncio.ensure_future(self._land())
-        )
+        # One timer per 10 ms slot: landing scans the pending transactions, so thousands
+        # of sends a second must not mean thousands of scans.
+        slot = math.ceil(when * 100) / 100
+        if slot in self._landing_slots:
+            return
+        self._landing_slots.add(slot)
+
+        def land() -> None:
+            self._landing_slots.discard(slot)
+            task = asyncio.ensure_future(self._land())
+            self._landing.add(task)
+            task.add_done_callback(self._landing.discard)
+
+        asyncio.get_running_loop().call_later(max(0.0, slot - time.time()), land)
 
     async def _land(self) -> None:
         chain = await self._ready()
@@ -236,26 +257,44 @@ class SimulatedChain:
             except Exception as exc:
                 log.warning("could not save the market's drift yet: %s", exc)
 
-    async def quote(self, venue: str, token_in: str, token_out: str, amount_in: int
-                    ) -> dict[str, object]:
+    async def quote_many(self, requests: list[tuple[str, str, str, int]]
+                         ) -> list[dict[str, object] | DexecError]:
+        """Quote each (venue, token_in, token_out, amount_in); an error answers its own item."""
         chain = await self._ready()
-        pool, x_to_y, result, fee_bps = chain.quote(venue, token_in, token_out, amount_in,
-                                                    time.time())
-        return {"pool": pool, "x_to_y": x_to_y, "amount_out": result.amount_out,
-                "fee": result.fee, "fee_bps": str(fee_bps),
-                "price_impact_bps": result.price_impact_bps}
+        now = time.time()
+        answers: list[dict[str, object] | DexecError] = []
+        for venue, token_in, token_out, amount_in in requests:
+            try:
+                pool, x_to_y, result, fee_bps = chain.quote(venue, token_in, token_out,
+                                                            amount_in, now)
+            except DexecError as exc:
+                answers.append(exc)
+                continue
+            answers.append({"pool": pool, "x_to_y": x_to_y, "amount_out": result.amount_out,
+                            "fee": result.fee, "fee_bps": str(fee_bps),
+                            "price_impact_bps": result.price_impact_bps})
+        return answers
 
     async def latest_blockhash(self) -> tuple[str, int]:
         answer = (await self._ready()).latest_blockhash(time.time())
         await self._persist()
         return answer
 
-    async def send_transaction(self, tx_bytes: bytes, land_delay_s: float) -> str:
-        signature = (await self._ready()).send_transaction(tx_bytes, time.time(), land_delay_s)
+    async def send_many(self, sends: list[tuple[bytes, float]]) -> list[str | DexecError]:
+        """Accept each (signed bytes, landing delay); answer once all accepted are durable."""
+        chain = await self._ready()
+        now = time.time()
+        answers: list[str | DexecError] = []
+        for tx_bytes, land_delay_s in sends:
+            try:
+                answers.append(chain.send_transaction(tx_bytes, now, land_delay_s))
+            except DexecError as exc:
+                answers.append(exc)
+                continue
+            if land_delay_s > 0:
+                self._land_at(now + land_delay_s)
         await self._persist()  # accepted means durable, landed or not
-        if land_delay_s > 0:
-            self._land_at(time.time() + land_delay_s)
-        return signature
+        return answers
 
     async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
         statuses = (await self._ready()).signature_statuses(signatures, time.time())
@@ -276,32 +315,37 @@ class SimulatedChain:
 
 
 class _ChainClient:
-    """Adapt the chain actor's handle to gateways.simulated.venue.ChainClient."""
+    """Adapt the chain actor's handle to gateways.simulated.venue.ChainClient.
+
+    The gateway asks one item at a time; calls made together travel as one actor call.
+    """
 
     def __init__(self, handle: Any) -> None:
         self._h = handle
+        self._quote: Coalescer[tuple[str, str, str, int], dict[str, object]] = Coalescer(
+            self._h.quote_many.remote)
+        self._send: Coalescer[tuple[bytes, float], str] = Coalescer(self._h.send_many.remote)
+        self._statuses: Coalescer[list[str], list[TxStatus | None]] = Coalescer(
+            concatenated(self._h.signature_statuses.remote))
+        self._blockhash: Coalescer[None, tuple[str, int]] = Coalescer(
+            shared(self._h.latest_blockhash.remote))
+        self._height: Coalescer[None, int] = Coalescer(shared(self._h.block_height.remote))
 
     async def quote(self, venue: str, token_in: str, token_out: str, amount_in: int
                     ) -> dict[str, object]:
-        result: dict[str, object] = await self._h.quote.remote(venue, token_in, token_out,
-                                                                amount_in)
-        return result
+        return await self._quote((venue, token_in, token_out, amount_in))
 
     async def latest_blockhash(self) -> tuple[str, int]:
-        result: tuple[str, int] = await self._h.latest_blockhash.remote()
-        return result
+        return await self._blockhash(None)
 
     async def send_transaction(self, tx_bytes: bytes, land_delay_s: float) -> str:
-        result: str = await self._h.send_transaction.remote(tx_bytes, land_delay_s)
-        return result
+        return await self._send((tx_bytes, land_delay_s))
 
     async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
-        result: list[TxStatus | None] = await self._h.signature_statuses.remote(signatures)
-        return result
+        return await self._statuses(signatures)
 
     async def block_height(self) -> int:
-        result: int = await self._h.block_height.remote()
-        return result
+        return await self._height(None)
 
 
 def _repository(settings: Settings) -> OrderRepository:
@@ -340,17 +384,30 @@ class VenueGateway:
         )
         self._metrics = VenueCallMetrics(venue)
 
-    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+    async def _quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
         async with self._metrics.timed("quote"):
             return await self.gateway.quote(input_mint, output_mint, amount_in)
 
-    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
+    async def _build(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
         async with self._metrics.timed("build"):
             return await self.gateway.build_swap(quote, min_amount_out, memo)
 
-    async def send(self, swap: SignedSwap) -> None:
+    async def _send(self, swap: SignedSwap) -> None:
         async with self._metrics.timed("send"):
             await self.gateway.send(swap)
+
+    # Batched entry points: each item is its own call with its own errors and latency.
+
+    async def quote_many(self, requests: list[tuple[str, str, int]]
+                         ) -> list[Quote | BaseException]:
+        return await each([self._quote(*r) for r in requests])
+
+    async def build_many(self, requests: list[tuple[Quote, int, str]]
+                         ) -> list[SignedSwap | BaseException]:
+        return await each([self._build(*r) for r in requests])
+
+    async def send_many(self, swaps: list[SignedSwap]) -> list[BaseException | None]:
+        return await each([self._send(s) for s in swaps])
 
     async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
         async with self._metrics.timed("status"):
@@ -370,30 +427,38 @@ class VenueGateway:
 
 
 class _RemoteGateway:
-    """Adapt a gateway actor's handle to gateways.base.VenueGateway."""
+    """Adapt a gateway actor's handle to gateways.base.VenueGateway.
+
+    Every caller asks for one item; the calls made in the same turn of the event loop travel
+    to the gateway actor as one batched call.
+    """
 
     def __init__(self, name: str, handle: Any) -> None:
         self.name = name
         self._h = handle
+        self._quote: Coalescer[tuple[str, str, int], Quote] = Coalescer(
+            handle.quote_many.remote)
+        self._build: Coalescer[tuple[Quote, int, str], SignedSwap] = Coalescer(
+            handle.build_many.remote)
+        self._send: Coalescer[SignedSwap, None] = Coalescer(handle.send_many.remote)
+        self._statuses: Coalescer[list[str], list[TxStatus | None]] = Coalescer(
+            concatenated(handle.statuses.remote))
+        self._height: Coalescer[None, int] = Coalescer(shared(handle.block_height.remote))
 
     async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
-        result: Quote = await self._h.quote.remote(input_mint, output_mint, amount_in)
-        return result
+        return await self._quote((input_mint, output_mint, amount_in))
 
     async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
-        result: SignedSwap = await self._h.build_swap.remote(quote, min_amount_out, memo)
-        return result
+        return await self._build((quote, min_amount_out, memo))
 
     async def send(self, swap: SignedSwap) -> None:
-        await self._h.send.remote(swap)
+        await self._send(swap)
 
     async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
-        result: list[TxStatus | None] = await self._h.statuses.remote(signatures)
-        return result
+        return await self._statuses(signatures)
 
     async def block_height(self) -> int:
-        result: int = await self._h.block_height.remote()
-        return result
+        return await self._height(None)
 
 
 # -- notifier -------------------------------------------------------------------------------
@@ -461,11 +526,11 @@ class ExecutionWorker:
                 ]
                 sink = _NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace))
                 self._executor = OrderExecutor(
-                    repo, gateways, sink, TokenRegistry(),
+                    BatchedStore(repo), gateways, sink, TokenRegistry(),
                     policy=RetryPolicy(s.max_attempts, s.retry_base_delay_s, s.retry_max_delay_s),
                     quote_timeout_s=s.quote_timeout_s,
                     confirm_poll_s=s.confirm_poll_s,
-                    leases=self._locks,
+                    leases=BatchedLeases(self._locks),
                     checkpoint=self._checkpoint,
                     metrics=RayMetrics(),
                 )

@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from core.errors import TransientDatabaseError
+from core.orders import Order
 from storage.database import UNAVAILABLE
+from storage.repository import ORDER_COLUMNS, order_from_row
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +30,19 @@ def lock_key(order_id: str) -> int:
 
 
 class Lease:
-    """A held lock; `valid` turns False once the connection holding it was lost."""
+    """A held lock; `valid` turns False once the connection holding it was lost.
+
+    `order` is the order as it stood when the lease was taken (read in the same statement
+    that took the lease epoch), so the executor starts without another query.
+    """
 
     def __init__(self, owner: ExecutionLocks, order_id: str, generation: int,
-                 epoch: int | None) -> None:
+                 epoch: int | None, order: Order | None = None) -> None:
         self._owner = owner
         self.order_id = order_id
         self._generation = generation
         self.epoch = epoch  # the order's lease epoch: writes under an older one are refused
+        self.order = order
 
     @property
     def valid(self) -> bool:
@@ -41,13 +50,18 @@ class Lease:
 
     async def release(self) -> None:
         if self.valid:
-            await self._owner.unlock(self.order_id)
+            self._owner.unlock(self.order_id)
+            await self._owner.drain()  # with every release queued meanwhile: one statement
         else:
             self._owner.forget(self.order_id)
 
 
 class ExecutionLocks:
-    """Acquire and release per-order advisory locks on one dedicated connection."""
+    """Acquire and release per-order advisory locks on one dedicated connection.
+
+    Both directions are batched: many orders are leased with two statements, and releases
+    queue up and go out together.
+    """
 
     def __init__(self, conninfo: str) -> None:
         self._conninfo = conninfo
@@ -55,8 +69,11 @@ class ExecutionLocks:
         self._connect_lock = asyncio.Lock()
         self.generation = 0  # bumped on every reconnect: older leases are void
         # Advisory locks are re-entrant within one session, so a second execution of the same
-        # order in this process would be granted the lock again: refuse it here.
+        # order in this process would be granted the lock again: refuse it here. An order
+        # stays here until its lock is really released.
         self._held: set[str] = set()
+        self._to_unlock: list[str] = []
+        self._unlocking: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -85,48 +102,91 @@ class ExecutionLocks:
 
     async def try_acquire(self, order_id: str) -> Lease | None:
         """Return a lease on the order, or None when anyone else, here or elsewhere, holds it."""
-        if order_id in self._held:
-            return None
-        self._held.add(order_id)
+        return (await self.try_acquire_many([order_id]))[0]
+
+    async def try_acquire_many(self, order_ids: Sequence[str]) -> list[Lease | None]:
+        """Lease each order that nobody else holds; None for the others. Two statements."""
+        answers: list[Lease | None] = [None] * len(order_ids)
+        fresh: list[int] = []
+        for k, order_id in enumerate(order_ids):
+            if order_id not in self._held:  # also refuses a second copy in this batch
+                self._held.add(order_id)
+                fresh.append(k)
+        if not fresh:
+            return answers
+        ids = [order_ids[k] for k in fresh]
+        granted: list[bool] = []
         try:
             conn = await self._connection()
             generation = self.generation
-            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(order_id),))
-            row = await cur.fetchone()
-        except psycopg.OperationalError as exc:
-            self._held.discard(order_id)
-            log.warning("lease connection: %s", exc)
-            raise TransientDatabaseError(UNAVAILABLE) from None
-        except BaseException:
-            self._held.discard(order_id)
-            raise
-        if not (row and row[0]):
-            self._held.discard(order_id)
-            return None
-        try:
             cur = await conn.execute(
-                "UPDATE orders SET lease_epoch = lease_epoch + 1 WHERE order_id = %s"
-                " RETURNING lease_epoch", (uuid.UUID(order_id),))
-            bumped = await cur.fetchone()
-        except psycopg.OperationalError as exc:
-            self._held.discard(order_id)
-            log.warning("lease epoch not taken: %s", exc)
-            raise TransientDatabaseError(UNAVAILABLE) from None
-        return Lease(self, order_id, generation, bumped[0] if bumped else None)
+                "SELECT pg_try_advisory_lock(t.k) FROM unnest(%s::bigint[]) WITH ORDINALITY"
+                " AS t(k, n) ORDER BY t.n", ([lock_key(i) for i in ids],))
+            granted = [bool(r[0]) for r in await cur.fetchall()]
+            won = [i for i, g in zip(ids, granted, strict=True) if g]
+            rows: dict[str, dict[str, Any]] = {}
+            if won:
+                # Rows are locked in id order, like every batched write, so no deadlock.
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "UPDATE orders SET lease_epoch = lease_epoch + 1 WHERE order_id IN"  # noqa: S608
+                    " (SELECT order_id FROM orders WHERE order_id = ANY(%s)"
+                    f" ORDER BY order_id FOR UPDATE) RETURNING {ORDER_COLUMNS}, lease_epoch",
+                    ([uuid.UUID(i) for i in won],))
+                rows = {str(r["order_id"]): r for r in await cur.fetchall()}
+        except BaseException as exc:
+            self._held.difference_update(ids)
+            if any(granted):
+                self.unlock_soon([i for i, g in zip(ids, granted, strict=True) if g])
+            if isinstance(exc, psycopg.OperationalError):
+                log.warning("lease connection: %s", exc)
+                raise TransientDatabaseError(UNAVAILABLE) from None
+            raise
+        for k, order_id, ok in zip(fresh, ids, granted, strict=True):
+            if not ok:
+                self._held.discard(order_id)
+                continue
+            row = rows.get(order_id)
+            answers[k] = Lease(self, order_id, generation,
+                               row["lease_epoch"] if row else None,
+                               order_from_row(row) if row else None)
+        return answers
 
-    async def unlock(self, order_id: str) -> None:
-        try:
-            conn = await self._connection()
-            await conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(order_id),))
-        except (psycopg.OperationalError, TransientDatabaseError) as exc:
-            log.info("unlock of %s skipped: %s", order_id, exc)
-        finally:
-            self._held.discard(order_id)
+    def unlock(self, order_id: str) -> None:
+        """Release the order's lock soon; it stays held here until PostgreSQL has it back."""
+        self._to_unlock.append(order_id)
+        if self._unlocking is None or self._unlocking.done():
+            self._unlocking = asyncio.get_running_loop().create_task(self._drain_unlocks())
+
+    def unlock_soon(self, order_ids: list[str]) -> None:
+        self._held.update(order_ids)
+        for order_id in order_ids:
+            self.unlock(order_id)
+
+    async def _drain_unlocks(self) -> None:
+        while self._to_unlock:
+            ids, self._to_unlock = self._to_unlock, []
+            try:
+                conn = await self._connection()
+                await conn.execute(
+                    "SELECT pg_advisory_unlock(t.k) FROM unnest(%s::bigint[]) AS t(k)",
+                    ([lock_key(i) for i in ids],))
+            except (psycopg.OperationalError, TransientDatabaseError) as exc:
+                # The session is gone, and with it every lock it held.
+                log.info("unlock of %d orders skipped: %s", len(ids), exc)
+            finally:
+                self._held.difference_update(ids)
+
+    async def drain(self) -> None:
+        """Wait until every queued release has reached PostgreSQL (tests, shutdown)."""
+        while self._unlocking is not None and not self._unlocking.done():
+            await asyncio.shield(self._unlocking)
 
     def forget(self, order_id: str) -> None:
         """Drop a lease whose connection is gone (PostgreSQL already released the lock)."""
         self._held.discard(order_id)
 
     async def close(self) -> None:
+        await self.drain()
         if self._conn is not None:
             await self._conn.close()

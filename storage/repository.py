@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from core.errors import (
+    DexecError,
     IdempotencyConflict,
     InvalidInput,
     LeaseLost,
@@ -35,7 +37,7 @@ from storage.database import Database
 
 log = logging.getLogger(__name__)
 
-_ORDER_COLUMNS = (
+ORDER_COLUMNS = (
     "order_id, account_id, client_order_id, order_type, input_mint, output_mint, amount_in,"
     " slippage_bps, status, attempt, seq, venue, signature, amount_out, price, failure_reason,"
     " created_at, updated_at"
@@ -55,7 +57,7 @@ def _int(value: Decimal | None) -> int | None:
     return int(value) if value is not None else None
 
 
-def _order_from_row(row: dict[str, Any], events: Sequence[OrderEvent] = (),
+def order_from_row(row: dict[str, Any], events: Sequence[OrderEvent] = (),
                     quotes: Sequence[Quote] = ()) -> Order:
     return Order(
         order_id=str(row["order_id"]),
@@ -210,7 +212,7 @@ class OrderRepository:
         async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                f"SELECT {_ORDER_COLUMNS} FROM orders"  # noqa: S608
+                f"SELECT {ORDER_COLUMNS} FROM orders"  # noqa: S608
                 " WHERE account_id = %s AND client_order_id = %s",
                 (account_id, client_order_id),
             )
@@ -226,14 +228,14 @@ class OrderRepository:
         async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = %s",  # noqa: S608
+                f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = %s",  # noqa: S608
                 (oid,),
             )
             order_row = await cur.fetchone()
             if order_row is None:
                 return None
             if not with_history:
-                return _order_from_row(order_row)
+                return order_from_row(order_row)
             await cur.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM order_events"  # noqa: S608
                 " WHERE order_id = %s ORDER BY seq",
@@ -254,7 +256,24 @@ class OrderRepository:
                 )
                 for r in await cur.fetchall()
             ]
-        return _order_from_row(order_row, events, quotes)
+        return order_from_row(order_row, events, quotes)
+
+    async def get_orders(self, order_ids: Sequence[str]) -> list[Order | None]:
+        """Return each order without its history (None where unknown), in one query."""
+        wanted: dict[str, uuid.UUID] = {}
+        for order_id in order_ids:
+            with contextlib.suppress(ValueError):
+                wanted[order_id] = uuid.UUID(order_id)
+        found: dict[str, Order] = {}
+        if wanted:
+            async with self.db.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ANY(%s)",  # noqa: S608
+                    (list(wanted.values()),),
+                )
+                found = {str(r["order_id"]): order_from_row(r) for r in await cur.fetchall()}
+        return [found.get(str(wanted[i])) if i in wanted else None for i in order_ids]
 
     async def list_orders(
         self, account_id: str, *, status: OrderStatus | None, limit: int, cursor: str | None
@@ -273,12 +292,12 @@ class OrderRepository:
         async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}"  # noqa: S608
+                f"SELECT {ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}"  # noqa: S608
                 " ORDER BY created_at DESC, order_id DESC LIMIT %s",
                 params,
             )
             rows = await cur.fetchall()
-        orders = [_order_from_row(r) for r in rows[:limit]]
+        orders = [order_from_row(r) for r in rows[:limit]]
         next_cursor = encode_cursor(orders[-1]) if len(rows) > limit and orders else None
         return orders, next_cursor
 
@@ -302,7 +321,7 @@ class OrderRepository:
             )
             return [_event_from_row(r) for r in await cur.fetchall()]
 
-    # -- status changes -------------------------------------------------------------------
+    # -- status changes and swap records: one transaction per batch ---------------------------
 
     async def apply_change(
         self, order_id: str, change: Change, *, epoch: int | None = None
@@ -312,54 +331,9 @@ class OrderRepository:
         Returns None when the change was already applied (a repeat is a no-op). With
         `epoch`, raises LeaseLost unless the caller still holds the order's newest lease.
         """
-        async with self.db.connection(transaction=True) as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(
-                f"SELECT {_ORDER_COLUMNS}, lease_epoch FROM orders"  # noqa: S608
-                " WHERE order_id = %s FOR UPDATE",
-                (uuid.UUID(order_id),),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                raise OrderNotFound(f"order {order_id} does not exist")
-            _check_epoch(order_id, row["lease_epoch"], epoch)
-            result = _order_from_row(row).apply(change, _now())
-            if result is None:
-                return None
-            order, event = result
-            await cur.execute(
-                "UPDATE orders SET status = %s, attempt = %s, seq = %s, venue = %s,"
-                " signature = %s, amount_out = %s, price = %s, failure_reason = %s,"
-                " updated_at = %s WHERE order_id = %s",
-                (
-                    str(order.status), order.attempt, order.seq, order.venue, order.signature,
-                    order.amount_out, order.price, order.failure_reason, order.updated_at,
-                    uuid.UUID(order_id),
-                ),
-            )
-            await cur.execute(
-                f"INSERT INTO order_events ({_EVENT_COLUMNS})"  # noqa: S608
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                _event_params(event),
-            )
-            if change.quotes:
-                await cur.executemany(
-                    "INSERT INTO order_quotes (order_id, attempt, venue, pool, amount_in,"
-                    " amount_out, fee, fee_bps, price_impact_bps, chosen, quoted_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                    " ON CONFLICT DO NOTHING",
-                    [
-                        (
-                            uuid.UUID(order_id), change.attempt, q.venue, q.pool, q.amount_in,
-                            q.amount_out, q.fee, q.fee_bps, q.price_impact_bps,
-                            q.venue == change.venue, event.at,
-                        )
-                        for q in change.quotes
-                    ],
-                )
-        return order, event
-
-    # -- swap transactions ----------------------------------------------------------------
+        result: tuple[Order, OrderEvent] | None = _one(
+            await self.write_batch([ApplyChange(order_id, change, epoch)]))
+        return result
 
     async def record_swap(
         self, order_id: str, attempt: int, swap: SignedSwap, *, epoch: int | None = None
@@ -369,31 +343,104 @@ class OrderRepository:
         With `epoch`, raises LeaseLost (and stores nothing) unless the caller still holds
         the order's newest lease: a superseded executor can never add a transaction.
         """
-        async with self.db.connection(transaction=True) as conn:
-            if epoch is not None:
-                cur = await conn.execute(
-                    "SELECT lease_epoch FROM orders WHERE order_id = %s FOR SHARE",
-                    (uuid.UUID(order_id),),
-                )
-                row = await cur.fetchone()
-                _check_epoch(order_id, row[0] if row else None, epoch)
-            await conn.execute(
-                "INSERT INTO swap_transactions (signature, order_id, attempt, venue, tx_bytes,"
-                " last_valid_block_height, min_amount_out) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (signature) DO NOTHING",
-                (
-                    swap.signature, uuid.UUID(order_id), attempt, swap.venue, swap.tx_bytes,
-                    swap.last_valid_block_height, swap.min_amount_out,
-                ),
-            )
+        _one(await self.write_batch([RecordSwap(order_id, attempt, swap, epoch)]))
 
     async def set_swap_status(self, signature: str, status: str) -> None:
-        async with self.db.connection() as conn:
-            await conn.execute(
-                "UPDATE swap_transactions SET status = %s, updated_at = now()"
-                " WHERE signature = %s",
-                (status, signature),
-            )
+        _one(await self.write_batch([SetSwapStatus(signature, status)]))
+
+    async def write_batch(self, ops: Sequence[Write]) -> list[Any]:
+        """Apply many writes of many orders in one transaction; answer each in order.
+
+        Each answer is what the single call returns, or the DexecError that item raised (an
+        unknown order, a lost lease, an illegal step); such an item writes nothing and the
+        others go on. The orders' rows are locked in id order, so concurrent batches of
+        different workers cannot deadlock.
+        """
+        now = _now()
+        answers: list[Any] = [None] * len(ops)
+        ids = sorted({op.order_id for op in ops if not isinstance(op, SetSwapStatus)})
+        async with self.db.connection(transaction=True) as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            rows: dict[str, dict[str, Any]] = {}
+            if ids:
+                await cur.execute(
+                    f"SELECT {ORDER_COLUMNS}, lease_epoch FROM orders"  # noqa: S608
+                    " WHERE order_id = ANY(%s) ORDER BY order_id FOR UPDATE",
+                    ([uuid.UUID(i) for i in ids],),
+                )
+                rows = {str(r["order_id"]): r for r in await cur.fetchall()}
+            orders = {i: order_from_row(r) for i, r in rows.items()}
+            changed: dict[str, Order] = {}
+            events: list[tuple[Any, ...]] = []
+            quotes: list[tuple[Any, ...]] = []
+            swaps: list[tuple[Any, ...]] = []
+            statuses: list[tuple[str, str]] = []
+            for k, op in enumerate(ops):
+                if isinstance(op, SetSwapStatus):
+                    statuses.append((op.status, op.signature))
+                    continue
+                try:
+                    row = rows.get(op.order_id)
+                    if row is None:
+                        raise OrderNotFound(f"order {op.order_id} does not exist")
+                    _check_epoch(op.order_id, row["lease_epoch"], op.epoch)
+                    if isinstance(op, RecordSwap):
+                        swaps.append(_swap_params(op))
+                        continue
+                    result = orders[op.order_id].apply(op.change, now)
+                except DexecError as exc:
+                    answers[k] = exc
+                    continue
+                if result is None:
+                    continue
+                order, event = result
+                orders[op.order_id] = changed[op.order_id] = order
+                events.append(_event_params(event))
+                quotes.extend(_quote_params(op, event))
+                answers[k] = result
+            if changed:
+                await cur.executemany(
+                    "UPDATE orders SET status = %s, attempt = %s, seq = %s, venue = %s,"
+                    " signature = %s, amount_out = %s, price = %s, failure_reason = %s,"
+                    " updated_at = %s WHERE order_id = %s",
+                    [
+                        (
+                            str(o.status), o.attempt, o.seq, o.venue, o.signature, o.amount_out,
+                            o.price, o.failure_reason, o.updated_at, uuid.UUID(o.order_id),
+                        )
+                        for o in changed.values()
+                    ],
+                )
+            if events:
+                await cur.executemany(
+                    f"INSERT INTO order_events ({_EVENT_COLUMNS})"  # noqa: S608
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    events,
+                )
+            if quotes:
+                await cur.executemany(
+                    "INSERT INTO order_quotes (order_id, attempt, venue, pool, amount_in,"
+                    " amount_out, fee, fee_bps, price_impact_bps, chosen, quoted_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    quotes,
+                )
+            if swaps:
+                await cur.executemany(
+                    "INSERT INTO swap_transactions (signature, order_id, attempt, venue,"
+                    " tx_bytes, last_valid_block_height, min_amount_out)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (signature) DO NOTHING",
+                    swaps,
+                )
+            if statuses:
+                await cur.executemany(
+                    "UPDATE swap_transactions SET status = %s, updated_at = now()"
+                    " WHERE signature = %s",
+                    statuses,
+                )
+        return answers
+
+    # -- swap transactions ----------------------------------------------------------------
 
     async def swaps_for_order(self, order_id: str) -> list[tuple[SignedSwap, int, str]]:
         """Return (swap, attempt, status) for each transaction signed for the order."""
@@ -407,6 +454,61 @@ class OrderRepository:
         return [
             (SignedSwap(r[0], r[1], bytes(r[2]), r[3], int(r[4])), r[5], r[6]) for r in rows
         ]
+
+
+@dataclass(frozen=True)
+class ApplyChange:
+    """A status change of one order (see OrderRepository.apply_change)."""
+
+    order_id: str
+    change: Change
+    epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class RecordSwap:
+    """A signed transaction to persist before it is sent (see OrderRepository.record_swap)."""
+
+    order_id: str
+    attempt: int
+    swap: SignedSwap
+    epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class SetSwapStatus:
+    """What became of a recorded transaction."""
+
+    signature: str
+    status: str
+
+    @property
+    def order_id(self) -> None:
+        return None
+
+
+Write = ApplyChange | RecordSwap | SetSwapStatus
+
+
+def _one(answers: list[Any]) -> Any:
+    if isinstance(answers[0], BaseException):
+        raise answers[0]
+    return answers[0]
+
+
+def _swap_params(op: RecordSwap) -> tuple[Any, ...]:
+    swap = op.swap
+    return (swap.signature, uuid.UUID(op.order_id), op.attempt, swap.venue, swap.tx_bytes,
+            swap.last_valid_block_height, swap.min_amount_out)
+
+
+def _quote_params(op: ApplyChange, event: OrderEvent) -> list[tuple[Any, ...]]:
+    change = op.change
+    return [
+        (uuid.UUID(op.order_id), change.attempt, q.venue, q.pool, q.amount_in, q.amount_out,
+         q.fee, q.fee_bps, q.price_impact_bps, q.venue == change.venue, event.at)
+        for q in change.quotes or ()
+    ]
 
 
 def _check_epoch(order_id: str, stored: int | None, held: int | None) -> None:

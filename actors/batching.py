@@ -1,0 +1,180 @@
+"""Coalescing: many concurrent single calls become one batched call.
+
+Every hot path of the engine is a remote call per order (an actor call, a database round
+trip). A call costs about the same whether it carries one item or a hundred, so the callers
+keep their one-item interface and a Coalescer underneath merges whatever they ask for in the
+same turn of the event loop into one call of the batched method. Under light load a batch has
+one item and adds no waiting; under heavy load batches grow by themselves, because every
+reply wakes many callers at once and their next calls meet in the next turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from core.orders import Change, Order, OrderEvent
+from core.quotes import SignedSwap
+from storage.locks import ExecutionLocks, Lease
+from storage.repository import ApplyChange, OrderRepository, RecordSwap, SetSwapStatus, Write
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# A batched call answers each item with its result or with the exception that item raised.
+BatchCall = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
+
+
+class Coalescer(Generic[T, R]):
+    """Merge concurrent `await coalescer(item)` calls into `await call_many(items)`.
+
+    The batch is sent at the end of the current event-loop turn (or after `window_s`), or at
+    once when it reaches `max_batch` items. Several batches may be in flight together; a
+    batch whose call raises fails every item in it. Per-item answers are delivered in order.
+    """
+
+    def __init__(self, call_many: BatchCall[T, R], *, max_batch: int = 512,
+                 window_s: float = 0.0) -> None:
+        self._call_many = call_many
+        self._max_batch = max_batch
+        self._window = window_s
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0  # calls made (for tests and metrics)
+        self.items = 0
+
+    async def __call__(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append((item, future))
+        if len(self._pending) >= self._max_batch:
+            self._flush()
+        elif self._scheduled is None:
+            if self._window > 0:
+                self._scheduled = loop.call_later(self._window, self._flush)
+            else:
+                self._scheduled = loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        self.batches += 1
+        self.items += len(batch)
+        try:
+            results = await self._call_many([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(
+                    f"batched call answered {len(results)} items for {len(batch)}"
+                )
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the caller was cancelled meanwhile
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+async def each(calls: Sequence[Awaitable[R]]) -> list[R | BaseException]:
+    """Run single calls concurrently; answer each with its result or its exception.
+
+    The receiving side of a batched call: every item keeps its own errors.
+    """
+    results: list[R | BaseException] = await asyncio.gather(*calls, return_exceptions=True)
+    return results
+
+
+def concatenated(call: Callable[[list[T]], Awaitable[list[R]]]
+                 ) -> BatchCall[list[T], list[R]]:
+    """Batch a list-in, list-out call: the callers' lists travel as one list."""
+
+    async def call_many(lists: list[list[T]]) -> list[list[R]]:
+        answers = await call([item for items in lists for item in items])
+        out, start = [], 0
+        for items in lists:
+            out.append(answers[start:start + len(items)])
+            start += len(items)
+        return out
+
+    return call_many
+
+
+def shared(call: Callable[[], Awaitable[R]]) -> BatchCall[None, R]:
+    """Batch a question without arguments: callers asking at once share one answer."""
+
+    async def call_many(callers: list[None]) -> list[R]:
+        answer = await call()
+        return [answer] * len(callers)
+
+    return call_many
+
+
+class BatchedStore:
+    """The executor's OrderStore over a repository: concurrent writes share a transaction.
+
+    Status changes, swap records and swap statuses of every order a worker executes meet in
+    one write batch per turn of the event loop; plain order reads meet in one query.
+    """
+
+    def __init__(self, repo: OrderRepository) -> None:
+        self._repo = repo
+        self._writes: Coalescer[Write, Any] = Coalescer(repo.write_batch)
+        self._reads: Coalescer[str, Order | None] = Coalescer(repo.get_orders)
+
+    async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None:
+        if with_history:
+            return await self._repo.get_order(order_id)
+        return await self._reads(order_id)
+
+    async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]:
+        return await self._repo.events_since(order_id, since_seq)
+
+    async def apply_change(
+        self, order_id: str, change: Change, *, epoch: int | None = None
+    ) -> tuple[Order, OrderEvent] | None:
+        result: tuple[Order, OrderEvent] | None = await self._writes(
+            ApplyChange(order_id, change, epoch))
+        return result
+
+    async def record_swap(
+        self, order_id: str, attempt: int, swap: SignedSwap, *, epoch: int | None = None
+    ) -> None:
+        await self._writes(RecordSwap(order_id, attempt, swap, epoch))
+
+    async def set_swap_status(self, signature: str, status: str) -> None:
+        await self._writes(SetSwapStatus(signature, status))
+
+    async def swaps_for_order(self, order_id: str) -> list[tuple[SignedSwap, int, str]]:
+        return await self._repo.swaps_for_order(order_id)
+
+
+class BatchedLeases:
+    """Lease many orders with one pair of statements (see ExecutionLocks.try_acquire_many)."""
+
+    def __init__(self, locks: ExecutionLocks) -> None:
+        self._acquire: Coalescer[str, Lease | None] = Coalescer(locks.try_acquire_many)
+
+    async def try_acquire(self, order_id: str) -> Lease | None:
+        return await self._acquire(order_id)
