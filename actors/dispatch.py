@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 from actors.execution import BUSY
 from actors.telemetry import Metrics, NullMetrics, order_log
@@ -22,7 +22,9 @@ class WorkerLost(Exception):
 
 
 class SubmissionStore(Protocol):
-    async def create_order(self, new: NewOrder) -> tuple[Order, bool]: ...
+    async def create_orders(self, news: list[NewOrder]) -> list[Any]:
+        """Answer each with (order, created) or its DexecError (see the repository)."""
+        ...
 
     async def open_order_ids(self) -> list[str]: ...
 
@@ -91,32 +93,57 @@ class Dispatcher:
         Raises Overloaded, before anything is stored, when the open-order bound or the
         account's rate limit is reached; a repeat of an already stored order still succeeds.
         """
+        answer = (await self.submit_many([new]))[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        result: tuple[Order, bool] = answer
+        return result
+
+    async def submit_many(self, news: list[NewOrder]) -> list[Any]:
+        """Submit many orders with one database transaction; answer each like `submit`.
+
+        Each answer is (order, created) or that item's DexecError. Admission is decided
+        item by item, in order, before anything is stored.
+        """
+        answers: list[Any] = [None] * len(news)
+        admitted: list[int] = []
+        for k, new in enumerate(news):
+            try:
+                check_open_orders(len(self._known) + self._admitting, self._max_open)
+                self._rate.check(new.account_id)
+            except Overloaded as exc:
+                answers[k] = exc
+                continue
+            # Reserve the slot and the rate before the first await, so a concurrent burst
+            # cannot pass the checks together; a repeat of a stored order gives both back.
+            self._admitting += 1
+            self._rate.record(new.account_id)
+            admitted.append(k)
         try:
-            check_open_orders(len(self._known) + self._admitting, self._max_open)
-            self._rate.check(new.account_id)
-        except Overloaded:
-            if new.client_order_id is not None:
-                existing = await self._store.find_by_client_id(new.account_id, new.client_order_id)
-                if existing is not None and new.same_request(existing):
-                    return existing, False
-            raise
-        # Reserve the slot and the rate before the first await, so a concurrent burst cannot
-        # pass the checks together; a repeat of a stored order gives both back.
-        self._admitting += 1
-        self._rate.record(new.account_id)
-        try:
-            order, created = await self._store.create_order(new)
+            results = await self._store.create_orders([news[k] for k in admitted]) \
+                if admitted else []
         except BaseException:
-            self._rate.forget(new.account_id)
+            for k in admitted:
+                self._rate.forget(news[k].account_id)
             raise
         finally:
-            self._admitting -= 1
-        if not created:
-            self._rate.forget(new.account_id)
-        else:
-            self._metrics.order_submitted(str(new.order_type))
-            self.enqueue(order.order_id)
-        return order, created
+            self._admitting -= len(admitted)
+        for k, result in zip(admitted, results, strict=True):
+            answers[k] = result
+            if isinstance(result, BaseException) or not result[1]:
+                self._rate.forget(news[k].account_id)
+                continue
+            self._metrics.order_submitted(str(news[k].order_type))
+            self.enqueue(result[0].order_id)
+        for k, answer in enumerate(answers):
+            new = news[k]
+            if isinstance(answer, Overloaded) and new.client_order_id is not None:
+                # Refused for load, but a repeat of a stored order is answered all the same.
+                existing = await self._store.find_by_client_id(new.account_id,
+                                                               new.client_order_id)
+                if existing is not None and new.same_request(existing):
+                    answers[k] = (existing, False)
+        return answers
 
     def set_limits(self, max_open_orders: int, rate_limit: AccountRateLimit) -> None:
         self._max_open = max_open_orders

@@ -9,6 +9,7 @@ import math
 import os
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from actors.dispatch import Dispatcher, WorkerLost
 from actors.execution import OrderExecutor
 from actors.fanout import EventBatcher, EventHub
 from actors.telemetry import order_log
-from core.errors import DexecError, VenueUnavailable, reason
+from core.errors import DexecError, RetryableError, VenueUnavailable, reason
 from core.limits import AccountRateLimit
 from core.orders import NewOrder, Order, OrderEvent
 from core.quotes import Quote, SignedSwap, TxStatus
@@ -513,6 +514,10 @@ class ExecutionWorker:
         self._executor: OrderExecutor | None = None
         self._lock = asyncio.Lock()
         self._crash_at: str | None = None
+        self._incarnation = uuid.uuid4().hex
+        self._running: set[asyncio.Task[None]] = set()
+        self._finished: list[tuple[str, Any]] = []
+        self._finished_ready = asyncio.Event()
 
     async def _ready(self) -> OrderExecutor:
         async with self._lock:
@@ -539,6 +544,45 @@ class ExecutionWorker:
     async def execute(self, order_id: str) -> str | None:
         """Execute one order; BUSY while another worker holds its lease."""
         return await (await self._ready()).execute(order_id)
+
+    async def accept(self, order_ids: list[str]) -> str:
+        """Start executing the orders; their outcomes come back through `finished`.
+
+        Returns this incarnation's id: a restarted worker has a new one, and the
+        OrderManager dispatches again whatever the previous incarnation had accepted.
+        """
+        executor = await self._ready()
+        for order_id in order_ids:
+            task = asyncio.get_running_loop().create_task(self._run(executor, order_id))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return self._incarnation
+
+    async def _run(self, executor: OrderExecutor, order_id: str) -> None:
+        outcome: str | DexecError | None
+        try:
+            outcome = await executor.execute(order_id)
+        except DexecError as exc:
+            outcome = exc
+        except Exception as exc:
+            order_log(order_id).exception("order %s: execution raised", order_id)
+            outcome = RetryableError(f"execution raised: {reason(exc)}")
+        self._finished.append((order_id, outcome))
+        self._finished_ready.set()
+
+    async def finished(self, timeout_s: float) -> tuple[str, list[tuple[str, Any]]]:
+        """Return (incarnation, outcomes) of the orders finished since the last call.
+
+        Waits up to `timeout_s` for the first one; the OrderManager keeps one such call
+        outstanding per worker, which also tells it at once when the worker dies.
+        """
+        if not self._finished:
+            self._finished_ready.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._finished_ready.wait()
+        outcomes, self._finished = self._finished, []
+        return self._incarnation, outcomes
 
     def arm_crash(self, point: str | None) -> None:
         """Die with SIGKILL when an order next reaches `point` (routing, signed, sent).
@@ -578,20 +622,27 @@ class WorkerFleet:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._handles: dict[str, Any] = {}
+        self._links: dict[str, _WorkerLink] = {}
         self._home: dict[str, str] = {}  # worker name -> node id it is pinned to
 
     def names(self) -> list[str]:
         return list(self._handles)
 
     async def execute(self, name: str, order_id: str) -> str | None:
-        handle = self._handles.get(name)
-        if handle is None:
+        link = self._links.get(name)
+        if link is None:
             raise WorkerLost(f"{name} was retired")
-        try:
-            result: str | None = await handle.execute.remote(order_id)
-            return result
-        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-            raise WorkerLost(reason(exc)) from None
+        return await link.execute(order_id)
+
+    def _add(self, name: str, handle: Any) -> None:
+        self._handles[name] = handle
+        self._links[name] = _WorkerLink(name, handle)
+
+    def _retire(self, name: str) -> None:
+        with contextlib.suppress(Exception):
+            ray.kill(self._handles[name], no_restart=True)
+        del self._handles[name], self._home[name]
+        self._links.pop(name).close(f"{name} was retired")
 
     def reconcile(self) -> None:
         """Create missing workers and retire those whose node has left."""
@@ -599,7 +650,7 @@ class WorkerFleet:
         if s.workers_per_node <= 0:
             for i in range(s.workers):
                 if worker_name(i) not in self._handles:
-                    self._handles[worker_name(i)] = _worker(s, worker_name(i), "SPREAD")
+                    self._add(worker_name(i), _worker(s, worker_name(i), "SPREAD"))
             return
         alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
         for node_id in alive:
@@ -607,15 +658,91 @@ class WorkerFleet:
                 name = f"ExecutionWorker-{node_id[:8]}-{k}"
                 if name not in self._handles:
                     strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
-                    self._handles[name] = _worker(s, name, strategy)
+                    self._add(name, _worker(s, name, strategy))
                     self._home[name] = node_id
                     log.info("worker %s placed on node %s", name, node_id[:8])
         for name, node_id in list(self._home.items()):
             if node_id not in alive:
                 log.info("node %s left: retiring %s", node_id[:8], name)
-                with contextlib.suppress(Exception):
-                    ray.kill(self._handles[name], no_restart=True)
-                del self._handles[name], self._home[name]
+                self._retire(name)
+
+
+_WORKER_GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
+
+
+class _WorkerLink:
+    """The OrderManager's side of one worker: hand-overs and outcomes travel in batches.
+
+    Orders handed over in the same turn go in one `accept` call; one `finished` call is
+    always outstanding and brings back every outcome since the last. When that call fails
+    the worker died: every order it held is reported lost, to be dispatched again (the
+    execution lease keeps a still-running one from being executed twice).
+    """
+
+    def __init__(self, name: str, handle: Any) -> None:
+        self._name = name
+        self._h = handle
+        self._waiting: dict[str, asyncio.Future[str | None]] = {}
+        self._accepted_by: dict[str, str] = {}  # order id -> incarnation that accepted it
+        self._accept: Coalescer[str, None] = Coalescer(self._accept_many)
+        self._poller: asyncio.Task[None] | None = None
+        self._closed: str | None = None
+
+    async def execute(self, order_id: str) -> str | None:
+        if self._closed is not None:
+            raise WorkerLost(self._closed)
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._waiting[order_id] = future
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+        try:
+            await self._accept(order_id)
+            return await future
+        finally:
+            self._waiting.pop(order_id, None)
+            self._accepted_by.pop(order_id, None)
+
+    async def _accept_many(self, order_ids: list[str]) -> list[None]:
+        try:
+            incarnation: str = await self._h.accept.remote(order_ids)
+        except _WORKER_GONE as exc:
+            raise WorkerLost(reason(exc)) from None
+        for order_id in order_ids:
+            if order_id in self._waiting:
+                self._accepted_by[order_id] = incarnation
+        return [None] * len(order_ids)
+
+    async def _poll(self) -> None:
+        while self._waiting and self._closed is None:
+            try:
+                incarnation, outcomes = await self._h.finished.remote(1.0)
+            except _WORKER_GONE as exc:
+                self._lose(f"{self._name} died: {reason(exc)}")
+                await asyncio.sleep(0.2)
+                continue
+            for order_id, outcome in outcomes:
+                future = self._waiting.get(order_id)
+                if future is None or future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+            # A worker that restarted between two polls forgot what it had accepted.
+            self._lose(f"{self._name} restarted", survivor=incarnation)
+
+    def _lose(self, why: str, *, survivor: str | None = None) -> None:
+        """Report lost every waiting order, or with `survivor` those another incarnation
+        accepted (an order whose `accept` has not answered yet is not known to be lost)."""
+        for order_id, future in list(self._waiting.items()):
+            accepted_by = self._accepted_by.get(order_id)
+            gone = survivor is None or (accepted_by is not None and accepted_by != survivor)
+            if gone and not future.done():
+                future.set_exception(WorkerLost(why))
+
+    def close(self, why: str) -> None:
+        self._closed = why
+        self._lose(why)
 
 
 def _worker(settings: Settings, name: str, strategy: Any) -> Any:
@@ -682,6 +809,10 @@ class OrderManager:
 
     async def submit(self, new: NewOrder) -> tuple[Order, bool]:
         return await (await self._ready()).submit(new)
+
+    async def submit_many(self, news: list[NewOrder]) -> list[Any]:
+        """Submit a batch (one transaction); each answer is (order, created) or its error."""
+        return await (await self._ready()).submit_many(news)
 
     async def stats(self) -> dict[str, int]:
         return (await self._ready()).stats()

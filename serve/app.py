@@ -17,6 +17,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve import Application
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from actors.batching import Coalescer
 from actors.bootstrap import resolve_database, resolve_wallet
 from actors.execution import collect_quotes
 from actors.runtime import MANAGER, NOTIFIER, _RemoteGateway, gateway_name, start_stack
@@ -207,6 +208,9 @@ class DexecIngress:
         self._open_lock = asyncio.Lock()
         ns = settings.namespace
         self.manager = ray.get_actor(MANAGER, namespace=ns)
+        # Submissions arriving together travel to the OrderManager as one call.
+        self._submissions: Coalescer[NewOrder, tuple[Order, bool]] = Coalescer(
+            self.manager.submit_many.remote)
         self.gateways = [_RemoteGateway(v, ray.get_actor(gateway_name(v), namespace=ns))
                          for v in settings.venues]
         self.hub = StreamHub(_NotifierSource(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
@@ -225,7 +229,7 @@ class DexecIngress:
         try:
             order: Order
             created: bool
-            order, created = await self.manager.submit.remote(command)
+            order, created = await self._submissions(command)
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
             raise TransientDatabaseError(
                 f"order manager unavailable, retry: {reason(exc)}"

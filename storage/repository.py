@@ -156,48 +156,82 @@ class OrderRepository:
         A repeated client_order_id returns the stored order with created=False, or raises
         IdempotencyConflict when the stored order came from a different request.
         """
+        result: tuple[Order, bool] = _one(await self.create_orders([new]))
+        return result
+
+    async def create_orders(self, news: Sequence[NewOrder]) -> list[Any]:
+        """Persist many new orders in one transaction; answer each like create_order.
+
+        Each answer is (order, created) or the DexecError of that item alone (an
+        IdempotencyConflict). The same client_order_id twice in one batch stores one order.
+        """
         now = _now()
-        order = Order(
-            order_id=str(uuid.uuid4()),
-            account_id=new.account_id,
-            client_order_id=new.client_order_id,
-            order_type=new.order_type,
-            input_mint=new.input_mint,
-            output_mint=new.output_mint,
-            amount_in=new.amount_in,
-            slippage_bps=new.slippage_bps,
-            status=OrderStatus.PENDING,
-            created_at=now,
-            updated_at=now,
-            seq=1,
-        )
-        event = OrderEvent(order.order_id, 1, OrderStatus.PENDING, now, attempt=0)
+        orders = [
+            Order(
+                order_id=str(uuid.uuid4()), account_id=new.account_id,
+                client_order_id=new.client_order_id, order_type=new.order_type,
+                input_mint=new.input_mint, output_mint=new.output_mint,
+                amount_in=new.amount_in, slippage_bps=new.slippage_bps,
+                status=OrderStatus.PENDING, created_at=now, updated_at=now, seq=1,
+            )
+            for new in news
+        ]
+        created: set[str] = set()
+        accounts = sorted({n.account_id for n in news} - self._accounts)
         async with self.db.connection(transaction=True) as conn:
-            if new.account_id not in self._accounts:
-                await conn.execute(
+            cur = conn.cursor()
+            if accounts:
+                await cur.executemany(
                     "INSERT INTO accounts (account_id) VALUES (%s) ON CONFLICT DO NOTHING",
-                    (new.account_id,),
+                    [(a,) for a in accounts],
                 )
-            cur = await conn.execute(
+            await cur.executemany(
                 "INSERT INTO orders (order_id, account_id, client_order_id, order_type,"
                 " input_mint, output_mint, amount_in, slippage_bps, status, attempt, seq,"
                 " created_at, updated_at)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s)"
                 " ON CONFLICT (account_id, client_order_id) DO NOTHING RETURNING order_id",
-                (
-                    order.order_id, order.account_id, order.client_order_id,
-                    str(order.order_type), order.input_mint, order.output_mint,
-                    order.amount_in, order.slippage_bps, str(order.status), now, now,
-                ),
+                [
+                    (
+                        o.order_id, o.account_id, o.client_order_id, str(o.order_type),
+                        o.input_mint, o.output_mint, o.amount_in, o.slippage_bps,
+                        str(o.status), now, now,
+                    )
+                    for o in orders
+                ],
+                returning=True,
             )
-            if await cur.fetchone() is not None:
-                await conn.execute(
+            while True:
+                row = await cur.fetchone()
+                if row is not None:
+                    created.add(str(row[0]))
+                if not cur.nextset():
+                    break
+            events = [
+                OrderEvent(o.order_id, 1, OrderStatus.PENDING, now, attempt=0)
+                for o in orders if o.order_id in created
+            ]
+            if events:
+                await cur.executemany(
                     f"INSERT INTO order_events ({_EVENT_COLUMNS})"  # noqa: S608
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    _event_params(event),
+                    [_event_params(e) for e in events],
                 )
-                self._accounts.add(new.account_id)
-                return _with_events(order, [event]), True
+        self._accounts.update(accounts)
+        first_event = {e.order_id: e for e in events}
+        answers: list[Any] = []
+        for new, order in zip(news, orders, strict=True):
+            if order.order_id in created:
+                answers.append((_with_events(order, [first_event[order.order_id]]), True))
+                continue
+            try:
+                answers.append((await self._stored_repeat(new), False))
+            except DexecError as exc:
+                answers.append(exc)
+        return answers
+
+    async def _stored_repeat(self, new: NewOrder) -> Order:
+        """Return the stored order that `new` repeats (its client_order_id was taken)."""
         existing = await self.find_by_client_id(new.account_id, new.client_order_id or "")
         if existing is None:  # pragma: no cover - the conflicting row cannot vanish
             raise TransientDatabaseError("order vanished during an idempotent retry")
@@ -206,7 +240,7 @@ class OrderRepository:
                 f"client_order_id {new.client_order_id!r} was already used for a different"
                 f" order ({existing.order_id}); use a new client_order_id"
             )
-        return existing, False
+        return existing
 
     async def find_by_client_id(self, account_id: str, client_order_id: str) -> Order | None:
         async with self.db.connection() as conn:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from actors.dispatch import Dispatcher, WorkerLost
-from core.errors import IdempotencyConflict
+from core.errors import DexecError, IdempotencyConflict
 from core.orders import NewOrder, Order, OrderStatus, OrderType
 from tests.unit.loop import settle, until
 
@@ -54,6 +54,15 @@ class FakeSubmissions:
         if new.client_order_id is not None:
             self._by_client[new.client_order_id] = order_id
         return order, True
+
+    async def create_orders(self, news: list[NewOrder]) -> list[object]:
+        answers: list[object] = []
+        for new in news:
+            try:
+                answers.append(await self.create_order(new))
+            except DexecError as exc:
+                answers.append(exc)
+        return answers
 
     async def open_order_ids(self) -> list[str]:
         return list(self.open_ids)
