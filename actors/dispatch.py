@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from typing import Any, Protocol
 
@@ -165,8 +166,11 @@ class Dispatcher:
         }
 
     async def _loop(self) -> None:
+        reported = 0.0
         while True:
-            self._metrics.queue(len(self._queue), self.executing)
+            if time.monotonic() - reported >= 0.5:  # a gauge, not an event: twice a second
+                reported = time.monotonic()
+                self._metrics.queue(len(self._queue), self.executing)
             names = self._workers.names()
             if not self._queue or not names or self.executing >= self.capacity:
                 self._wake.clear()

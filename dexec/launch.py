@@ -59,11 +59,13 @@ def start_engine(
         dashboard_url = ""
     stack = start_stack(settings)
     serve.start(proxy_location=settings.proxy_location,
-                http_options={"host": settings.host, "port": settings.port})
+                http_options={"host": settings.host, "port": settings.port},
+                controller_options={"runtime_env": {"env_vars": serve_env(settings)}})
     serve.run(
         DexecIngress.options(  # type: ignore[attr-defined]
             num_replicas=settings.serve_replicas,
             max_ongoing_requests=settings.max_ongoing_requests,
+            logging_config={"enable_access_log": settings.access_log},
         ).bind(settings),
         name="dexec",
         route_prefix="/",
@@ -77,6 +79,33 @@ def start_engine(
         else dashboard_url,
     }
     return engine
+
+
+def serve_env(settings: Settings) -> dict[str, str]:
+    """Return the environment of Serve's processes (read by the controller, which hands it on).
+
+    With `http_proxy = "haproxy"`, HAProxy listens on `port` and forwards straight to each
+    replica's own HTTP server. Every other port it opens is derived from `port`, so two
+    stacks on one machine (tests, a benchmark beside a dev stack) never collide: port+1 and
+    port+2 the fallback proxy (HTTP, gRPC), port+3 HAProxy's stats page, port+4 its
+    Prometheus endpoint, port+10..59 the replicas' HTTP and port+60..99 their gRPC ports.
+    """
+    if settings.http_proxy != "haproxy":
+        return {}
+    p = settings.port
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        # A replica drains 30 s by default before it stops: too long for a restart.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(p + 1),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(p + 2),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(p + 3),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(p + 4),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(p + 10),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(p + 59),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(p + 60),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(p + 99),
+    }
 
 
 def _local_only(address: str | None, settings: Settings) -> dict[str, Any]:

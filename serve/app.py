@@ -417,5 +417,6 @@ def build_app(args: dict[str, Any]) -> Application:
     settings = resolve_wallet(settings)
     start_stack(settings)
     return DexecIngress.options(  # type: ignore[attr-defined,no-any-return]
-        num_replicas=settings.serve_replicas, max_ongoing_requests=settings.max_ongoing_requests
+        num_replicas=settings.serve_replicas, max_ongoing_requests=settings.max_ongoing_requests,
+        logging_config={"enable_access_log": settings.access_log},
     ).bind(settings)

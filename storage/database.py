@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -60,16 +61,21 @@ class Database:
         await self.pool.close()
 
     @asynccontextmanager
-    async def connection(self, *, transaction: bool = False
+    async def connection(self, *, transaction: bool = False, pipeline: bool = False
                          ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """Borrow a connection (in a transaction if asked); translate the driver's errors."""
+        """Borrow a connection (in a transaction if asked); translate the driver's errors.
+
+        With `pipeline`, statements go out without waiting for each other's answers (one
+        round trip until the next fetch), BEGIN and COMMIT included.
+        """
         try:
-            async with self.pool.connection(timeout=5.0) as conn:
+            async with contextlib.AsyncExitStack() as stack:
+                conn = await stack.enter_async_context(self.pool.connection(timeout=5.0))
+                if pipeline:
+                    await stack.enter_async_context(conn.pipeline())
                 if transaction:
-                    async with conn.transaction():
-                        yield conn
-                else:
-                    yield conn
+                    await stack.enter_async_context(conn.transaction())
+                yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
             log.warning("database unavailable: %s", exc)
             raise TransientDatabaseError(UNAVAILABLE) from None

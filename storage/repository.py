@@ -108,6 +108,50 @@ def _event_params(event: OrderEvent) -> tuple[Any, ...]:
     )
 
 
+# Batched writes send each column as one array and unnest it on the server: one statement
+# for any number of rows (executemany costs a statement, and Python work, per row).
+_EVENT_INSERT = tuple(zip(
+    _EVENT_COLUMNS.split(", "),
+    ("uuid", "int", "text", "timestamptz", "int", "text", "jsonb", "text", "numeric", "numeric",
+     "text", "text"),
+    strict=True,
+))
+_ORDER_INSERT = (
+    ("order_id", "uuid"), ("account_id", "text"), ("client_order_id", "text"),
+    ("order_type", "text"), ("input_mint", "text"), ("output_mint", "text"),
+    ("amount_in", "numeric"), ("slippage_bps", "int"), ("status", "text"),
+    ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
+)
+_ORDER_UPDATE = (
+    ("order_id", "uuid"), ("status", "text"), ("attempt", "int"), ("seq", "int"),
+    ("venue", "text"), ("signature", "text"), ("amount_out", "numeric"), ("price", "numeric"),
+    ("failure_reason", "text"), ("updated_at", "timestamptz"),
+)
+_QUOTE_INSERT = (
+    ("order_id", "uuid"), ("attempt", "int"), ("venue", "text"), ("pool", "text"),
+    ("amount_in", "numeric"), ("amount_out", "numeric"), ("fee", "numeric"),
+    ("fee_bps", "numeric"), ("price_impact_bps", "int"), ("chosen", "bool"),
+    ("quoted_at", "timestamptz"),
+)
+_SWAP_INSERT = (
+    ("signature", "text"), ("order_id", "uuid"), ("attempt", "int"), ("venue", "text"),
+    ("tx_bytes", "bytea"), ("last_valid_block_height", "bigint"),
+    ("min_amount_out", "numeric"),
+)
+
+
+def _unnest(columns: Sequence[tuple[str, str]], alias: str) -> str:
+    """Return `unnest(%s::t1[], ...) AS alias(c1, ...)` for the columns."""
+    arrays = ", ".join(f"%s::{t}[]" for _, t in columns)
+    names = ", ".join(c for c, _ in columns)
+    return f"unnest({arrays}) AS {alias}({names})"
+
+
+def _arrays(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Transpose rows into one list per column."""
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[]] * width
+
+
 def encode_cursor(order: Order) -> str:
     """Return an opaque cursor that points just after `order` in newest-first order."""
     raw = f"{order.created_at.isoformat()}|{order.order_id}".encode()
@@ -178,45 +222,34 @@ class OrderRepository:
         ]
         created: set[str] = set()
         accounts = sorted({n.account_id for n in news} - self._accounts)
-        async with self.db.connection(transaction=True) as conn:
-            cur = conn.cursor()
+        rows = [
+            (o.order_id, o.account_id, o.client_order_id, str(o.order_type), o.input_mint,
+             o.output_mint, o.amount_in, o.slippage_bps, str(o.status), now, now)
+            for o in orders
+        ]
+        async with self.db.connection() as conn:
             if accounts:
-                await cur.executemany(
-                    "INSERT INTO accounts (account_id) VALUES (%s) ON CONFLICT DO NOTHING",
-                    [(a,) for a in accounts],
-                )
-            await cur.executemany(
-                "INSERT INTO orders (order_id, account_id, client_order_id, order_type,"
-                " input_mint, output_mint, amount_in, slippage_bps, status, attempt, seq,"
-                " created_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s)"
-                " ON CONFLICT (account_id, client_order_id) DO NOTHING RETURNING order_id",
-                [
-                    (
-                        o.order_id, o.account_id, o.client_order_id, str(o.order_type),
-                        o.input_mint, o.output_mint, o.amount_in, o.slippage_bps,
-                        str(o.status), now, now,
-                    )
-                    for o in orders
-                ],
-                returning=True,
+                await conn.execute(
+                    "INSERT INTO accounts (account_id) SELECT unnest(%s::text[])"
+                    " ON CONFLICT DO NOTHING", (accounts,))
+            # One statement, so atomic without a transaction: the orders, and the first
+            # event of each order actually created (a repeated client_order_id adds none).
+            names = ", ".join(c for c, _ in _ORDER_INSERT)
+            cur = await conn.execute(
+                f"WITH created AS (INSERT INTO orders ({names}, attempt, seq)"  # noqa: S608
+                f" SELECT *, 0, 1 FROM {_unnest(_ORDER_INSERT, 'n')}"
+                " ON CONFLICT (account_id, client_order_id) DO NOTHING RETURNING order_id),"
+                f" events AS (INSERT INTO order_events ({_EVENT_COLUMNS})"
+                " SELECT order_id, 1, %s, %s, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+                " FROM created)"
+                " SELECT order_id FROM created",
+                [*_arrays(rows, len(_ORDER_INSERT)), str(OrderStatus.PENDING), now],
             )
-            while True:
-                row = await cur.fetchone()
-                if row is not None:
-                    created.add(str(row[0]))
-                if not cur.nextset():
-                    break
-            events = [
-                OrderEvent(o.order_id, 1, OrderStatus.PENDING, now, attempt=0)
-                for o in orders if o.order_id in created
-            ]
-            if events:
-                await cur.executemany(
-                    f"INSERT INTO order_events ({_EVENT_COLUMNS})"  # noqa: S608
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [_event_params(e) for e in events],
-                )
+            created = {str(r[0]) for r in await cur.fetchall()}
+        events = [
+            OrderEvent(o.order_id, 1, OrderStatus.PENDING, now, attempt=0)
+            for o in orders if o.order_id in created
+        ]
         self._accounts.update(accounts)
         first_event = {e.order_id: e for e in events}
         answers: list[Any] = []
@@ -393,7 +426,7 @@ class OrderRepository:
         now = _now()
         answers: list[Any] = [None] * len(ops)
         ids = sorted({op.order_id for op in ops if not isinstance(op, SetSwapStatus)})
-        async with self.db.connection(transaction=True) as conn:
+        async with self.db.connection(transaction=True, pipeline=True) as conn:
             cur = conn.cursor(row_factory=dict_row)
             rows: dict[str, dict[str, Any]] = {}
             if ids:
@@ -433,44 +466,46 @@ class OrderRepository:
                 quotes.extend(_quote_params(op, event))
                 answers[k] = result
             if changed:
-                await cur.executemany(
-                    "UPDATE orders SET status = %s, attempt = %s, seq = %s, venue = %s,"
-                    " signature = %s, amount_out = %s, price = %s, failure_reason = %s,"
-                    " updated_at = %s WHERE order_id = %s",
-                    [
+                await cur.execute(
+                    "UPDATE orders o SET status = v.status, attempt = v.attempt, seq = v.seq,"  # noqa: S608
+                    " venue = v.venue, signature = v.signature, amount_out = v.amount_out,"
+                    " price = v.price, failure_reason = v.failure_reason,"
+                    " updated_at = v.updated_at"
+                    f" FROM {_unnest(_ORDER_UPDATE, 'v')} WHERE o.order_id = v.order_id",
+                    _arrays([
                         (
-                            str(o.status), o.attempt, o.seq, o.venue, o.signature, o.amount_out,
-                            o.price, o.failure_reason, o.updated_at, uuid.UUID(o.order_id),
+                            o.order_id, str(o.status), o.attempt, o.seq, o.venue, o.signature,
+                            o.amount_out, o.price, o.failure_reason, o.updated_at,
                         )
                         for o in changed.values()
-                    ],
+                    ], len(_ORDER_UPDATE)),
                 )
             if events:
-                await cur.executemany(
-                    f"INSERT INTO order_events ({_EVENT_COLUMNS})"  # noqa: S608
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    events,
+                await cur.execute(
+                    f"INSERT INTO order_events ({_EVENT_COLUMNS}) SELECT * FROM"  # noqa: S608
+                    f" {_unnest(_EVENT_INSERT, 'e')}",
+                    _arrays(events, len(_EVENT_INSERT)),
                 )
             if quotes:
-                await cur.executemany(
-                    "INSERT INTO order_quotes (order_id, attempt, venue, pool, amount_in,"
-                    " amount_out, fee, fee_bps, price_impact_bps, chosen, quoted_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                    " ON CONFLICT DO NOTHING",
-                    quotes,
+                names = ", ".join(c for c, _ in _QUOTE_INSERT)
+                await cur.execute(
+                    f"INSERT INTO order_quotes ({names}) SELECT * FROM"  # noqa: S608
+                    f" {_unnest(_QUOTE_INSERT, 'q')} ON CONFLICT DO NOTHING",
+                    _arrays(quotes, len(_QUOTE_INSERT)),
                 )
             if swaps:
-                await cur.executemany(
-                    "INSERT INTO swap_transactions (signature, order_id, attempt, venue,"
-                    " tx_bytes, last_valid_block_height, min_amount_out)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (signature) DO NOTHING",
-                    swaps,
+                names = ", ".join(c for c, _ in _SWAP_INSERT)
+                await cur.execute(
+                    f"INSERT INTO swap_transactions ({names}) SELECT * FROM"  # noqa: S608
+                    f" {_unnest(_SWAP_INSERT, 's')} ON CONFLICT (signature) DO NOTHING",
+                    _arrays(swaps, len(_SWAP_INSERT)),
                 )
             if statuses:
-                await cur.executemany(
-                    "UPDATE swap_transactions SET status = %s, updated_at = now()"
-                    " WHERE signature = %s",
-                    statuses,
+                await cur.execute(
+                    "UPDATE swap_transactions t SET status = x.status, updated_at = now()"
+                    " FROM unnest(%s::text[], %s::text[]) AS x(status, signature)"
+                    " WHERE t.signature = x.signature",
+                    _arrays(statuses, 2),
                 )
         return answers
 
