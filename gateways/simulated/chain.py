@@ -14,7 +14,6 @@ rebuild the chain from the rows a store loads back.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -482,20 +481,20 @@ class SimChain:
         if isinstance(pool, pool_math.ConstantProductPool):
             self._trade(pool, _cpmm_trade_to(pool, target, x_to_y, now), x_to_y, now)
             return
-        # DLMM: search the trade size on copies (18 halvings: well within a bin's width).
+        # DLMM: search the trade size (18 halvings: well within a bin's width); each trial
+        # is a walk that changes nothing, so no copies of the pool are needed.
+        assert isinstance(pool, pool_math.DlmmPool)  # noqa: S101 - the two kinds of pool
         lo, hi = 1, self._trade_ceiling(pool, x_to_y)
         best = 0
         for _ in range(18):
             if lo > hi:
                 break
             mid = (lo + hi) // 2
-            trial = copy.deepcopy(pool)
             try:
-                trial.swap(mid, x_to_y, now)
+                moved = pool.price_after(mid, x_to_y, now)
             except pool_math.InsufficientLiquidity:
                 hi = mid - 1
                 continue
-            moved = trial.spot_price()
             if (moved > target) if x_to_y else (moved < target):
                 best, lo = mid, mid + 1
             else:

@@ -287,6 +287,10 @@ class DlmmPool:
         """Return the result of swapping amount_in at now without changing the pool."""
         return self._walk(amount_in, x_to_y, now).result
 
+    def price_after(self, amount_in: int, x_to_y: bool, now: float) -> Decimal:
+        """Return the spot price a swap of amount_in would leave; change nothing."""
+        return self.bin_price(self._walk(amount_in, x_to_y, now).active_id)
+
     def swap(self, amount_in: int, x_to_y: bool, now: float) -> SwapResult:
         """Swap amount_in at now, updating bins, active bin, volatility state and fees."""
         walk = self._walk(amount_in, x_to_y, now)
