@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from core.orders import Change, Order, OrderEvent
@@ -25,23 +25,31 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-# A batched call answers each item with its result or with the exception that item raised.
-BatchCall = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
+# A batched call answers each item with its result or with the exception that item raised:
+# all at once, or streamed as (index, answer) chunks while the items finish.
+BatchCall = Callable[
+    [list[T]],
+    Awaitable[Sequence[R | BaseException]]
+    | AsyncIterator[list[tuple[int, R | BaseException]]],
+]
 
 
 class Coalescer(Generic[T, R]):
     """Merge concurrent `await coalescer(item)` calls into `await call_many(items)`.
 
     The batch is sent at the end of the current event-loop turn (or after `window_s`), or at
-    once when it reaches `max_batch` items. Several batches may be in flight together; a
-    batch whose call raises fails every item in it. Per-item answers are delivered in order.
+    once when it reaches `max_batch` items. At most `max_in_flight` batches travel at once:
+    what arrives meanwhile waits for one to come back and then goes as one batch, so batches
+    grow with the load (like a database's group commit) instead of multiplying. A batch
+    whose call raises fails every item in it. Per-item answers are delivered in order.
     """
 
     def __init__(self, call_many: BatchCall[T, R], *, max_batch: int = 512,
-                 window_s: float = 0.0) -> None:
+                 window_s: float = 0.0, max_in_flight: int = 2) -> None:
         self._call_many = call_many
         self._max_batch = max_batch
         self._window = window_s
+        self._max_in_flight = max_in_flight
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -65,18 +73,34 @@ class Coalescer(Generic[T, R]):
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        while self._pending and len(self._tasks) < self._max_in_flight:
+            batch = self._pending[:self._max_batch]
+            del self._pending[:self._max_batch]
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._pending and self._scheduled is None:
+            self._flush()  # what waited for this batch goes now
 
     async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         self.batches += 1
         self.items += len(batch)
         try:
-            results = await self._call_many([item for item, _ in batch])
+            answer = self._call_many([item for item, _ in batch])
+            if isinstance(answer, AsyncIterator):
+                # Streamed: (index, answer) pairs arrive as each item finishes, so a slow
+                # item never holds back the others of its batch.
+                async for chunk in answer:
+                    for index, result in chunk:
+                        _deliver(batch[index][1], result)
+                missing = sum(1 for _, future in batch if not future.done())
+                if missing:
+                    raise RuntimeError(f"batched call left {missing} items unanswered")
+                return
+            results = await answer
             if len(results) != len(batch):
                 raise RuntimeError(
                     f"batched call answered {len(results)} items for {len(batch)}"
@@ -89,12 +113,37 @@ class Coalescer(Generic[T, R]):
                 raise
             return
         for (_, future), result in zip(batch, results, strict=True):
-            if future.done():  # the caller was cancelled meanwhile
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+            _deliver(future, result)
+
+
+def _deliver(future: asyncio.Future[R], result: R | BaseException) -> None:
+    if future.done():  # the caller was cancelled meanwhile
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+async def as_completed(calls: Sequence[Awaitable[R]], *, gather_s: float = 0.002
+                       ) -> AsyncIterator[list[tuple[int, R | BaseException]]]:
+    """Run single calls concurrently; yield (index, result or exception) as they finish.
+
+    The receiving side of a streamed batch. Answers that finish within `gather_s` of each
+    other travel together.
+    """
+    tasks: dict[asyncio.Future[R], int] = {
+        asyncio.ensure_future(call): k for k, call in enumerate(calls)
+    }
+    pending: set[asyncio.Future[R]] = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if pending and gather_s > 0:
+            await asyncio.sleep(gather_s)
+            more = {t for t in pending if t.done()}
+            done |= more
+            pending -= more
+        yield [(tasks[t], t.exception() or t.result()) for t in done]
 
 
 async def each(calls: Sequence[Awaitable[R]]) -> list[R | BaseException]:

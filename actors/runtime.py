@@ -22,6 +22,7 @@ from actors.batching import (
     BatchedLeases,
     BatchedStore,
     Coalescer,
+    as_completed,
     concatenated,
     each,
     shared,
@@ -400,8 +401,10 @@ class VenueGateway:
     # Batched entry points: each item is its own call with its own errors and latency.
 
     async def quote_many(self, requests: list[tuple[str, str, int]]
-                         ) -> list[Quote | BaseException]:
-        return await each([self._quote(*r) for r in requests])
+                         ) -> AsyncIterator[list[tuple[int, Quote | BaseException]]]:
+        """Quote each request; answers stream back as they finish (venues differ in speed)."""
+        async for chunk in as_completed([self._quote(*r) for r in requests]):
+            yield chunk
 
     async def build_many(self, requests: list[tuple[Quote, int, str]]
                          ) -> list[SignedSwap | BaseException]:
@@ -437,14 +440,22 @@ class _RemoteGateway:
     def __init__(self, name: str, handle: Any) -> None:
         self.name = name
         self._h = handle
+        # Venue calls take the venue's time, so batches are not held back for each other.
+        venue_bound = {"max_in_flight": 64}
         self._quote: Coalescer[tuple[str, str, int], Quote] = Coalescer(
-            handle.quote_many.remote)
+            self._quote_stream, **venue_bound)
         self._build: Coalescer[tuple[Quote, int, str], SignedSwap] = Coalescer(
-            handle.build_many.remote)
-        self._send: Coalescer[SignedSwap, None] = Coalescer(handle.send_many.remote)
+            handle.build_many.remote, **venue_bound)
+        self._send: Coalescer[SignedSwap, None] = Coalescer(
+            handle.send_many.remote, **venue_bound)
         self._statuses: Coalescer[list[str], list[TxStatus | None]] = Coalescer(
-            concatenated(handle.statuses.remote))
+            concatenated(handle.statuses.remote), **venue_bound)
         self._height: Coalescer[None, int] = Coalescer(shared(handle.block_height.remote))
+
+    async def _quote_stream(self, requests: list[tuple[str, str, int]]
+                            ) -> AsyncIterator[list[tuple[int, Quote | BaseException]]]:
+        async for ref in self._h.quote_many.remote(requests):
+            yield await ref
 
     async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
         return await self._quote((input_mint, output_mint, amount_in))
