@@ -34,7 +34,8 @@ class App:
             "DEXEC_PORT": str(PORT),
             "DEXEC_NAMESPACE": "dexec-restart",
             "DEXEC_SIM_QUOTE_LATENCY_MS": "[0,20]",
-            "DEXEC_SIM_SWAP_LATENCY_MS": "[300,1500]",
+            # Swaps take long enough that the kill surely finds orders in flight.
+            "DEXEC_SIM_SWAP_LATENCY_MS": "[1500,3000]",
             "DEXEC_SIM_BLOCK_TIME_MS": "100",
             "DEXEC_SIM_BLOCKHASH_VALID_BLOCKS": "50",
             "DEXEC_CONFIRM_POLL_S": "0.05",
