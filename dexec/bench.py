@@ -61,30 +61,40 @@ class Tally:
 
 
 class MemorySampler:
-    """Peak summed RSS of the whole stack: every Ray process and PostgreSQL."""
+    """Peak memory of the whole stack: every Ray process and PostgreSQL.
+
+    Two sums: RSS, which counts a shared page once per process mapping it (Ray's object
+    store and PostgreSQL's shared buffers are mapped by many), and PSS, which splits each
+    shared page between the processes sharing it, so the sum is the memory really in use.
+    """
 
     def __init__(self) -> None:
         self.peak_bytes = 0
         self.last_bytes = 0
+        self.peak_pss_bytes = 0
+        self.last_pss_bytes = 0
 
     @staticmethod
-    def stack_rss() -> int:
-        total = 0
-        for proc in psutil.process_iter(["name", "cmdline", "memory_info"]):
+    def stack_memory() -> tuple[int, int]:
+        rss = pss = 0
+        for proc in psutil.process_iter(["name", "cmdline"]):
             try:
                 cmd = " ".join(proc.info["cmdline"] or [])
                 name = proc.info["name"] or ""
                 if ("ray" in cmd or "ray::" in name or "postgres" in name
                         or "raylet" in name or "gcs_server" in name):
-                    total += proc.info["memory_info"].rss
+                    info = proc.memory_full_info()
+                    rss += info.rss
+                    pss += getattr(info, "pss", info.rss)
             except (psutil.Error, TypeError, AttributeError):
                 continue
-        return total
+        return rss, pss
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self.last_bytes = await asyncio.to_thread(self.stack_rss)
+            self.last_bytes, self.last_pss_bytes = await asyncio.to_thread(self.stack_memory)
             self.peak_bytes = max(self.peak_bytes, self.last_bytes)
+            self.peak_pss_bytes = max(self.peak_pss_bytes, self.last_pss_bytes)
             await asyncio.sleep(1.0)
 
 
@@ -264,6 +274,8 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
                        **{name: percentiles(v) for name, v in stages.items()}},
         "peak_memory_mb": round(memory.peak_bytes / 2**20),
         "end_memory_mb": round(memory.last_bytes / 2**20),
+        "peak_pss_mb": round(memory.peak_pss_bytes / 2**20),
+        "end_pss_mb": round(memory.last_pss_bytes / 2**20),
         "timeline": timeline,
     }
 
@@ -313,8 +325,10 @@ def print_report(result: dict[str, Any]) -> None:
     for name, values in lat.items():
         print(f"{name:<26}" + "".join(f"{values[k] if values[k] is not None else '-':>9}"
                                       for k in ("p50", "p90", "p99", "max")))
-    print(f"peak memory of the stack: {result['peak_memory_mb']} MB "
-          f"(at the end: {result['end_memory_mb']} MB)")
+    print(f"memory of the stack (PSS, shared pages counted once): peak"
+          f" {result['peak_pss_mb']} MB, at the end {result['end_pss_mb']} MB")
+    print(f"summed RSS (shared pages counted in every process): peak"
+          f" {result['peak_memory_mb']} MB, at the end {result['end_memory_mb']} MB")
 
 
 def run(args: argparse.Namespace) -> int:
