@@ -449,7 +449,7 @@ class _RemoteGateway:
         self._send: Coalescer[SignedSwap, None] = Coalescer(
             handle.send_many.remote, **venue_bound)
         self._statuses: Coalescer[list[str], list[TxStatus | None]] = Coalescer(
-            concatenated(handle.statuses.remote), **venue_bound)
+            concatenated(handle.statuses.remote), max_in_flight=4)
         self._height: Coalescer[None, int] = Coalescer(shared(handle.block_height.remote))
 
     async def _quote_stream(self, requests: list[tuple[str, str, int]]

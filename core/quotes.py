@@ -24,6 +24,7 @@ class Quote:
     network_fee_lamports: int = 5000
     expires_at: float = 0.0  # unix seconds after which the venue no longer honours the quote
     payload: str = ""  # opaque venue data the same venue needs to build the swap
+    latency_ms: float = 0.0  # the venue's round trip for this quote, measured by the gateway
 
     def public(self) -> dict[str, Any]:
         """Return the JSON-ready view shown to clients and stored with the order."""

@@ -41,12 +41,14 @@ class Settings(BaseSettings):
     # Execution
     workers: int = 2  # when workers_per_node is 0: a fixed pool spread over the cluster
     workers_per_node: int = 0  # > 0: this many on every alive node, following the cluster
-    worker_concurrency: int = 64
+    # Orders one worker executes at once. Executing is mostly waiting for venues, and every
+    # call is batched, so thousands are cheap: 2 workers x 2500 keep 5,000 in flight.
+    worker_concurrency: int = 2500
     max_attempts: int = 3
     retry_base_delay_s: float = 0.2
     retry_max_delay_s: float = 5.0
     quote_timeout_s: float = 2.0
-    confirm_poll_s: float = 0.25
+    confirm_poll_s: float = 0.05  # status polls of all pending swaps travel as one call
     namespace: str = "dexec"
     metrics_port: int = 9464  # Ray's Prometheus endpoint on each node started by `dexec up`
 

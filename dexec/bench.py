@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="workers of a started stack")
     parser.add_argument("--worker-concurrency", type=int, default=0,
                         help="orders each worker executes at once (started stack; 0: the"
-                             " setting's default, 64)")
+                             " setting DEXEC_WORKER_CONCURRENCY, 2500 by default)")
     parser.add_argument("--drain-timeout", type=float, default=120.0,
                         help="seconds to wait for accepted orders to finish")
     parser.add_argument("--out", default="bench-result.json", help="where to write the JSON")
@@ -201,16 +201,26 @@ async def outcomes(database_url: str, run_id: str) -> dict[str, dict[str, Any]]:
             " ev AS (SELECT e.order_id, json_agg(json_build_object('s', e.status,"
             "   'at', extract(epoch from e.at)) ORDER BY e.seq) AS events"
             "   FROM order_events e JOIN o USING (order_id) GROUP BY e.order_id),"
-            " ex AS (SELECT s.order_id, count(*) AS executed FROM swap_transactions s"
+            " ex AS (SELECT s.order_id, count(*) AS executed,"
+            "   max(t.land_at - t.sent_at) FILTER (WHERE t.sent_at > 0) AS swap_s"
+            "   FROM swap_transactions s"
             "   JOIN o USING (order_id) JOIN simchain.transactions t"
-            "   ON t.signature = s.signature AND t.state = 'confirmed' GROUP BY s.order_id)"
+            "   ON t.signature = s.signature AND t.state = 'confirmed' GROUP BY s.order_id),"
+            # The venues' quote time: the slower venue of each attempt (they run in parallel).
+            " qa AS (SELECT q.order_id, q.attempt, max(q.latency_ms) AS ms FROM order_quotes q"
+            "   JOIN o USING (order_id) GROUP BY q.order_id, q.attempt),"
+            " qt AS (SELECT order_id, sum(ms) / 1000 AS quote_s FROM qa GROUP BY order_id)"
             " SELECT o.order_id::text, o.status, o.created_at, ev.events,"
-            " coalesce(ex.executed, 0) FROM o LEFT JOIN ev USING (order_id)"
-            " LEFT JOIN ex USING (order_id)",
+            " coalesce(ex.executed, 0), ex.swap_s, qt.quote_s FROM o"
+            " LEFT JOIN ev USING (order_id) LEFT JOIN ex USING (order_id)"
+            " LEFT JOIN qt USING (order_id)",
             (f"bench-{run_id}-%",),
         )
         rows = await cur.fetchall()
-    return {r[0]: {"status": r[1], "events": r[3] or [], "executed": int(r[4])} for r in rows}
+    return {r[0]: {"status": r[1], "events": r[3] or [], "executed": int(r[4]),
+                   "venue_s": (float(r[5]) + float(r[6])) if r[5] is not None
+                   and r[6] is not None else None}
+            for r in rows}
 
 
 async def count_terminal(database_url: str, run_id: str) -> int:
@@ -227,6 +237,7 @@ async def count_terminal(database_url: str, run_id: str) -> int:
 def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str, Any]],
               memory: MemorySampler, machine: dict[str, Any]) -> dict[str, Any]:
     total: list[float] = []
+    overhead: list[float] = []
     stages: dict[str, list[float]] = {name: [] for name, _ in STAGES}
     confirmed = failed = lost = duplicates = 0
     finish_times: list[float] = []
@@ -249,6 +260,9 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
             continue
         confirmed += 1
         total.append(end - submitted)
+        if order.get("venue_s") is not None:
+            # What the engine added: everything but the venues' own quote and swap time.
+            overhead.append(max(0.0, end - submitted - order["venue_s"]))
         timeline.append((end, end - submitted))
         order_of = [s for _, s in STAGES] + ["confirmed"]
         for (name, status), nxt in zip(STAGES, order_of[1:], strict=True):
@@ -271,6 +285,7 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
                        "terminal_per_s": round((confirmed + failed) / done_window, 1),
                        "submit_window_s": round(window, 2)},
         "latency_ms": {"submit_to_confirmed": percentiles(total),
+                       "engine_overhead": percentiles(overhead),
                        **{name: percentiles(v) for name, v in stages.items()}},
         "peak_memory_mb": round(memory.peak_bytes / 2**20),
         "end_memory_mb": round(memory.last_bytes / 2**20),

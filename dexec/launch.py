@@ -40,6 +40,20 @@ def start_engine(
 ) -> Engine:
     """Start or join Ray, create the actors, deploy the ingress, and wait until it answers."""
     settings, embedded = resolve_database(settings)
+    ray_was_up = ray.is_initialized()
+    try:
+        return _start(settings, embedded, address, num_cpus, dashboard)
+    except BaseException:
+        # Leave nothing behind: a failed start must not keep Ray or the database running.
+        if not ray_was_up and ray.is_initialized():
+            ray.shutdown()
+        if embedded is not None:
+            embedded.stop()
+        raise
+
+
+def _start(settings: Settings, embedded: EmbeddedPostgres | None, address: str | None,
+           num_cpus: int | None, dashboard: bool) -> Engine:
     settings = resolve_wallet(settings)
     owns_ray = not ray.is_initialized()
     if owns_ray and address is None and settings.http_proxy == "haproxy":

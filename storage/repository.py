@@ -131,7 +131,7 @@ _QUOTE_INSERT = (
     ("order_id", "uuid"), ("attempt", "int"), ("venue", "text"), ("pool", "text"),
     ("amount_in", "numeric"), ("amount_out", "numeric"), ("fee", "numeric"),
     ("fee_bps", "numeric"), ("price_impact_bps", "int"), ("chosen", "bool"),
-    ("quoted_at", "timestamptz"),
+    ("quoted_at", "timestamptz"), ("latency_ms", "float8"),
 )
 _SWAP_INSERT = (
     ("signature", "text"), ("order_id", "uuid"), ("attempt", "int"), ("venue", "text"),
@@ -319,7 +319,7 @@ class OrderRepository:
                     venue=r["venue"], pool=r["pool"], input_mint=r["input_mint"],
                     output_mint=r["output_mint"], amount_in=int(r["amount_in"]),
                     amount_out=int(r["amount_out"]), fee=int(r["fee"]), fee_bps=r["fee_bps"],
-                    price_impact_bps=r["price_impact_bps"],
+                    price_impact_bps=r["price_impact_bps"], latency_ms=r["latency_ms"],
                 )
                 for r in await cur.fetchall()
             ]
@@ -575,7 +575,8 @@ def _quote_params(op: ApplyChange, event: OrderEvent) -> list[tuple[Any, ...]]:
     change = op.change
     return [
         (uuid.UUID(op.order_id), change.attempt, q.venue, q.pool, q.amount_in, q.amount_out,
-         q.fee, q.fee_bps, q.price_impact_bps, q.venue == change.venue, event.at)
+         q.fee, q.fee_bps, q.price_impact_bps, q.venue == change.venue, event.at,
+         q.latency_ms)
         for q in change.quotes or ()
     ]
 

@@ -8,7 +8,8 @@ a mapping of table name to a list of row dicts, exactly what
     meta         0 or 1 row: seed, start_time, start_height, block_time_s, valid_blocks,
                  fair_prices (dict[str, str]), rng_state (str)
     transactions signature, state, owner, pool, amount_in, min_amount_out, x_to_y,
-                 last_valid_block_height, land_at, block_height, amount_out, error, error_code
+                 last_valid_block_height, land_at, block_height, amount_out, error, error_code,
+                 sent_at
     pools        address, state (bytes)
     balances     owner, symbol, amount
     blockhashes  blockhash, height
@@ -33,6 +34,7 @@ ChainRows = Mapping[str, Sequence[Mapping[str, Any]]]
 _TX_COLUMNS = (
     "signature", "state", "owner", "pool", "amount_in", "min_amount_out", "x_to_y",
     "last_valid_block_height", "land_at", "block_height", "amount_out", "error", "error_code",
+    "sent_at",
 )
 _META_COLUMNS = (
     "seed", "start_time", "start_height", "block_time_s", "valid_blocks", "fair_prices",

@@ -66,7 +66,8 @@ _PICKLE_PROTOCOL = 5
 #   meta         0 or 1 row: seed, start_time, start_height, block_time_s, valid_blocks,
 #                fair_prices ({"SOL/USDC": "150.0", ...}), rng_state (opaque JSON text)
 #   transactions signature, state, owner, pool, amount_in, min_amount_out, x_to_y,
-#                last_valid_block_height, land_at, block_height, amount_out, error, error_code
+#                last_valid_block_height, land_at, block_height, amount_out, error, error_code,
+#                sent_at
 #   pools        address, state (opaque bytes)
 #   balances     owner, symbol, amount
 #   blockhashes  blockhash, height
@@ -94,6 +95,7 @@ class TxRecord:
     amount_out: int = 0
     error: str | None = None
     error_code: str | None = None
+    sent_at: float = 0.0  # when the chain accepted it
 
     def copy(self) -> TxRecord:
         return replace(self)
@@ -198,6 +200,7 @@ class ChainSnapshot:
                 amount_out=int(r["amount_out"]),
                 error=r["error"],
                 error_code=r["error_code"],
+                sent_at=float(r.get("sent_at") or 0.0),
             )
             for r in rows.get("transactions", [])
         }
@@ -371,7 +374,7 @@ class SimChain:
             raise BlockhashExpired("blockhash expired before the transaction was sent")
         record = TxRecord(
             signature, swap.owner, swap.pool, swap.amount_in, swap.min_amount_out, swap.x_to_y,
-            last_valid, land_at=now + max(0.0, land_delay_s),
+            last_valid, land_at=now + max(0.0, land_delay_s), sent_at=now,
         )
         self._txs[signature] = record
         self._pending.append(record)

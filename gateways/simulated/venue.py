@@ -96,6 +96,7 @@ class SimulatedVenue:
 
     async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
         await self._limit.acquire()
+        started = time.perf_counter()
         await self._latency(self._quote_latency)
         self.faults.check(self.name, self._rng)
         token_in = self._tokens.by_mint(input_mint).symbol
@@ -113,6 +114,7 @@ class SimulatedVenue:
             price_impact_bps=int(answer["price_impact_bps"]),  # type: ignore[call-overload]
             expires_at=time.time() + QUOTE_TTL_S,
             payload=json.dumps({"pool": answer["pool"], "x_to_y": answer["x_to_y"]}),
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
 
     async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
