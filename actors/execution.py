@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import random
@@ -146,6 +147,67 @@ async def collect_quotes(
     return quotes, errors
 
 
+class LandingWatcher:
+    """Wait for many signatures to land with one status call per venue per poll round.
+
+    The engine's counterpart of Solana's `signatureSubscribe`: an order waiting for its
+    swap costs nothing until the swap lands, however many wait, because one loop asks each
+    venue about every pending signature at once, every `poll_s`.
+    """
+
+    def __init__(self, poll_s: float) -> None:
+        self._poll = poll_s
+        self._waiting: dict[str, tuple[VenueGateway, list[asyncio.Future[TxStatus]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def watched(self) -> int:
+        return len(self._waiting)
+
+    async def wait(self, gateway: VenueGateway, signature: str, max_wait_s: float
+                   ) -> TxStatus | None:
+        """Return the signature's status once it landed, or None after `max_wait_s`."""
+        future: asyncio.Future[TxStatus] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(signature, (gateway, []))[1].append(future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        try:
+            async with asyncio.timeout(max_wait_s):
+                return await future
+        except TimeoutError:
+            return None
+        finally:
+            entry = self._waiting.get(signature)
+            if entry is not None:
+                with contextlib.suppress(ValueError):
+                    entry[1].remove(future)
+                if not entry[1]:
+                    del self._waiting[signature]
+
+    async def _run(self) -> None:
+        while self._waiting:
+            by_venue: dict[str, tuple[VenueGateway, list[str]]] = {}
+            for signature, (gateway, _) in self._waiting.items():
+                by_venue.setdefault(gateway.name, (gateway, []))[1].append(signature)
+            await asyncio.gather(*(self._round(g, sigs) for g, sigs in by_venue.values()))
+            await asyncio.sleep(self._poll)
+
+    async def _round(self, gateway: VenueGateway, signatures: list[str]) -> None:
+        try:
+            statuses = await gateway.statuses(signatures)
+        except Exception as exc:  # a failed lookup: the next round asks again
+            log.info("status lookup of %d signatures at %s failed: %s", len(signatures),
+                     gateway.name, reason(exc))
+            return
+        for signature, status in zip(signatures, statuses, strict=True):
+            entry = self._waiting.get(signature)
+            if status is None or entry is None:
+                continue
+            for future in entry[1]:
+                if not future.done():
+                    future.set_result(status)
+
+
 class OrderExecutor:
     """Take an order from wherever it stands to a terminal status, exactly once."""
 
@@ -166,7 +228,13 @@ class OrderExecutor:
         leases: LeaseProvider | None = None,
         checkpoint: Checkpoint = _no_checkpoint,
         metrics: Metrics | None = None,
+        landing: LandingWatcher | None = None,
+        recheck_s: float = 1.0,
     ) -> None:
+        # With a LandingWatcher, a pending swap is checked for expiry and resent every
+        # `recheck_s` and otherwise waits for the shared poll; without, it polls on its own.
+        self._landing = landing
+        self._recheck = recheck_s
         self._metrics: Metrics = metrics or NullMetrics()
         self._store = store
         self._leases: LeaseProvider = leases or _Unshared()
@@ -343,8 +411,8 @@ class OrderExecutor:
                 order,
                 Change(Trigger.TX_SENT, order.attempt, venue=swap.venue, signature=swap.signature),
             )
+        status = await self._status(gateway, swap.signature)
         while True:
-            status = await self._status(gateway, swap.signature)
             if status is not None:
                 return await self._landed(order, swap, status)
             if await gateway.block_height() > swap.last_valid_block_height:
@@ -366,7 +434,13 @@ class OrderExecutor:
                     order_log(order.order_id).info(
                         "order %s: resend failed: %s", order.order_id, reason(err)
                     )
-            await self._sleep(self._poll)
+            status = await self._next_status(gateway, swap.signature)
+
+    async def _next_status(self, gateway: VenueGateway, signature: str) -> TxStatus | None:
+        if self._landing is not None:
+            return await self._landing.wait(gateway, signature, self._recheck)
+        await self._sleep(self._poll)
+        return await self._status(gateway, signature)
 
     async def _status(self, gateway: VenueGateway, signature: str) -> TxStatus | None:
         try:

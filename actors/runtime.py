@@ -28,7 +28,7 @@ from actors.batching import (
     shared,
 )
 from actors.dispatch import Dispatcher, WorkerLost
-from actors.execution import OrderExecutor
+from actors.execution import LandingWatcher, OrderExecutor
 from actors.fanout import EventBatcher, EventHub
 from actors.telemetry import order_log
 from core.errors import DexecError, RetryableError, VenueUnavailable, reason
@@ -549,6 +549,7 @@ class ExecutionWorker:
                     leases=BatchedLeases(self._locks),
                     checkpoint=self._checkpoint,
                     metrics=RayMetrics(),
+                    landing=LandingWatcher(s.confirm_poll_s),
                 )
             return self._executor
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from actors.execution import OrderExecutor, collect_quotes
+from actors.execution import LandingWatcher, OrderExecutor, collect_quotes
 from core.errors import (
     BlockhashExpired,
     DexecError,
@@ -895,3 +895,67 @@ async def test_an_untranslated_library_error_is_bounded_by_the_attempt_cap(world
     assert status == "failed"
     assert world.store.rows[order.order_id].attempt == 3
     assert "argument out of range" in (world.store.rows[order.order_id].failure_reason or "")
+
+
+# --- waiting for swaps to land through the shared LandingWatcher ----------------------------
+
+
+async def test_landing_watcher_asks_once_per_venue_for_every_pending_signature(
+    world: World,
+) -> None:
+    venue = world.raydium
+    venue.land_after_polls = 3
+    swaps = [SignedSwap("raydium", f"sig-{i}", b"bytes", 10**12, 1) for i in range(50)]
+    for swap in swaps:
+        await venue.send(swap)
+    world.calls.clear()
+    watcher = LandingWatcher(poll_s=0.001)
+
+    statuses = await asyncio.gather(*(watcher.wait(venue, s.signature, 5.0) for s in swaps))
+
+    assert all(s is not None and s.confirmed for s in statuses)
+    polls = [c for c in world.calls if c[0] == "statuses"]
+    assert len(polls) == 3, "one call per round, not one per signature"
+    assert sorted(polls[0][1:]) == sorted(s.signature for s in swaps)
+    assert watcher.watched == 0
+
+
+async def test_landing_watcher_gives_up_after_the_wait_and_survives_failed_lookups(
+    world: World,
+) -> None:
+    venue = world.raydium
+    venue.land_after_polls = 10**6  # never within this test
+    swap = SignedSwap("raydium", "sig-slow", b"bytes", 10**12, 1)
+    await venue.send(swap)
+    original = venue.statuses
+    failures = [VenueUnavailable("rpc answered 503", venue="raydium")]
+
+    async def flaky(signatures: list[str]) -> list[TxStatus | None]:
+        if failures:
+            raise failures.pop()
+        return await original(signatures)
+
+    venue.statuses = flaky  # type: ignore[method-assign]
+    watcher = LandingWatcher(poll_s=0.001)
+
+    assert await watcher.wait(venue, swap.signature, 0.05) is None
+    assert not failures, "the failed round was tolerated and polling went on"
+    assert watcher.watched == 0
+
+
+async def test_executor_with_a_landing_watcher_confirms_a_swap_that_lands_later(
+    world: World,
+) -> None:
+    world.raydium.land_after_polls = 5
+    order = world.store.create()
+    executor = OrderExecutor(
+        world.store, [world.raydium, world.meteora], world.sink, TokenRegistry(),
+        policy=world.policy, quote_timeout_s=1.0, confirm_poll_s=0.25,
+        resend_interval_s=2.0, sleep=world.clock.sleep, clock=world.clock,
+        rng=random.Random(0), landing=LandingWatcher(poll_s=0.001), recheck_s=5.0,
+    )
+
+    assert await executor.execute(order.order_id) == S.CONFIRMED
+    assert len(world.raydium.built) == 1
+    assert world.raydium.sent == [world.raydium.built[0][0].signature]
+    assert world.clock.sleeps == [], "waiting for the landing is the watcher's, not a poll loop"
