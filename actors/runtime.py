@@ -403,7 +403,7 @@ class VenueGateway:
     async def quote_many(self, requests: list[tuple[str, str, int]]
                          ) -> AsyncIterator[list[tuple[int, Quote | BaseException]]]:
         """Quote each request; answers stream back as they finish (venues differ in speed)."""
-        async for chunk in as_completed([self._quote(*r) for r in requests]):
+        async for chunk in as_completed([self._quote(*r) for r in requests], gather_s=0.01):
             yield chunk
 
     async def build_many(self, requests: list[tuple[Quote, int, str]]
