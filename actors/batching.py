@@ -39,10 +39,11 @@ class Coalescer(Generic[T, R]):
 
     The batch is sent `window_s` after its first item arrived (with 0, at the end of the
     current event-loop turn), or at once when it reaches `max_batch` items. The window costs
-    each call up to that much latency and saves a call's fixed cost for every item it adds. At most `max_in_flight` batches travel at once:
-    what arrives meanwhile waits for one to come back and then goes as one batch, so batches
-    grow with the load (like a database's group commit) instead of multiplying. A batch
-    whose call raises fails every item in it. Per-item answers are delivered in order.
+    each call up to that much latency and saves a call's fixed cost for every item it adds.
+    At most `max_in_flight` batches travel at once: what arrives meanwhile waits for one to
+    come back and then goes as one batch, so batches grow with the load (like a database's
+    group commit) instead of multiplying. A batch whose call raises fails every item in it.
+    Per-item answers are delivered in order.
     """
 
     def __init__(self, call_many: BatchCall[T, R], *, max_batch: int = 512,
@@ -203,10 +204,11 @@ class BatchedStore:
         return await self._repo.events_since(order_id, since_seq)
 
     async def apply_change(
-        self, order_id: str, change: Change, *, epoch: int | None = None
+        self, order_id: str, change: Change, *, epoch: int | None = None,
+        expected: Order | None = None,
     ) -> tuple[Order, OrderEvent] | None:
         result: tuple[Order, OrderEvent] | None = await self._writes(
-            ApplyChange(order_id, change, epoch))
+            ApplyChange(order_id, change, epoch, expected))
         return result
 
     async def record_swap(

@@ -50,8 +50,11 @@ class OrderStore(Protocol):
     async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]: ...
 
     async def apply_change(
-        self, order_id: str, change: Change, *, epoch: int | None = None
-    ) -> tuple[Order, OrderEvent] | None: ...
+        self, order_id: str, change: Change, *, epoch: int | None = None,
+        expected: Order | None = None,
+    ) -> tuple[Order, OrderEvent] | None:
+        """Apply the change; with `expected`, only if the stored order is still that one."""
+        ...
 
     async def record_swap(
         self, order_id: str, attempt: int, swap: SignedSwap, *, epoch: int | None = None
@@ -521,7 +524,10 @@ class OrderExecutor:
 
     async def _change(self, order: Order, change: Change) -> Order:
         self._guard()
-        result = await self._store.apply_change(order.order_id, change, epoch=_epoch())
+        # This executor's copy is the order as stored (it holds the lease and made every
+        # change since it read it), so the store need not read it again to apply the change.
+        result = await self._store.apply_change(order.order_id, change, epoch=_epoch(),
+                                                expected=order)
         if result is None:
             return await self._store.get_order(order.order_id, with_history=False) or order
         updated, event = result

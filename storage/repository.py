@@ -127,6 +127,12 @@ _ORDER_UPDATE = (
     ("venue", "text"), ("signature", "text"), ("amount_out", "numeric"), ("price", "numeric"),
     ("failure_reason", "text"), ("updated_at", "timestamptz"),
 )
+_EXPECTED_UPDATE = (
+    ("order_id", "uuid"), ("expected_seq", "int"), ("epoch", "bigint"), ("status", "text"),
+    ("attempt", "int"), ("seq", "int"), ("venue", "text"), ("signature", "text"),
+    ("amount_out", "numeric"), ("price", "numeric"), ("failure_reason", "text"),
+    ("updated_at", "timestamptz"),
+)
 _QUOTE_INSERT = (
     ("order_id", "uuid"), ("attempt", "int"), ("venue", "text"), ("pool", "text"),
     ("amount_in", "numeric"), ("amount_out", "numeric"), ("fee", "numeric"),
@@ -236,7 +242,7 @@ class OrderRepository:
             # event of each order actually created (a repeated client_order_id adds none).
             names = ", ".join(c for c, _ in _ORDER_INSERT)
             cur = await conn.execute(
-                f"WITH created AS (INSERT INTO orders ({names}, attempt, seq)"  # noqa: S608
+                f"WITH created AS (INSERT INTO orders ({names}, attempt, seq)"
                 f" SELECT *, 0, 1 FROM {_unnest(_ORDER_INSERT, 'n')}"
                 " ON CONFLICT (account_id, client_order_id) DO NOTHING RETURNING order_id),"
                 f" events AS (INSERT INTO order_events ({_EVENT_COLUMNS})"
@@ -279,7 +285,7 @@ class OrderRepository:
         async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                f"SELECT {ORDER_COLUMNS} FROM orders"  # noqa: S608
+                f"SELECT {ORDER_COLUMNS} FROM orders"
                 " WHERE account_id = %s AND client_order_id = %s",
                 (account_id, client_order_id),
             )
@@ -295,7 +301,7 @@ class OrderRepository:
         async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = %s",  # noqa: S608
+                f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = %s",
                 (oid,),
             )
             order_row = await cur.fetchone()
@@ -304,7 +310,7 @@ class OrderRepository:
             if not with_history:
                 return order_from_row(order_row)
             await cur.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM order_events"  # noqa: S608
+                f"SELECT {_EVENT_COLUMNS} FROM order_events"
                 " WHERE order_id = %s ORDER BY seq",
                 (oid,),
             )
@@ -336,7 +342,7 @@ class OrderRepository:
             async with self.db.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
-                    f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ANY(%s)",  # noqa: S608
+                    f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ANY(%s)",
                     (list(wanted.values()),),
                 )
                 found = {str(r["order_id"]): order_from_row(r) for r in await cur.fetchall()}
@@ -359,7 +365,7 @@ class OrderRepository:
         async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                f"SELECT {ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}"  # noqa: S608
+                f"SELECT {ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}"
                 " ORDER BY created_at DESC, order_id DESC LIMIT %s",
                 params,
             )
@@ -382,7 +388,7 @@ class OrderRepository:
         async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM order_events"  # noqa: S608
+                f"SELECT {_EVENT_COLUMNS} FROM order_events"
                 " WHERE order_id = %s AND seq > %s ORDER BY seq",
                 (uuid.UUID(order_id), since_seq),
             )
@@ -391,15 +397,19 @@ class OrderRepository:
     # -- status changes and swap records: one transaction per batch ---------------------------
 
     async def apply_change(
-        self, order_id: str, change: Change, *, epoch: int | None = None
+        self, order_id: str, change: Change, *, epoch: int | None = None,
+        expected: Order | None = None,
     ) -> tuple[Order, OrderEvent] | None:
         """Apply `change` to the order and write its event in one transaction.
 
         Returns None when the change was already applied (a repeat is a no-op). With
         `epoch`, raises LeaseLost unless the caller still holds the order's newest lease.
+        With `expected` (the order as the caller last saw it), the change is computed from
+        it and written only if the stored order is still exactly that (same seq): one
+        statement instead of a locked read and a write; LeaseLost if the order moved.
         """
         result: tuple[Order, OrderEvent] | None = _one(
-            await self.write_batch([ApplyChange(order_id, change, epoch)]))
+            await self.write_batch([ApplyChange(order_id, change, epoch, expected)]))
         return result
 
     async def record_swap(
@@ -416,6 +426,153 @@ class OrderRepository:
         _one(await self.write_batch([SetSwapStatus(signature, status)]))
 
     async def write_batch(self, ops: Sequence[Write]) -> list[Any]:
+        """Apply many writes of many orders atomically; answer each in order.
+
+        Each answer is what the single call returns, or the DexecError that item raised; such
+        an item writes nothing and the others go on. When every status change says what it
+        expects the order to be, the whole batch is one statement (see _write_expected).
+        """
+        changes = [op for op in ops if isinstance(op, ApplyChange)]
+        ids = [op.order_id for op in changes]
+        if all(op.expected is not None for op in changes) and len(set(ids)) == len(ids):
+            return await self._write_expected(ops)
+        return await self._write_locked(ops)
+
+    async def _write_expected(self, ops: Sequence[Write]) -> list[Any]:
+        """Write a batch in one statement, each change conditional on what its writer expects.
+
+        An order is updated only if its stored seq is the one its executor last saw and its
+        lease epoch is the executor's (fencing); its event and quotes are inserted only for
+        orders so updated. A swap is recorded only while its order's epoch is the writer's,
+        checked under a share lock, so a lease taken meanwhile waits for the record (and sees
+        it) or the record is refused. Whatever was not written is looked up afterwards to
+        tell an unknown order, a lost lease and a concurrent change apart.
+        """
+        now = _now()
+        answers: list[Any] = [None] * len(ops)
+        updates: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        quotes: list[tuple[Any, ...]] = []
+        swaps: list[tuple[Any, ...]] = []
+        statuses: list[tuple[str, str]] = []
+        changed: dict[int, ApplyChange] = {}
+        recorded: dict[int, RecordSwap] = {}
+        for k, op in enumerate(ops):
+            if isinstance(op, SetSwapStatus):
+                statuses.append((op.status, op.signature))
+            elif isinstance(op, RecordSwap):
+                swaps.append((*_swap_params(op), op.epoch))
+                recorded[k] = op
+            else:
+                assert op.expected is not None  # noqa: S101 - checked by write_batch
+                try:
+                    result = op.expected.apply(op.change, now)
+                except DexecError as exc:
+                    answers[k] = exc
+                    continue
+                if result is None:
+                    continue  # a repeat: nothing to write
+                order, event = result
+                updates.append((
+                    op.order_id, op.expected.seq, op.epoch, str(order.status), order.attempt,
+                    order.seq, order.venue, order.signature, order.amount_out, order.price,
+                    order.failure_reason, order.updated_at,
+                ))
+                events.append(_event_params(event))
+                quotes.extend(_quote_params(op, event))
+                answers[k] = result
+                changed[k] = op
+        parts: list[str] = []
+        params: list[Any] = []
+        returning: list[str] = []
+        if updates:
+            parts.append(
+                "upd AS (UPDATE orders o SET status = v.status, attempt = v.attempt,"
+                " seq = v.seq, venue = v.venue, signature = v.signature,"
+                " amount_out = v.amount_out, price = v.price,"
+                " failure_reason = v.failure_reason, updated_at = v.updated_at"
+                f" FROM {_unnest(_EXPECTED_UPDATE, 'v')} WHERE o.order_id = v.order_id"
+                " AND o.seq = v.expected_seq"
+                " AND (v.epoch IS NULL OR o.lease_epoch = v.epoch) RETURNING o.order_id)"
+            )
+            params += _arrays(updates, len(_EXPECTED_UPDATE))
+            parts.append(
+                f"ev AS (INSERT INTO order_events ({_EVENT_COLUMNS}) SELECT e.* FROM"
+                f" {_unnest(_EVENT_INSERT, 'e')}"
+                " WHERE e.order_id IN (SELECT order_id FROM upd))"
+            )
+            params += _arrays(events, len(_EVENT_INSERT))
+            if quotes:
+                names = ", ".join(c for c, _ in _QUOTE_INSERT)
+                parts.append(
+                    f"qt AS (INSERT INTO order_quotes ({names}) SELECT q.* FROM"
+                    f" {_unnest(_QUOTE_INSERT, 'q')}"
+                    " WHERE q.order_id IN (SELECT order_id FROM upd) ON CONFLICT DO NOTHING)"
+                )
+                params += _arrays(quotes, len(_QUOTE_INSERT))
+            returning.append("SELECT 'o', order_id::text FROM upd")
+        if swaps:
+            names = ", ".join(c for c, _ in _SWAP_INSERT)
+            columns = (*_SWAP_INSERT, ("epoch", "bigint"))
+            parts.append(
+                f"sw AS (INSERT INTO swap_transactions ({names})"
+                f" SELECT {', '.join('s.' + c for c, _ in _SWAP_INSERT)}"
+                f" FROM {_unnest(columns, 's')} WHERE EXISTS (SELECT 1 FROM orders o"
+                " WHERE o.order_id = s.order_id"
+                " AND (s.epoch IS NULL OR o.lease_epoch = s.epoch) FOR SHARE)"
+                " ON CONFLICT (signature) DO NOTHING RETURNING signature)"
+            )
+            params += _arrays(swaps, len(columns))
+            returning.append("SELECT 's', signature FROM sw")
+        if statuses:
+            parts.append(
+                "st AS (UPDATE swap_transactions t SET status = x.status, updated_at = now()"
+                " FROM unnest(%s::text[], %s::text[]) AS x(status, signature)"
+                " WHERE t.signature = x.signature)"
+            )
+            params += _arrays(statuses, 2)
+        if not parts:
+            return answers
+        final = " UNION ALL ".join(returning) or "SELECT NULL, NULL WHERE false"
+        async with self.db.connection() as conn:
+            cur = await conn.execute(f"WITH {', '.join(parts)} {final}", params)
+            written = {(kind, key) for kind, key in await cur.fetchall()}
+        unwritten = {k: op.order_id for k, op in changed.items()
+                     if ("o", op.order_id) not in written}
+        unwritten |= {k: op.order_id for k, op in recorded.items()
+                      if ("s", op.swap.signature) not in written}
+        if unwritten:
+            await self._explain_unwritten(ops, unwritten, answers)
+        return answers
+
+    async def _explain_unwritten(self, ops: Sequence[Write], unwritten: dict[int, str],
+                                 answers: list[Any]) -> None:
+        """Answer each write that was not made with why (or None: a swap recorded before)."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT order_id::text, seq, lease_epoch FROM orders WHERE order_id = ANY(%s)",
+                ([uuid.UUID(i) for i in set(unwritten.values())],))
+            stored = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+        for k, order_id in unwritten.items():
+            op = ops[k]
+            assert isinstance(op, ApplyChange | RecordSwap)  # noqa: S101 - by construction
+            if order_id not in stored:
+                answers[k] = OrderNotFound(f"order {order_id} does not exist")
+                continue
+            seq, epoch = stored[order_id]
+            try:
+                _check_epoch(order_id, epoch, op.epoch)
+            except LeaseLost as exc:
+                answers[k] = exc
+                continue
+            if isinstance(op, ApplyChange):
+                answers[k] = LeaseLost(
+                    f"order {order_id} changed concurrently (stored seq {seq}, expected"
+                    f" {op.expected.seq if op.expected else '?'})")
+            else:
+                answers[k] = None  # the same signature was recorded before: a repeat
+
+    async def _write_locked(self, ops: Sequence[Write]) -> list[Any]:
         """Apply many writes of many orders in one transaction; answer each in order.
 
         Each answer is what the single call returns, or the DexecError that item raised (an
@@ -431,7 +588,7 @@ class OrderRepository:
             rows: dict[str, dict[str, Any]] = {}
             if ids:
                 await cur.execute(
-                    f"SELECT {ORDER_COLUMNS}, lease_epoch FROM orders"  # noqa: S608
+                    f"SELECT {ORDER_COLUMNS}, lease_epoch FROM orders"
                     " WHERE order_id = ANY(%s) ORDER BY order_id FOR UPDATE",
                     ([uuid.UUID(i) for i in ids],),
                 )
@@ -467,7 +624,7 @@ class OrderRepository:
                 answers[k] = result
             if changed:
                 await cur.execute(
-                    "UPDATE orders o SET status = v.status, attempt = v.attempt, seq = v.seq,"  # noqa: S608
+                    "UPDATE orders o SET status = v.status, attempt = v.attempt, seq = v.seq,"
                     " venue = v.venue, signature = v.signature, amount_out = v.amount_out,"
                     " price = v.price, failure_reason = v.failure_reason,"
                     " updated_at = v.updated_at"
@@ -482,21 +639,21 @@ class OrderRepository:
                 )
             if events:
                 await cur.execute(
-                    f"INSERT INTO order_events ({_EVENT_COLUMNS}) SELECT * FROM"  # noqa: S608
+                    f"INSERT INTO order_events ({_EVENT_COLUMNS}) SELECT * FROM"
                     f" {_unnest(_EVENT_INSERT, 'e')}",
                     _arrays(events, len(_EVENT_INSERT)),
                 )
             if quotes:
                 names = ", ".join(c for c, _ in _QUOTE_INSERT)
                 await cur.execute(
-                    f"INSERT INTO order_quotes ({names}) SELECT * FROM"  # noqa: S608
+                    f"INSERT INTO order_quotes ({names}) SELECT * FROM"
                     f" {_unnest(_QUOTE_INSERT, 'q')} ON CONFLICT DO NOTHING",
                     _arrays(quotes, len(_QUOTE_INSERT)),
                 )
             if swaps:
                 names = ", ".join(c for c, _ in _SWAP_INSERT)
                 await cur.execute(
-                    f"INSERT INTO swap_transactions ({names}) SELECT * FROM"  # noqa: S608
+                    f"INSERT INTO swap_transactions ({names}) SELECT * FROM"
                     f" {_unnest(_SWAP_INSERT, 's')} ON CONFLICT (signature) DO NOTHING",
                     _arrays(swaps, len(_SWAP_INSERT)),
                 )
@@ -532,6 +689,7 @@ class ApplyChange:
     order_id: str
     change: Change
     epoch: int | None = None
+    expected: Order | None = None  # the order as its executor knows it: no locking read
 
 
 @dataclass(frozen=True)

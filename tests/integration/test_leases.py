@@ -70,11 +70,26 @@ async def test_a_superseded_lease_can_write_nothing(engine: Engine) -> None:
         change = Change(Trigger.START_ROUTING, attempt=1)
         with pytest.raises(LeaseLost):
             await repo.apply_change(order.order_id, change, epoch=old.epoch)
+        with pytest.raises(LeaseLost):  # the one-statement write is fenced the same way
+            await repo.apply_change(order.order_id, change, epoch=old.epoch, expected=order)
         swap = SignedSwap("raydium", "sig-" + order.order_id, b"bytes", 10, 1)
         with pytest.raises(LeaseLost):
             await repo.record_swap(order.order_id, 1, swap, epoch=old.epoch)
         assert await repo.swaps_for_order(order.order_id) == []
-        assert await repo.apply_change(order.order_id, change, epoch=new.epoch) is not None
+        result = await repo.apply_change(order.order_id, change, epoch=new.epoch,
+                                         expected=order)
+        assert result is not None and result[0].seq == order.seq + 1
+        # A writer whose copy is stale (another change landed since) is refused, not merged.
+        cancel = Change(Trigger.FAIL, attempt=0, error="cancelled", error_class="terminal")
+        with pytest.raises(LeaseLost, match="changed concurrently"):
+            await repo.apply_change(order.order_id, cancel, epoch=new.epoch, expected=order)
+        stored = await repo.get_order(order.order_id)
+        assert stored is not None and stored.seq == order.seq + 1
+        assert [e.seq for e in stored.events] == [1, 2]
+        await repo.record_swap(order.order_id, 1, swap, epoch=new.epoch)
+        await repo.record_swap(order.order_id, 1, swap, epoch=new.epoch)  # a repeat: harmless
+        assert [s.signature for s, _, _ in await repo.swaps_for_order(order.order_id)] == [
+            swap.signature]
         await new.release()
     finally:
         await first.close()

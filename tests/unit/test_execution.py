@@ -19,6 +19,7 @@ from core.errors import (
     InsufficientFunds,
     InsufficientLiquidity,
     InvalidInput,
+    LeaseLost,
     NoRoute,
     OrderNotFound,
     OutcomeUnknownError,
@@ -115,12 +116,16 @@ class FakeStore:
                        quotes=tuple(self.quotes[order_id].values()))
 
     async def apply_change(
-        self, order_id: str, change: Change, *, epoch: int | None = None
+        self, order_id: str, change: Change, *, epoch: int | None = None,
+        expected: Order | None = None,
     ) -> tuple[Order, OrderEvent] | None:
         self._outage("apply_change", str(change.trigger))
         row = self.rows.get(order_id)
         if row is None:
             raise OrderNotFound(f"order {order_id} does not exist")
+        if expected is not None and expected.seq != row.seq:
+            # Like the repository: a change made from a stale copy is refused.
+            raise LeaseLost(f"order {order_id} changed concurrently")
         result = row.apply(change, self._now())
         if result is None:
             return None
