@@ -133,7 +133,7 @@ async def test_a_failed_save_writes_nothing(store: SimChainStore, conninfo: str)
     bad_tx = {"signature": "x", "state": "bogus", "owner": "o", "pool": "p", "amount_in": 1,
               "min_amount_out": 1, "x_to_y": True, "last_valid_block_height": 1,
               "land_at": 0.0, "block_height": 0, "amount_out": 0, "error": None,
-              "error_code": None}
+              "error_code": None, "sent_at": 0.0}
 
     with pytest.raises(psycopg.errors.CheckViolation):
         await store.save({**rows, "transactions": [bad_tx]})
