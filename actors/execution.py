@@ -457,23 +457,28 @@ class OrderExecutor:
             await self._store.set_swap_status(swap.signature, "failed")
             error_type = _CHAIN_ERRORS.get(status.error_code or "", TerminalError)
             raise error_type(status.error or "transaction failed", venue=swap.venue)
-        await self._store.set_swap_status(swap.signature, "confirmed")
         token_in = self._tokens.by_mint(order.input_mint)
         token_out = self._tokens.by_mint(order.output_mint)
         price = execution_price(
             order.amount_in, token_in.decimals, status.amount_out, token_out.decimals
         )
-        return await self._change(
-            order,
-            Change(
-                Trigger.TX_CONFIRMED,
-                order.attempt,
-                venue=swap.venue,
-                signature=swap.signature,
-                amount_out=status.amount_out,
-                price=price,
+        # Both at once: a batching store writes them in one statement. If either fails, the
+        # order is still SUBMITTED with its landed swap, and is reconciled by its signature.
+        _, confirmed = await asyncio.gather(
+            self._store.set_swap_status(swap.signature, "confirmed"),
+            self._change(
+                order,
+                Change(
+                    Trigger.TX_CONFIRMED,
+                    order.attempt,
+                    venue=swap.venue,
+                    signature=swap.signature,
+                    amount_out=status.amount_out,
+                    price=price,
+                ),
             ),
         )
+        return confirmed
 
     async def _after_failure(self, order: Order, err: DexecError) -> Order:
         current = await self._store.get_order(order.order_id, with_history=False) or order
