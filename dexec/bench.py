@@ -268,6 +268,13 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
         for (name, status), nxt in zip(STAGES, order_of[1:], strict=True):
             if status in last_at and nxt in first_at:
                 stages[name].append(max(0.0, first_at[nxt] - last_at[status]))
+    # Orders in flight at once: accepted (the 202 arrived) and not yet terminal.
+    changes = sorted([(at, 1) for at in tally.submitted_at.values()]
+                     + [(t, -1) for t in finish_times])
+    in_flight = peak_in_flight = 0
+    for _, step in changes:
+        in_flight += step
+        peak_in_flight = max(peak_in_flight, in_flight)
     window = max(tally.last_submit - tally.first_submit, 1e-9)
     done_window = max((max(finish_times) if finish_times else 0) - tally.first_submit, 1e-9)
     return {
@@ -280,6 +287,7 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
         "errors": tally.errors,
         "error_samples": tally.error_samples,
         "lost": lost,
+        "peak_in_flight": peak_in_flight,
         "duplicate_executions": duplicates,
         "throughput": {"accepted_per_s": round(tally.accepted / window, 1),
                        "terminal_per_s": round((confirmed + failed) / done_window, 1),
@@ -332,7 +340,8 @@ def print_report(result: dict[str, Any]) -> None:
     print("\n=== dexec bench ===")
     print(f"accepted {result['accepted']}  confirmed {result['confirmed']}  failed "
           f"{result['failed']}  rejected(429) {result['rejected_429']}  errors {result['errors']}")
-    print(f"lost {result['lost']}  duplicate executions {result['duplicate_executions']}")
+    print(f"lost {result['lost']}  duplicate executions {result['duplicate_executions']}"
+          f"  peak in flight {result['peak_in_flight']}")
     tp = result["throughput"]
     print(f"throughput: accepted {tp['accepted_per_s']}/s  terminal {tp['terminal_per_s']}/s"
           f"  (submitting for {tp['submit_window_s']} s)")
