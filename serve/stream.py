@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from actors.batching import Coalescer
 from core.orders import TERMINAL as TERMINAL_STATUSES
 from core.orders import Order, OrderEvent
 
@@ -58,9 +59,10 @@ class StreamHub:
         self._history = history
         self._subs: dict[str, set[Connection]] = defaultdict(set)
         self._poller: asyncio.Task[None] | None = None
-        # Watch and unwatch calls go out one at a time, each deciding under this lock, so a
-        # late unwatch can never cancel a newer subscription's watch.
-        self._watch_lock = asyncio.Lock()
+        # Watches and unwatches travel in batches, one batch at a time, each order's side
+        # decided when its batch leaves (watched if anyone here still wants it), so a late
+        # unwatch can never cancel a newer subscription's watch.
+        self._sync: Coalescer[str, None] = Coalescer(self._sync_many, max_in_flight=1)
         self.connections = 0
 
     def _ensure_poller(self) -> None:
@@ -74,8 +76,7 @@ class StreamHub:
         self._ensure_poller()
         async with conn.lock:
             self._subs[order_id].add(conn)
-            async with self._watch_lock:
-                await self._source.watch(self.replica_id, [order_id])
+            await self._sync(order_id)  # watched before the history is read: no gap
             order = await self._history.get_order(order_id)
             if order is None:
                 self._drop(conn, order_id)
@@ -112,9 +113,18 @@ class StreamHub:
                 task.add_done_callback(_log_failure)
 
     async def _unwatch_if_unused(self, order_id: str) -> None:
-        async with self._watch_lock:
-            if order_id not in self._subs:
-                await self._source.unwatch(self.replica_id, [order_id])
+        await self._sync(order_id)
+
+    async def _sync_many(self, order_ids: list[str]) -> list[None]:
+        """Tell the Notifier, for each order, whether this replica still watches it."""
+        unique = list(dict.fromkeys(order_ids))
+        watch = [i for i in unique if i in self._subs]
+        unwatch = [i for i in unique if i not in self._subs]
+        if watch:
+            await self._source.watch(self.replica_id, watch)
+        if unwatch:
+            await self._source.unwatch(self.replica_id, unwatch)
+        return [None] * len(order_ids)
 
     async def _poll(self) -> None:
         rewatch = False
