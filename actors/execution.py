@@ -150,6 +150,9 @@ async def collect_quotes(
     return quotes, errors
 
 
+MAX_SIGNATURES_PER_CALL = 256  # Solana's getSignatureStatuses limit
+
+
 class LandingWatcher:
     """Wait for many signatures to land with one status call per venue per poll round.
 
@@ -192,7 +195,12 @@ class LandingWatcher:
             by_venue: dict[str, tuple[VenueGateway, list[str]]] = {}
             for signature, (gateway, _) in self._waiting.items():
                 by_venue.setdefault(gateway.name, (gateway, []))[1].append(signature)
-            await asyncio.gather(*(self._round(g, sigs) for g, sigs in by_venue.values()))
+            # getSignatureStatuses takes at most 256 signatures a call.
+            await asyncio.gather(*(
+                self._round(g, sigs[i:i + MAX_SIGNATURES_PER_CALL])
+                for g, sigs in by_venue.values()
+                for i in range(0, len(sigs), MAX_SIGNATURES_PER_CALL)
+            ))
             await asyncio.sleep(self._poll)
 
     async def _round(self, gateway: VenueGateway, signatures: list[str]) -> None:

@@ -964,3 +964,18 @@ async def test_executor_with_a_landing_watcher_confirms_a_swap_that_lands_later(
     assert len(world.raydium.built) == 1
     assert world.raydium.sent == [world.raydium.built[0][0].signature]
     assert world.clock.sleeps == [], "waiting for the landing is the watcher's, not a poll loop"
+
+
+async def test_landing_watcher_asks_for_at_most_256_signatures_a_call(world: World) -> None:
+    venue = world.raydium
+    venue.land_after_polls = 1
+    swaps = [SignedSwap("raydium", f"many-{i}", b"bytes", 10**12, 1) for i in range(300)]
+    for swap in swaps:
+        await venue.send(swap)
+    world.calls.clear()
+    watcher = LandingWatcher(poll_s=0.001)
+
+    await asyncio.gather(*(watcher.wait(venue, s.signature, 5.0) for s in swaps))
+
+    sizes = sorted(len(c) - 1 for c in world.calls if c[0] == "statuses")
+    assert sizes == [44, 256]
