@@ -26,9 +26,7 @@ class EventHub:
     `stale_after_s` is forgotten.
     """
 
-    def __init__(self, *, max_queue: int = 100_000, stale_after_s: float = 60.0,
-                 gather_s: float = 0.005) -> None:
-        self._gather_s = gather_s
+    def __init__(self, *, max_queue: int = 100_000, stale_after_s: float = 60.0) -> None:
         self._watchers: dict[str, set[str]] = defaultdict(set)  # order_id -> replica ids
         self._queues: dict[str, deque[Event]] = {}
         self._ready: dict[str, asyncio.Event] = {}
@@ -80,8 +78,6 @@ class EventHub:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
                     await ready.wait()
-            if queue and self._gather_s > 0:
-                await asyncio.sleep(self._gather_s)  # events arriving together travel together
         events = list(queue)
         queue.clear()
         self._forget_stale()

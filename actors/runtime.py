@@ -593,8 +593,6 @@ class ExecutionWorker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
                     await self._finished_ready.wait()
-            if self._finished:
-                await asyncio.sleep(0.005)  # let outcomes finishing together travel together
         outcomes, self._finished = self._finished, []
         return self._incarnation, outcomes
 
