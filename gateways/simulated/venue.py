@@ -20,6 +20,7 @@ from gateways.ratelimit import TokenBucket
 from gateways.simulated.program import build_swap_transaction
 
 QUOTE_TTL_S = 30.0
+BLOCKHASH_REUSE_S = 0.4
 
 
 class ChainClient(Protocol):
@@ -84,6 +85,7 @@ class SimulatedVenue:
         self.faults = faults
         self._rng = random.Random(f"{seed}:{name}")
         self._limit = TokenBucket(rate_limit_per_s)
+        self._blockhash: tuple[str, int, float] | None = None  # (hash, last valid, fetched)
 
     def set_latency(self, quote_ms: tuple[int, int], swap_ms: tuple[int, int]) -> None:
         self._quote_latency = quote_ms
@@ -121,7 +123,7 @@ class SimulatedVenue:
         if quote.venue != self.name:
             raise InvalidInput(f"quote from {quote.venue} sent to {self.name}")
         route = json.loads(quote.payload)
-        blockhash, last_valid = await self._chain.latest_blockhash()
+        blockhash, last_valid = await self._recent_blockhash()
         try:
             tx = build_swap_transaction(
                 self._wallet, route["pool"], quote.amount_in, min_amount_out, route["x_to_y"],
@@ -130,6 +132,15 @@ class SimulatedVenue:
         except (struct.error, ValueError) as exc:
             raise InvalidInput(f"cannot build the swap: {exc}", venue=self.name) from None
         return SignedSwap(self.name, str(tx.signatures[0]), bytes(tx), last_valid, min_amount_out)
+
+    async def _recent_blockhash(self) -> tuple[str, int]:
+        """Return a blockhash at most BLOCKHASH_REUSE_S old (a slot), asking the chain anew
+        only after that: it stays valid for about 150 slots, and every build needs one."""
+        now = time.monotonic()
+        if self._blockhash is None or now - self._blockhash[2] > BLOCKHASH_REUSE_S:
+            blockhash, last_valid = await self._chain.latest_blockhash()
+            self._blockhash = (blockhash, last_valid, now)
+        return self._blockhash[0], self._blockhash[1]
 
     async def send(self, swap: SignedSwap) -> None:
         await self._limit.acquire()
