@@ -52,12 +52,34 @@ def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
     )
 
 
+def _upsert_many(table: str, columns: Sequence[tuple[str, str]], key: Sequence[str]) -> str:
+    """Return one upsert of any number of rows, each column sent as one array (positional
+    parameters, in `columns` order). A change set holds each key once, as it must."""
+    names = [c for c, _ in columns]
+    arrays = ", ".join(f"%s::{t}[]" for _, t in columns)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in key)
+    return (
+        f"INSERT INTO simchain.{table} ({', '.join(names)})"  # noqa: S608
+        f" SELECT * FROM unnest({arrays})"
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+
+
+_TX_TYPES = ("text", "text", "text", "text", "numeric", "numeric", "bool", "bigint", "float8",
+             "bigint", "numeric", "text", "text", "float8")
+_ARRAY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "transactions": tuple(zip(_TX_COLUMNS, _TX_TYPES, strict=True)),
+    "pools": (("address", "text"), ("state", "bytea")),
+    "balances": (("owner", "text"), ("symbol", "text"), ("amount", "numeric")),
+    "blockhashes": (("blockhash", "text"), ("height", "bigint")),
+}
 _SAVE = {
     "meta": _upsert("meta", ("id", *_META_COLUMNS), ("id",)),  # the single row has id true
-    "transactions": _upsert("transactions", _TX_COLUMNS, ("signature",)),
-    "pools": _upsert("pools", ("address", "state"), ("address",)),
-    "balances": _upsert("balances", ("owner", "symbol", "amount"), ("owner", "symbol")),
-    "blockhashes": _upsert("blockhashes", ("blockhash", "height"), ("blockhash",)),
+    "transactions": _upsert_many("transactions", _ARRAY_COLUMNS["transactions"],
+                                 ("signature",)),
+    "pools": _upsert_many("pools", _ARRAY_COLUMNS["pools"], ("address",)),
+    "balances": _upsert_many("balances", _ARRAY_COLUMNS["balances"], ("owner", "symbol")),
+    "blockhashes": _upsert_many("blockhashes", _ARRAY_COLUMNS["blockhashes"], ("blockhash",)),
 }
 
 _LOAD = {
@@ -120,9 +142,15 @@ class SimChainStore:
         async with self._save_lock:
             if not counts:
                 return
-            async with self.db.connection(transaction=True) as conn:
+            async with self.db.connection(transaction=True, pipeline=True) as conn:
                 cur = conn.cursor()
                 for table, rows in batches.items():
-                    if rows:
+                    if not rows:
+                        continue
+                    if table == "meta":
                         await cur.executemany(_SAVE[table], rows)
+                        continue
+                    columns = [c for c, _ in _ARRAY_COLUMNS[table]]
+                    await cur.execute(_SAVE[table],
+                                      [[row[c] for row in rows] for c in columns])
         log.debug("saved simulated chain changes: %s", counts)
