@@ -33,7 +33,7 @@ from actors.fanout import EventBatcher, EventHub
 from actors.telemetry import order_log
 from core.errors import DexecError, RetryableError, VenueUnavailable, reason
 from core.limits import AccountRateLimit
-from core.orders import NewOrder, Order, OrderEvent
+from core.orders import NewOrder, OrderEvent
 from core.quotes import Quote, SignedSwap, TxStatus
 from core.retry import RetryPolicy
 from core.settings import Settings
@@ -553,10 +553,6 @@ class ExecutionWorker:
                 )
             return self._executor
 
-    async def execute(self, order_id: str) -> str | None:
-        """Execute one order; BUSY while another worker holds its lease."""
-        return await (await self._ready()).execute(order_id)
-
     async def accept(self, order_ids: list[str]) -> str:
         """Start executing the orders; their outcomes come back through `finished`.
 
@@ -818,9 +814,6 @@ class OrderManager:
 
     async def start(self) -> dict[str, int]:
         return (await self._ready()).stats()
-
-    async def submit(self, new: NewOrder) -> tuple[Order, bool]:
-        return await (await self._ready()).submit(new)
 
     async def submit_many(self, news: list[NewOrder]) -> list[Any]:
         """Submit a batch (one transaction); each answer is (order, created) or its error."""
