@@ -122,11 +122,6 @@ _ORDER_INSERT = (
     ("amount_in", "numeric"), ("slippage_bps", "int"), ("status", "text"),
     ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
 )
-_ORDER_UPDATE = (
-    ("order_id", "uuid"), ("status", "text"), ("attempt", "int"), ("seq", "int"),
-    ("venue", "text"), ("signature", "text"), ("amount_out", "numeric"), ("price", "numeric"),
-    ("failure_reason", "text"), ("updated_at", "timestamptz"),
-)
 _EXPECTED_UPDATE = (
     ("order_id", "uuid"), ("expected_seq", "int"), ("epoch", "bigint"), ("status", "text"),
     ("attempt", "int"), ("seq", "int"), ("venue", "text"), ("signature", "text"),
@@ -400,13 +395,13 @@ class OrderRepository:
         self, order_id: str, change: Change, *, epoch: int | None = None,
         expected: Order | None = None,
     ) -> tuple[Order, OrderEvent] | None:
-        """Apply `change` to the order and write its event in one transaction.
+        """Apply `change` to the order and write its event in one statement.
 
         Returns None when the change was already applied (a repeat is a no-op). With
         `epoch`, raises LeaseLost unless the caller still holds the order's newest lease.
-        With `expected` (the order as the caller last saw it), the change is computed from
-        it and written only if the stored order is still exactly that (same seq): one
-        statement instead of a locked read and a write; LeaseLost if the order moved.
+        The change is computed from `expected` (the order as the caller last saw it; without
+        it, the order is read first) and written only if the stored order is still exactly
+        that (same seq); LeaseLost if the order moved meanwhile.
         """
         result: tuple[Order, OrderEvent] | None = _one(
             await self.write_batch([ApplyChange(order_id, change, epoch, expected)]))
@@ -429,14 +424,50 @@ class OrderRepository:
         """Apply many writes of many orders atomically; answer each in order.
 
         Each answer is what the single call returns, or the DexecError that item raised; such
-        an item writes nothing and the others go on. When every status change says what it
-        expects the order to be, the whole batch is one statement (see _write_expected).
+        an item writes nothing and the others go on. A batch is one statement (see
+        _write_expected); a change that does not say what it expects is made from the order
+        as stored when its statement is prepared, and several changes to one order go out
+        in successive statements, each seeing the one before.
         """
-        changes = [op for op in ops if isinstance(op, ApplyChange)]
-        ids = [op.order_id for op in changes]
-        if all(op.expected is not None for op in changes) and len(set(ids)) == len(ids):
-            return await self._write_expected(ops)
-        return await self._write_locked(ops)
+        answers: list[Any] = [None] * len(ops)
+        waiting = list(enumerate(ops))
+        while waiting:
+            this_round: list[tuple[int, Write]] = []
+            later: list[tuple[int, Write]] = []
+            changing: set[str] = set()
+            for k, op in waiting:
+                if isinstance(op, ApplyChange):
+                    if op.order_id in changing:
+                        later.append((k, op))
+                        continue
+                    changing.add(op.order_id)
+                this_round.append((k, op))
+            this_round = await self._with_expected(this_round, answers)
+            for (k, _), answer in zip(this_round, await self._write_expected(
+                    [op for _, op in this_round]), strict=True):
+                answers[k] = answer
+            waiting = later
+        return answers
+
+    async def _with_expected(self, ops: list[tuple[int, Write]], answers: list[Any]
+                             ) -> list[tuple[int, Write]]:
+        """Give each change without `expected` the order as stored now (OrderNotFound if
+        there is none, answered at once and dropped from the batch)."""
+        unknown = sorted({op.order_id for _, op in ops
+                          if isinstance(op, ApplyChange) and op.expected is None})
+        if not unknown:
+            return ops
+        stored = dict(zip(unknown, await self.get_orders(unknown), strict=True))
+        kept: list[tuple[int, Write]] = []
+        for k, op in ops:
+            if isinstance(op, ApplyChange) and op.expected is None:
+                current = stored[op.order_id]
+                if current is None:
+                    answers[k] = OrderNotFound(f"order {op.order_id} does not exist")
+                    continue
+                op = replace(op, expected=current)
+            kept.append((k, op))
+        return kept
 
     async def _write_expected(self, ops: Sequence[Write]) -> list[Any]:
         """Write a batch in one statement, each change conditional on what its writer expects.
@@ -572,100 +603,6 @@ class OrderRepository:
             else:
                 answers[k] = None  # the same signature was recorded before: a repeat
 
-    async def _write_locked(self, ops: Sequence[Write]) -> list[Any]:
-        """Apply many writes of many orders in one transaction; answer each in order.
-
-        Each answer is what the single call returns, or the DexecError that item raised (an
-        unknown order, a lost lease, an illegal step); such an item writes nothing and the
-        others go on. The orders' rows are locked in id order, so concurrent batches of
-        different workers cannot deadlock.
-        """
-        now = _now()
-        answers: list[Any] = [None] * len(ops)
-        ids = sorted({op.order_id for op in ops if not isinstance(op, SetSwapStatus)})
-        async with self.db.connection(transaction=True, pipeline=True) as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            rows: dict[str, dict[str, Any]] = {}
-            if ids:
-                await cur.execute(
-                    f"SELECT {ORDER_COLUMNS}, lease_epoch FROM orders"
-                    " WHERE order_id = ANY(%s) ORDER BY order_id FOR UPDATE",
-                    ([uuid.UUID(i) for i in ids],),
-                )
-                rows = {str(r["order_id"]): r for r in await cur.fetchall()}
-            orders = {i: order_from_row(r) for i, r in rows.items()}
-            changed: dict[str, Order] = {}
-            events: list[tuple[Any, ...]] = []
-            quotes: list[tuple[Any, ...]] = []
-            swaps: list[tuple[Any, ...]] = []
-            statuses: list[tuple[str, str]] = []
-            for k, op in enumerate(ops):
-                if isinstance(op, SetSwapStatus):
-                    statuses.append((op.status, op.signature))
-                    continue
-                try:
-                    row = rows.get(op.order_id)
-                    if row is None:
-                        raise OrderNotFound(f"order {op.order_id} does not exist")
-                    _check_epoch(op.order_id, row["lease_epoch"], op.epoch)
-                    if isinstance(op, RecordSwap):
-                        swaps.append(_swap_params(op))
-                        continue
-                    result = orders[op.order_id].apply(op.change, now)
-                except DexecError as exc:
-                    answers[k] = exc
-                    continue
-                if result is None:
-                    continue
-                order, event = result
-                orders[op.order_id] = changed[op.order_id] = order
-                events.append(_event_params(event))
-                quotes.extend(_quote_params(op, event))
-                answers[k] = result
-            if changed:
-                await cur.execute(
-                    "UPDATE orders o SET status = v.status, attempt = v.attempt, seq = v.seq,"
-                    " venue = v.venue, signature = v.signature, amount_out = v.amount_out,"
-                    " price = v.price, failure_reason = v.failure_reason,"
-                    " updated_at = v.updated_at"
-                    f" FROM {_unnest(_ORDER_UPDATE, 'v')} WHERE o.order_id = v.order_id",
-                    _arrays([
-                        (
-                            o.order_id, str(o.status), o.attempt, o.seq, o.venue, o.signature,
-                            o.amount_out, o.price, o.failure_reason, o.updated_at,
-                        )
-                        for o in changed.values()
-                    ], len(_ORDER_UPDATE)),
-                )
-            if events:
-                await cur.execute(
-                    f"INSERT INTO order_events ({_EVENT_COLUMNS}) SELECT * FROM"
-                    f" {_unnest(_EVENT_INSERT, 'e')}",
-                    _arrays(events, len(_EVENT_INSERT)),
-                )
-            if quotes:
-                names = ", ".join(c for c, _ in _QUOTE_INSERT)
-                await cur.execute(
-                    f"INSERT INTO order_quotes ({names}) SELECT * FROM"
-                    f" {_unnest(_QUOTE_INSERT, 'q')} ON CONFLICT DO NOTHING",
-                    _arrays(quotes, len(_QUOTE_INSERT)),
-                )
-            if swaps:
-                names = ", ".join(c for c, _ in _SWAP_INSERT)
-                await cur.execute(
-                    f"INSERT INTO swap_transactions ({names}) SELECT * FROM"
-                    f" {_unnest(_SWAP_INSERT, 's')} ON CONFLICT (signature) DO NOTHING",
-                    _arrays(swaps, len(_SWAP_INSERT)),
-                )
-            if statuses:
-                await cur.execute(
-                    "UPDATE swap_transactions t SET status = x.status, updated_at = now()"
-                    " FROM unnest(%s::text[], %s::text[]) AS x(status, signature)"
-                    " WHERE t.signature = x.signature",
-                    _arrays(statuses, 2),
-                )
-        return answers
-
     # -- swap transactions ----------------------------------------------------------------
 
     async def swaps_for_order(self, order_id: str) -> list[tuple[SignedSwap, int, str]]:
@@ -689,7 +626,7 @@ class ApplyChange:
     order_id: str
     change: Change
     epoch: int | None = None
-    expected: Order | None = None  # the order as its executor knows it: no locking read
+    expected: Order | None = None  # the order as its executor knows it: no read first
 
 
 @dataclass(frozen=True)
