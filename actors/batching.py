@@ -55,8 +55,6 @@ class Coalescer(Generic[T, R]):
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.batches = 0  # calls made (for tests and metrics)
-        self.items = 0
 
     async def __call__(self, item: T) -> R:
         loop = asyncio.get_running_loop()
@@ -88,8 +86,6 @@ class Coalescer(Generic[T, R]):
             self._flush()  # what waited for this batch goes now
 
     async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        self.batches += 1
-        self.items += len(batch)
         try:
             answer = self._call_many([item for item, _ in batch])
             if isinstance(answer, AsyncIterator):
