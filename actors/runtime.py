@@ -39,7 +39,7 @@ from core.retry import RetryPolicy
 from core.settings import Settings
 from core.tokens import TokenRegistry
 from gateways.simulated.chain import ChainChanges, ChainSnapshot, SimChain, dev_wallet
-from gateways.simulated.venue import Faults, SimulatedVenue
+from gateways.simulated.venue import Faults, SimulatedVenue, VenueBehaviour
 from storage.locks import ExecutionLocks
 from storage.repository import OrderRepository
 from storage.simchain import SimChainStore
@@ -49,10 +49,6 @@ log = logging.getLogger(__name__)
 CHAIN = "SimChain"
 NOTIFIER = "Notifier"
 MANAGER = "OrderManager"
-
-
-def gateway_name(venue: str) -> str:
-    return f"Gateway-{venue}"
 
 
 def worker_name(index: int) -> str:
@@ -110,7 +106,7 @@ class RayMetrics:
 
 
 class VenueCallMetrics:
-    """Latency and errors of every venue call, measured in the gateway actor."""
+    """Latency and errors of every venue call, measured where the gateway runs."""
 
     def __init__(self, venue: str) -> None:
         from ray.util import metrics as m
@@ -162,6 +158,16 @@ class SimulatedChain:
         self._saved = 0  # generation covered by the last successful save
         self._landing_slots: set[float] = set()
         self._landing: set[asyncio.Future[None]] = set()
+        self._venues = {
+            v: VenueBehaviour(
+                v, quote_latency_ms=settings.sim_quote_latency_ms,
+                swap_latency_ms=settings.sim_swap_latency_ms,
+                faults=Faults(down=v in settings.sim_down_venues,
+                              fail_rate=settings.sim_fail_rate,
+                              timeout_rate=settings.sim_timeout_rate),
+                seed=settings.sim_seed)
+            for v in settings.venues
+        }
         # An async actor's constructor runs inside its running event loop.
         self._started = asyncio.get_event_loop().create_task(self._start())
 
@@ -259,36 +265,64 @@ class SimulatedChain:
             except Exception as exc:
                 log.warning("could not save the market's drift yet: %s", exc)
 
-    async def quote_many(self, requests: list[tuple[str, str, str, int]]
-                         ) -> list[dict[str, object] | DexecError]:
-        """Quote each (venue, token_in, token_out, amount_in); an error answers its own item."""
+    def _venue(self, venue: str) -> VenueBehaviour:
+        behaviour = self._venues.get(venue)
+        if behaviour is None:
+            raise VenueUnavailable(f"no venue named {venue}", venue=venue)
+        return behaviour
+
+    async def _quote(self, venue: str, token_in: str, token_out: str, amount_in: int,
+                     delay_s: float) -> dict[str, object]:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        self._venue(venue).check()
         chain = await self._ready()
-        now = time.time()
-        answers: list[dict[str, object] | DexecError] = []
-        for venue, token_in, token_out, amount_in in requests:
+        pool, x_to_y, result, fee_bps = chain.quote(venue, token_in, token_out, amount_in,
+                                                    time.time())
+        return {"pool": pool, "x_to_y": x_to_y, "amount_out": result.amount_out,
+                "fee": result.fee, "fee_bps": str(fee_bps),
+                "price_impact_bps": result.price_impact_bps}
+
+    async def quote_many(self, requests: list[tuple[str, str, str, int]]
+                         ) -> AsyncIterator[list[tuple[int, dict[str, object] | BaseException]]]:
+        """Quote each (venue, token_in, token_out, amount_in) after that venue's latency.
+
+        Answers stream back as they are ready, so a slow venue holds back no other; an
+        error answers its own item.
+        """
+        await self._ready()
+        delays = []
+        for venue, *_ in requests:
             try:
-                pool, x_to_y, result, fee_bps = chain.quote(venue, token_in, token_out,
-                                                            amount_in, now)
-            except DexecError as exc:
-                answers.append(exc)
-                continue
-            answers.append({"pool": pool, "x_to_y": x_to_y, "amount_out": result.amount_out,
-                            "fee": result.fee, "fee_bps": str(fee_bps),
-                            "price_impact_bps": result.price_impact_bps})
-        return answers
+                delays.append(self._venue(venue).quote_delay_s())
+            except DexecError:
+                delays.append(0.0)
+        calls = [self._quote(*r, delay_s=d) for r, d in zip(requests, delays, strict=True)]
+        if not any(delays):  # zero latency: answer the whole batch at once
+            yield list(enumerate(await each(calls)))
+            return
+        async for chunk in as_completed(calls, gather_s=0.01):
+            yield chunk
 
     async def latest_blockhash(self) -> tuple[str, int]:
         answer = (await self._ready()).latest_blockhash(time.time())
         await self._persist()
         return answer
 
-    async def send_many(self, sends: list[tuple[bytes, float]]) -> list[str | DexecError]:
-        """Accept each (signed bytes, landing delay); answer once all accepted are durable."""
+    async def send_many(self, sends: list[tuple[str, bytes]]) -> list[str | DexecError]:
+        """Accept each (venue, signed bytes); answer once all accepted are durable.
+
+        A swap lands after its venue's swap latency; a failure injected for the venue
+        refuses the send before the chain sees it.
+        """
         chain = await self._ready()
         now = time.time()
         answers: list[str | DexecError] = []
-        for tx_bytes, land_delay_s in sends:
+        for venue, tx_bytes in sends:
             try:
+                behaviour = self._venue(venue)
+                behaviour.check()
+                land_delay_s = behaviour.landing_delay_s()
                 answers.append(chain.send_transaction(tx_bytes, now, land_delay_s))
             except DexecError as exc:
                 answers.append(exc)
@@ -306,6 +340,16 @@ class SimulatedChain:
     async def block_height(self) -> int:
         return (await self._ready()).block_height(time.time())
 
+    def set_faults(self, venue: str, **changes: Any) -> None:
+        """Change a venue's failure injection at run time (tests and demos)."""
+        for key, value in changes.items():
+            setattr(self._venue(venue).faults, key, value)
+
+    def set_latency(self, quote_ms: tuple[int, int], swap_ms: tuple[int, int]) -> None:
+        """Change every venue's simulated latency at run time (tests and demos)."""
+        for behaviour in self._venues.values():
+            behaviour.quote_latency_ms, behaviour.swap_latency_ms = quote_ms, swap_ms
+
     async def set_adverse_move_bps(self, bps: int) -> None:
         (await self._ready()).adverse_move_bps = bps
 
@@ -319,19 +363,26 @@ class SimulatedChain:
 class _ChainClient:
     """Adapt the chain actor's handle to gateways.simulated.venue.ChainClient.
 
-    The gateway asks one item at a time; calls made together travel as one actor call.
+    Each venue gateway asks one item at a time; what all of a process's gateways ask
+    together travels as one actor call (one quote call carries every venue's quotes).
     """
 
     def __init__(self, handle: Any) -> None:
         self._h = handle
+        # Quotes take the venue's time, so batches are not held back for each other.
         self._quote: Coalescer[tuple[str, str, str, int], dict[str, object]] = Coalescer(
-            self._h.quote_many.remote)
-        self._send: Coalescer[tuple[bytes, float], str] = Coalescer(self._h.send_many.remote)
+            self._quote_stream, max_in_flight=64)
+        self._send: Coalescer[tuple[str, bytes], str] = Coalescer(self._h.send_many.remote)
         self._statuses: Coalescer[list[str], list[TxStatus | None]] = Coalescer(
-            concatenated(self._h.signature_statuses.remote))
+            concatenated(self._h.signature_statuses.remote), max_in_flight=4)
         self._blockhash: Coalescer[None, tuple[str, int]] = Coalescer(
             shared(self._h.latest_blockhash.remote))
         self._height: Coalescer[None, int] = Coalescer(shared(self._h.block_height.remote))
+
+    async def _quote_stream(self, requests: list[tuple[str, str, str, int]]
+                            ) -> AsyncIterator[list[tuple[int, Any]]]:
+        async for ref in self._h.quote_many.remote(requests):
+            yield await ref
 
     async def quote(self, venue: str, token_in: str, token_out: str, amount_in: int
                     ) -> dict[str, object]:
@@ -340,8 +391,8 @@ class _ChainClient:
     async def latest_blockhash(self) -> tuple[str, int]:
         return await self._blockhash(None)
 
-    async def send_transaction(self, tx_bytes: bytes, land_delay_s: float) -> str:
-        return await self._send((tx_bytes, land_delay_s))
+    async def send_transaction(self, venue: str, tx_bytes: bytes) -> str:
+        return await self._send((venue, tx_bytes))
 
     async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
         return await self._statuses(signatures)
@@ -363,114 +414,52 @@ def _secret(value: Any) -> str | None:
 # -- venue gateways -------------------------------------------------------------------------
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
-class VenueGateway:
-    """One venue's gateway: connection pools and rate limit, no order state.
+class _MeteredGateway:
+    """A venue gateway whose every call is timed and whose errors are classified.
 
-    max_task_retries=0: Ray never resends a swap on its own; the order record decides.
+    Gateways run in-process in each worker and replica, as concurrent asyncio tasks: they
+    hold no order state, and a call costs no extra actor hop.
     """
 
-    def __init__(self, venue: str, settings: Settings) -> None:
-        chain = _ChainClient(ray.get_actor(CHAIN, namespace=settings.namespace))
-        faults = Faults(
-            down=venue in settings.sim_down_venues,
-            fail_rate=settings.sim_fail_rate,
-            timeout_rate=settings.sim_timeout_rate,
-        )
-        self.gateway = SimulatedVenue(
-            venue, chain, dev_wallet(_secret(settings.wallet_keypair)), TokenRegistry(),
-            quote_latency_ms=settings.sim_quote_latency_ms,
-            swap_latency_ms=settings.sim_swap_latency_ms,
-            faults=faults, seed=settings.sim_seed,
-            rate_limit_per_s=settings.venue_rate_limit_per_s,
-        )
-        self._metrics = VenueCallMetrics(venue)
+    def __init__(self, gateway: SimulatedVenue) -> None:
+        self.name = gateway.name
+        self._gateway = gateway
+        self._metrics = VenueCallMetrics(gateway.name)
 
-    async def _quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
         async with self._metrics.timed("quote"):
-            return await self.gateway.quote(input_mint, output_mint, amount_in)
+            return await self._gateway.quote(input_mint, output_mint, amount_in)
 
-    async def _build(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
+    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
         async with self._metrics.timed("build"):
-            return await self.gateway.build_swap(quote, min_amount_out, memo)
+            return await self._gateway.build_swap(quote, min_amount_out, memo)
 
-    async def _send(self, swap: SignedSwap) -> None:
+    async def send(self, swap: SignedSwap) -> None:
         async with self._metrics.timed("send"):
-            await self.gateway.send(swap)
-
-    # Batched entry points: each item is its own call with its own errors and latency.
-
-    async def quote_many(self, requests: list[tuple[str, str, int]]
-                         ) -> AsyncIterator[list[tuple[int, Quote | BaseException]]]:
-        """Quote each request; answers stream back as they finish (venues differ in speed)."""
-        async for chunk in as_completed([self._quote(*r) for r in requests], gather_s=0.01):
-            yield chunk
-
-    async def build_many(self, requests: list[tuple[Quote, int, str]]
-                         ) -> list[SignedSwap | BaseException]:
-        return await each([self._build(*r) for r in requests])
-
-    async def send_many(self, swaps: list[SignedSwap]) -> list[BaseException | None]:
-        return await each([self._send(s) for s in swaps])
+            await self._gateway.send(swap)
 
     async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
         async with self._metrics.timed("status"):
-            return await self.gateway.statuses(signatures)
+            return await self._gateway.statuses(signatures)
 
     async def block_height(self) -> int:
-        return await self.gateway.block_height()
-
-    def set_faults(self, **changes: Any) -> None:
-        """Change failure injection at run time (tests and demos)."""
-        for key, value in changes.items():
-            setattr(self.gateway.faults, key, value)
-
-    def set_latency(self, quote_ms: tuple[int, int], swap_ms: tuple[int, int]) -> None:
-        """Change the simulated latency at run time (tests and demos)."""
-        self.gateway.set_latency(quote_ms, swap_ms)
+        return await self._gateway.block_height()
 
 
-class _RemoteGateway:
-    """Adapt a gateway actor's handle to gateways.base.VenueGateway.
+def venue_gateways(settings: Settings) -> list[_MeteredGateway]:
+    """Build this process's gateway for every venue (call inside an actor or replica).
 
-    Every caller asks for one item; the calls made in the same turn of the event loop travel
-    to the gateway actor as one batched call.
+    Each has its own rate limit (`venue_rate_limit_per_s` holds per process). They share
+    one client of the simulated chain, so their calls travel together.
     """
-
-    def __init__(self, name: str, handle: Any) -> None:
-        self.name = name
-        self._h = handle
-        # Venue calls take the venue's time, so batches are not held back for each other.
-        venue_bound = {"max_in_flight": 64}
-        self._quote: Coalescer[tuple[str, str, int], Quote] = Coalescer(
-            self._quote_stream, **venue_bound)
-        self._build: Coalescer[tuple[Quote, int, str], SignedSwap] = Coalescer(
-            handle.build_many.remote, **venue_bound)
-        self._send: Coalescer[SignedSwap, None] = Coalescer(
-            handle.send_many.remote, **venue_bound)
-        self._statuses: Coalescer[list[str], list[TxStatus | None]] = Coalescer(
-            concatenated(handle.statuses.remote), max_in_flight=4)
-        self._height: Coalescer[None, int] = Coalescer(shared(handle.block_height.remote))
-
-    async def _quote_stream(self, requests: list[tuple[str, str, int]]
-                            ) -> AsyncIterator[list[tuple[int, Quote | BaseException]]]:
-        async for ref in self._h.quote_many.remote(requests):
-            yield await ref
-
-    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
-        return await self._quote((input_mint, output_mint, amount_in))
-
-    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
-        return await self._build((quote, min_amount_out, memo))
-
-    async def send(self, swap: SignedSwap) -> None:
-        await self._send(swap)
-
-    async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
-        return await self._statuses(signatures)
-
-    async def block_height(self) -> int:
-        return await self._height(None)
+    chain = _ChainClient(ray.get_actor(CHAIN, namespace=settings.namespace))
+    wallet = dev_wallet(_secret(settings.wallet_keypair))
+    tokens = TokenRegistry()
+    return [
+        _MeteredGateway(SimulatedVenue(v, chain, wallet, tokens,
+                                       rate_limit_per_s=settings.venue_rate_limit_per_s))
+        for v in settings.venues
+    ]
 
 
 # -- notifier -------------------------------------------------------------------------------
@@ -536,10 +525,7 @@ class ExecutionWorker:
                 s = self._settings
                 repo = self._repo
                 await repo.open()
-                gateways = [
-                    _RemoteGateway(v, ray.get_actor(gateway_name(v), namespace=s.namespace))
-                    for v in s.venues
-                ]
+                gateways = venue_gateways(s)
                 sink = _NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace))
                 self._executor = OrderExecutor(
                     BatchedStore(repo), gateways, sink, TokenRegistry(),
@@ -838,7 +824,6 @@ class OrderManager:
 @dataclass
 class Stack:
     chain: Any
-    gateways: dict[str, Any]
     notifier: Any
     manager: Any
 
@@ -850,17 +835,13 @@ def start_stack(settings: Settings) -> Stack:
     """
     common = {"namespace": settings.namespace, "get_if_exists": True, "lifetime": "detached"}
     chain = SimulatedChain.options(name=CHAIN, **common).remote(settings)  # type: ignore[attr-defined]
-    gateways = {
-        v: VenueGateway.options(name=gateway_name(v), **common).remote(v, settings)  # type: ignore[attr-defined]
-        for v in settings.venues
-    }
     notifier = Notifier.options(name=NOTIFIER, **common).remote()  # type: ignore[attr-defined]
     manager = OrderManager.options(name=MANAGER, max_concurrency=10_000, **common).remote(settings)  # type: ignore[attr-defined]
     ray.get(chain.block_height.remote())
     ray.get(manager.start.remote())
     ray.get([ray.get_actor(n, namespace=settings.namespace).ping.remote()
              for n in ray.get(manager.worker_names.remote())])
-    return Stack(chain, gateways, notifier, manager)
+    return Stack(chain, notifier, manager)
 
 
 def stop_stack(settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""A venue's rate limit, enforced in its gateway actor for every worker at once."""
+"""A venue's rate limit, enforced by the gateway in each process that calls the venue."""
 
 from __future__ import annotations
 

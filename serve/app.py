@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actors.batching import Coalescer
 from actors.bootstrap import resolve_database, resolve_wallet
 from actors.execution import collect_quotes
-from actors.runtime import MANAGER, NOTIFIER, _RemoteGateway, gateway_name, start_stack
+from actors.runtime import MANAGER, NOTIFIER, start_stack, venue_gateways
 from core.errors import (
     DexecError,
     IdempotencyConflict,
@@ -211,8 +211,7 @@ class DexecIngress:
         # Submissions arriving together travel to the OrderManager as one call.
         self._submissions: Coalescer[NewOrder, tuple[Order, bool]] = Coalescer(
             self.manager.submit_many.remote)
-        self.gateways = [_RemoteGateway(v, ray.get_actor(gateway_name(v), namespace=ns))
-                         for v in settings.venues]
+        self.gateways = venue_gateways(settings)
         self.hub = StreamHub(_NotifierSource(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
         self.metrics = _IngressMetrics()
 

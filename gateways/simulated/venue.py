@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import struct
@@ -24,7 +23,11 @@ BLOCKHASH_REUSE_S = 0.4
 
 
 class ChainClient(Protocol):
-    """What a simulated gateway needs from the simulated chain (an actor in practice)."""
+    """What a simulated gateway needs from the simulated chain and venue servers.
+
+    In the default set-up that is the chain actor: it plays the network, the venues' API
+    servers (their latency and failures) and the chain itself.
+    """
 
     async def quote(
         self, venue: str, token_in: str, token_out: str, amount_in: int
@@ -32,7 +35,7 @@ class ChainClient(Protocol):
 
     async def latest_blockhash(self) -> tuple[str, int]: ...
 
-    async def send_transaction(self, tx_bytes: bytes, land_delay_s: float) -> str: ...
+    async def send_transaction(self, venue: str, tx_bytes: bytes) -> str: ...
 
     async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]: ...
 
@@ -60,8 +63,44 @@ class Faults:
             raise VenueTimeout(f"{venue} timed out (injected)", venue=venue)
 
 
+class VenueBehaviour:
+    """How one simulated venue's servers behave: their latency and their failures.
+
+    It lives with the simulated chain (the server side), so every worker and replica that
+    calls the venue sees the same behaviour, and a test that injects one failure gets one.
+    """
+
+    def __init__(self, name: str, *, quote_latency_ms: tuple[int, int],
+                 swap_latency_ms: tuple[int, int], faults: Faults, seed: int) -> None:
+        self.name = name
+        self.quote_latency_ms = quote_latency_ms
+        self.swap_latency_ms = swap_latency_ms
+        self.faults = faults
+        self._rng = random.Random(f"{seed}:{name}")
+
+    def _draw(self, bounds: tuple[int, int]) -> float:
+        low, high = bounds
+        return self._rng.uniform(low, high) / 1000 if high > 0 else 0.0
+
+    def quote_delay_s(self) -> float:
+        """Seconds the venue takes to answer a quote."""
+        return self._draw(self.quote_latency_ms)
+
+    def landing_delay_s(self) -> float:
+        """Seconds from accepting a swap until it lands."""
+        return self._draw(self.swap_latency_ms)
+
+    def check(self) -> None:
+        """Raise the injected failure of this call, if any."""
+        self.faults.check(self.name, self._rng)
+
+
 class SimulatedVenue:
-    """Quotes from and swaps against one venue's pools on the simulated chain."""
+    """Quotes from and swaps against one venue's pools on the simulated chain.
+
+    Stateless about orders: it holds a client, the wallet, a rate limit and a recent
+    blockhash, so every worker runs its own copy in-process, like a live gateway's HTTP client.
+    """
 
     def __init__(
         self,
@@ -70,37 +109,18 @@ class SimulatedVenue:
         wallet: Keypair,
         tokens: TokenRegistry,
         *,
-        quote_latency_ms: tuple[int, int],
-        swap_latency_ms: tuple[int, int],
-        faults: Faults,
-        seed: int,
         rate_limit_per_s: float = 0.0,
     ) -> None:
         self.name = name
         self._chain = chain
         self._wallet = wallet
         self._tokens = tokens
-        self._quote_latency = quote_latency_ms
-        self._swap_latency = swap_latency_ms
-        self.faults = faults
-        self._rng = random.Random(f"{seed}:{name}")
         self._limit = TokenBucket(rate_limit_per_s)
         self._blockhash: tuple[str, int, float] | None = None  # (hash, last valid, fetched)
-
-    def set_latency(self, quote_ms: tuple[int, int], swap_ms: tuple[int, int]) -> None:
-        self._quote_latency = quote_ms
-        self._swap_latency = swap_ms
-
-    async def _latency(self, bounds: tuple[int, int]) -> None:
-        low, high = bounds
-        if high > 0:
-            await asyncio.sleep(self._rng.uniform(low, high) / 1000)
 
     async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
         await self._limit.acquire()
         started = time.perf_counter()
-        await self._latency(self._quote_latency)
-        self.faults.check(self.name, self._rng)
         token_in = self._tokens.by_mint(input_mint).symbol
         token_out = self._tokens.by_mint(output_mint).symbol
         answer = await self._chain.quote(self.name, token_in, token_out, amount_in)
@@ -144,10 +164,7 @@ class SimulatedVenue:
 
     async def send(self, swap: SignedSwap) -> None:
         await self._limit.acquire()
-        self.faults.check(self.name, self._rng)
-        low, high = self._swap_latency
-        delay = self._rng.uniform(low, high) / 1000 if high > 0 else 0.0
-        await self._chain.send_transaction(swap.tx_bytes, delay)
+        await self._chain.send_transaction(self.name, swap.tx_bytes)
 
     async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
         await self._limit.acquire()

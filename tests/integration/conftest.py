@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import ray
 
-from actors.runtime import CHAIN, MANAGER, gateway_name
+from actors.runtime import CHAIN, MANAGER
 from core.settings import Settings
 from dexec.launch import Engine, start_engine, stop_engine
 
@@ -58,15 +58,13 @@ def faults(engine: Engine) -> Iterator[Any]:
 
     class Faults:
         def venue(self, venue: str, **changes: Any) -> None:
-            ray.get(ray.get_actor(gateway_name(venue), namespace=ns).set_faults.remote(**changes))
+            ray.get(ray.get_actor(CHAIN, namespace=ns).set_faults.remote(venue, **changes))
 
         def adverse_move(self, bps: int) -> None:
             ray.get(ray.get_actor(CHAIN, namespace=ns).set_adverse_move_bps.remote(bps))
 
         def latency(self, quote_ms: tuple[int, int], swap_ms: tuple[int, int]) -> None:
-            for venue in engine.settings.venues:
-                ray.get(ray.get_actor(gateway_name(venue), namespace=ns)
-                        .set_latency.remote(quote_ms, swap_ms))
+            ray.get(ray.get_actor(CHAIN, namespace=ns).set_latency.remote(quote_ms, swap_ms))
 
         def limits(self, max_open_orders: int, per_minute: int) -> None:
             ray.get(ray.get_actor(MANAGER, namespace=ns)
