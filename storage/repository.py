@@ -33,7 +33,7 @@ from core.orders import (
     OrderType,
 )
 from core.quotes import Quote, SignedSwap
-from storage.database import Database
+from storage.database import Database, rows_from, rows_param
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,7 @@ def _event_params(event: OrderEvent) -> tuple[Any, ...]:
     )
 
 
-# Batched writes send each column as one array and unnest it on the server: one statement
-# for any number of rows (executemany costs a statement, and Python work, per row).
+# Columns of the batched writes (see storage.database.rows_from).
 _EVENT_INSERT = tuple(zip(
     _EVENT_COLUMNS.split(", "),
     ("uuid", "int", "text", "timestamptz", "int", "text", "jsonb", "text", "numeric", "numeric",
@@ -139,18 +138,6 @@ _SWAP_INSERT = (
     ("tx_bytes", "bytea"), ("last_valid_block_height", "bigint"),
     ("min_amount_out", "numeric"),
 )
-
-
-def _unnest(columns: Sequence[tuple[str, str]], alias: str) -> str:
-    """Return `unnest(%s::t1[], ...) AS alias(c1, ...)` for the columns."""
-    arrays = ", ".join(f"%s::{t}[]" for _, t in columns)
-    names = ", ".join(c for c, _ in columns)
-    return f"unnest({arrays}) AS {alias}({names})"
-
-
-def _arrays(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Transpose rows into one list per column."""
-    return [list(col) for col in zip(*rows, strict=True)] if rows else [[]] * width
 
 
 def encode_cursor(order: Order) -> str:
@@ -238,13 +225,13 @@ class OrderRepository:
             names = ", ".join(c for c, _ in _ORDER_INSERT)
             cur = await conn.execute(
                 f"WITH created AS (INSERT INTO orders ({names}, attempt, seq)"
-                f" SELECT *, 0, 1 FROM {_unnest(_ORDER_INSERT, 'n')}"
+                f" SELECT *, 0, 1 FROM {rows_from(_ORDER_INSERT, 'n')}"
                 " ON CONFLICT (account_id, client_order_id) DO NOTHING RETURNING order_id),"
                 f" events AS (INSERT INTO order_events ({_EVENT_COLUMNS})"
                 " SELECT order_id, 1, %s, %s, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
                 " FROM created)"
                 " SELECT order_id FROM created",
-                [*_arrays(rows, len(_ORDER_INSERT)), str(OrderStatus.PENDING), now],
+                [rows_param(rows), str(OrderStatus.PENDING), now],
             )
             created = {str(r[0]) for r in await cur.fetchall()}
         events = [
@@ -522,25 +509,25 @@ class OrderRepository:
                 " seq = v.seq, venue = v.venue, signature = v.signature,"
                 " amount_out = v.amount_out, price = v.price,"
                 " failure_reason = v.failure_reason, updated_at = v.updated_at"
-                f" FROM {_unnest(_EXPECTED_UPDATE, 'v')} WHERE o.order_id = v.order_id"
+                f" FROM {rows_from(_EXPECTED_UPDATE, 'v')} WHERE o.order_id = v.order_id"
                 " AND o.seq = v.expected_seq"
                 " AND (v.epoch IS NULL OR o.lease_epoch = v.epoch) RETURNING o.order_id)"
             )
-            params += _arrays(updates, len(_EXPECTED_UPDATE))
+            params.append(rows_param(updates))
             parts.append(
                 f"ev AS (INSERT INTO order_events ({_EVENT_COLUMNS}) SELECT e.* FROM"
-                f" {_unnest(_EVENT_INSERT, 'e')}"
+                f" {rows_from(_EVENT_INSERT, 'e')}"
                 " WHERE e.order_id IN (SELECT order_id FROM upd))"
             )
-            params += _arrays(events, len(_EVENT_INSERT))
+            params.append(rows_param(events))
             if quotes:
                 names = ", ".join(c for c, _ in _QUOTE_INSERT)
                 parts.append(
                     f"qt AS (INSERT INTO order_quotes ({names}) SELECT q.* FROM"
-                    f" {_unnest(_QUOTE_INSERT, 'q')}"
+                    f" {rows_from(_QUOTE_INSERT, 'q')}"
                     " WHERE q.order_id IN (SELECT order_id FROM upd) ON CONFLICT DO NOTHING)"
                 )
-                params += _arrays(quotes, len(_QUOTE_INSERT))
+                params.append(rows_param(quotes))
             returning.append("SELECT 'o', order_id::text FROM upd")
         if swaps:
             names = ", ".join(c for c, _ in _SWAP_INSERT)
@@ -548,20 +535,20 @@ class OrderRepository:
             parts.append(
                 f"sw AS (INSERT INTO swap_transactions ({names})"
                 f" SELECT {', '.join('s.' + c for c, _ in _SWAP_INSERT)}"
-                f" FROM {_unnest(columns, 's')} WHERE EXISTS (SELECT 1 FROM orders o"
+                f" FROM {rows_from(columns, 's')} WHERE EXISTS (SELECT 1 FROM orders o"
                 " WHERE o.order_id = s.order_id"
                 " AND (s.epoch IS NULL OR o.lease_epoch = s.epoch) FOR SHARE)"
                 " ON CONFLICT (signature) DO NOTHING RETURNING signature)"
             )
-            params += _arrays(swaps, len(columns))
+            params.append(rows_param(swaps))
             returning.append("SELECT 's', signature FROM sw")
         if statuses:
             parts.append(
                 "st AS (UPDATE swap_transactions t SET status = x.status, updated_at = now()"
-                " FROM unnest(%s::text[], %s::text[]) AS x(status, signature)"
+                f" FROM {rows_from((('status', 'text'), ('signature', 'text')), 'x')}"
                 " WHERE t.signature = x.signature)"
             )
-            params += _arrays(statuses, 2)
+            params.append(rows_param(statuses))
         if not parts:
             return answers
         final = " UNION ALL ".join(returning) or "SELECT NULL, NULL WHERE false"

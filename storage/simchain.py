@@ -25,7 +25,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from storage.database import Database
+from storage.database import Database, rows_from, rows_param
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,13 @@ def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
 
 
 def _upsert_many(table: str, columns: Sequence[tuple[str, str]], key: Sequence[str]) -> str:
-    """Return one upsert of any number of rows, each column sent as one array (positional
-    parameters, in `columns` order). A change set holds each key once, as it must."""
+    """Return one upsert of any number of rows, sent as one parameter (see rows_param; each
+    row's values in `columns` order). A change set holds each key once, as it must."""
     names = [c for c, _ in columns]
-    arrays = ", ".join(f"%s::{t}[]" for _, t in columns)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in key)
     return (
         f"INSERT INTO simchain.{table} ({', '.join(names)})"  # noqa: S608
-        f" SELECT * FROM unnest({arrays})"
+        f" SELECT * FROM {rows_from(columns, 'r')}"
         f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     )
 
@@ -152,5 +151,5 @@ class SimChainStore:
                         continue
                     columns = [c for c, _ in _ARRAY_COLUMNS[table]]
                     await cur.execute(_SAVE[table],
-                                      [[row[c] for row in rows] for c in columns])
+                                      [rows_param([[row[c] for c in columns] for row in rows])])
         log.debug("saved simulated chain changes: %s", counts)

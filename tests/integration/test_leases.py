@@ -72,7 +72,9 @@ async def test_a_superseded_lease_can_write_nothing(engine: Engine) -> None:
             await repo.apply_change(order.order_id, change, epoch=old.epoch)
         with pytest.raises(LeaseLost):  # the one-statement write is fenced the same way
             await repo.apply_change(order.order_id, change, epoch=old.epoch, expected=order)
-        swap = SignedSwap("raydium", "sig-" + order.order_id, b"bytes", 10, 1)
+        # Every byte value and an amount past 64 bits: the batched write must keep them exact.
+        swap = SignedSwap("raydium", "sig-" + order.order_id, bytes(range(256)) * 2, 10,
+                          2**70 + 1)
         with pytest.raises(LeaseLost):
             await repo.record_swap(order.order_id, 1, swap, epoch=old.epoch)
         assert await repo.swaps_for_order(order.order_id) == []
@@ -88,8 +90,7 @@ async def test_a_superseded_lease_can_write_nothing(engine: Engine) -> None:
         assert [e.seq for e in stored.events] == [1, 2]
         await repo.record_swap(order.order_id, 1, swap, epoch=new.epoch)
         await repo.record_swap(order.order_id, 1, swap, epoch=new.epoch)  # a repeat: harmless
-        assert [s.signature for s, _, _ in await repo.swaps_for_order(order.order_id)] == [
-            swap.signature]
+        assert await repo.swaps_for_order(order.order_id) == [(swap, 1, "signed")]
         await new.release()
     finally:
         await first.close()
