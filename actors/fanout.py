@@ -102,7 +102,7 @@ class EventBatcher:
     """Collect events and hand them to `send` in batches, at most every `interval_s`."""
 
     def __init__(
-        self, send: Callable[[list[Event]], Awaitable[None]], *, interval_s: float = 0.005,
+        self, send: Callable[[list[Event]], Awaitable[None]], *, interval_s: float = 0.02,
         max_batch: int = 500,
     ) -> None:
         self._send = send

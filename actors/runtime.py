@@ -61,6 +61,16 @@ def _database_url(settings: Settings) -> str:
     return settings.database_url.get_secret_value()
 
 
+def _hot(method: Any) -> Any:
+    """Mark an actor method called for every order or every few milliseconds.
+
+    Ray records a task event (shown in the dashboard's task list) for each call; for these
+    methods that is millions of rows nobody reads and CPU on every call, so they keep none.
+    The actors themselves, their logs and metrics stay in the dashboard.
+    """
+    return ray.method(enable_task_events=False)(method)
+
+
 # -- metrics --------------------------------------------------------------------------------
 
 LATENCY_BOUNDARIES = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -283,6 +293,7 @@ class SimulatedChain:
                 "fee": result.fee, "fee_bps": str(fee_bps),
                 "price_impact_bps": result.price_impact_bps}
 
+    @_hot
     async def quote_many(self, requests: list[tuple[str, str, str, int]]
                          ) -> AsyncIterator[list[tuple[int, dict[str, object] | BaseException]]]:
         """Quote each (venue, token_in, token_out, amount_in) after that venue's latency.
@@ -304,11 +315,13 @@ class SimulatedChain:
         async for chunk in as_completed(calls, gather_s=0.01):
             yield chunk
 
+    @_hot
     async def latest_blockhash(self) -> tuple[str, int]:
         answer = (await self._ready()).latest_blockhash(time.time())
         await self._persist()
         return answer
 
+    @_hot
     async def send_many(self, sends: list[tuple[str, bytes]]) -> list[str | DexecError]:
         """Accept each (venue, signed bytes); answer once all accepted are durable.
 
@@ -332,11 +345,13 @@ class SimulatedChain:
         await self._persist()  # accepted means durable, landed or not
         return answers
 
+    @_hot
     async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
         statuses = (await self._ready()).signature_statuses(signatures, time.time())
         await self._persist()  # never report a landing that a crash could undo
         return statuses
 
+    @_hot
     async def block_height(self) -> int:
         return (await self._ready()).block_height(time.time())
 
@@ -472,15 +487,19 @@ class Notifier:
     def __init__(self) -> None:
         self.hub = EventHub()
 
+    @_hot
     def publish(self, events: list[dict[str, Any]]) -> None:
         self.hub.publish(events)
 
+    @_hot
     def watch(self, replica_id: str, order_ids: list[str]) -> None:
         self.hub.watch(replica_id, order_ids)
 
+    @_hot
     def unwatch(self, replica_id: str, order_ids: list[str]) -> None:
         self.hub.unwatch(replica_id, order_ids)
 
+    @_hot
     async def take(self, replica_id: str, timeout_s: float) -> list[dict[str, Any]]:
         return await self.hub.take(replica_id, timeout_s)
 
@@ -539,6 +558,7 @@ class ExecutionWorker:
                 )
             return self._executor
 
+    @_hot
     async def accept(self, order_ids: list[str]) -> str:
         """Start executing the orders; their outcomes come back through `finished`.
 
@@ -564,6 +584,7 @@ class ExecutionWorker:
         self._finished.append((order_id, outcome))
         self._finished_ready.set()
 
+    @_hot
     async def finished(self, timeout_s: float) -> tuple[str, list[tuple[str, Any]]]:
         """Return (incarnation, outcomes) of the orders finished since the last call.
 
@@ -801,6 +822,7 @@ class OrderManager:
     async def start(self) -> dict[str, int]:
         return (await self._ready()).stats()
 
+    @_hot
     async def submit_many(self, news: list[NewOrder]) -> list[Any]:
         """Submit a batch (one transaction); each answer is (order, created) or its error."""
         return await (await self._ready()).submit_many(news)
