@@ -1,0 +1,110 @@
+"""Unit tests for the simulated venue: the in-process gateway and the venue servers' behaviour."""
+
+from __future__ import annotations
+
+import pytest
+from solders.keypair import Keypair
+from solders.transaction import Transaction
+
+from core.errors import InvalidInput, VenueTimeout, VenueUnavailable
+from core.quotes import TxStatus
+from core.tokens import TokenRegistry
+from gateways.simulated.chain import SimChain
+from gateways.simulated.program import decode_swap
+from gateways.simulated.venue import Faults, SimulatedVenue, VenueBehaviour
+
+T0 = 1_700_000_000.0
+
+
+def behaviour(**faults: object) -> VenueBehaviour:
+    return VenueBehaviour("raydium", quote_latency_ms=(50, 200), swap_latency_ms=(2000, 3000),
+                          faults=Faults(**faults), seed=7)  # type: ignore[arg-type]
+
+
+def test_latency_is_drawn_within_the_venue_bounds() -> None:
+    venue = behaviour()
+    quotes = [venue.quote_delay_s() for _ in range(200)]
+    landings = [venue.landing_delay_s() for _ in range(200)]
+    assert all(0.05 <= d <= 0.2 for d in quotes) and len(set(quotes)) > 100
+    assert all(2.0 <= d <= 3.0 for d in landings)
+    venue.quote_latency_ms, venue.swap_latency_ms = (0, 0), (0, 0)
+    assert venue.quote_delay_s() == 0.0 and venue.landing_delay_s() == 0.0
+
+
+def test_injected_failures_count_down_and_a_down_venue_always_fails() -> None:
+    venue = behaviour(fail_next=2)
+    for _ in range(2):
+        with pytest.raises(VenueUnavailable, match="injected"):
+            venue.check()
+    venue.check()  # the third call goes through
+    with pytest.raises(VenueTimeout):
+        behaviour(timeout_rate=1.0).check()
+    down = behaviour(down=True)
+    for _ in range(3):
+        with pytest.raises(VenueUnavailable, match="down"):
+            down.check()
+
+
+def test_the_same_seed_draws_the_same_latencies() -> None:
+    one, two = behaviour(), behaviour()
+    assert [one.quote_delay_s() for _ in range(5)] == [two.quote_delay_s() for _ in range(5)]
+
+
+class FakeChain:
+    """A SimChain behind the ChainClient protocol, counting the calls that reach it."""
+
+    def __init__(self) -> None:
+        self.chain = SimChain(seed=7, block_time_s=0.4, blockhash_valid_blocks=150,
+                              start_time=T0)
+        self.now = T0
+        self.calls: list[str] = []
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def quote(self, venue: str, token_in: str, token_out: str, amount_in: int
+                    ) -> dict[str, object]:
+        self.calls.append(f"quote:{venue}:{token_in}:{token_out}")
+        pool, x_to_y, result, fee_bps = self.chain.quote(venue, token_in, token_out, amount_in,
+                                                         self.now)
+        return {"pool": pool, "x_to_y": x_to_y, "amount_out": result.amount_out,
+                "fee": result.fee, "fee_bps": str(fee_bps),
+                "price_impact_bps": result.price_impact_bps}
+
+    async def latest_blockhash(self) -> tuple[str, int]:
+        self.calls.append("blockhash")
+        return self.chain.latest_blockhash(self.now)
+
+    async def send_transaction(self, venue: str, tx_bytes: bytes) -> str:
+        self.calls.append(f"send:{venue}")
+        self.sent.append((venue, tx_bytes))
+        return self.chain.send_transaction(tx_bytes, self.now, 0.0)
+
+    async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
+        return self.chain.signature_statuses(signatures, self.now)
+
+    async def block_height(self) -> int:
+        return self.chain.block_height(self.now)
+
+
+async def test_the_gateway_quotes_builds_and_sends_through_the_chain_client() -> None:
+    fake, tokens, wallet = FakeChain(), TokenRegistry(), Keypair.from_seed(bytes([3]) * 32)
+    fake.chain.fund(str(wallet.pubkey()), {"SOL": 10**12, "USDC": 10**12})
+    gateway = SimulatedVenue("meteora", fake, wallet, tokens)
+    sol, usdc = tokens.resolve("SOL").mint, tokens.resolve("USDC").mint
+    quote = await gateway.quote(sol, usdc, 10**9)
+    assert quote.venue == "meteora" and quote.amount_out > 0 and quote.latency_ms >= 0
+    assert fake.calls == ["quote:meteora:SOL:USDC"]
+
+    first = await gateway.build_swap(quote, quote.amount_out * 99 // 100, "order-1:1")
+    second = await gateway.build_swap(quote, quote.amount_out * 99 // 100, "order-2:1")
+    assert fake.calls.count("blockhash") == 1  # one blockhash serves builds within a slot
+    assert first.signature != second.signature  # the memo keeps identical swaps apart
+    swap = decode_swap(Transaction.from_bytes(first.tx_bytes))
+    assert swap.amount_in == 10**9 and swap.min_amount_out == quote.amount_out * 99 // 100
+
+    await gateway.send(first)
+    assert fake.sent == [("meteora", first.tx_bytes)]
+    (status,) = await gateway.statuses([first.signature])
+    assert status is not None and status.confirmed and status.error is None
+
+    with pytest.raises(InvalidInput):  # a quote from another venue is refused
+        await SimulatedVenue("raydium", fake, wallet, tokens).build_swap(quote, 1, "x")
