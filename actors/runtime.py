@@ -639,6 +639,7 @@ class WorkerFleet:
         self._handles: dict[str, Any] = {}
         self._links: dict[str, _WorkerLink] = {}
         self._home: dict[str, str] = {}  # worker name -> node id it is pinned to
+        self._reconciling = asyncio.Lock()  # one reconcile at a time: it awaits the GCS
 
     def names(self) -> list[str]:
         return list(self._handles)
@@ -659,15 +660,21 @@ class WorkerFleet:
         del self._handles[name], self._home[name]
         self._links.pop(name).close(f"{name} was retired")
 
-    def reconcile(self) -> None:
+    async def reconcile(self) -> None:
         """Create missing workers and retire those whose node has left."""
+        async with self._reconciling:
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
         s = self._settings
         if s.workers_per_node <= 0:
             for i in range(s.workers):
                 if worker_name(i) not in self._handles:
                     self._add(worker_name(i), _worker(s, worker_name(i), "SPREAD"))
             return
-        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        # ray.nodes() is a blocking call to the GCS: keep it off the manager's event loop.
+        nodes = await asyncio.to_thread(ray.nodes)
+        alive = {n["NodeID"] for n in nodes if n.get("Alive")}
         for node_id in alive:
             for k in range(s.workers_per_node):
                 name = f"ExecutionWorker-{node_id[:8]}-{k}"
@@ -798,7 +805,7 @@ class OrderManager:
         while True:  # the pool follows the cluster: nodes join and leave
             await asyncio.sleep(2.0)
             try:
-                self._fleet.reconcile()
+                await self._fleet.reconcile()
             except Exception:
                 log.exception("worker reconcile failed")
 
@@ -808,7 +815,7 @@ class OrderManager:
                 s = self._settings
                 repo = self._repo
                 await repo.open()
-                self._fleet.reconcile()
+                await self._fleet.reconcile()
                 dispatcher = Dispatcher(
                     repo, self._fleet, per_worker=s.worker_concurrency,
                     max_open_orders=s.max_open_orders,
