@@ -107,10 +107,14 @@ def serve_env(settings: Settings) -> dict[str, str]:
     port+2 the fallback proxy (HTTP, gRPC), port+3 HAProxy's stats page, port+4 its
     Prometheus endpoint, port+10..59 the replicas' HTTP and port+60..99 their gRPC ports.
     """
+    # Serve runs a replica's user code on an event loop in a thread of its own by default;
+    # every request then crosses threads twice. dexec's handlers never block (async
+    # database and actor calls), so they share the replica's main loop.
+    env = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
     if settings.http_proxy != "haproxy":
-        return {}
+        return env
     p = settings.port
-    return {
+    return env | {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         # A replica drains 30 s by default before it stops: too long for a restart.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
