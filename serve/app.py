@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actors.batching import Coalescer
 from actors.bootstrap import resolve_database, resolve_wallet
 from actors.execution import collect_quotes
-from actors.runtime import MANAGER, NOTIFIER, start_stack, venue_gateways
+from actors.runtime import MANAGER, NOTIFIER, start_stack, tune_gc, venue_gateways
 from core.errors import (
     DexecError,
     IdempotencyConflict,
@@ -196,6 +196,7 @@ class DexecIngress:
     """One ingress replica; holds a read pool, handles to the actors, and its WebSockets."""
 
     def __init__(self, settings: Settings) -> None:
+        tune_gc()
         self.settings = settings
         self.tokens = TokenRegistry()
         app.state.max_body_bytes = settings.max_body_bytes
