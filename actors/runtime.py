@@ -399,14 +399,16 @@ class _ChainClient:
     together travels as one actor call (one quote call carries every venue's quotes).
     """
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, window_s: float) -> None:
         self._h = handle
         # Quotes take the venue's time, so batches are not held back for each other.
         self._quote: Coalescer[tuple[str, str, str, int], dict[str, object]] = Coalescer(
-            self._quote_stream, max_in_flight=64)
-        self._send: Coalescer[tuple[str, bytes], str] = Coalescer(self._h.send_many.remote)
+            self._quote_stream, max_in_flight=64, window_s=window_s)
+        self._send: Coalescer[tuple[str, bytes], str] = Coalescer(self._h.send_many.remote,
+                                                                  window_s=window_s)
         self._statuses: Coalescer[list[str], list[TxStatus | None]] = Coalescer(
-            concatenated(self._h.signature_statuses.remote), max_in_flight=4)
+            concatenated(self._h.signature_statuses.remote), max_in_flight=4,
+            window_s=window_s)
         self._blockhash: Coalescer[None, tuple[str, int]] = Coalescer(
             shared(self._h.latest_blockhash.remote))
         self._height: Coalescer[None, int] = Coalescer(shared(self._h.block_height.remote))
@@ -484,7 +486,8 @@ def venue_gateways(settings: Settings) -> list[_MeteredGateway]:
     Each has its own rate limit (`venue_rate_limit_per_s` holds per process). They share
     one client of the simulated chain, so their calls travel together.
     """
-    chain = _ChainClient(ray.get_actor(CHAIN, namespace=settings.namespace))
+    chain = _ChainClient(ray.get_actor(CHAIN, namespace=settings.namespace),
+                         settings.batch_window_ms / 1000)
     wallet = dev_wallet(_secret(settings.wallet_keypair))
     tokens = TokenRegistry()
     return [
@@ -566,11 +569,12 @@ class ExecutionWorker:
                 gateways = venue_gateways(s)
                 sink = _NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace))
                 self._executor = OrderExecutor(
-                    BatchedStore(repo), gateways, sink, TokenRegistry(),
+                    BatchedStore(repo, window_s=s.batch_window_ms / 1000), gateways, sink,
+                    TokenRegistry(),
                     policy=RetryPolicy(s.max_attempts, s.retry_base_delay_s, s.retry_max_delay_s),
                     quote_timeout_s=s.quote_timeout_s,
                     confirm_poll_s=s.confirm_poll_s,
-                    leases=BatchedLeases(self._locks),
+                    leases=BatchedLeases(self._locks, window_s=s.batch_window_ms / 1000),
                     checkpoint=self._checkpoint,
                     metrics=RayMetrics(),
                     landing=LandingWatcher(s.confirm_poll_s),
@@ -671,7 +675,7 @@ class WorkerFleet:
 
     def _add(self, name: str, handle: Any) -> None:
         self._handles[name] = handle
-        self._links[name] = _WorkerLink(name, handle)
+        self._links[name] = _WorkerLink(name, handle, self._settings.batch_window_ms / 1000)
 
     def _retire(self, name: str) -> None:
         with contextlib.suppress(Exception):
@@ -720,12 +724,12 @@ class _WorkerLink:
     execution lease keeps a still-running one from being executed twice).
     """
 
-    def __init__(self, name: str, handle: Any) -> None:
+    def __init__(self, name: str, handle: Any, window_s: float) -> None:
         self._name = name
         self._h = handle
         self._waiting: dict[str, asyncio.Future[str | None]] = {}
         self._accepted_by: dict[str, str] = {}  # order id -> incarnation that accepted it
-        self._accept: Coalescer[str, None] = Coalescer(self._accept_many)
+        self._accept: Coalescer[str, None] = Coalescer(self._accept_many, window_s=window_s)
         self._poller: asyncio.Task[None] | None = None
         self._closed: str | None = None
 

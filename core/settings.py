@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     retry_max_delay_s: float = 5.0
     quote_timeout_s: float = 2.0
     confirm_poll_s: float = 0.05  # status polls of all pending swaps travel as one call
+    # How long each batched hop (submissions, hand-over, leases, order writes, chain calls)
+    # waits for more items. Longer: fewer, larger batches; each hop waits that much longer.
+    batch_window_ms: float = Field(default=2.0, ge=0, le=100)
     namespace: str = "dexec"
     metrics_port: int = 9464  # Ray's Prometheus endpoint on each node started by `dexec up`
 
