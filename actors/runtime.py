@@ -487,7 +487,7 @@ def venue_gateways(settings: Settings) -> list[_MeteredGateway]:
     one client of the simulated chain, so their calls travel together.
     """
     chain = _ChainClient(ray.get_actor(CHAIN, namespace=settings.namespace),
-                         settings.batch_window_ms / 1000)
+                         settings.batch_window_s)
     wallet = dev_wallet(_secret(settings.wallet_keypair))
     tokens = TokenRegistry()
     return [
@@ -569,12 +569,12 @@ class ExecutionWorker:
                 gateways = venue_gateways(s)
                 sink = _NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace))
                 self._executor = OrderExecutor(
-                    BatchedStore(repo, window_s=s.batch_window_ms / 1000), gateways, sink,
+                    BatchedStore(repo, window_s=s.batch_window_s), gateways, sink,
                     TokenRegistry(),
                     policy=RetryPolicy(s.max_attempts, s.retry_base_delay_s, s.retry_max_delay_s),
                     quote_timeout_s=s.quote_timeout_s,
                     confirm_poll_s=s.confirm_poll_s,
-                    leases=BatchedLeases(self._locks, window_s=s.batch_window_ms / 1000),
+                    leases=BatchedLeases(self._locks, window_s=s.batch_window_s),
                     checkpoint=self._checkpoint,
                     metrics=RayMetrics(),
                     landing=LandingWatcher(s.confirm_poll_s),
@@ -675,7 +675,7 @@ class WorkerFleet:
 
     def _add(self, name: str, handle: Any) -> None:
         self._handles[name] = handle
-        self._links[name] = _WorkerLink(name, handle, self._settings.batch_window_ms / 1000)
+        self._links[name] = _WorkerLink(name, handle, self._settings.batch_window_s)
 
     def _retire(self, name: str) -> None:
         with contextlib.suppress(Exception):

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     sim_adverse_move_bps: int = 0  # a front-runner moves the pool this much before each swap
     sim_down_venues: tuple[str, ...] = Field(default=())
 
+    @property
+    def batch_window_s(self) -> float:
+        return self.batch_window_ms / 1000
+
     def zero_latency(self) -> Settings:
         """Return a copy with simulated latency switched off (tests and benchmarks)."""
         return self.model_copy(

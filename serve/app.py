@@ -211,7 +211,7 @@ class DexecIngress:
         self.manager = ray.get_actor(MANAGER, namespace=ns)
         # Submissions arriving together travel to the OrderManager as one call.
         self._submissions: Coalescer[NewOrder, tuple[Order, bool]] = Coalescer(
-            self.manager.submit_many.remote, window_s=settings.batch_window_ms / 1000)
+            self.manager.submit_many.remote, window_s=settings.batch_window_s)
         self.gateways = venue_gateways(settings)
         self.hub = StreamHub(_NotifierSource(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
         self.metrics = _IngressMetrics()
