@@ -905,15 +905,22 @@ async def test_an_untranslated_library_error_is_bounded_by_the_attempt_cap(world
 # --- waiting for swaps to land through the shared LandingWatcher ----------------------------
 
 
+async def _sent_swaps(world: World, prefix: str, count: int, *, land_after_polls: int
+                      ) -> list[SignedSwap]:
+    """Send `count` swaps to raydium that land after that many status polls; forget the calls."""
+    world.raydium.land_after_polls = land_after_polls
+    swaps = [SignedSwap("raydium", f"{prefix}-{i}", b"bytes", 10**12, 1) for i in range(count)]
+    for swap in swaps:
+        await world.raydium.send(swap)
+    world.calls.clear()
+    return swaps
+
+
 async def test_landing_watcher_asks_once_per_venue_for_every_pending_signature(
     world: World,
 ) -> None:
     venue = world.raydium
-    venue.land_after_polls = 3
-    swaps = [SignedSwap("raydium", f"sig-{i}", b"bytes", 10**12, 1) for i in range(50)]
-    for swap in swaps:
-        await venue.send(swap)
-    world.calls.clear()
+    swaps = await _sent_swaps(world, "sig", 50, land_after_polls=3)
     watcher = LandingWatcher(poll_s=0.001)
 
     statuses = await asyncio.gather(*(watcher.wait(venue, s.signature, 5.0) for s in swaps))
@@ -968,11 +975,7 @@ async def test_executor_with_a_landing_watcher_confirms_a_swap_that_lands_later(
 
 async def test_landing_watcher_asks_for_at_most_256_signatures_a_call(world: World) -> None:
     venue = world.raydium
-    venue.land_after_polls = 1
-    swaps = [SignedSwap("raydium", f"many-{i}", b"bytes", 10**12, 1) for i in range(300)]
-    for swap in swaps:
-        await venue.send(swap)
-    world.calls.clear()
+    swaps = await _sent_swaps(world, "many", 300, land_after_polls=1)
     watcher = LandingWatcher(poll_s=0.001)
 
     await asyncio.gather(*(watcher.wait(venue, s.signature, 5.0) for s in swaps))
