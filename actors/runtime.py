@@ -319,12 +319,9 @@ class SimulatedChain:
         error answers its own item.
         """
         await self._ready()
-        delays = []
-        for venue, *_ in requests:
-            try:
-                delays.append(self._venue(venue).quote_delay_s())
-            except DexecError:
-                delays.append(0.0)
+        # An unknown venue waits for nothing; _quote answers it with its error.
+        delays = [self._venues[v].quote_delay_s() if v in self._venues else 0.0
+                  for v, *_ in requests]
         calls = [self._quote(*r, delay_s=d) for r, d in zip(requests, delays, strict=True)]
         if not any(delays):  # zero latency: answer the whole batch at once
             yield list(enumerate(await each(calls)))

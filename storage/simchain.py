@@ -66,7 +66,7 @@ def _upsert_many(table: str, columns: Sequence[tuple[str, str]], key: Sequence[s
 
 _TX_TYPES = ("text", "text", "text", "text", "numeric", "numeric", "bool", "bigint", "float8",
              "bigint", "numeric", "text", "text", "float8")
-_ARRAY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+_ROW_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "transactions": tuple(zip(_TX_COLUMNS, _TX_TYPES, strict=True)),
     "pools": (("address", "text"), ("state", "bytea")),
     "balances": (("owner", "text"), ("symbol", "text"), ("amount", "numeric")),
@@ -74,11 +74,11 @@ _ARRAY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 _SAVE = {
     "meta": _upsert("meta", ("id", *_META_COLUMNS), ("id",)),  # the single row has id true
-    "transactions": _upsert_many("transactions", _ARRAY_COLUMNS["transactions"],
+    "transactions": _upsert_many("transactions", _ROW_COLUMNS["transactions"],
                                  ("signature",)),
-    "pools": _upsert_many("pools", _ARRAY_COLUMNS["pools"], ("address",)),
-    "balances": _upsert_many("balances", _ARRAY_COLUMNS["balances"], ("owner", "symbol")),
-    "blockhashes": _upsert_many("blockhashes", _ARRAY_COLUMNS["blockhashes"], ("blockhash",)),
+    "pools": _upsert_many("pools", _ROW_COLUMNS["pools"], ("address",)),
+    "balances": _upsert_many("balances", _ROW_COLUMNS["balances"], ("owner", "symbol")),
+    "blockhashes": _upsert_many("blockhashes", _ROW_COLUMNS["blockhashes"], ("blockhash",)),
 }
 
 _LOAD = {
@@ -149,7 +149,7 @@ class SimChainStore:
                     if table == "meta":
                         await cur.executemany(_SAVE[table], rows)
                         continue
-                    columns = [c for c, _ in _ARRAY_COLUMNS[table]]
+                    columns = [c for c, _ in _ROW_COLUMNS[table]]
                     await cur.execute(_SAVE[table],
                                       [rows_param([[row[c] for c in columns] for row in rows])])
         log.debug("saved simulated chain changes: %s", counts)
