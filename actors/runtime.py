@@ -39,7 +39,8 @@ from core.quotes import Quote, SignedSwap, TxStatus
 from core.retry import RetryPolicy
 from core.settings import Settings
 from core.tokens import TokenRegistry
-from gateways.simulated.chain import ChainChanges, ChainSnapshot, SimChain, dev_wallet
+from gateways.simulated.chain import ChainSnapshot, SimChain, dev_wallet
+from gateways.simulated.journal import ChainJournal
 from gateways.simulated.venue import Faults, SimulatedVenue, VenueBehaviour
 from storage.locks import ExecutionLocks
 from storage.repository import OrderRepository
@@ -179,10 +180,7 @@ class SimulatedChain:
         self._settings = settings
         self._store = SimChainStore(_database_url(settings))
         self._chain: SimChain | None = None
-        self._unsaved: ChainChanges | None = None
-        self._flush_lock = asyncio.Lock()
-        self._changed = 0  # generation of the newest change
-        self._saved = 0  # generation covered by the last successful save
+        self._journal: ChainJournal | None = None
         self._landing_slots: set[float] = set()
         self._landing: set[asyncio.Future[None]] = set()
         self._venues = {
@@ -223,6 +221,7 @@ class SimulatedChain:
             log.info("simulated chain restored from the database")
         chain.adverse_move_bps = s.sim_adverse_move_bps
         self._chain = chain
+        self._journal = ChainJournal(chain, self._store.save)
         try:
             await self._persist()
         except DexecError as exc:  # kept unsaved; the next change saves it too
@@ -238,25 +237,13 @@ class SimulatedChain:
         assert self._chain is not None  # noqa: S101 - set by _start
         return self._chain
 
+    @property
+    def _saves(self) -> ChainJournal:
+        assert self._journal is not None  # noqa: S101 - set by _start
+        return self._journal
+
     async def _persist(self) -> None:
-        """Save every change made so far; concurrent callers share one save (group commit)."""
-        self._changed += 1
-        wanted = self._changed
-        async with self._flush_lock:
-            if self._saved >= wanted:
-                return
-            covered = self._changed
-            assert self._chain is not None  # noqa: S101 - set by _start
-            changes = self._chain.take_changes()
-            if self._unsaved is not None:
-                changes = self._unsaved.merged(changes)
-            try:
-                await self._store.save(changes.as_rows())
-            except Exception:
-                self._unsaved = changes  # kept for the next save
-                raise
-            self._unsaved = None
-            self._saved = covered
+        await self._saves.persist()
 
     def _land_at(self, when: float) -> None:
         # One timer per 10 ms slot: landing scans the pending transactions, so thousands
@@ -332,7 +319,8 @@ class SimulatedChain:
     @_hot
     async def latest_blockhash(self) -> tuple[str, int]:
         answer = (await self._ready()).latest_blockhash(time.time())
-        await self._persist()
+        # A sender must find it again after a restart.
+        await self._saves.persist_unless_durable(blockhashes=[answer[0]])
         return answer
 
     @_hot
@@ -356,13 +344,15 @@ class SimulatedChain:
                 continue
             if land_delay_s > 0:
                 self._land_at(now + land_delay_s)
-        await self._persist()  # accepted means durable, landed or not
+        # Accepted means durable, landed or not.
+        await self._saves.persist_unless_durable(a for a in answers if isinstance(a, str))
         return answers
 
     @_hot
     async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
         statuses = (await self._ready()).signature_statuses(signatures, time.time())
-        await self._persist()  # never report a landing that a crash could undo
+        # Never report a landing that a crash could undo.
+        await self._saves.persist_unless_durable(s.signature for s in statuses if s is not None)
         return statuses
 
     @_hot

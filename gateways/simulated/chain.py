@@ -19,7 +19,7 @@ import logging
 import math
 import pickle
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -515,6 +515,16 @@ class SimChain:
             self._dirty_pools.add(pool.address)
 
     # -- persistence -----------------------------------------------------------------------
+
+    def has_changes(self) -> bool:
+        """Return True when something changed since the last `take_changes()`."""
+        return bool(self._meta_dirty or self._dirty_txs or self._dirty_pools
+                    or self._dirty_balances or self._dirty_blockhashes)
+
+    def changed(self, signatures: Iterable[str] = (), blockhashes: Iterable[str] = ()) -> bool:
+        """Return True if any of these changed since the last `take_changes()`."""
+        return (any(s in self._dirty_txs for s in signatures)
+                or any(b in self._dirty_blockhashes for b in blockhashes))
 
     def take_changes(self) -> ChainChanges:
         """Return everything changed since the last call (a new chain: everything); forget it.
