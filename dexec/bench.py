@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import sys
@@ -66,36 +67,69 @@ class MemorySampler:
     Two sums: RSS, which counts a shared page once per process mapping it (Ray's object
     store and PostgreSQL's shared buffers are mapped by many), and PSS, which splits each
     shared page between the processes sharing it, so the sum is the memory really in use.
+    RSS is read every second; PSS costs the kernel a walk of every mapping (a tenth of a
+    core here, taken from the stack under test), so it is read every `pss_every_s` and once
+    more at the end.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pss_every_s: float = 5.0) -> None:
         self.peak_bytes = 0
         self.last_bytes = 0
         self.peak_pss_bytes = 0
         self.last_pss_bytes = 0
+        self._pss_every = pss_every_s
 
     @staticmethod
-    def stack_memory() -> tuple[int, int]:
-        rss = pss = 0
+    def _stack() -> list[psutil.Process]:
+        procs = []
         for proc in psutil.process_iter(["name", "cmdline"]):
             try:
                 cmd = " ".join(proc.info["cmdline"] or [])
                 name = proc.info["name"] or ""
-                if ("ray" in cmd or "ray::" in name or "postgres" in name
-                        or "raylet" in name or "gcs_server" in name):
+            except (psutil.Error, TypeError):
+                continue
+            if ("ray" in cmd or "ray::" in name or "postgres" in name
+                    or "raylet" in name or "gcs_server" in name):
+                procs.append(proc)
+        return procs
+
+    @classmethod
+    def stack_memory(cls, *, pss: bool = True) -> tuple[int, int]:
+        """Return (summed RSS, summed PSS) of the stack; PSS is 0 unless asked for."""
+        rss = total_pss = 0
+        for proc in cls._stack():
+            try:
+                if pss:
                     info = proc.memory_full_info()
                     rss += info.rss
-                    pss += getattr(info, "pss", info.rss)
-            except (psutil.Error, TypeError, AttributeError):
+                    total_pss += getattr(info, "pss", info.rss)
+                else:
+                    rss += proc.memory_info().rss
+            except (psutil.Error, AttributeError):
                 continue
-        return rss, pss
+        return rss, total_pss
+
+    def _record(self, rss: int, pss: int | None) -> None:
+        self.last_bytes = rss
+        self.peak_bytes = max(self.peak_bytes, rss)
+        if pss is not None:
+            self.last_pss_bytes = pss
+            self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
+
+    async def sample(self, *, pss: bool) -> None:
+        rss, total_pss = await asyncio.to_thread(self.stack_memory, pss=pss)
+        self._record(rss, total_pss if pss else None)
 
     async def run(self, stop: asyncio.Event) -> None:
+        next_pss = 0.0
         while not stop.is_set():
-            self.last_bytes, self.last_pss_bytes = await asyncio.to_thread(self.stack_memory)
-            self.peak_bytes = max(self.peak_bytes, self.last_bytes)
-            self.peak_pss_bytes = max(self.peak_pss_bytes, self.last_pss_bytes)
-            await asyncio.sleep(1.0)
+            with_pss = time.monotonic() >= next_pss
+            if with_pss:
+                next_pss = time.monotonic() + self._pss_every
+            await self.sample(pss=with_pss)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        await self.sample(pss=True)  # the stack at the end
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -405,6 +439,9 @@ def run(args: argparse.Namespace) -> int:
 
 async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: str
                  ) -> dict[str, Any]:
+    from actors.runtime import tune_gc
+
+    tune_gc()  # the client shares the cores with the stack under test: keep it cheap
     tally = Tally()
     memory = MemorySampler()
     stop = asyncio.Event()
@@ -435,8 +472,7 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
             break
         await asyncio.sleep(1.0)
     sys.stderr.write("\n")
-    await asyncio.sleep(1.0)  # one more memory sample at the end
-    stop.set()
+    stop.set()  # the sampler takes one more full sample
     await sampler
     found = await outcomes(database_url, run_id)
     machine = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total
