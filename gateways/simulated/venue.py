@@ -6,6 +6,7 @@ import json
 import random
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
@@ -110,13 +111,16 @@ class SimulatedVenue:
         tokens: TokenRegistry,
         *,
         rate_limit_per_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
+        self._clock = clock
         self._chain = chain
         self._wallet = wallet
         self._tokens = tokens
         self._limit = TokenBucket(rate_limit_per_s)
         self._blockhash: tuple[str, int, float] | None = None  # (hash, last valid, fetched)
+        self._height: tuple[int, float] | None = None  # (block height, fetched)
 
     async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
         await self._limit.acquire()
@@ -156,7 +160,7 @@ class SimulatedVenue:
     async def _recent_blockhash(self) -> tuple[str, int]:
         """Return a blockhash at most BLOCKHASH_REUSE_S old (a slot), asking the chain anew
         only after that: it stays valid for about 150 slots, and every build needs one."""
-        now = time.monotonic()
+        now = self._clock()
         if self._blockhash is None or now - self._blockhash[2] > BLOCKHASH_REUSE_S:
             blockhash, last_valid = await self._chain.latest_blockhash()
             self._blockhash = (blockhash, last_valid, now)
@@ -171,5 +175,10 @@ class SimulatedVenue:
         return await self._chain.signature_statuses(signatures)
 
     async def block_height(self) -> int:
-        await self._limit.acquire()
-        return await self._chain.block_height()
+        """Return the block height, at most a slot old: callers only compare it with a swap's
+        last valid height, and a height a slot behind merely finds an expiry a slot later."""
+        now = self._clock()
+        if self._height is None or now - self._height[1] > BLOCKHASH_REUSE_S:
+            await self._limit.acquire()
+            self._height = (await self._chain.block_height(), now)
+        return self._height[0]

@@ -82,6 +82,7 @@ class FakeChain:
         return self.chain.signature_statuses(signatures, self.now)
 
     async def block_height(self) -> int:
+        self.calls.append("height")
         return self.chain.block_height(self.now)
 
 
@@ -108,3 +109,16 @@ async def test_the_gateway_quotes_builds_and_sends_through_the_chain_client() ->
 
     with pytest.raises(InvalidInput):  # a quote from another venue is refused
         await SimulatedVenue("raydium", fake, wallet, tokens).build_swap(quote, 1, "x")
+
+
+async def test_the_block_height_is_asked_at_most_once_a_slot() -> None:
+    fake, clock = FakeChain(), [100.0]
+    gateway = SimulatedVenue("raydium", fake, Keypair.from_seed(bytes([3]) * 32),
+                             TokenRegistry(), clock=lambda: clock[0])
+    first = await gateway.block_height()
+    fake.now += 2.0  # the chain moves on by five blocks
+    assert await gateway.block_height() == first  # within the slot: the answer it had
+    assert fake.calls == ["height"]
+    clock[0] += 0.5  # a slot later it asks again and sees the new height
+    assert await gateway.block_height() == first + 5
+    assert fake.calls == ["height", "height"]
