@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from actors.telemetry import BatchStats
 from core.orders import Change, Order, OrderEvent
 from core.quotes import SignedSwap
 from storage.locks import ExecutionLocks, Lease
@@ -51,18 +52,24 @@ class Coalescer(Generic[T, R]):
     """
 
     def __init__(self, call_many: BatchCall[T, R], *, max_batch: int = 512,
-                 window_s: float = WINDOW_S, max_in_flight: int = 2) -> None:
+                 window_s: float = WINDOW_S, max_in_flight: int = 2,
+                 site: str = "", stats: BatchStats | None = None) -> None:
         self._call_many = call_many
+        self._site = site
+        self._stats = stats  # with a site name: every batch is recorded there
         self._max_batch = max_batch
         self._window = window_s
         self._max_in_flight = max_in_flight
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._first_at = 0.0  # when the oldest pending item arrived
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, item: T) -> R:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
+        if not self._pending:
+            self._first_at = loop.time()
         self._pending.append((item, future))
         if len(self._pending) >= self._max_batch:
             self._flush()
@@ -77,10 +84,13 @@ class Coalescer(Generic[T, R]):
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
+        loop = asyncio.get_running_loop()
         while self._pending and len(self._tasks) < self._max_in_flight:
             batch = self._pending[:self._max_batch]
             del self._pending[:self._max_batch]
-            task = asyncio.get_running_loop().create_task(self._send(batch))
+            waited = loop.time() - self._first_at
+            self._first_at = loop.time()  # what is left arrived later: a close lower bound
+            task = loop.create_task(self._send(batch, waited))
             self._tasks.add(task)
             task.add_done_callback(self._sent)
 
@@ -89,7 +99,18 @@ class Coalescer(Generic[T, R]):
         if self._pending and self._scheduled is None:
             self._flush()  # what waited for this batch goes now
 
-    async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _send(self, batch: list[tuple[T, asyncio.Future[R]]], waited: float) -> None:
+        if self._stats is None or not self._site:
+            await self._call(batch)
+            return
+        started = asyncio.get_running_loop().time()
+        try:
+            await self._call(batch)
+        finally:
+            self._stats.record(self._site, len(batch), waited,
+                               asyncio.get_running_loop().time() - started)
+
+    async def _call(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             answer = self._call_many([item for item, _ in batch])
             if isinstance(answer, AsyncIterator):
@@ -189,14 +210,15 @@ class BatchedStore:
     one write batch per turn of the event loop; plain order reads meet in one query.
     """
 
-    def __init__(self, repo: OrderRepository, *, window_s: float = WINDOW_S) -> None:
+    def __init__(self, repo: OrderRepository, *, window_s: float = WINDOW_S,
+                 stats: BatchStats | None = None) -> None:
         self._repo = repo
         # A write transaction costs about the same for one change as for fifty, and an
         # order's writes are its most frequent calls: they gather twice as long.
-        self._writes: Coalescer[Write, Any] = Coalescer(repo.write_batch,
-                                                        window_s=2 * window_s)
-        self._reads: Coalescer[str, Order | None] = Coalescer(repo.get_orders,
-                                                              window_s=window_s)
+        self._writes: Coalescer[Write, Any] = Coalescer(
+            repo.write_batch, window_s=2 * window_s, site="order_writes", stats=stats)
+        self._reads: Coalescer[str, Order | None] = Coalescer(
+            repo.get_orders, window_s=window_s, site="order_reads", stats=stats)
 
     async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None:
         if with_history:
@@ -229,9 +251,10 @@ class BatchedStore:
 class BatchedLeases:
     """Lease many orders with one pair of statements (see ExecutionLocks.try_acquire_many)."""
 
-    def __init__(self, locks: ExecutionLocks, *, window_s: float = WINDOW_S) -> None:
-        self._acquire: Coalescer[str, Lease | None] = Coalescer(locks.try_acquire_many,
-                                                                window_s=window_s)
+    def __init__(self, locks: ExecutionLocks, *, window_s: float = WINDOW_S,
+                 stats: BatchStats | None = None) -> None:
+        self._acquire: Coalescer[str, Lease | None] = Coalescer(
+            locks.try_acquire_many, window_s=window_s, site="leases", stats=stats)
 
     async def try_acquire(self, order_id: str) -> Lease | None:
         return await self._acquire(order_id)

@@ -31,7 +31,7 @@ from actors.batching import (
 from actors.dispatch import Dispatcher, WorkerLost
 from actors.execution import LandingWatcher, OrderExecutor
 from actors.fanout import EventBatcher, EventHub
-from actors.telemetry import order_log
+from actors.telemetry import BatchStats, order_log
 from core.errors import DexecError, RetryableError, VenueUnavailable, reason
 from core.limits import AccountRateLimit
 from core.orders import NewOrder, OrderEvent
@@ -130,6 +130,35 @@ class RayMetrics:
     def queue(self, waiting: int, executing: int) -> None:
         self._waiting.set(waiting)
         self._executing.set(executing)
+
+
+class RayBatchMetrics:
+    """Export a process's BatchStats sums as counters, per call site (label `site`)."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics as m
+
+        keys = ("site",)
+        self._counters = (
+            m.Counter("dexec_batch_calls", "Batched calls made", tag_keys=keys),
+            m.Counter("dexec_batch_items", "Items the batched calls carried", tag_keys=keys),
+            m.Counter("dexec_batch_wait_seconds",
+                      "Summed time the oldest item of each batch waited for it to leave",
+                      tag_keys=keys),
+            m.Counter("dexec_batch_call_seconds", "Summed round trip of the batched calls",
+                      tag_keys=keys),
+        )
+
+    def record(self, site: str, calls: int, items: int, wait_s: float, call_s: float) -> None:
+        tags = {"site": site}
+        for counter, value in zip(self._counters, (calls, items, wait_s, call_s), strict=True):
+            if value > 0:  # Ray's counters refuse an increment of 0
+                counter.inc(value, tags=tags)
+
+
+def batch_stats() -> BatchStats:
+    """Return a BatchStats for this process that exports to Ray's metrics every 5 s."""
+    return BatchStats(RayBatchMetrics().record)
 
 
 class VenueCallMetrics:
@@ -386,19 +415,21 @@ class _ChainClient:
     together travels as one actor call (one quote call carries every venue's quotes).
     """
 
-    def __init__(self, handle: Any, window_s: float) -> None:
+    def __init__(self, handle: Any, window_s: float, stats: BatchStats | None = None) -> None:
         self._h = handle
         # Quotes take the venue's time, so batches are not held back for each other.
         self._quote: Coalescer[tuple[str, str, str, int], dict[str, object]] = Coalescer(
-            self._quote_stream, max_in_flight=64, window_s=window_s)
-        self._send: Coalescer[tuple[str, bytes], str] = Coalescer(self._h.send_many.remote,
-                                                                  window_s=window_s)
+            self._quote_stream, max_in_flight=64, window_s=window_s, site="chain_quote",
+            stats=stats)
+        self._send: Coalescer[tuple[str, bytes], str] = Coalescer(
+            self._h.send_many.remote, window_s=window_s, site="chain_send", stats=stats)
         self._statuses: Coalescer[list[str], list[TxStatus | None]] = Coalescer(
             concatenated(self._h.signature_statuses.remote), max_in_flight=4,
-            window_s=window_s)
+            window_s=window_s, site="chain_status", stats=stats)
         self._blockhash: Coalescer[None, tuple[str, int]] = Coalescer(
-            shared(self._h.latest_blockhash.remote))
-        self._height: Coalescer[None, int] = Coalescer(shared(self._h.block_height.remote))
+            shared(self._h.latest_blockhash.remote), site="chain_blockhash", stats=stats)
+        self._height: Coalescer[None, int] = Coalescer(
+            shared(self._h.block_height.remote), site="chain_height", stats=stats)
 
     async def _quote_stream(self, requests: list[tuple[str, str, str, int]]
                             ) -> AsyncIterator[list[tuple[int, Any]]]:
@@ -467,14 +498,15 @@ class _MeteredGateway:
         return await self._gateway.block_height()
 
 
-def venue_gateways(settings: Settings) -> list[_MeteredGateway]:
+def venue_gateways(settings: Settings, stats: BatchStats | None = None
+                   ) -> list[_MeteredGateway]:
     """Build this process's gateway for every venue (call inside an actor or replica).
 
     Each has its own rate limit (`venue_rate_limit_per_s` holds per process). They share
     one client of the simulated chain, so their calls travel together.
     """
     chain = _ChainClient(ray.get_actor(CHAIN, namespace=settings.namespace),
-                         settings.batch_window_s)
+                         settings.batch_window_s, stats)
     wallet = dev_wallet(_secret(settings.wallet_keypair))
     tokens = TokenRegistry()
     return [
@@ -553,15 +585,18 @@ class ExecutionWorker:
                 s = self._settings
                 repo = self._repo
                 await repo.open()
-                gateways = venue_gateways(s)
+                batches = batch_stats()
+                gateways = venue_gateways(s, batches)
                 sink = _NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace))
                 self._executor = OrderExecutor(
-                    BatchedStore(repo, window_s=s.batch_window_s), gateways, sink,
+                    BatchedStore(repo, window_s=s.batch_window_s, stats=batches), gateways,
+                    sink,
                     TokenRegistry(),
                     policy=RetryPolicy(s.max_attempts, s.retry_base_delay_s, s.retry_max_delay_s),
                     quote_timeout_s=s.quote_timeout_s,
                     confirm_poll_s=s.confirm_poll_s,
-                    leases=BatchedLeases(self._locks, window_s=s.batch_window_s),
+                    leases=BatchedLeases(self._locks, window_s=s.batch_window_s,
+                                         stats=batches),
                     checkpoint=self._checkpoint,
                     metrics=RayMetrics(),
                     landing=LandingWatcher(s.confirm_poll_s),
@@ -644,8 +679,9 @@ class WorkerFleet:
     retires it (ray.kill) as soon as the node is gone from ray.nodes().
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, batches: BatchStats | None = None) -> None:
         self._settings = settings
+        self._batches = batches
         self._handles: dict[str, Any] = {}
         self._links: dict[str, _WorkerLink] = {}
         self._home: dict[str, str] = {}  # worker name -> node id it is pinned to
@@ -662,7 +698,8 @@ class WorkerFleet:
 
     def _add(self, name: str, handle: Any) -> None:
         self._handles[name] = handle
-        self._links[name] = _WorkerLink(name, handle, self._settings.batch_window_s)
+        self._links[name] = _WorkerLink(name, handle, self._settings.batch_window_s,
+                                        self._batches)
 
     def _retire(self, name: str) -> None:
         with contextlib.suppress(Exception):
@@ -711,12 +748,14 @@ class _WorkerLink:
     execution lease keeps a still-running one from being executed twice).
     """
 
-    def __init__(self, name: str, handle: Any, window_s: float) -> None:
+    def __init__(self, name: str, handle: Any, window_s: float,
+                 stats: BatchStats | None = None) -> None:
         self._name = name
         self._h = handle
         self._waiting: dict[str, asyncio.Future[str | None]] = {}
         self._accepted_by: dict[str, str] = {}  # order id -> incarnation that accepted it
-        self._accept: Coalescer[str, None] = Coalescer(self._accept_many, window_s=window_s)
+        self._accept: Coalescer[str, None] = Coalescer(self._accept_many, window_s=window_s,
+                                                       site="worker_accept", stats=stats)
         self._poller: asyncio.Task[None] | None = None
         self._closed: str | None = None
 
@@ -798,7 +837,7 @@ class OrderManager:
         tune_gc()
         self._settings = settings
         self._repo = _repository(settings)
-        self._fleet = WorkerFleet(settings)
+        self._fleet = WorkerFleet(settings, batch_stats())
         self._dispatcher: Dispatcher | None = None
         self._lock = asyncio.Lock()
         # Resume open orders as soon as the actor (re)starts, not on the first submission.

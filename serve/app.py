@@ -20,7 +20,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actors.batching import Coalescer
 from actors.bootstrap import resolve_database, resolve_wallet
 from actors.execution import collect_quotes
-from actors.runtime import MANAGER, NOTIFIER, start_stack, tune_gc, venue_gateways
+from actors.runtime import (
+    MANAGER,
+    NOTIFIER,
+    batch_stats,
+    start_stack,
+    tune_gc,
+    venue_gateways,
+)
 from core.errors import (
     DexecError,
     IdempotencyConflict,
@@ -210,9 +217,11 @@ class DexecIngress:
         ns = settings.namespace
         self.manager = ray.get_actor(MANAGER, namespace=ns)
         # Submissions arriving together travel to the OrderManager as one call.
+        batches = batch_stats()
         self._submissions: Coalescer[NewOrder, tuple[Order, bool]] = Coalescer(
-            self.manager.submit_many.remote, window_s=settings.batch_window_s)
-        self.gateways = venue_gateways(settings)
+            self.manager.submit_many.remote, window_s=settings.batch_window_s,
+            site="submit", stats=batches)
+        self.gateways = venue_gateways(settings, batches)
         self.hub = StreamHub(_NotifierSource(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
         self.metrics = _IngressMetrics()
 

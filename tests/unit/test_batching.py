@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from actors.batching import Coalescer, as_completed, concatenated, shared
+from actors.telemetry import BatchStats
 from core.errors import InvalidInput, VenueUnavailable
 
 
@@ -137,3 +138,75 @@ async def test_concatenated_and_shared_split_the_answers_back() -> None:
     heights: Coalescer[None, int] = Coalescer(shared(height))
     assert await asyncio.gather(*(heights(None) for _ in range(5))) == [42] * 5
     assert asked == 1
+
+
+class Sink:
+    """Collects what a BatchStats hands over: (site, calls, items, wait_s, call_s)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int, int, float, float]] = []
+
+    def __call__(self, site: str, calls: int, items: int, wait_s: float, call_s: float
+                 ) -> None:
+        self.rows.append((site, calls, items, wait_s, call_s))
+
+
+def test_batch_stats_sum_per_site_and_hand_over_every_interval() -> None:
+    sink, now = Sink(), [0.0]
+    stats = BatchStats(sink, every_s=5.0, clock=lambda: now[0])
+    stats.record("writes", 10, 0.004, 0.020)
+    stats.record("writes", 30, 0.006, 0.040)
+    stats.record("quote", 1, 0.0, 0.010)
+    assert sink.rows == []  # nothing before the interval is up
+    now[0] = 5.0
+    stats.record("quote", 3, 0.002, 0.030)
+    assert sorted(sink.rows) == [("quote", 2, 4, pytest.approx(0.002), pytest.approx(0.040)),
+                                 ("writes", 2, 40, pytest.approx(0.010), pytest.approx(0.060))]
+    now[0] = 7.0
+    stats.record("writes", 5, 0.0, 0.001)
+    stats.flush()  # the sums start again after each hand-over
+    assert sink.rows[-1] == ("writes", 1, 5, 0.0, pytest.approx(0.001))
+
+
+async def test_a_coalescer_records_each_batch_with_its_wait_and_round_trip() -> None:
+    sink = Sink()
+    stats = BatchStats(sink, every_s=3600.0)
+
+    async def slow(items: list[int]) -> list[int]:
+        await asyncio.sleep(0.02)
+        return items
+
+    coalescer: Coalescer[int, int] = Coalescer(slow, window_s=0.01, site="s", stats=stats)
+    await asyncio.gather(*(coalescer(i) for i in range(7)))
+    await coalescer(7)
+    stats.flush()
+    ((site, calls, items, wait_s, call_s),) = sink.rows
+    assert (site, calls, items) == ("s", 2, 8)
+    assert 0.015 <= wait_s < 0.2  # each batch waited out its 10 ms window
+    assert 0.035 <= call_s < 0.4  # two calls of 20 ms each
+
+
+async def test_a_failed_batch_is_recorded_too_and_no_site_records_nothing() -> None:
+    sink = Sink()
+    stats = BatchStats(sink, every_s=3600.0)
+
+    async def broken(items: list[int]) -> list[int]:
+        raise VenueUnavailable("down")
+
+    failing: Coalescer[int, int] = Coalescer(broken, site="down", stats=stats)
+    unnamed: Coalescer[int, int] = Coalescer(Recorder(), stats=stats)
+    with pytest.raises(VenueUnavailable):
+        await failing(1)
+    assert await unnamed(2) == 4
+    stats.flush()
+    assert [(r[0], r[1], r[2]) for r in sink.rows] == [("down", 1, 1)]
+
+
+async def test_batch_stats_hand_over_a_burst_even_when_no_batch_follows() -> None:
+    sink = Sink()
+    stats = BatchStats(sink, every_s=0.05)
+    coalescer: Coalescer[int, int] = Coalescer(Recorder(), site="burst", stats=stats)
+    await asyncio.gather(*(coalescer(i) for i in range(5)))
+    assert sink.rows == []
+    await asyncio.sleep(0.1)
+    assert [(r[0], r[1], r[2]) for r in sink.rows] == [("burst", 1, 5)]
