@@ -138,8 +138,9 @@ class SimChainStore:
             for row in batches["meta"]
         ]
         counts = {table: len(rows) for table, rows in batches.items() if rows}
+        floor = [int(row["height"]) for row in changes.get("blockhash_floor", ())]
         async with self._save_lock:
-            if not counts:
+            if not counts and not floor:
                 return
             async with self.db.connection(transaction=True, pipeline=True) as conn:
                 cur = conn.cursor()
@@ -152,4 +153,7 @@ class SimChainStore:
                     columns = [c for c, _ in _ROW_COLUMNS[table]]
                     await cur.execute(_SAVE[table],
                                       [rows_param([[row[c] for c in columns] for row in rows])])
+                if floor:  # blockhashes the chain forgot: expired long ago
+                    await cur.execute(
+                        "DELETE FROM simchain.blockhashes WHERE height < %s", (max(floor),))
         log.debug("saved simulated chain changes: %s", counts)

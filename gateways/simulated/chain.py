@@ -127,10 +127,12 @@ class ChainChanges:
     pools: dict[str, bytes] = field(default_factory=dict)  # by pool address
     balances: dict[tuple[str, str], int] = field(default_factory=dict)  # (owner, symbol)
     blockhashes: dict[str, int] = field(default_factory=dict)  # blockhash -> issued height
+    # Every blockhash issued below this height was forgotten (long expired): delete them too.
+    blockhash_floor: int | None = None
 
     def is_empty(self) -> bool:
         """Return True when there is nothing to save."""
-        return self.meta is None and not (
+        return self.meta is None and self.blockhash_floor is None and not (
             self.transactions or self.pools or self.balances or self.blockhashes
         )
 
@@ -142,12 +144,16 @@ class ChainChanges:
             {**self.pools, **later.pools},
             {**self.balances, **later.balances},
             {**self.blockhashes, **later.blockhashes},
+            later.blockhash_floor if later.blockhash_floor is not None else self.blockhash_floor,
         )
 
     def as_rows(self) -> ChainRows:
         """Return the changes as plain rows per table (see `ChainRows`) for a store to upsert."""
-        return _as_rows(self.meta, self.transactions, self.pools, self.balances,
+        rows = _as_rows(self.meta, self.transactions, self.pools, self.balances,
                         self.blockhashes)
+        if self.blockhash_floor is not None:
+            rows["blockhash_floor"] = [{"height": self.blockhash_floor}]
+        return rows
 
 
 @dataclass(frozen=True)
@@ -277,6 +283,7 @@ class SimChain:
         self._dirty_pools: set[str] = set(self._pools)
         self._dirty_balances: set[tuple[str, str]] = set()
         self._dirty_blockhashes: set[str] = set()
+        self._blockhash_floor: int | None = None  # forgotten below this since take_changes
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -324,7 +331,16 @@ class SimChain:
         if self._blockhashes.get(blockhash) != height:
             self._blockhashes[blockhash] = height
             self._dirty_blockhashes.add(blockhash)
+            if len(self._blockhashes) > 4 * self._valid_blocks:
+                self._forget_blockhashes_below(height - 2 * self._valid_blocks)
         return blockhash, height + self._valid_blocks
+
+    def _forget_blockhashes_below(self, floor: int) -> None:
+        """Forget blockhashes issued below `floor`: expired long ago, a send with one is refused
+        as unknown instead of expired (both BlockhashExpired). Keeps a long run's memory flat."""
+        self._blockhashes = {b: h for b, h in self._blockhashes.items() if h >= floor}
+        self._dirty_blockhashes &= self._blockhashes.keys()
+        self._blockhash_floor = floor
 
     # -- venues ----------------------------------------------------------------------------
 
@@ -519,7 +535,8 @@ class SimChain:
     def has_changes(self) -> bool:
         """Return True when something changed since the last `take_changes()`."""
         return bool(self._meta_dirty or self._dirty_txs or self._dirty_pools
-                    or self._dirty_balances or self._dirty_blockhashes)
+                    or self._dirty_balances or self._dirty_blockhashes
+                    or self._blockhash_floor is not None)
 
     def changed(self, signatures: Iterable[str] = (), blockhashes: Iterable[str] = ()) -> bool:
         """Return True if any of these changed since the last `take_changes()`."""
@@ -538,6 +555,7 @@ class SimChain:
             pools={a: _dump_pool(self._pools[a].pool) for a in self._dirty_pools},
             balances={k: self.balances[k] for k in self._dirty_balances},
             blockhashes={b: self._blockhashes[b] for b in self._dirty_blockhashes},
+            blockhash_floor=self._blockhash_floor,
         )
         self._clear_dirty()
         return changes
@@ -625,6 +643,7 @@ class SimChain:
         self._dirty_pools = set()
         self._dirty_balances = set()
         self._dirty_blockhashes = set()
+        self._blockhash_floor = None
 
     @staticmethod
     def _trade_ceiling(pool: pool_math.Pool, x_to_y: bool) -> int:

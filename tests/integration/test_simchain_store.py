@@ -24,6 +24,9 @@ from storage.embedded import EmbeddedPostgres
 from storage.migrate import apply_migrations
 from storage.simchain import SimChainStore
 from tests.unit.test_chain_persistence import (
+    BLOCK_TIME_S,
+    T0,
+    VALID_BLOCKS,
     Scenario,
     assert_same_chain,
     make_chain,
@@ -92,6 +95,21 @@ async def test_rounds_of_changes_load_back_into_the_same_chain(store: SimChainSt
     assert ChainSnapshot.from_rows(rows) == original.snapshot()
     restored = restore(ChainSnapshot.from_rows(rows))
     assert_same_chain(restored, original, scenario)
+
+
+async def test_forgotten_blockhashes_are_deleted(store: SimChainStore) -> None:
+    chain = make_chain()
+    for k in range(6 * VALID_BLOCKS):  # a new block each time it is asked
+        chain.latest_blockhash(T0 + k * BLOCK_TIME_S)
+        if k % 50 == 0:
+            await store.save(chain.take_changes().as_rows())
+    await store.save(chain.take_changes().as_rows())
+
+    rows = await store.load()
+
+    assert rows is not None
+    assert len(rows["blockhashes"]) <= 4 * VALID_BLOCKS
+    assert ChainSnapshot.from_rows(rows) == chain.snapshot()
 
 
 async def test_a_restored_chain_saves_on_and_restores_again(store: SimChainStore) -> None:

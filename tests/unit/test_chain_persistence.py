@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from solders.keypair import Keypair
 
+from core.errors import BlockhashExpired
 from gateways.simulated.chain import (
     PAIRS,
     START_HEIGHT,
@@ -58,6 +59,11 @@ class RowStore:
 
     def save(self, rows: ChainRows) -> None:
         for table, table_rows in rows.items():
+            if table == "blockhash_floor":  # as storage.simchain: delete what was forgotten
+                floor = max(int(r["height"]) for r in table_rows)
+                self.tables["blockhashes"] = {k: r for k, r in self.tables["blockhashes"].items()
+                                              if r["height"] >= floor}
+                continue
             for row in table_rows:
                 self.tables[table][tuple(row[k] for k in ROW_KEYS[table])] = dict(row)
 
@@ -333,3 +339,28 @@ def test_from_rows_needs_exactly_one_meta_row() -> None:
 
     with pytest.raises(ValueError, match="exactly one meta row"):
         ChainSnapshot.from_rows({**rows, "meta": []})
+
+
+def test_long_expired_blockhashes_are_forgotten_and_deleted_from_the_store() -> None:
+    chain, store = make_chain(), RowStore()
+    wallet = Keypair.from_seed(bytes([1]) * 32)
+    chain.fund(str(wallet.pubkey()), {"SOL": 10 * SOL})
+    old_tx = _swap(chain, wallet, T0, memo="old:1")  # signed with the first blockhash
+    issued = []
+    for k in range(10 * VALID_BLOCKS):  # a new block each time it is asked
+        issued.append(chain.latest_blockhash(T0 + k * BLOCK_TIME_S)[0])
+        if k % 97 == 0:
+            store.save(chain.take_changes().as_rows())
+    store.save(chain.take_changes().as_rows())
+    now = T0 + 10 * VALID_BLOCKS * BLOCK_TIME_S
+    assert len(chain.snapshot().blockhashes) <= 4 * VALID_BLOCKS  # bounded, not 1,500
+    stored = store.load()
+    assert stored is not None
+    assert len(stored["blockhashes"]) == len(chain.snapshot().blockhashes)
+    assert ChainSnapshot.from_rows(stored) == chain.snapshot()
+    with pytest.raises(BlockhashExpired):  # forgotten: refused like an expired one
+        chain.send_transaction(old_tx, now, 0.0)
+    # Every blockhash still valid, or expired within the last two windows, is still known.
+    known = chain.snapshot().blockhashes
+    assert all(b in known for b in issued[-2 * VALID_BLOCKS:])
+    assert issued[0] not in known
