@@ -252,7 +252,7 @@ class SimulatedChain:
         self._chain = chain
         self._journal = ChainJournal(chain, self._store.save)
         try:
-            await self._persist()
+            await self._saves.persist()
         except DexecError as exc:  # kept unsaved; the next change saves it too
             log.warning("could not save the chain's start yet: %s", exc)
         due = chain.next_land_at()
@@ -270,9 +270,6 @@ class SimulatedChain:
     def _saves(self) -> ChainJournal:
         assert self._journal is not None  # noqa: S101 - set by _start
         return self._journal
-
-    async def _persist(self) -> None:
-        await self._saves.persist()
 
     def _land_at(self, when: float) -> None:
         # One timer per 10 ms slot: landing scans the pending transactions, so thousands
@@ -294,7 +291,7 @@ class SimulatedChain:
         chain = await self._ready()
         if chain.process(time.time()):
             try:
-                await self._persist()
+                await self._saves.persist()
             except Exception as exc:
                 log.warning("could not save landed transactions yet: %s", exc)
 
@@ -304,7 +301,7 @@ class SimulatedChain:
             chain = await self._ready()
             chain.drift(time.time(), self._settings.sim_drift_bps)
             try:
-                await self._persist()
+                await self._saves.persist()
             except Exception as exc:
                 log.warning("could not save the market's drift yet: %s", exc)
 
