@@ -586,9 +586,8 @@ class ExecutionWorker:
                 gateways = venue_gateways(s, batches)
                 sink = _NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace))
                 self._executor = OrderExecutor(
-                    BatchedStore(repo, window_s=s.batch_window_s, stats=batches), gateways,
-                    sink,
-                    TokenRegistry(),
+                    BatchedStore(repo, window_s=s.batch_window_s, stats=batches),
+                    gateways, sink, TokenRegistry(),
                     policy=RetryPolicy(s.max_attempts, s.retry_base_delay_s, s.retry_max_delay_s),
                     quote_timeout_s=s.quote_timeout_s,
                     confirm_poll_s=s.confirm_poll_s,

@@ -6,10 +6,10 @@ import json
 import random
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from solders.keypair import Keypair
 
@@ -20,7 +20,9 @@ from gateways.ratelimit import TokenBucket
 from gateways.simulated.program import build_swap_transaction
 
 QUOTE_TTL_S = 30.0
-BLOCKHASH_REUSE_S = 0.4
+BLOCKHASH_REUSE_S = 0.4  # a slot
+
+T = TypeVar("T")
 
 
 class ChainClient(Protocol):
@@ -114,13 +116,15 @@ class SimulatedVenue:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
-        self._clock = clock
         self._chain = chain
         self._wallet = wallet
         self._tokens = tokens
         self._limit = TokenBucket(rate_limit_per_s)
-        self._blockhash: tuple[str, int, float] | None = None  # (hash, last valid, fetched)
-        self._height: tuple[int, float] | None = None  # (block height, fetched)
+        # Every build needs a blockhash, valid for about 150 slots; an expiry check needs the
+        # height, and one a slot behind merely finds an expiry a slot later. Both are asked of
+        # the chain at most once a slot.
+        self._blockhash: _PerSlot[tuple[str, int]] = _PerSlot(chain.latest_blockhash, clock)
+        self._height: _PerSlot[int] = _PerSlot(self._fetch_height, clock)
 
     async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
         await self._limit.acquire()
@@ -147,7 +151,7 @@ class SimulatedVenue:
         if quote.venue != self.name:
             raise InvalidInput(f"quote from {quote.venue} sent to {self.name}")
         route = json.loads(quote.payload)
-        blockhash, last_valid = await self._recent_blockhash()
+        blockhash, last_valid = await self._blockhash.get()
         try:
             tx = build_swap_transaction(
                 self._wallet, route["pool"], quote.amount_in, min_amount_out, route["x_to_y"],
@@ -156,15 +160,6 @@ class SimulatedVenue:
         except (struct.error, ValueError) as exc:
             raise InvalidInput(f"cannot build the swap: {exc}", venue=self.name) from None
         return SignedSwap(self.name, str(tx.signatures[0]), bytes(tx), last_valid, min_amount_out)
-
-    async def _recent_blockhash(self) -> tuple[str, int]:
-        """Return a blockhash at most BLOCKHASH_REUSE_S old (a slot), asking the chain anew
-        only after that: it stays valid for about 150 slots, and every build needs one."""
-        now = self._clock()
-        if self._blockhash is None or now - self._blockhash[2] > BLOCKHASH_REUSE_S:
-            blockhash, last_valid = await self._chain.latest_blockhash()
-            self._blockhash = (blockhash, last_valid, now)
-        return self._blockhash[0], self._blockhash[1]
 
     async def send(self, swap: SignedSwap) -> None:
         await self._limit.acquire()
@@ -175,10 +170,24 @@ class SimulatedVenue:
         return await self._chain.signature_statuses(signatures)
 
     async def block_height(self) -> int:
-        """Return the block height, at most a slot old: callers only compare it with a swap's
-        last valid height, and a height a slot behind merely finds an expiry a slot later."""
+        """Return the block height, at most a slot old."""
+        return await self._height.get()
+
+    async def _fetch_height(self) -> int:
+        await self._limit.acquire()
+        return await self._chain.block_height()
+
+
+class _PerSlot(Generic[T]):
+    """The answer of `fetch`, asked anew only once it is more than BLOCKHASH_REUSE_S old."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[T]], clock: Callable[[], float]) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._answer: tuple[T, float] | None = None  # (answer, fetched at)
+
+    async def get(self) -> T:
         now = self._clock()
-        if self._height is None or now - self._height[1] > BLOCKHASH_REUSE_S:
-            await self._limit.acquire()
-            self._height = (await self._chain.block_height(), now)
-        return self._height[0]
+        if self._answer is None or now - self._answer[1] > BLOCKHASH_REUSE_S:
+            self._answer = (await self._fetch(), now)
+        return self._answer[0]
