@@ -13,13 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from actors.telemetry import BatchStats
-from core.orders import Change, Order, OrderEvent
-from core.quotes import SignedSwap
-from storage.locks import ExecutionLocks, Lease
-from storage.repository import ApplyChange, OrderRepository, RecordSwap, SetSwapStatus, Write
 
 log = logging.getLogger(__name__)
 
@@ -201,60 +197,3 @@ def shared(call: Callable[[], Awaitable[R]]) -> BatchCall[None, R]:
         return [answer] * len(callers)
 
     return call_many
-
-
-class BatchedStore:
-    """The executor's OrderStore over a repository: concurrent writes share a transaction.
-
-    Status changes, swap records and swap statuses of every order a worker executes meet in
-    one write batch per turn of the event loop; plain order reads meet in one query.
-    """
-
-    def __init__(self, repo: OrderRepository, *, window_s: float = WINDOW_S,
-                 stats: BatchStats | None = None) -> None:
-        self._repo = repo
-        # A write transaction costs about the same for one change as for fifty, and an
-        # order's writes are its most frequent calls: they gather twice as long.
-        self._writes: Coalescer[Write, Any] = Coalescer(
-            repo.write_batch, window_s=2 * window_s, site="order_writes", stats=stats)
-        self._reads: Coalescer[str, Order | None] = Coalescer(
-            repo.get_orders, window_s=window_s, site="order_reads", stats=stats)
-
-    async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None:
-        if with_history:
-            return await self._repo.get_order(order_id)
-        return await self._reads(order_id)
-
-    async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]:
-        return await self._repo.events_since(order_id, since_seq)
-
-    async def apply_change(
-        self, order_id: str, change: Change, *, epoch: int | None = None,
-        expected: Order | None = None,
-    ) -> tuple[Order, OrderEvent] | None:
-        result: tuple[Order, OrderEvent] | None = await self._writes(
-            ApplyChange(order_id, change, epoch, expected))
-        return result
-
-    async def record_swap(
-        self, order_id: str, attempt: int, swap: SignedSwap, *, epoch: int | None = None
-    ) -> None:
-        await self._writes(RecordSwap(order_id, attempt, swap, epoch))
-
-    async def set_swap_status(self, signature: str, status: str) -> None:
-        await self._writes(SetSwapStatus(signature, status))
-
-    async def swaps_for_order(self, order_id: str) -> list[tuple[SignedSwap, int, str]]:
-        return await self._repo.swaps_for_order(order_id)
-
-
-class BatchedLeases:
-    """Lease many orders with one pair of statements (see ExecutionLocks.try_acquire_many)."""
-
-    def __init__(self, locks: ExecutionLocks, *, window_s: float = WINDOW_S,
-                 stats: BatchStats | None = None) -> None:
-        self._acquire: Coalescer[str, Lease | None] = Coalescer(
-            locks.try_acquire_many, window_s=window_s, site="leases", stats=stats)
-
-    async def try_acquire(self, order_id: str) -> Lease | None:
-        return await self._acquire(order_id)

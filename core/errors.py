@@ -122,6 +122,12 @@ class LeaseLost(RetryableError):
     code = "lease_lost"
 
 
+class WorkerLost(RetryableError):
+    """The worker running an order died or was retired; the order record decides what next."""
+
+    code = "worker_lost"
+
+
 class SlippageExceeded(TerminalError):
     code = "slippage_exceeded"
 

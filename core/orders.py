@@ -211,3 +211,8 @@ class Order:
         if change.trigger is T.RETRY:
             return change.attempt <= self.attempt
         return _TARGET_OF[change.trigger] is self.status and change.attempt == self.attempt
+
+
+# What a submission answers: the stored order, and True when this request created it (False:
+# the same client_order_id was submitted before).
+Submission = tuple[Order, bool]

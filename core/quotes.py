@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
+# The venues dexec routes between; settings may name a subset.
+VENUES: tuple[str, ...] = ("raydium", "meteora")
+
 
 @dataclass(frozen=True)
 class Quote:
@@ -35,7 +38,6 @@ class Quote:
         data["fee"] = str(self.fee)
         data["fee_bps"] = str(self.fee_bps)
         return data
-
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.quotes import VENUES
+
 
 class Settings(BaseSettings):
     """Every setting of dexec; the README's table lists them."""
@@ -56,7 +58,7 @@ class Settings(BaseSettings):
     metrics_port: int = 9464  # Ray's Prometheus endpoint on each node started by `dexec up`
 
     # Venues
-    venues: tuple[str, ...] = ("raydium", "meteora")
+    venues: tuple[str, ...] = VENUES
     venue_rate_limit_per_s: float = 0.0  # 0: unlimited (the simulated venues)
     wallet_keypair: SecretStr | None = None  # base58 secret key; unset: an ephemeral dev wallet
 

@@ -22,6 +22,9 @@ from typing import Any
 
 import psutil
 
+from core.orders import TERMINAL
+from storage.reports import count_terminal, outcomes
+
 PAIRS = [("SOL", "USDC", "0.01"), ("USDC", "USDT", "2"), ("SOL", "USDT", "0.01"),
          ("RAY", "USDC", "1"), ("RAY", "SOL", "1")]
 STAGES = [("queue_wait", "pending"), ("routing", "routing"), ("building", "building"),
@@ -222,52 +225,6 @@ async def submit_load(args: argparse.Namespace, url: str, run_id: str, tally: Ta
         await asyncio.gather(*(http_client(w) for w in range(args.concurrency)))
 
 
-async def outcomes(database_url: str, run_id: str) -> dict[str, dict[str, Any]]:
-    """Return per order (of this run): status, event times, and executed swaps on chain."""
-    import psycopg
-
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        # Joins and groups, not per-row subqueries: the planner ran those as a nested loop
-        # over all of simchain.transactions (minutes for 8,000 orders).
-        cur = await conn.execute(
-            "WITH o AS (SELECT order_id, status, created_at FROM orders"
-            "   WHERE client_order_id LIKE %s),"
-            " ev AS (SELECT e.order_id, json_agg(json_build_object('s', e.status,"
-            "   'at', extract(epoch from e.at)) ORDER BY e.seq) AS events"
-            "   FROM order_events e JOIN o USING (order_id) GROUP BY e.order_id),"
-            " ex AS (SELECT s.order_id, count(*) AS executed,"
-            "   max(t.land_at - t.sent_at) FILTER (WHERE t.sent_at > 0) AS swap_s"
-            "   FROM swap_transactions s"
-            "   JOIN o USING (order_id) JOIN simchain.transactions t"
-            "   ON t.signature = s.signature AND t.state = 'confirmed' GROUP BY s.order_id),"
-            # The venues' quote time: the slower venue of each attempt (they run in parallel).
-            " qa AS (SELECT q.order_id, q.attempt, max(q.latency_ms) AS ms FROM order_quotes q"
-            "   JOIN o USING (order_id) GROUP BY q.order_id, q.attempt),"
-            " qt AS (SELECT order_id, sum(ms) / 1000 AS quote_s FROM qa GROUP BY order_id)"
-            " SELECT o.order_id::text, o.status, o.created_at, ev.events,"
-            " coalesce(ex.executed, 0), ex.swap_s, qt.quote_s FROM o"
-            " LEFT JOIN ev USING (order_id) LEFT JOIN ex USING (order_id)"
-            " LEFT JOIN qt USING (order_id)",
-            (f"bench-{run_id}-%",),
-        )
-        rows = await cur.fetchall()
-    return {r[0]: {"status": r[1], "events": r[3] or [], "executed": int(r[4]),
-                   "venue_s": (float(r[5]) + float(r[6])) if r[5] is not None
-                   and r[6] is not None else None}
-            for r in rows}
-
-
-async def count_terminal(database_url: str, run_id: str) -> int:
-    import psycopg
-
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        cur = await conn.execute(
-            "SELECT count(*) FROM orders WHERE client_order_id LIKE %s"
-            " AND status IN ('confirmed', 'failed')", (f"bench-{run_id}-%",))
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
-
-
 def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str, Any]],
               memory: MemorySampler, machine: dict[str, Any]) -> dict[str, Any]:
     total: list[float] = []
@@ -278,7 +235,7 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
     timeline: list[tuple[float, float]] = []  # (confirmed at, latency)
     for order_id, submitted in tally.submitted_at.items():
         order = found.get(order_id)
-        if order is None or order["status"] not in ("confirmed", "failed"):
+        if order is None or order["status"] not in TERMINAL:
             lost += 1
             continue
         duplicates += order["executed"] > 1
@@ -439,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: str
                  ) -> dict[str, Any]:
-    from actors.runtime import tune_gc
+    from actors.shell import tune_gc
 
     tune_gc()  # the client shares the cores with the stack under test: keep it cheap
     tally = Tally()
@@ -466,7 +423,7 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
     await submit_load(args, url, run_id, tally, progress)
     deadline = time.time() + args.drain_timeout
     while time.time() < deadline:
-        terminal = await count_terminal(database_url, run_id)
+        terminal = await count_terminal(database_url, f"bench-{run_id}-")
         show(tally.accepted + tally.rejected_429 + tally.errors)
         if terminal >= tally.accepted:
             break
@@ -474,7 +431,7 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
     sys.stderr.write("\n")
     stop.set()  # the sampler takes one more full sample
     await sampler
-    found = await outcomes(database_url, run_id)
+    found = await outcomes(database_url, f"bench-{run_id}-")
     machine = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total
                                                               / 2**30, 1),
                "python": sys.version.split()[0]}

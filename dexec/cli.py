@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 
+from core.orders import TERMINAL
+
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = {"confirmed", "failed"}
 
 
 def main(argv: list[str] | None = None) -> int:

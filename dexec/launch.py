@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,12 +14,20 @@ import ray
 from ray import serve
 
 from actors.bootstrap import resolve_database, resolve_wallet
-from actors.runtime import Stack, start_stack, stop_stack
+from actors.stack import Stack, start_stack, stop_stack
 from core.settings import Settings
-from serve.app import DexecIngress
 from storage.embedded import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
+
+# The ingress is deployed by its import path, as `serve deploy serve_config.yaml` does
+# (`serve.app:build_app` there): the launcher sits beside Serve's application, not above it.
+INGRESS_APP = "serve.app:ingress_app"
+
+
+def _ingress_app(settings: Settings) -> Any:
+    module, _, name = INGRESS_APP.partition(":")
+    return getattr(importlib.import_module(module), name)(settings)
 
 
 @dataclass
@@ -78,15 +87,7 @@ def _start(settings: Settings, embedded: EmbeddedPostgres | None, address: str |
     serve.start(proxy_location=settings.proxy_location,
                 http_options={"host": settings.host, "port": settings.port},
                 controller_options={"runtime_env": {"env_vars": serve_env(settings)}})
-    serve.run(
-        DexecIngress.options(  # type: ignore[attr-defined]
-            num_replicas=settings.serve_replicas,
-            max_ongoing_requests=settings.max_ongoing_requests,
-            logging_config={"enable_access_log": settings.access_log},
-        ).bind(settings),
-        name="dexec",
-        route_prefix="/",
-    )
+    serve.run(_ingress_app(settings), name="dexec", route_prefix="/")
     engine = Engine(settings, stack, embedded, owns_ray)
     _wait_healthy(engine.api_url)
     engine.urls = {

@@ -1,9 +1,13 @@
-"""The one interface every venue gateway implements, simulated or live."""
+"""The one interface every venue gateway implements, and what every gateway does per call."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import AsyncIterator
 from typing import Protocol
 
+from core.errors import DexecError, VenueUnavailable, reason
 from core.quotes import Quote, SignedSwap, TxStatus
 
 
@@ -11,7 +15,8 @@ class VenueGateway(Protocol):
     """quote, then build (signed, recorded by the caller), then send, then status by signature.
 
     Building and sending are separate so the caller can persist the signature, signed bytes
-    and expiry height before anything reaches the network (the exactly-once rule).
+    and expiry height before anything reaches the network (the exactly-once rule). A gateway
+    raises only DexecErrors: whatever its transport raises is translated inside it.
     """
 
     name: str
@@ -39,3 +44,42 @@ class VenueGateway(Protocol):
     async def block_height(self) -> int:
         """Return the current block height (a signed swap expires after its last valid one)."""
         ...
+
+
+class VenueMetrics(Protocol):
+    """Where a gateway reports each call (actors.metrics.RayVenueMetrics exports them)."""
+
+    def call(self, venue: str, call: str, seconds: float, error_code: str | None) -> None: ...
+
+
+class NoVenueMetrics:
+    def call(self, venue: str, call: str, seconds: float, error_code: str | None) -> None:
+        return None
+
+
+class VenueCalls:
+    """Time each call a gateway makes to its venue and translate what it raises.
+
+    A DexecError passes through; anything else (whatever the venue's library raised) becomes
+    a retryable VenueUnavailable with its reason, so the caller's attempt cap bounds it.
+    """
+
+    def __init__(self, venue: str, metrics: VenueMetrics | None = None) -> None:
+        self._venue = venue
+        self._metrics = metrics or NoVenueMetrics()
+
+    @contextlib.asynccontextmanager
+    async def call(self, name: str) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        code: str | None = None
+        try:
+            yield
+        except DexecError as exc:
+            code = exc.code
+            raise
+        except Exception as exc:
+            code = "error"
+            raise VenueUnavailable(f"{self._venue} {name} failed: {reason(exc)}",
+                                   venue=self._venue) from None
+        finally:
+            self._metrics.call(self._venue, name, time.perf_counter() - started, code)

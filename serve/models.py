@@ -1,4 +1,4 @@
-"""Request validation and response shapes of the public API."""
+"""The public API's request and response models, and the mapping from core values to them."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from pydantic import (
 )
 
 from core.errors import InvalidInput
-from core.orders import NewOrder, Order, OrderType
+from core.orders import NewOrder, Order, OrderStatus, OrderType
 from core.tokens import TokenRegistry, parse_amount
+from serve.errors import describe_validation_errors
 
 MAX_SLIPPAGE_BPS = 5000
 
@@ -74,21 +75,8 @@ def parse_order_request(body: object, tokens: TokenRegistry, account_id: str) ->
     try:
         request = OrderRequest.model_validate(body)
     except ValidationError as exc:
-        raise InvalidInput(describe_validation_error(exc)) from None
+        raise InvalidInput(describe_validation_errors(exc.errors(include_url=False))) from None
     return request.to_command(tokens, account_id)
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """Return one line naming each offending field and what is wrong with it."""
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "body"
-        loc = loc.split(".")[0] if loc.startswith("amount") else loc
-        message = "field required" if err["type"] == "missing" else err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown field"
-        parts.append(f"{loc}: {message}")
-    return "; ".join(dict.fromkeys(parts))
 
 
 def ui(amount: int | None, decimals: int) -> str | None:
@@ -99,6 +87,120 @@ def plain(value: Decimal) -> str:
     """Format a Decimal without exponent or trailing zeros ("150", "1.5", "0.000001")."""
     text = f"{value.normalize():f}"
     return text
+
+
+# -- responses: what /docs shows is what the routes send ------------------------------------
+
+
+class QuoteView(BaseModel):
+    """One venue's quote (amounts in base units, as strings)."""
+
+    venue: str
+    pool: str
+    input_mint: str
+    output_mint: str
+    amount_in: str
+    amount_out: str
+    fee: str = Field(description="Swap fee in input base units, already netted out.")
+    fee_bps: str
+    price_impact_bps: int
+    network_fee_lamports: int
+    expires_at: float = Field(description="Unix seconds after which the venue drops it.")
+    latency_ms: float = Field(description="The venue's round trip for this quote.")
+
+
+class EventView(BaseModel):
+    """One status event, as stored, as listed in `events` and as streamed on /ws."""
+
+    type: Literal["order"]
+    order_id: str
+    seq: int = Field(description="Gapless per order, from 1.")
+    status: OrderStatus
+    at: str
+    attempt: int
+    venue: str | None = None
+    quotes: list[QuoteView] | None = None
+    signature: str | None = None
+    amount_out: str | None = Field(None, description="Output base units.")
+    price: str | None = None
+    error: str | None = None
+    error_class: str | None = None
+
+
+class OrderView(BaseModel):
+    """An order with its quotes and event history (amounts in token units, `_base` in
+    base units)."""
+
+    order_id: str
+    client_order_id: str | None
+    account_id: str
+    type: OrderType
+    input_mint: str
+    output_mint: str
+    input_token: str
+    output_token: str
+    amount: str
+    amount_in_base: str
+    slippage_bps: int
+    status: OrderStatus
+    attempts: int
+    seq: int
+    venue: str | None
+    signature: str | None
+    amount_out: str | None
+    amount_out_base: str | None
+    price: str | None = Field(description="Output token units per input token unit.")
+    failure_reason: str | None
+    quotes: list[QuoteView]
+    created_at: str
+    updated_at: str
+    events: list[EventView]
+
+
+class OrderPage(BaseModel):
+    orders: list[OrderView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class QuotesView(BaseModel):
+    input_mint: str
+    output_mint: str
+    amount: str
+    amount_in_base: str
+    quotes: list[QuoteView]
+    best: QuoteView | None = Field(description="The most output net of fees; executes nothing.")
+    errors: dict[str, str] = Field(description="Why each venue without a quote has none.")
+
+
+class TokenView(BaseModel):
+    symbol: str
+    mint: str
+    decimals: int
+
+
+class TokensView(BaseModel):
+    tokens: list[TokenView]
+
+
+class HealthView(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyChecks(BaseModel):
+    database: bool
+    order_manager: bool
+    workers: int = Field(description="Workers that answered a ping.")
+
+
+class ReadyView(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: ReadyChecks
+
+
+class ErrorView(BaseModel):
+    """Every error of the API, REST and WebSocket."""
+
+    error: str
 
 
 def order_json(order: Order, tokens: TokenRegistry) -> dict[str, Any]:

@@ -16,17 +16,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from actors.batching import Coalescer
-from core.orders import TERMINAL as TERMINAL_STATUSES
-from core.orders import Order, OrderEvent
+from core.orders import TERMINAL, Order, OrderEvent
 
 log = logging.getLogger(__name__)
 
 Frame = dict[str, Any]
-TERMINAL = frozenset(str(s) for s in TERMINAL_STATUSES)
 
 
 class EventSource(Protocol):
-    """The Notifier, as seen from a replica."""
+    """The Notifier, as seen from a replica (actors.notifier.NotifierClient)."""
 
     async def watch(self, replica_id: str, order_ids: list[str]) -> None: ...
 

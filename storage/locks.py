@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from core.errors import TransientDatabaseError
 from core.orders import Order
 from storage.database import UNAVAILABLE
-from storage.repository import ORDER_COLUMNS, order_from_row
+from storage.rows import ORDER_COLUMNS, order_from_row
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,11 @@ from core.errors import (
     InvalidInput,
     NoRoute,
 )
-from core.quotes import TxStatus
+from core.quotes import VENUES, TxStatus
+from core.tokens import DEFAULT_TOKENS
 from gateways.simulated import pools as pool_math
 from gateways.simulated.program import decode_swap, pool_address
+from gateways.simulated.schema import PoolQuote
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ REFERENCE_USD: dict[str, Decimal] = {
     "USDT": Decimal("1.0002"),
     "RAY": Decimal("2.1"),
 }
-DECIMALS: dict[str, int] = {"SOL": 9, "USDC": 6, "USDT": 6, "RAY": 6}
+DECIMALS: dict[str, int] = {t.symbol: t.decimals for t in DEFAULT_TOKENS}
 # (x, y, Raydium reserve of x in UI units, Meteora bin step, Meteora x per bin in UI units)
 PAIRS: tuple[tuple[str, str, int, int, int], ...] = (
     ("SOL", "USDC", 200_000, 10, 400),
@@ -56,7 +58,6 @@ PAIRS: tuple[tuple[str, str, int, int, int], ...] = (
     ("RAY", "SOL", 3_000_000, 25, 6_000),
     ("RAY", "USDC", 2_000_000, 25, 5_000),
 )
-VENUES = ("raydium", "meteora")
 TX_FEE_LAMPORTS = 5000
 START_HEIGHT = 250_000_000
 _PICKLE_PROTOCOL = 5
@@ -354,8 +355,8 @@ class SimChain:
 
     def quote(
         self, venue: str, token_in: str, token_out: str, amount_in: int, now: float
-    ) -> tuple[str, bool, pool_math.SwapResult, Decimal]:
-        """Return (pool address, x_to_y, result, fee bps) for a swap; change nothing."""
+    ) -> PoolQuote:
+        """Return what the venue's pool would pay for the swap; change nothing."""
         pool, x_to_y = self.find_pool(venue, token_in, token_out)
         try:
             result = pool.quote(amount_in, x_to_y, now)
@@ -363,7 +364,9 @@ class SimChain:
             raise InsufficientLiquidity(
                 f"{venue} pool {token_in}/{token_out} cannot fill {amount_in}", venue=venue
             ) from None
-        return pool.address, x_to_y, result, pool.fee_bps(now)
+        return PoolQuote(pool=pool.address, x_to_y=x_to_y, amount_out=result.amount_out,
+                         fee=result.fee, fee_bps=pool.fee_bps(now),
+                         price_impact_bps=result.price_impact_bps)
 
     def spot_price(self, venue: str, token_x: str, token_y: str) -> Decimal:
         pool, _ = self.find_pool(venue, token_x, token_y)

@@ -11,7 +11,7 @@ import httpx
 import ray
 import websockets
 
-from actors.runtime import CHAIN
+from actors.shell import CHAIN
 from dexec.launch import Engine
 
 TERMINAL = {"confirmed", "failed"}

@@ -18,7 +18,7 @@ import psycopg
 import ray
 from ray.cluster_utils import Cluster
 
-from actors.runtime import MANAGER
+from actors.shell import MANAGER
 from core.settings import Settings
 from dexec.launch import start_engine, stop_engine
 

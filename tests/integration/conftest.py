@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import ray
 
-from actors.runtime import CHAIN, MANAGER
+from actors.shell import CHAIN, MANAGER
 from core.settings import Settings
 from dexec.launch import Engine, start_engine, stop_engine
 
@@ -77,3 +77,11 @@ def faults(engine: Engine) -> Iterator[Any]:
     injector.adverse_move(0)
     injector.latency((0, 0), (0, 0))
     injector.limits(engine.settings.max_open_orders, engine.settings.account_orders_per_minute)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration (`-m "not integration"` runs the unit tests)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.integration)

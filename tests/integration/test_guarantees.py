@@ -17,7 +17,8 @@ import pytest
 import ray
 import websockets
 
-from actors.runtime import MANAGER, worker_name
+from actors.shell import MANAGER
+from actors.worker_fleet import worker_name
 from dexec.launch import Engine
 from tests.integration.client import (
     TERMINAL,

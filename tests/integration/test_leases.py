@@ -7,13 +7,14 @@ import uuid
 
 import pytest
 
-from core.errors import LeaseLost
+from core.errors import DexecError, LeaseLost
 from core.orders import Change, NewOrder, OrderType, Trigger
 from core.quotes import SignedSwap
 from core.tokens import TokenRegistry
 from dexec.launch import Engine
 from storage.locks import ExecutionLocks, lock_key
 from storage.repository import OrderRepository
+from storage.writes import ApplyChange, RecordSwap, Write, Written
 
 
 async def test_a_lease_is_exclusive_within_a_process_and_across_sessions(engine: Engine) -> None:
@@ -41,6 +42,14 @@ async def test_a_lease_is_exclusive_within_a_process_and_across_sessions(engine:
         await elsewhere.close()
 
 
+async def write(repo: OrderRepository, op: Write) -> Written:
+    """Make one write through the batched path; raise its error as the executor sees it."""
+    [answer] = await repo.write_batch([op])
+    if isinstance(answer, DexecError):
+        raise answer
+    return answer
+
+
 async def test_a_superseded_lease_can_write_nothing(engine: Engine) -> None:
     """Fencing: when a lease's session dies and another executor takes the order over, the
     first executor's writes are refused even though it has not noticed yet."""
@@ -49,9 +58,11 @@ async def test_a_superseded_lease_can_write_nothing(engine: Engine) -> None:
     repo = OrderRepository(url)
     await repo.open()
     first, second = ExecutionLocks(url), ExecutionLocks(url)
-    order, _ = await repo.create_order(NewOrder(
+    [created] = await repo.create_orders([NewOrder(
         "default", None, OrderType.MARKET, TokenRegistry().resolve("SOL").mint,
-        TokenRegistry().resolve("USDC").mint, 1_000_000, 50))
+        TokenRegistry().resolve("USDC").mint, 1_000_000, 50)])
+    assert not isinstance(created, DexecError)
+    order, _ = created
     try:
         old = await first.try_acquire(order.order_id)
         assert old is not None and old.epoch is not None
@@ -69,27 +80,26 @@ async def test_a_superseded_lease_can_write_nothing(engine: Engine) -> None:
         assert new is not None and new.epoch == old.epoch + 1
         change = Change(Trigger.START_ROUTING, attempt=1)
         with pytest.raises(LeaseLost):
-            await repo.apply_change(order.order_id, change, epoch=old.epoch)
+            await write(repo, ApplyChange(order.order_id, change, old.epoch))
         with pytest.raises(LeaseLost):  # the one-statement write is fenced the same way
-            await repo.apply_change(order.order_id, change, epoch=old.epoch, expected=order)
+            await write(repo, ApplyChange(order.order_id, change, old.epoch, order))
         # Every byte value and an amount past 64 bits: the batched write must keep them exact.
         swap = SignedSwap("raydium", "sig-" + order.order_id, bytes(range(256)) * 2, 10,
                           2**70 + 1)
         with pytest.raises(LeaseLost):
-            await repo.record_swap(order.order_id, 1, swap, epoch=old.epoch)
+            await write(repo, RecordSwap(order.order_id, 1, swap, old.epoch))
         assert await repo.swaps_for_order(order.order_id) == []
-        result = await repo.apply_change(order.order_id, change, epoch=new.epoch,
-                                         expected=order)
+        result = await write(repo, ApplyChange(order.order_id, change, new.epoch, order))
         assert result is not None and result[0].seq == order.seq + 1
         # A writer whose copy is stale (another change landed since) is refused, not merged.
         cancel = Change(Trigger.FAIL, attempt=0, error="cancelled", error_class="terminal")
         with pytest.raises(LeaseLost, match="changed concurrently"):
-            await repo.apply_change(order.order_id, cancel, epoch=new.epoch, expected=order)
+            await write(repo, ApplyChange(order.order_id, cancel, new.epoch, order))
         stored = await repo.get_order(order.order_id)
         assert stored is not None and stored.seq == order.seq + 1
         assert [e.seq for e in stored.events] == [1, 2]
-        await repo.record_swap(order.order_id, 1, swap, epoch=new.epoch)
-        await repo.record_swap(order.order_id, 1, swap, epoch=new.epoch)  # a repeat: harmless
+        await write(repo, RecordSwap(order.order_id, 1, swap, new.epoch))
+        await write(repo, RecordSwap(order.order_id, 1, swap, new.epoch))  # a repeat: harmless
         assert await repo.swaps_for_order(order.order_id) == [(swap, 1, "signed")]
         await new.release()
     finally:

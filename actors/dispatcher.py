@@ -7,24 +7,22 @@ import contextlib
 import logging
 import time
 from collections import deque
-from typing import Any, Protocol
+from typing import Protocol
 
-from actors.execution import BUSY
+from actors.executor import BUSY
 from actors.telemetry import Metrics, NullMetrics, order_log
-from core.errors import DexecError, Overloaded, reason
+from core.errors import DexecError, Overloaded, WorkerLost, reason
 from core.limits import AccountRateLimit, check_open_orders
-from core.orders import NewOrder, Order
+from core.orders import NewOrder, Order, Submission
 
 log = logging.getLogger(__name__)
 
 
-class WorkerLost(Exception):
-    """The worker running an order died; the order record decides what happens next."""
-
-
 class SubmissionStore(Protocol):
-    async def create_orders(self, news: list[NewOrder]) -> list[Any]:
-        """Answer each with (order, created) or its DexecError (see the repository)."""
+    """Where orders are created (storage.repository.OrderRepository)."""
+
+    async def create_orders(self, news: list[NewOrder]) -> list[Submission | DexecError]:
+        """Answer each with (order, created) or its own DexecError."""
         ...
 
     async def open_order_ids(self) -> list[str]: ...
@@ -33,7 +31,10 @@ class SubmissionStore(Protocol):
 
 
 class WorkerPool(Protocol):
-    """The execution workers by name; the set may change while orders flow (nodes come, go)."""
+    """The execution workers by name; the set may change while orders flow (nodes come, go).
+
+    actors.worker_fleet.WorkerFleet in the OrderManager.
+    """
 
     def names(self) -> list[str]: ...
 
@@ -88,25 +89,15 @@ class Dispatcher:
             log.info("resuming %d open orders", len(open_ids))
         return len(open_ids)
 
-    async def submit(self, new: NewOrder) -> tuple[Order, bool]:
-        """Persist a new order (idempotent by client_order_id) and queue it once stored.
-
-        Raises Overloaded, before anything is stored, when the open-order bound or the
-        account's rate limit is reached; a repeat of an already stored order still succeeds.
-        """
-        answer = (await self.submit_many([new]))[0]
-        if isinstance(answer, BaseException):
-            raise answer
-        result: tuple[Order, bool] = answer
-        return result
-
-    async def submit_many(self, news: list[NewOrder]) -> list[Any]:
-        """Submit many orders with one database transaction; answer each like `submit`.
+    async def submit_many(self, news: list[NewOrder]) -> list[Submission | DexecError]:
+        """Persist new orders (idempotent by client_order_id) in one statement, queue them.
 
         Each answer is (order, created) or that item's DexecError. Admission is decided
-        item by item, in order, before anything is stored.
+        item by item, in order, before anything is stored: Overloaded when the open-order
+        bound or the account's rate limit is reached, though a repeat of an already stored
+        order is still answered with it.
         """
-        answers: list[Any] = [None] * len(news)
+        answers: dict[int, Submission | DexecError] = {}
         admitted: list[int] = []
         for k, new in enumerate(news):
             try:
@@ -131,12 +122,12 @@ class Dispatcher:
             self._admitting -= len(admitted)
         for k, result in zip(admitted, results, strict=True):
             answers[k] = result
-            if isinstance(result, BaseException) or not result[1]:
+            if isinstance(result, DexecError) or not result[1]:
                 self._rate.forget(news[k].account_id)
                 continue
             self._metrics.order_submitted(str(news[k].order_type))
             self.enqueue(result[0].order_id)
-        for k, answer in enumerate(answers):
+        for k, answer in answers.items():
             new = news[k]
             if isinstance(answer, Overloaded) and new.client_order_id is not None:
                 # Refused for load, but a repeat of a stored order is answered all the same.
@@ -144,7 +135,7 @@ class Dispatcher:
                                                                new.client_order_id)
                 if existing is not None and new.same_request(existing):
                     answers[k] = (existing, False)
-        return answers
+        return [answers[k] for k in range(len(news))]
 
     def set_limits(self, max_open_orders: int, rate_limit: AccountRateLimit) -> None:
         self._max_open = max_open_orders

@@ -1,4 +1,4 @@
-"""Status-event fan-out: the Notifier's core and the batching every publisher uses."""
+"""Status-event fan-out: the Notifier's core (EventHub) and the batching publishers use."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from core.orders import TERMINAL
 
 log = logging.getLogger(__name__)
 
-Event = dict[str, Any]
-_TERMINAL = frozenset(str(s) for s in TERMINAL)
+Event = dict[str, Any]  # an OrderEvent's wire shape (OrderEvent.to_json)
 
 
 class EventHub:
@@ -26,13 +25,15 @@ class EventHub:
     `stale_after_s` is forgotten.
     """
 
-    def __init__(self, *, max_queue: int = 100_000, stale_after_s: float = 60.0) -> None:
+    def __init__(self, *, max_queue: int = 100_000, stale_after_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._watchers: dict[str, set[str]] = defaultdict(set)  # order_id -> replica ids
         self._queues: dict[str, deque[Event]] = {}
         self._ready: dict[str, asyncio.Event] = {}
         self._last_seen: dict[str, float] = {}
         self._max_queue = max_queue
         self._stale_after = stale_after_s
+        self._clock = clock
         self.published = 0
         self.dropped = 0
 
@@ -65,7 +66,7 @@ class EventHub:
                     continue
                 queue.append(event)
                 self._ready[replica_id].set()
-            if event.get("status") in _TERMINAL:
+            if event.get("status") in TERMINAL:
                 # Terminal: nothing more will come for this order.
                 del self._watchers[event["order_id"]]
 
@@ -84,13 +85,13 @@ class EventHub:
         return events
 
     def _touch(self, replica_id: str) -> None:
-        self._last_seen[replica_id] = time.monotonic()
+        self._last_seen[replica_id] = self._clock()
         if replica_id not in self._queues:
             self._queues[replica_id] = deque()
             self._ready[replica_id] = asyncio.Event()
 
     def _forget_stale(self) -> None:
-        cutoff = time.monotonic() - self._stale_after
+        cutoff = self._clock() - self._stale_after
         for replica_id in [r for r, t in self._last_seen.items() if t < cutoff]:
             log.info("forgetting replica %s: it stopped polling", replica_id)
             del self._last_seen[replica_id], self._queues[replica_id], self._ready[replica_id]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from actors.landing import LandingWatcher
 from actors.telemetry import Metrics, NullMetrics, order_log
 from core.errors import (
     BlockhashExpired,
@@ -24,7 +23,6 @@ from core.errors import (
     RetryableError,
     SlippageExceeded,
     TerminalError,
-    VenueTimeout,
     reason,
 )
 from core.orders import Change, Order, OrderEvent, OrderStatus, Trigger
@@ -32,6 +30,7 @@ from core.quotes import Quote, SignedSwap, TxStatus, choose_best, execution_pric
 from core.retry import RetryPolicy
 from core.tokens import TokenRegistry
 from gateways.base import VenueGateway
+from gateways.quotes import collect_quotes
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +42,24 @@ _CHAIN_ERRORS: dict[str, type[DexecError]] = {
 
 
 class OrderStore(Protocol):
-    """The part of the repository the executor uses."""
+    """What the executor reads and writes (actors.order_store.BatchedStore in a worker)."""
 
     async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None: ...
 
     async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]: ...
 
     async def apply_change(
-        self, order_id: str, change: Change, *, epoch: int | None = None,
-        expected: Order | None = None,
+        self, order_id: str, change: Change, *, epoch: int | None, expected: Order | None,
     ) -> tuple[Order, OrderEvent] | None:
-        """Apply the change; with `expected`, only if the stored order is still that one."""
+        """Apply the change to `expected` (None: the order as stored) and write it only if
+        the stored order is still that one and `epoch` its newest lease; None: a repeat."""
         ...
 
     async def record_swap(
-        self, order_id: str, attempt: int, swap: SignedSwap, *, epoch: int | None = None
-    ) -> None: ...
+        self, order_id: str, attempt: int, swap: SignedSwap, *, epoch: int | None
+    ) -> None:
+        """Persist a signed transaction before it is sent (refused under an older epoch)."""
+        ...
 
     async def set_swap_status(self, signature: str, status: str) -> None: ...
 
@@ -70,12 +71,19 @@ class EventSink(Protocol):
 
 
 class Lease(Protocol):
+    """The right to execute one order; passed to every step that touches the order."""
+
     @property
     def valid(self) -> bool: ...
 
     @property
     def epoch(self) -> int | None:
         """The order's lease epoch; the store refuses writes made under an older one."""
+        ...
+
+    @property
+    def order(self) -> Order | None:
+        """The order as it stood when the lease was taken (None: read it)."""
         ...
 
     async def release(self) -> None: ...
@@ -92,6 +100,7 @@ class _Unshared:
 
     valid = True
     epoch = None
+    order = None
 
     async def try_acquire(self, order_id: str) -> _Unshared:
         return self
@@ -106,117 +115,6 @@ Checkpoint = Callable[[str, str], Awaitable[None]]  # (point, order_id); fault i
 
 async def _no_checkpoint(point: str, order_id: str) -> None:
     return None
-
-
-_lease: contextvars.ContextVar[Lease] = contextvars.ContextVar("order_lease")
-
-
-def _epoch() -> int | None:
-    """Return the lease epoch of the order this task executes (None: no fencing)."""
-    lease = _lease.get(None)
-    return lease.epoch if lease is not None else None
-
-
-async def collect_quotes(
-    gateways: Sequence[VenueGateway],
-    input_mint: str,
-    output_mint: str,
-    amount_in: int,
-    timeout_s: float,
-) -> tuple[list[Quote], dict[str, DexecError]]:
-    """Quote every venue in parallel; return the quotes and, per venue, why it was skipped."""
-
-    async def one(gateway: VenueGateway) -> Quote:
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await gateway.quote(input_mint, output_mint, amount_in)
-        except TimeoutError:
-            raise VenueTimeout(f"{gateway.name} quote timed out", venue=gateway.name) from None
-
-    results = await asyncio.gather(*(one(g) for g in gateways), return_exceptions=True)
-    quotes: list[Quote] = []
-    errors: dict[str, DexecError] = {}
-    for gateway, result in zip(gateways, results, strict=True):
-        if isinstance(result, Quote):
-            quotes.append(result)
-        elif isinstance(result, DexecError):
-            errors[gateway.name] = result
-        elif isinstance(result, Exception):
-            errors[gateway.name] = RetryableError(
-                f"{gateway.name} failed: {reason(result)}", venue=gateway.name
-            )
-        else:
-            raise result
-    return quotes, errors
-
-
-MAX_SIGNATURES_PER_CALL = 256  # Solana's getSignatureStatuses limit
-
-
-class LandingWatcher:
-    """Wait for many signatures to land with one status call per venue per poll round.
-
-    The engine's counterpart of Solana's `signatureSubscribe`: an order waiting for its
-    swap costs nothing until the swap lands, however many wait, because one loop asks each
-    venue about every pending signature at once, every `poll_s`.
-    """
-
-    def __init__(self, poll_s: float) -> None:
-        self._poll = poll_s
-        self._waiting: dict[str, tuple[VenueGateway, list[asyncio.Future[TxStatus]]]] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def watched(self) -> int:
-        return len(self._waiting)
-
-    async def wait(self, gateway: VenueGateway, signature: str, max_wait_s: float
-                   ) -> TxStatus | None:
-        """Return the signature's status once it landed, or None after `max_wait_s`."""
-        future: asyncio.Future[TxStatus] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(signature, (gateway, []))[1].append(future)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        try:
-            async with asyncio.timeout(max_wait_s):
-                return await future
-        except TimeoutError:
-            return None
-        finally:
-            entry = self._waiting.get(signature)
-            if entry is not None:
-                with contextlib.suppress(ValueError):
-                    entry[1].remove(future)
-                if not entry[1]:
-                    del self._waiting[signature]
-
-    async def _run(self) -> None:
-        while self._waiting:
-            by_venue: dict[str, tuple[VenueGateway, list[str]]] = {}
-            for signature, (gateway, _) in self._waiting.items():
-                by_venue.setdefault(gateway.name, (gateway, []))[1].append(signature)
-            # getSignatureStatuses takes at most 256 signatures a call.
-            await asyncio.gather(*(
-                self._round(g, sigs[i:i + MAX_SIGNATURES_PER_CALL])
-                for g, sigs in by_venue.values()
-                for i in range(0, len(sigs), MAX_SIGNATURES_PER_CALL)
-            ))
-            await asyncio.sleep(self._poll)
-
-    async def _round(self, gateway: VenueGateway, signatures: list[str]) -> None:
-        try:
-            statuses = await gateway.statuses(signatures)
-        except Exception as exc:  # a failed lookup: the next round asks again
-            log.info("status lookup of %d signatures at %s failed: %s", len(signatures),
-                     gateway.name, reason(exc))
-            return
-        for signature, status in zip(signatures, statuses, strict=True):
-            entry = self._waiting.get(signature)
-            if status is None or entry is None:
-                continue
-            for future in entry[1]:
-                if not future.done():
-                    future.set_result(status)
 
 
 class OrderExecutor:
@@ -270,23 +168,20 @@ class OrderExecutor:
         lease = await self._leases.try_acquire(order_id)
         if lease is None:
             return BUSY
-        token = _lease.set(lease)
         try:
-            status = await self._execute(order_id)
+            status = await self._execute(order_id, lease)
             return str(status) if status is not None else None
         finally:
-            _lease.reset(token)
             await lease.release()
 
     @staticmethod
-    def _guard() -> None:
-        lease = _lease.get(None)
-        if lease is not None and not lease.valid:
+    def _guard(lease: Lease) -> None:
+        if not lease.valid:
             raise LeaseLost("the order's execution lease was lost; another executor may own it")
 
-    async def _execute(self, order_id: str) -> OrderStatus | None:
-        # A lease may carry the order as it stood when taken: no second read then.
-        order: Order | None = getattr(_lease.get(None), "order", None)
+    async def _execute(self, order_id: str, lease: Lease) -> OrderStatus | None:
+        # The lease may carry the order as it stood when taken: no second read then.
+        order = lease.order
         if order is None:
             order = await self._store.get_order(order_id, with_history=False)
         if order is None:
@@ -299,16 +194,16 @@ class OrderExecutor:
                 self._events.publish(event)
             return order.status
         if order.status is OrderStatus.PENDING:
-            order = await self._change(order, Change(Trigger.START_ROUTING, attempt=1))
+            order = await self._change(lease, order, Change(Trigger.START_ROUTING, attempt=1))
         await self._checkpoint("routing", order_id)
         unknown_outcomes = 0
         while True:
             try:
                 swap = await self._unsettled_swap(order)
                 if swap is not None:
-                    order = await self._settle(order, swap, send_first=True)
+                    order = await self._settle(lease, order, swap, send_first=True)
                 else:
-                    order = await self._attempt(order)
+                    order = await self._attempt(lease, order)
                 return order.status
             except LeaseLost:
                 raise
@@ -332,11 +227,11 @@ class OrderExecutor:
                     )
                     await self._sleep(self._policy.delay(min(unknown_outcomes, 5), self._rng))
                     continue
-                order = await self._after_failure(order, failure)
+                order = await self._after_failure(lease, order, failure)
                 if order.is_terminal:
                     return order.status
 
-    async def _attempt(self, order: Order) -> Order:
+    async def _attempt(self, lease: Lease, order: Order) -> Order:
         if order.status is not OrderStatus.ROUTING:
             # Resumed after a crash between routing and sending: nothing was sent, so a
             # fresh attempt is safe (any signed-but-unsent swap is settled before this),
@@ -346,6 +241,7 @@ class OrderExecutor:
                     f"interrupted during attempt {order.attempt} of {self._policy.max_attempts}"
                 )
             order = await self._change(
+                lease,
                 order,
                 Change(
                     Trigger.RETRY,
@@ -359,19 +255,20 @@ class OrderExecutor:
         if best is None:  # _route raises before this; kept for the type checker
             raise NoRoute("no venue answered with a quote")
         order = await self._change(
+            lease,
             order,
             Change(Trigger.ROUTE_CHOSEN, order.attempt, venue=best.venue, quotes=tuple(quotes)),
         )
         gateway = self._gateways[best.venue]
-        self._guard()  # never sign a new transaction unless this executor owns the order
+        self._guard(lease)  # never sign a new transaction unless this executor owns the order
         swap = await gateway.build_swap(
             best,
             min_amount_out(best.amount_out, order.slippage_bps),
             memo=f"dexec:{order.order_id}:{order.attempt}",
         )
-        await self._store.record_swap(order.order_id, order.attempt, swap, epoch=_epoch())
+        await self._store.record_swap(order.order_id, order.attempt, swap, epoch=lease.epoch)
         await self._checkpoint("signed", order.order_id)
-        self._guard()
+        self._guard(lease)
         try:
             await gateway.send(swap)
         except BlockhashExpired:
@@ -391,10 +288,11 @@ class OrderExecutor:
             raise
         await self._checkpoint("sent", order.order_id)
         order = await self._change(
+            lease,
             order,
             Change(Trigger.TX_SENT, order.attempt, venue=best.venue, signature=swap.signature),
         )
-        return await self._settle(order, swap, send_first=False)
+        return await self._settle(lease, order, swap, send_first=False)
 
     async def _route(self, order: Order) -> list[Quote]:
         quotes, errors = await collect_quotes(
@@ -413,26 +311,28 @@ class OrderExecutor:
             raise TerminalError(f"no venue can fill this order ({detail})")
         raise NoRoute(f"no venue answered with a quote ({detail})")
 
-    async def _settle(self, order: Order, swap: SignedSwap, *, send_first: bool) -> Order:
+    async def _settle(self, lease: Lease, order: Order, swap: SignedSwap, *,
+                      send_first: bool) -> Order:
         """Poll the signature until it lands or provably never will; resend the same bytes."""
         gateway = self._gateways[swap.venue]
         last_send = -self._resend_interval if send_first else self._clock()
         if order.status is not OrderStatus.SUBMITTED:
             order = await self._change(
+                lease,
                 order,
                 Change(Trigger.TX_SENT, order.attempt, venue=swap.venue, signature=swap.signature),
             )
         status = await self._status(gateway, swap.signature)
         while True:
             if status is not None:
-                return await self._landed(order, swap, status)
+                return await self._landed(lease, order, swap, status)
             if await gateway.block_height() > swap.last_valid_block_height:
                 # Expired: ask once more, since it may have landed just before expiry. Only a
                 # real "unknown" answer proves absence; a failed lookup propagates, and the
                 # caller reconciles this same signature again instead of signing anew.
                 status = (await gateway.statuses([swap.signature]))[0]
                 if status is not None:
-                    return await self._landed(order, swap, status)
+                    return await self._landed(lease, order, swap, status)
                 await self._store.set_swap_status(swap.signature, "expired")
                 raise BlockhashExpired(f"transaction {swap.signature} expired without landing")
             if self._clock() - last_send >= self._resend_interval:
@@ -460,7 +360,8 @@ class OrderExecutor:
             log.info("status lookup for %s failed: %s", signature, err)
             return None
 
-    async def _landed(self, order: Order, swap: SignedSwap, status: TxStatus) -> Order:
+    async def _landed(self, lease: Lease, order: Order, swap: SignedSwap, status: TxStatus
+                      ) -> Order:
         if not status.confirmed:
             await self._store.set_swap_status(swap.signature, "failed")
             error_type = _CHAIN_ERRORS.get(status.error_code or "", TerminalError)
@@ -475,6 +376,7 @@ class OrderExecutor:
         _, confirmed = await asyncio.gather(
             self._store.set_swap_status(swap.signature, "confirmed"),
             self._change(
+                lease,
                 order,
                 Change(
                     Trigger.TX_CONFIRMED,
@@ -488,7 +390,7 @@ class OrderExecutor:
         )
         return confirmed
 
-    async def _after_failure(self, order: Order, err: DexecError) -> Order:
+    async def _after_failure(self, lease: Lease, order: Order, err: DexecError) -> Order:
         current = await self._store.get_order(order.order_id, with_history=False) or order
         if current.is_terminal:
             return current
@@ -503,6 +405,7 @@ class OrderExecutor:
             )
             await self._sleep(delay)
             return await self._change(
+                lease,
                 current,
                 Change(
                     Trigger.RETRY,
@@ -513,6 +416,7 @@ class OrderExecutor:
             )
         order_log(order.order_id).info("order %s failed: %s", order.order_id, err)
         return await self._change(
+            lease,
             current,
             Change(
                 Trigger.FAIL, current.attempt, error=reason(err), error_class=str(err.error_class)
@@ -535,11 +439,11 @@ class OrderExecutor:
                 return swap if status in ("signed", "confirmed", "failed") else None
         return None
 
-    async def _change(self, order: Order, change: Change) -> Order:
-        self._guard()
+    async def _change(self, lease: Lease, order: Order, change: Change) -> Order:
+        self._guard(lease)
         # This executor's copy is the order as stored (it holds the lease and made every
         # change since it read it), so the store need not read it again to apply the change.
-        result = await self._store.apply_change(order.order_id, change, epoch=_epoch(),
+        result = await self._store.apply_change(order.order_id, change, epoch=lease.epoch,
                                                 expected=order)
         if result is None:
             return await self._store.get_order(order.order_id, with_history=False) or order

@@ -1,0 +1,162 @@
+"""The ExecutionWorker actor (a thin shell over OrderExecutor) and the manager's client of it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import uuid
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from actors.executor import OrderExecutor
+from actors.landing import LandingWatcher
+from actors.metrics import RayMetrics, batch_stats
+from actors.notifier import NotifierSink
+from actors.order_store import BatchedLeases, BatchedStore
+from actors.shell import NOTIFIER, database_url, hot, tune_gc
+from actors.telemetry import order_log
+from actors.venue_gateways import venue_gateways
+from actors.worker_fleet import Outcome
+from core.errors import DexecError, RetryableError, WorkerLost, reason
+from core.retry import RetryPolicy
+from core.settings import Settings
+from core.tokens import TokenRegistry
+from storage.locks import ExecutionLocks
+from storage.repository import OrderRepository
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class ExecutionWorker:
+    """Execute orders handed over by the OrderManager; holds no state that must survive.
+
+    `max_task_retries=0`: Ray never re-runs a call on its own, so never a swap; the order's
+    record decides, and the manager dispatches again whatever a dead worker held.
+    """
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        tune_gc()
+        self._settings = settings
+        self.name = name
+        self._repo = OrderRepository(database_url(settings), min_size=settings.db_pool_min,
+                                     max_size=settings.db_pool_max)
+        self._locks = ExecutionLocks(database_url(settings))
+        self._executor: OrderExecutor | None = None
+        self._lock = asyncio.Lock()
+        self._crash_at: str | None = None
+        self._incarnation = uuid.uuid4().hex
+        self._running: set[asyncio.Task[None]] = set()
+        self._finished: list[tuple[str, Outcome]] = []
+        self._finished_ready = asyncio.Event()
+
+    async def _ready(self) -> OrderExecutor:
+        async with self._lock:
+            if self._executor is None:
+                s = self._settings
+                await self._repo.open()
+                batches = batch_stats()
+                self._executor = OrderExecutor(
+                    BatchedStore(self._repo, window_s=s.batch_window_s, stats=batches),
+                    venue_gateways(s, batches),
+                    NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace)),
+                    TokenRegistry(),
+                    policy=RetryPolicy(s.max_attempts, s.retry_base_delay_s, s.retry_max_delay_s),
+                    quote_timeout_s=s.quote_timeout_s,
+                    confirm_poll_s=s.confirm_poll_s,
+                    leases=BatchedLeases(self._locks, window_s=s.batch_window_s,
+                                         stats=batches),
+                    checkpoint=self._checkpoint,
+                    metrics=RayMetrics(),
+                    landing=LandingWatcher(s.confirm_poll_s),
+                )
+            return self._executor
+
+    @hot
+    async def accept(self, order_ids: list[str]) -> str:
+        """Start executing the orders; their outcomes come back through `finished`.
+
+        Returns this incarnation's id: a restarted worker has a new one, and the
+        OrderManager dispatches again whatever the previous incarnation had accepted.
+        """
+        executor = await self._ready()
+        for order_id in order_ids:
+            task = asyncio.get_running_loop().create_task(self._run(executor, order_id))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return self._incarnation
+
+    async def _run(self, executor: OrderExecutor, order_id: str) -> None:
+        outcome: Outcome
+        try:
+            outcome = await executor.execute(order_id)
+        except DexecError as exc:
+            outcome = exc
+        except Exception as exc:
+            order_log(order_id).exception("order %s: execution raised", order_id)
+            outcome = RetryableError(f"execution raised: {reason(exc)}")
+        self._finished.append((order_id, outcome))
+        self._finished_ready.set()
+
+    @hot
+    async def finished(self, timeout_s: float) -> tuple[str, list[tuple[str, Outcome]]]:
+        """Return (incarnation, outcomes) of the orders finished since the last call.
+
+        Waits up to `timeout_s` for the first one; the OrderManager keeps one such call
+        outstanding per worker, which also tells it at once when the worker dies.
+        """
+        if not self._finished:
+            self._finished_ready.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._finished_ready.wait()
+        outcomes, self._finished = self._finished, []
+        return self._incarnation, outcomes
+
+    def arm_crash(self, point: str | None) -> None:
+        """Die with SIGKILL when an order next reaches `point` (routing, signed, sent).
+
+        Fault injection for the crash-recovery tests; a restarted worker is disarmed.
+        """
+        self._crash_at = point
+
+    async def _checkpoint(self, point: str, order_id: str) -> None:
+        if self._crash_at == point:
+            order_log(order_id).warning("order %s: crash injected at %s", order_id, point)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def ping(self) -> str:
+        return self.name
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+_WORKER_GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
+
+
+class WorkerClient:
+    """actors.worker_fleet.WorkerHandle over a worker actor's handle."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def accept(self, order_ids: list[str]) -> str:
+        try:
+            incarnation: str = await self.handle.accept.remote(order_ids)
+        except _WORKER_GONE as exc:
+            raise WorkerLost(reason(exc)) from None
+        return incarnation
+
+    async def finished(self, timeout_s: float) -> tuple[str, list[tuple[str, Outcome]]]:
+        try:
+            answer: tuple[str, list[tuple[str, Outcome]]] = (
+                await self.handle.finished.remote(timeout_s))
+        except _WORKER_GONE as exc:
+            raise WorkerLost(reason(exc)) from None
+        return answer

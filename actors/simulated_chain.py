@@ -1,0 +1,141 @@
+"""The simulated chain's actor (a thin shell over ChainServer) and its client in each process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ray
+
+from actors.batching import Coalescer, as_completed, concatenated, each, shared
+from actors.shell import database_url, hot, tune_gc, wallet_secret
+from actors.telemetry import BatchStats
+from core.errors import DexecError
+from core.quotes import TxStatus
+from core.settings import Settings
+from gateways.simulated.chain import dev_wallet
+from gateways.simulated.schema import PoolQuote
+from gateways.simulated.server import ChainParameters, ChainServer, Faults, VenueBehaviour
+from storage.simchain import SimChainStore
+
+QuoteRequest = tuple[str, str, str, int]  # (venue, token_in, token_out, amount_in)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class SimulatedChain:
+    """The simulated chain and venue servers: one actor holds every pool, balance and
+    transaction, durable in PostgreSQL (schema `simchain`) like a real chain's state."""
+
+    def __init__(self, settings: Settings) -> None:
+        tune_gc()
+        s = settings
+        venues = [
+            VenueBehaviour(v, quote_latency_ms=s.sim_quote_latency_ms,
+                           swap_latency_ms=s.sim_swap_latency_ms,
+                           faults=Faults(down=v in s.sim_down_venues, fail_rate=s.sim_fail_rate,
+                                         timeout_rate=s.sim_timeout_rate),
+                           seed=s.sim_seed)
+            for v in s.venues
+        ]
+        params = ChainParameters(
+            seed=s.sim_seed, block_time_s=s.sim_block_time_ms / 1000,
+            blockhash_valid_blocks=s.sim_blockhash_valid_blocks,
+            drift_interval_s=s.sim_drift_interval_s, drift_bps=s.sim_drift_bps,
+            adverse_move_bps=s.sim_adverse_move_bps)
+        wallet = str(dev_wallet(wallet_secret(s)).pubkey())
+        self._server = ChainServer(SimChainStore(database_url(s)), venues, params,
+                                   wallet=wallet)
+        # An async actor's constructor runs inside its running event loop.
+        self._server.start()
+
+    @hot
+    async def quote_many(self, requests: list[QuoteRequest]
+                         ) -> AsyncIterator[list[tuple[int, PoolQuote | BaseException]]]:
+        """Quote each request after its venue's latency; answers stream back as they are
+        ready, so a slow venue holds back no other, and an error answers its own item."""
+        await self._server.ready()
+        delays = self._server.quote_delays([venue for venue, *_ in requests])
+        calls = [self._server.quote(*r, delay_s=d) for r, d in zip(requests, delays, strict=True)]
+        if not any(delays):  # zero latency: answer the whole batch at once
+            yield list(enumerate(await each(calls)))
+            return
+        async for chunk in as_completed(calls, gather_s=0.01):
+            yield chunk
+
+    @hot
+    async def latest_blockhash(self) -> tuple[str, int]:
+        return await self._server.latest_blockhash()
+
+    @hot
+    async def send_many(self, sends: list[tuple[str, bytes]]) -> list[str | DexecError]:
+        return await self._server.send_many(sends)
+
+    @hot
+    async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
+        return await self._server.signature_statuses(signatures)
+
+    @hot
+    async def block_height(self) -> int:
+        return await self._server.block_height()
+
+    def set_faults(self, venue: str, **changes: Any) -> None:
+        """Change a venue's failure injection at run time (tests and demos)."""
+        self._server.set_faults(venue, **changes)
+
+    def set_latency(self, quote_ms: tuple[int, int], swap_ms: tuple[int, int]) -> None:
+        """Change every venue's simulated latency at run time (tests and demos)."""
+        self._server.set_latency(quote_ms, swap_ms)
+
+    async def set_adverse_move_bps(self, bps: int) -> None:
+        await self._server.set_adverse_move_bps(bps)
+
+    async def executed_swaps(self, signatures: list[str]) -> int:
+        return await self._server.executed_swaps(signatures)
+
+    async def spot_price(self, venue: str, token_x: str, token_y: str) -> str:
+        return str(await self._server.spot_price(venue, token_x, token_y))
+
+
+class RayChainClient:
+    """gateways.simulated.venue.ChainClient over the chain actor's handle.
+
+    Each venue gateway asks one item at a time; what all of a process's gateways ask
+    together travels as one actor call (one quote call carries every venue's quotes).
+    """
+
+    def __init__(self, handle: Any, window_s: float, stats: BatchStats | None = None) -> None:
+        self._h = handle
+        # Quotes take the venue's time, so batches are not held back for each other.
+        self._quote: Coalescer[QuoteRequest, PoolQuote] = Coalescer(
+            self._quote_stream, max_in_flight=64, window_s=window_s, site="chain_quote",
+            stats=stats)
+        self._send: Coalescer[tuple[str, bytes], str] = Coalescer(
+            self._h.send_many.remote, window_s=window_s, site="chain_send", stats=stats)
+        self._statuses: Coalescer[list[str], list[TxStatus | None]] = Coalescer(
+            concatenated(self._h.signature_statuses.remote), max_in_flight=4,
+            window_s=window_s, site="chain_status", stats=stats)
+        self._blockhash: Coalescer[None, tuple[str, int]] = Coalescer(
+            shared(self._h.latest_blockhash.remote), site="chain_blockhash", stats=stats)
+        self._height: Coalescer[None, int] = Coalescer(
+            shared(self._h.block_height.remote), site="chain_height", stats=stats)
+
+    async def _quote_stream(self, requests: list[QuoteRequest]
+                            ) -> AsyncIterator[list[tuple[int, PoolQuote | BaseException]]]:
+        async for ref in self._h.quote_many.remote(requests):
+            yield await ref
+
+    async def quote(self, venue: str, token_in: str, token_out: str, amount_in: int
+                    ) -> PoolQuote:
+        return await self._quote((venue, token_in, token_out, amount_in))
+
+    async def latest_blockhash(self) -> tuple[str, int]:
+        return await self._blockhash(None)
+
+    async def send_transaction(self, venue: str, tx_bytes: bytes) -> str:
+        return await self._send((venue, tx_bytes))
+
+    async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
+        return await self._statuses(signatures)
+
+    async def block_height(self) -> int:
+        return await self._height(None)

@@ -1,0 +1,105 @@
+"""The API's one error shape, `{"error": "..."}`, for every failure of REST and WebSocket."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from core.errors import (
+    DexecError,
+    IdempotencyConflict,
+    InvalidInput,
+    OrderNotFound,
+    Overloaded,
+    RetryableError,
+)
+
+_STATUS_FOR: list[tuple[type[DexecError], int]] = [
+    (OrderNotFound, 404),
+    (IdempotencyConflict, 409),
+    (InvalidInput, 422),
+    (Overloaded, 429),
+    (RetryableError, 503),
+]
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
+_NOT_AN_OBJECT = {"model_type", "model_attributes_type", "dict_type", "missing"}
+
+
+def error_status(exc: DexecError) -> int:
+    """Return the HTTP status of an error (400 for any other terminal error)."""
+    for cls, status in _STATUS_FOR:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+def retry_after_s(exc: DexecError) -> int:
+    return max(1, int(getattr(exc, "retry_after_s", 1)))
+
+
+def error_frame(exc: DexecError) -> dict[str, Any]:
+    """Return the WebSocket frame of an error: its message, HTTP status and Retry-After."""
+    status = error_status(exc)
+    frame: dict[str, Any] = {"type": "error", "error": exc.message, "status": status}
+    if status in (429, 503):
+        frame["retry_after"] = retry_after_s(exc)
+    return frame
+
+
+def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Return one line naming each offending field and what is wrong with it."""
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
+        if loc and loc[0] in _LOCATIONS:
+            loc = loc[1:]
+        kind = err.get("type")
+        if kind == "json_invalid":
+            parts.append("body is not valid JSON")
+            continue
+        if not loc:  # the body as a whole
+            parts.append("the order must be a JSON object" if kind in _NOT_AN_OBJECT
+                         else str(err.get("msg")))
+            continue
+        # A union's members add their own location (amount.str, amount.int): name the
+        # field the client sent.
+        message = {"missing": "field required", "extra_forbidden": "unknown field"}.get(
+            str(kind), str(err.get("msg")))
+        parts.append(f"{loc[0]}: {message}")
+    return "; ".join(dict.fromkeys(parts))
+
+
+def _response(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _dexec_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DexecError)  # noqa: S101 - registered for DexecError
+    status = error_status(exc)
+    return _response(status, exc.message,
+                     retry_after_s(exc) if status in (429, 503) else None)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for it
+    return _response(422, describe_validation_errors(exc.errors()))
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for it
+    response = _response(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error of `app` in the API's shape."""
+    app.add_exception_handler(DexecError, _dexec_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)

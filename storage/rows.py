@@ -1,0 +1,133 @@
+"""Rows of the order tables: their columns, and the mapping between rows and core values."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from core.orders import Order, OrderEvent, OrderStatus, OrderType
+from core.quotes import Quote, SignedSwap
+
+ORDER_COLUMNS = (
+    "order_id, account_id, client_order_id, order_type, input_mint, output_mint, amount_in,"
+    " slippage_bps, status, attempt, seq, venue, signature, amount_out, price, failure_reason,"
+    " created_at, updated_at"
+)
+EVENT_COLUMNS = (
+    "order_id, seq, status, at, attempt, venue, quotes, signature, amount_out, price, error,"
+    " error_class"
+)
+
+# Columns and types of the batched writes (see storage.database.rows_from).
+EVENT_INSERT = tuple(zip(
+    EVENT_COLUMNS.split(", "),
+    ("uuid", "int", "text", "timestamptz", "int", "text", "jsonb", "text", "numeric", "numeric",
+     "text", "text"),
+    strict=True,
+))
+ORDER_INSERT = (
+    ("order_id", "uuid"), ("account_id", "text"), ("client_order_id", "text"),
+    ("order_type", "text"), ("input_mint", "text"), ("output_mint", "text"),
+    ("amount_in", "numeric"), ("slippage_bps", "int"), ("status", "text"),
+    ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
+)
+EXPECTED_UPDATE = (
+    ("order_id", "uuid"), ("expected_seq", "int"), ("epoch", "bigint"), ("status", "text"),
+    ("attempt", "int"), ("seq", "int"), ("venue", "text"), ("signature", "text"),
+    ("amount_out", "numeric"), ("price", "numeric"), ("failure_reason", "text"),
+    ("updated_at", "timestamptz"),
+)
+QUOTE_INSERT = (
+    ("order_id", "uuid"), ("attempt", "int"), ("venue", "text"), ("pool", "text"),
+    ("amount_in", "numeric"), ("amount_out", "numeric"), ("fee", "numeric"),
+    ("fee_bps", "numeric"), ("price_impact_bps", "int"), ("chosen", "bool"),
+    ("quoted_at", "timestamptz"), ("latency_ms", "float8"),
+)
+SWAP_INSERT = (
+    ("signature", "text"), ("order_id", "uuid"), ("attempt", "int"), ("venue", "text"),
+    ("tx_bytes", "bytea"), ("last_valid_block_height", "bigint"),
+    ("min_amount_out", "numeric"),
+)
+
+
+def _int(value: Decimal | None) -> int | None:
+    return int(value) if value is not None else None
+
+
+def order_from_row(row: dict[str, Any], events: Sequence[OrderEvent] = (),
+                   quotes: Sequence[Quote] = ()) -> Order:
+    """Return the order an `orders` row (ORDER_COLUMNS) describes."""
+    return Order(
+        order_id=str(row["order_id"]),
+        account_id=row["account_id"],
+        client_order_id=row["client_order_id"],
+        order_type=OrderType(row["order_type"]),
+        input_mint=row["input_mint"],
+        output_mint=row["output_mint"],
+        amount_in=int(row["amount_in"]),
+        slippage_bps=row["slippage_bps"],
+        status=OrderStatus(row["status"]),
+        attempt=row["attempt"],
+        seq=row["seq"],
+        venue=row["venue"],
+        signature=row["signature"],
+        amount_out=_int(row["amount_out"]),
+        price=row["price"],
+        failure_reason=row["failure_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        quotes=tuple(quotes),
+        events=tuple(events),
+    )
+
+
+def event_from_row(row: dict[str, Any]) -> OrderEvent:
+    """Return the event an `order_events` row (EVENT_COLUMNS) describes."""
+    return OrderEvent(
+        order_id=str(row["order_id"]),
+        seq=row["seq"],
+        status=OrderStatus(row["status"]),
+        at=row["at"],
+        attempt=row["attempt"],
+        venue=row["venue"],
+        quotes=tuple(row["quotes"]) if row["quotes"] is not None else None,
+        signature=row["signature"],
+        amount_out=_int(row["amount_out"]),
+        price=row["price"],
+        error=row["error"],
+        error_class=row["error_class"],
+    )
+
+
+def quote_from_row(row: dict[str, Any]) -> Quote:
+    """Return a stored quote (an `order_quotes` row joined with its order's mints)."""
+    return Quote(
+        venue=row["venue"], pool=row["pool"], input_mint=row["input_mint"],
+        output_mint=row["output_mint"], amount_in=int(row["amount_in"]),
+        amount_out=int(row["amount_out"]), fee=int(row["fee"]), fee_bps=row["fee_bps"],
+        price_impact_bps=row["price_impact_bps"], latency_ms=row["latency_ms"],
+    )
+
+
+def event_values(event: OrderEvent) -> tuple[Any, ...]:
+    """Return the event's values in EVENT_COLUMNS order."""
+    quotes = json.dumps(list(event.quotes)) if event.quotes is not None else None
+    return (
+        event.order_id, event.seq, str(event.status), event.at, event.attempt, event.venue,
+        quotes, event.signature, event.amount_out, event.price, event.error, event.error_class,
+    )
+
+
+def swap_values(order_id: str, attempt: int, swap: SignedSwap) -> tuple[Any, ...]:
+    """Return a signed swap's values in SWAP_INSERT order."""
+    return (swap.signature, uuid.UUID(order_id), attempt, swap.venue, swap.tx_bytes,
+            swap.last_valid_block_height, swap.min_amount_out)
+
+
+def swap_from_row(row: Sequence[Any]) -> tuple[SignedSwap, int, str]:
+    """Return (swap, attempt, status) from (venue, signature, tx_bytes, last_valid_block_height,
+    min_amount_out, attempt, status)."""
+    return SignedSwap(row[0], row[1], bytes(row[2]), row[3], int(row[4])), row[5], row[6]

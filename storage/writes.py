@@ -1,0 +1,275 @@
+"""Conditional writes of order state: status changes, swap records and swap statuses.
+
+Many writes of many orders go out as one SQL statement. A status change is written only if
+the stored order is still the one its executor last saw (same seq) and the executor still
+holds the order's newest lease (same epoch): that is what keeps two executors from ever
+both changing an order. Whatever a batch could not write is looked up afterwards, to tell
+an unknown order, a lost lease and a concurrent change apart.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from core.errors import DexecError, LeaseLost, OrderNotFound
+from core.orders import Change, Order, OrderEvent
+from core.quotes import SignedSwap
+from storage.database import Database, rows_from, rows_param
+from storage.rows import (
+    EVENT_COLUMNS,
+    EVENT_INSERT,
+    EXPECTED_UPDATE,
+    QUOTE_INSERT,
+    SWAP_INSERT,
+    event_values,
+    swap_values,
+)
+
+
+@dataclass(frozen=True)
+class ApplyChange:
+    """A status change of one order, and the event it adds.
+
+    `expected` is the order as its executor knows it (the change is computed from it and
+    written only if the stored order is still that one); None: read the order first.
+    `epoch` is the executor's lease epoch (None: no fencing).
+    """
+
+    order_id: str
+    change: Change
+    epoch: int | None = None
+    expected: Order | None = None
+
+
+@dataclass(frozen=True)
+class RecordSwap:
+    """A signed transaction, persisted before it is sent (the exactly-once rule).
+
+    Refused (LeaseLost, nothing stored) unless `epoch` is still the order's newest lease.
+    Recording the same signature again is a harmless repeat.
+    """
+
+    order_id: str
+    attempt: int
+    swap: SignedSwap
+    epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class SetSwapStatus:
+    """What became of a recorded transaction (confirmed, failed, expired, rejected)."""
+
+    signature: str
+    status: str
+
+
+Write = ApplyChange | RecordSwap | SetSwapStatus
+# What a write answers: for an ApplyChange the new order and its event (None: the change
+# was a repeat, nothing written); for the others None.
+Written = tuple[Order, OrderEvent] | None
+
+ReadOrders = Callable[[Sequence[str]], Awaitable[list[Order | None]]]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class OrderWriter:
+    """Apply batches of writes, each batch atomically, each item answered on its own."""
+
+    def __init__(self, db: Database, read_orders: ReadOrders) -> None:
+        self._db = db
+        self._read_orders = read_orders
+
+    async def write_batch(self, ops: Sequence[Write]) -> list[Written | DexecError]:
+        """Apply many writes of many orders; answer each in order.
+
+        An item that fails (an illegal transition, a lost lease, an unknown order) is
+        answered with its DexecError and writes nothing; the others go on. Several changes
+        to one order go out in successive statements, each seeing the one before.
+        """
+        answers: list[Written | DexecError] = [None] * len(ops)
+        waiting = list(enumerate(ops))
+        while waiting:
+            this_round: list[tuple[int, Write]] = []
+            later: list[tuple[int, Write]] = []
+            changing: set[str] = set()
+            for k, op in waiting:
+                if isinstance(op, ApplyChange):
+                    if op.order_id in changing:
+                        later.append((k, op))
+                        continue
+                    changing.add(op.order_id)
+                this_round.append((k, op))
+            this_round = await self._with_expected(this_round, answers)
+            written = await self._write_expected([op for _, op in this_round])
+            for (k, _), answer in zip(this_round, written, strict=True):
+                answers[k] = answer
+            waiting = later
+        return answers
+
+    async def _with_expected(self, ops: list[tuple[int, Write]],
+                             answers: list[Written | DexecError]) -> list[tuple[int, Write]]:
+        """Give each change without `expected` the order as stored now (OrderNotFound if
+        there is none, answered at once and dropped from the batch)."""
+        unknown = sorted({op.order_id for _, op in ops
+                          if isinstance(op, ApplyChange) and op.expected is None})
+        if not unknown:
+            return ops
+        stored = dict(zip(unknown, await self._read_orders(unknown), strict=True))
+        kept: list[tuple[int, Write]] = []
+        for k, op in ops:
+            if isinstance(op, ApplyChange) and op.expected is None:
+                current = stored[op.order_id]
+                if current is None:
+                    answers[k] = OrderNotFound(f"order {op.order_id} does not exist")
+                    continue
+                op = replace(op, expected=current)
+            kept.append((k, op))
+        return kept
+
+    async def _write_expected(self, ops: Sequence[Write]) -> list[Written | DexecError]:
+        """Write a batch in one statement, each change conditional on what its writer expects.
+
+        An order is updated only if its stored seq is the one its executor last saw and its
+        lease epoch is the executor's (fencing); its event and quotes are inserted only for
+        orders so updated. A swap is recorded only while its order's epoch is the writer's,
+        checked under a share lock, so a lease taken meanwhile waits for the record (and sees
+        it) or the record is refused.
+        """
+        now = _now()
+        answers: list[Written | DexecError] = [None] * len(ops)
+        updates: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        quotes: list[tuple[Any, ...]] = []
+        swaps: list[tuple[Any, ...]] = []
+        statuses: list[tuple[str, str]] = []
+        changed: dict[int, ApplyChange] = {}
+        recorded: dict[int, RecordSwap] = {}
+        for k, op in enumerate(ops):
+            if isinstance(op, SetSwapStatus):
+                statuses.append((op.status, op.signature))
+            elif isinstance(op, RecordSwap):
+                swaps.append((*swap_values(op.order_id, op.attempt, op.swap), op.epoch))
+                recorded[k] = op
+            else:
+                assert op.expected is not None  # noqa: S101 - given by _with_expected
+                try:
+                    result = op.expected.apply(op.change, now)
+                except DexecError as exc:
+                    answers[k] = exc
+                    continue
+                if result is None:
+                    continue  # a repeat: nothing to write
+                order, event = result
+                updates.append((
+                    op.order_id, op.expected.seq, op.epoch, str(order.status), order.attempt,
+                    order.seq, order.venue, order.signature, order.amount_out, order.price,
+                    order.failure_reason, order.updated_at,
+                ))
+                events.append(event_values(event))
+                quotes.extend(_quote_values(op, event))
+                answers[k] = result
+                changed[k] = op
+        parts: list[str] = []
+        params: list[Any] = []
+        returning: list[str] = []
+        if updates:
+            parts.append(
+                "upd AS (UPDATE orders o SET status = v.status, attempt = v.attempt,"
+                " seq = v.seq, venue = v.venue, signature = v.signature,"
+                " amount_out = v.amount_out, price = v.price,"
+                " failure_reason = v.failure_reason, updated_at = v.updated_at"
+                f" FROM {rows_from(EXPECTED_UPDATE, 'v')} WHERE o.order_id = v.order_id"
+                " AND o.seq = v.expected_seq"
+                " AND (v.epoch IS NULL OR o.lease_epoch = v.epoch) RETURNING o.order_id)"
+            )
+            params.append(rows_param(updates))
+            parts.append(
+                f"ev AS (INSERT INTO order_events ({EVENT_COLUMNS}) SELECT e.* FROM"
+                f" {rows_from(EVENT_INSERT, 'e')}"
+                " WHERE e.order_id IN (SELECT order_id FROM upd))"
+            )
+            params.append(rows_param(events))
+            if quotes:
+                names = ", ".join(c for c, _ in QUOTE_INSERT)
+                parts.append(
+                    f"qt AS (INSERT INTO order_quotes ({names}) SELECT q.* FROM"
+                    f" {rows_from(QUOTE_INSERT, 'q')}"
+                    " WHERE q.order_id IN (SELECT order_id FROM upd) ON CONFLICT DO NOTHING)"
+                )
+                params.append(rows_param(quotes))
+            returning.append("SELECT 'o', order_id::text FROM upd")
+        if swaps:
+            names = ", ".join(c for c, _ in SWAP_INSERT)
+            columns = (*SWAP_INSERT, ("epoch", "bigint"))
+            parts.append(
+                f"sw AS (INSERT INTO swap_transactions ({names})"
+                f" SELECT {', '.join('s.' + c for c, _ in SWAP_INSERT)}"
+                f" FROM {rows_from(columns, 's')} WHERE EXISTS (SELECT 1 FROM orders o"
+                " WHERE o.order_id = s.order_id"
+                " AND (s.epoch IS NULL OR o.lease_epoch = s.epoch) FOR SHARE)"
+                " ON CONFLICT (signature) DO NOTHING RETURNING signature)"
+            )
+            params.append(rows_param(swaps))
+            returning.append("SELECT 's', signature FROM sw")
+        if statuses:
+            parts.append(
+                "st AS (UPDATE swap_transactions t SET status = x.status, updated_at = now()"
+                f" FROM {rows_from((('status', 'text'), ('signature', 'text')), 'x')}"
+                " WHERE t.signature = x.signature)"
+            )
+            params.append(rows_param(statuses))
+        if not parts:
+            return answers
+        final = " UNION ALL ".join(returning) or "SELECT NULL, NULL WHERE false"
+        async with self._db.connection() as conn:
+            cur = await conn.execute(f"WITH {', '.join(parts)} {final}", params)
+            written = {(kind, key) for kind, key in await cur.fetchall()}
+        unwritten = {k: op.order_id for k, op in changed.items()
+                     if ("o", op.order_id) not in written}
+        unwritten |= {k: op.order_id for k, op in recorded.items()
+                      if ("s", op.swap.signature) not in written}
+        if unwritten:
+            await self._explain_unwritten(ops, unwritten, answers)
+        return answers
+
+    async def _explain_unwritten(self, ops: Sequence[Write], unwritten: dict[int, str],
+                                 answers: list[Written | DexecError]) -> None:
+        """Answer each write that was not made with why (or None: a swap recorded before)."""
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT order_id::text, seq, lease_epoch FROM orders WHERE order_id = ANY(%s)",
+                ([uuid.UUID(i) for i in set(unwritten.values())],))
+            stored = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+        for k, order_id in unwritten.items():
+            op = ops[k]
+            assert isinstance(op, ApplyChange | RecordSwap)  # noqa: S101 - by construction
+            if order_id not in stored:
+                answers[k] = OrderNotFound(f"order {order_id} does not exist")
+                continue
+            seq, epoch = stored[order_id]
+            if op.epoch is not None and epoch != op.epoch:
+                answers[k] = LeaseLost(
+                    f"order {order_id} is leased to a newer executor (epoch {epoch})")
+            elif isinstance(op, ApplyChange):
+                answers[k] = LeaseLost(
+                    f"order {order_id} changed concurrently (stored seq {seq}, expected"
+                    f" {op.expected.seq if op.expected else '?'})")
+            else:
+                answers[k] = None  # the same signature was recorded before: a repeat
+
+
+def _quote_values(op: ApplyChange, event: OrderEvent) -> list[tuple[Any, ...]]:
+    change = op.change
+    return [
+        (uuid.UUID(op.order_id), change.attempt, q.venue, q.pool, q.amount_in, q.amount_out,
+         q.fee, q.fee_bps, q.price_impact_bps, q.venue == change.venue, event.at,
+         q.latency_ms)
+        for q in change.quotes or ()
+    ]
