@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -123,8 +123,8 @@ class OrderEvent:
 
 
 @dataclass(frozen=True)
-class NewOrder:
-    """A validated market order command, ready to persist."""
+class OrderTerms:
+    """What a client asked for: the terms an order keeps for its whole life."""
 
     account_id: str
     client_order_id: str | None
@@ -133,6 +133,11 @@ class NewOrder:
     output_mint: str
     amount_in: int
     slippage_bps: int
+
+
+@dataclass(frozen=True)
+class NewOrder(OrderTerms):
+    """A validated market order command, ready to persist."""
 
     def same_request(self, order: Order) -> bool:
         """Return True when `order` was created from an identical request."""
@@ -146,15 +151,10 @@ class NewOrder:
 
 
 @dataclass(frozen=True)
-class Order:
+class Order(OrderTerms):
+    """An order as stored: its terms, where it stands, and what happened to it."""
+
     order_id: str
-    account_id: str
-    client_order_id: str | None
-    order_type: OrderType
-    input_mint: str
-    output_mint: str
-    amount_in: int
-    slippage_bps: int
     status: OrderStatus
     created_at: datetime
     updated_at: datetime
@@ -167,6 +167,12 @@ class Order:
     price: Decimal | None = None
     failure_reason: str | None = None
     events: tuple[OrderEvent, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def created(cls, terms: OrderTerms, order_id: str, at: datetime) -> Order:
+        """Return the order stored for `terms`: pending, with its first event's seq."""
+        return cls(**{f.name: getattr(terms, f.name) for f in fields(OrderTerms)},
+                   order_id=order_id, status=S.PENDING, created_at=at, updated_at=at, seq=1)
 
     @property
     def is_terminal(self) -> bool:

@@ -31,7 +31,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Return the backoff in seconds before attempt `attempt + 1`."""
-        raw = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
+        raw = min(self.max_delay_s, self.base_delay_s * 2.0 ** (attempt - 1))
         spread = raw * self.jitter
         jittered = raw - spread + (rng or random).random() * 2 * spread
         return min(self.max_delay_s, max(0.0, jittered))

@@ -181,7 +181,7 @@ def stop_engine(engine: Engine) -> None:
         log.exception("could not delete the Serve app")
     stop_stack(engine.settings)
     if engine.owns_ray:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
     if engine.embedded is not None:
         engine.embedded.stop()

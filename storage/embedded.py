@@ -26,7 +26,8 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # cleanup_mode=None: the server outlives this handle, so a crashed `dexec up`
         # can be started again against the same data; stop() stops it explicitly.
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode=None)
+        self._server = pgserver.get_server(  # type: ignore[attr-defined]
+            self.data_dir, cleanup_mode=None)
         uri: str = self._server.get_uri()
         log.info("embedded PostgreSQL at %s", self.data_dir)
         return uri

@@ -70,16 +70,7 @@ class OrderRepository:
         in one batch stores one order.
         """
         now = datetime.now(UTC)
-        orders = [
-            Order(
-                order_id=str(uuid.uuid4()), account_id=new.account_id,
-                client_order_id=new.client_order_id, order_type=new.order_type,
-                input_mint=new.input_mint, output_mint=new.output_mint,
-                amount_in=new.amount_in, slippage_bps=new.slippage_bps,
-                status=OrderStatus.PENDING, created_at=now, updated_at=now, seq=1,
-            )
-            for new in news
-        ]
+        orders = [Order.created(new, str(uuid.uuid4()), now) for new in news]
         accounts = sorted({n.account_id for n in news} - self._accounts)
         rows = [
             (o.order_id, o.account_id, o.client_order_id, str(o.order_type), o.input_mint,

@@ -57,28 +57,24 @@ def _int(value: Decimal | None) -> int | None:
     return int(value) if value is not None else None
 
 
+# Columns whose stored value is the core value as it is.
+_ORDER_AS_IS = ("account_id", "client_order_id", "input_mint", "output_mint", "slippage_bps",
+                "attempt", "seq", "venue", "signature", "price", "failure_reason",
+                "created_at", "updated_at")
+_EVENT_AS_IS = ("seq", "at", "attempt", "venue", "signature", "price", "error",
+                "error_class")
+
+
 def order_from_row(row: dict[str, Any], events: Sequence[OrderEvent] = (),
                    quotes: Sequence[Quote] = ()) -> Order:
     """Return the order an `orders` row (ORDER_COLUMNS) describes."""
     return Order(
+        **{c: row[c] for c in _ORDER_AS_IS},
         order_id=str(row["order_id"]),
-        account_id=row["account_id"],
-        client_order_id=row["client_order_id"],
         order_type=OrderType(row["order_type"]),
-        input_mint=row["input_mint"],
-        output_mint=row["output_mint"],
         amount_in=int(row["amount_in"]),
-        slippage_bps=row["slippage_bps"],
         status=OrderStatus(row["status"]),
-        attempt=row["attempt"],
-        seq=row["seq"],
-        venue=row["venue"],
-        signature=row["signature"],
         amount_out=_int(row["amount_out"]),
-        price=row["price"],
-        failure_reason=row["failure_reason"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
         quotes=tuple(quotes),
         events=tuple(events),
     )
@@ -87,18 +83,11 @@ def order_from_row(row: dict[str, Any], events: Sequence[OrderEvent] = (),
 def event_from_row(row: dict[str, Any]) -> OrderEvent:
     """Return the event an `order_events` row (EVENT_COLUMNS) describes."""
     return OrderEvent(
+        **{c: row[c] for c in _EVENT_AS_IS},
         order_id=str(row["order_id"]),
-        seq=row["seq"],
         status=OrderStatus(row["status"]),
-        at=row["at"],
-        attempt=row["attempt"],
-        venue=row["venue"],
         quotes=tuple(row["quotes"]) if row["quotes"] is not None else None,
-        signature=row["signature"],
         amount_out=_int(row["amount_out"]),
-        price=row["price"],
-        error=row["error"],
-        error_class=row["error_class"],
     )
 
 

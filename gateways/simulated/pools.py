@@ -269,7 +269,7 @@ class DlmmPool:
 
     def base_fee_rate(self) -> int:
         """Return the base fee rate in parts per 1e9."""
-        return self.base_factor * self.bin_step * 10 * 10**self.base_fee_power_factor
+        return self.base_factor * self.bin_step * 10 * int(10**self.base_fee_power_factor)
 
     def fee_rate(self, volatility_accumulator: int) -> int:
         """Return the capped total fee rate, parts per 1e9, for a volatility accumulator."""

@@ -23,7 +23,7 @@ from storage.database import Database
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import apply_migrations
 from storage.simchain import SimChainStore
-from tests.unit.test_chain_persistence import (
+from tests.kit.chain import (
     BLOCK_TIME_S,
     T0,
     VALID_BLOCKS,

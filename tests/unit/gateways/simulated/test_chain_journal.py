@@ -9,7 +9,8 @@ from solders.keypair import Keypair
 
 from gateways.simulated.chain import ChainRows, SimChain
 from gateways.simulated.journal import ChainJournal
-from tests.unit.test_chain_persistence import SOL, T0, RowStore, _swap, make_chain
+from tests.kit.chain import SOL, T0, RowStore, make_chain, swap_bytes
+from tests.kit.loop import settle
 
 
 class GatedStore(RowStore):
@@ -42,7 +43,7 @@ async def test_a_saved_landing_is_reported_without_another_save() -> None:
     chain, wallet = funded_chain()
     store = GatedStore()
     journal = ChainJournal(chain, store.save_async)
-    sig = chain.send_transaction(_swap(chain, wallet, T0, memo="a:1"), T0, 0.0)
+    sig = chain.send_transaction(swap_bytes(chain, wallet, T0, memo="a:1"), T0, 0.0)
     assert not journal.durable([sig])
     await journal.persist()
     assert journal.durable([sig]) and store.saves == 1
@@ -56,14 +57,14 @@ async def test_a_landing_being_saved_is_not_durable_until_the_save_ends() -> Non
     store = GatedStore()
     journal = ChainJournal(chain, store.save_async)
     await journal.persist()
-    sig = chain.send_transaction(_swap(chain, wallet, T0, memo="a:1"), T0, 0.0)
+    sig = chain.send_transaction(swap_bytes(chain, wallet, T0, memo="a:1"), T0, 0.0)
     store.gate.clear()
     saving = asyncio.create_task(journal.persist())
     await asyncio.sleep(0)
     assert chain.has_changes() is False  # taken by the save in flight
     assert not journal.durable([sig])
     poll = asyncio.create_task(journal.persist_unless_durable([sig]))
-    await asyncio.sleep(0.01)
+    await settle()
     assert not poll.done()  # never reports what a crash could still undo
     store.gate.set()
     await asyncio.gather(saving, poll)
@@ -76,9 +77,9 @@ async def test_an_unrelated_save_in_flight_does_not_hold_up_a_saved_answer() -> 
     chain, wallet = funded_chain()
     store = GatedStore()
     journal = ChainJournal(chain, store.save_async)
-    first = chain.send_transaction(_swap(chain, wallet, T0, memo="a:1"), T0, 0.0)
+    first = chain.send_transaction(swap_bytes(chain, wallet, T0, memo="a:1"), T0, 0.0)
     await journal.persist()
-    chain.send_transaction(_swap(chain, wallet, T0, memo="b:1"), T0, 0.0)
+    chain.send_transaction(swap_bytes(chain, wallet, T0, memo="b:1"), T0, 0.0)
     store.gate.clear()
     saving = asyncio.create_task(journal.persist())
     await asyncio.sleep(0)
@@ -92,7 +93,7 @@ async def test_a_failed_save_keeps_its_changes_for_the_next_one() -> None:
     store = GatedStore()
     journal = ChainJournal(chain, store.save_async)
     blockhash, _ = chain.latest_blockhash(T0)
-    sig = chain.send_transaction(_swap(chain, wallet, T0, memo="a:1"), T0, 0.0)
+    sig = chain.send_transaction(swap_bytes(chain, wallet, T0, memo="a:1"), T0, 0.0)
     store.fail_next = True
     with pytest.raises(ConnectionError):
         await journal.persist()
@@ -111,11 +112,11 @@ async def test_concurrent_callers_share_one_save() -> None:
     store = GatedStore()
     journal = ChainJournal(chain, store.save_async)
     await journal.persist()
-    chain.send_transaction(_swap(chain, wallet, T0, memo="a:1"), T0, 0.0)
+    chain.send_transaction(swap_bytes(chain, wallet, T0, memo="a:1"), T0, 0.0)
     store.gate.clear()
     first = asyncio.create_task(journal.persist())
     await asyncio.sleep(0)
-    chain.send_transaction(_swap(chain, wallet, T0, memo="b:1"), T0, 0.0)
+    chain.send_transaction(swap_bytes(chain, wallet, T0, memo="b:1"), T0, 0.0)
     later = [asyncio.create_task(journal.persist()) for _ in range(5)]
     await asyncio.sleep(0)
     store.gate.set()

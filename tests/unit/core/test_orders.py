@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -18,15 +18,11 @@ from core.orders import (
     Order,
     OrderEvent,
     OrderStatus,
-    OrderType,
     Trigger,
     next_status,
 )
 from core.quotes import Quote
-
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
-SOL = "So11111111111111111111111111111111111111112"
-USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+from tests.kit.orders import SOL, T0, USDC, make_order
 
 ROWS = sorted(TRANSITIONS.items())
 NOT_IN_TABLE = sorted(
@@ -35,25 +31,6 @@ NOT_IN_TABLE = sorted(
     for trigger in Trigger
     if (status, trigger) not in TRANSITIONS
 )
-
-
-def make_order(status: OrderStatus = OrderStatus.PENDING, attempt: int = 0, seq: int = 1) -> Order:
-    """Return an order as the repository creates it (seq 1 is its `pending` event)."""
-    return Order(
-        order_id="order-1",
-        account_id="default",
-        client_order_id=None,
-        order_type=OrderType.MARKET,
-        input_mint=SOL,
-        output_mint=USDC,
-        amount_in=1_000_000_000,
-        slippage_bps=50,
-        status=status,
-        created_at=T0,
-        updated_at=T0,
-        attempt=attempt,
-        seq=seq,
-    )
 
 
 def make_quote(venue: str = "raydium", amount_out: int = 150_000_000) -> Quote:

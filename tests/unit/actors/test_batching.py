@@ -10,6 +10,8 @@ import pytest
 from actors.batching import Coalescer, as_completed, concatenated, shared
 from actors.telemetry import BatchStats
 from core.errors import InvalidInput, VenueUnavailable
+from tests.kit.clock import FakeClock
+from tests.kit.loop import until
 
 
 class Recorder:
@@ -152,17 +154,17 @@ class Sink:
 
 
 def test_batch_stats_sum_per_site_and_hand_over_every_interval() -> None:
-    sink, now = Sink(), [0.0]
-    stats = BatchStats(sink, every_s=5.0, clock=lambda: now[0])
+    sink, clock = Sink(), FakeClock()
+    stats = BatchStats(sink, every_s=5.0, clock=clock)
     stats.record("writes", 10, 0.004, 0.020)
     stats.record("writes", 30, 0.006, 0.040)
     stats.record("quote", 1, 0.0, 0.010)
     assert sink.rows == []  # nothing before the interval is up
-    now[0] = 5.0
+    clock.advance(5.0)
     stats.record("quote", 3, 0.002, 0.030)
     assert sorted(sink.rows) == [("quote", 2, 4, pytest.approx(0.002), pytest.approx(0.040)),
                                  ("writes", 2, 40, pytest.approx(0.010), pytest.approx(0.060))]
-    now[0] = 7.0
+    clock.advance(2.0)
     stats.record("writes", 5, 0.0, 0.001)
     stats.flush()  # the sums start again after each hand-over
     assert sink.rows[-1] == ("writes", 1, 5, 0.0, pytest.approx(0.001))
@@ -208,5 +210,5 @@ async def test_batch_stats_hand_over_a_burst_even_when_no_batch_follows() -> Non
     coalescer: Coalescer[int, int] = Coalescer(Recorder(), site="burst", stats=stats)
     await asyncio.gather(*(coalescer(i) for i in range(5)))
     assert sink.rows == []
-    await asyncio.sleep(0.1)
+    await until(lambda: bool(sink.rows), timeout_s=1.0)  # the hand-over timer of every_s
     assert [(r[0], r[1], r[2]) for r in sink.rows] == [("burst", 1, 5)]

@@ -6,22 +6,14 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import UTC, datetime
 
 import pytest
 
-from actors.dispatch import Dispatcher, WorkerLost
-from core.errors import DexecError, IdempotencyConflict
-from core.orders import NewOrder, Order, OrderStatus, OrderType
-from tests.unit.loop import settle, until
-
-SOL = "So11111111111111111111111111111111111111112"
-USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-def new_order(client_order_id: str | None = None, amount_in: int = 10**9) -> NewOrder:
-    return NewOrder("default", client_order_id, OrderType.MARKET, SOL, USDC, amount_in, 50)
+from actors.dispatcher import Dispatcher
+from core.errors import DexecError, IdempotencyConflict, WorkerLost
+from core.orders import NewOrder, Order, Submission
+from tests.kit.loop import settle, until
+from tests.kit.orders import created_order, new_order
 
 
 class FakeSubmissions:
@@ -34,35 +26,23 @@ class FakeSubmissions:
         self.queued_while_persisting: list[int] = []
         self.dispatcher: Dispatcher | None = None
 
-    async def create_order(self, new: NewOrder) -> tuple[Order, bool]:
+    async def create_orders(self, news: list[NewOrder]) -> list[Submission | DexecError]:
         if self.dispatcher is not None:
             self.queued_while_persisting.append(self.dispatcher.stats()["queued"])
         await asyncio.sleep(0)  # a database round trip
+        return [self._create(new) for new in news]
+
+    def _create(self, new: NewOrder) -> Submission | DexecError:
         if new.client_order_id in self._by_client:
             existing = self.orders[self._by_client[new.client_order_id]]
             if not new.same_request(existing):
-                raise IdempotencyConflict("client_order_id reused for a different order")
+                return IdempotencyConflict("client_order_id reused for a different order")
             return existing, False
-        order_id = f"order-{len(self.orders) + 1}"
-        order = Order(
-            order_id=order_id, account_id=new.account_id, client_order_id=new.client_order_id,
-            order_type=new.order_type, input_mint=new.input_mint, output_mint=new.output_mint,
-            amount_in=new.amount_in, slippage_bps=new.slippage_bps, status=OrderStatus.PENDING,
-            created_at=T0, updated_at=T0, seq=1,
-        )
-        self.orders[order_id] = order
+        order = created_order(f"order-{len(self.orders) + 1}", new)
+        self.orders[order.order_id] = order
         if new.client_order_id is not None:
-            self._by_client[new.client_order_id] = order_id
+            self._by_client[new.client_order_id] = order.order_id
         return order, True
-
-    async def create_orders(self, news: list[NewOrder]) -> list[object]:
-        answers: list[object] = []
-        for new in news:
-            try:
-                answers.append(await self.create_order(new))
-            except DexecError as exc:
-                answers.append(exc)
-        return answers
 
     async def open_order_ids(self) -> list[str]:
         return list(self.open_ids)
@@ -122,6 +102,12 @@ def counts(dispatcher: Dispatcher) -> dict[str, int]:
     return {key: stats[key] for key in ("queued", "executing", "capacity")}
 
 
+async def submit(dispatcher: Dispatcher, new: NewOrder) -> Submission:
+    """Submit one order; raise its DexecError if it was refused."""
+    (answer,) = await dispatcher.submit_many([new])
+    if isinstance(answer, DexecError):
+        raise answer
+    return answer
 
 
 MakeDispatcher = Callable[..., Dispatcher]
@@ -156,7 +142,7 @@ async def test_submit_persists_then_enqueues(make_dispatcher: MakeDispatcher) ->
     store, workers = FakeSubmissions(), FakeWorkers(2)
     dispatcher = make_dispatcher(store, workers)
 
-    order, created = await dispatcher.submit(new_order("c-1"))
+    order, created = await submit(dispatcher, new_order("c-1"))
 
     assert created
     assert store.orders == {order.order_id: order}
@@ -173,8 +159,8 @@ async def test_a_duplicate_submission_is_not_enqueued(make_dispatcher: MakeDispa
     store, workers = FakeSubmissions(), FakeWorkers(1)
     dispatcher = make_dispatcher(store, workers)
 
-    first, created = await dispatcher.submit(new_order("c-1"))
-    again, created_again = await dispatcher.submit(new_order("c-1"))
+    first, created = await submit(dispatcher, new_order("c-1"))
+    again, created_again = await submit(dispatcher, new_order("c-1"))
 
     assert created and not created_again
     assert again == first
@@ -185,7 +171,7 @@ async def test_a_duplicate_submission_is_not_enqueued(make_dispatcher: MakeDispa
     assert workers.started == [first.order_id]
 
     # A client retrying after the order finished gets it back; it does not run again.
-    late, created_late = await dispatcher.submit(new_order("c-1"))
+    late, created_late = await submit(dispatcher, new_order("c-1"))
     await settle()
     assert not created_late and late == first
     assert workers.started == [first.order_id]
@@ -195,10 +181,10 @@ async def test_a_duplicate_submission_is_not_enqueued(make_dispatcher: MakeDispa
 async def test_a_failed_submission_is_not_enqueued(make_dispatcher: MakeDispatcher) -> None:
     store, workers = FakeSubmissions(), FakeWorkers(1)
     dispatcher = make_dispatcher(store, workers)
-    await dispatcher.submit(new_order("c-1"))
+    await submit(dispatcher, new_order("c-1"))
 
     with pytest.raises(IdempotencyConflict):
-        await dispatcher.submit(new_order("c-1", amount_in=5))
+        await submit(dispatcher, new_order("c-1", amount_in=5))
 
     assert dispatcher.stats()["queued"] == 1
     assert len(store.orders) == 1
@@ -214,7 +200,7 @@ async def test_concurrency_never_exceeds_workers_times_per_worker(
     dispatcher = make_dispatcher(store, workers, per_worker=3)
     ids = []
     for _ in range(20):
-        order, _ = await dispatcher.submit(new_order())
+        order, _ = await submit(dispatcher, new_order())
         ids.append(order.order_id)
     workers.gate.clear()
 
@@ -245,7 +231,7 @@ async def test_orders_submitted_while_running_are_picked_up(
     await dispatcher.start()
 
     for _ in range(10):
-        await dispatcher.submit(new_order())
+        await submit(dispatcher, new_order())
         await asyncio.sleep(0)
     await until(lambda: len(workers.finished) == 10)
 
@@ -290,7 +276,7 @@ async def test_a_lost_execution_is_dispatched_again(
 ) -> None:
     store, workers = FakeSubmissions(), FakeWorkers(2)
     dispatcher = make_dispatcher(store, workers)
-    order, _ = await dispatcher.submit(new_order())
+    order, _ = await submit(dispatcher, new_order())
     workers.failures[order.order_id] = [failure]
 
     await dispatcher.start()

@@ -14,37 +14,21 @@ from core.errors import BlockhashExpired, InvalidInput, NoRoute
 from core.quotes import TxStatus
 from gateways.simulated.chain import PAIRS, SimChain
 from gateways.simulated.program import build_swap_transaction, decode_swap
-
-T0 = 1_700_000_000.0
-BLOCK_TIME_S = 0.4
-VALID_BLOCKS = 150
-SOL = 10**9
-USDC = 10**6
-
-
-def make_chain(seed: int = 7) -> SimChain:
-    return SimChain(seed=seed, block_time_s=BLOCK_TIME_S, blockhash_valid_blocks=VALID_BLOCKS,
-                    start_time=T0)
+from tests.kit.chain import (
+    BLOCK_TIME_S,
+    SOL,
+    T0,
+    USDC,
+    VALID_BLOCKS,
+    make_chain,
+    signed_swap,
+)
 
 
 def funded_wallet(chain: SimChain, seed: int = 1) -> Keypair:
     wallet = Keypair.from_seed(bytes([seed]) * 32)
     chain.fund(str(wallet.pubkey()), {"SOL": 1_000 * SOL, "USDC": 100_000 * USDC})
     return wallet
-
-
-def signed_swap(
-    chain: SimChain, wallet: Keypair, *, venue: str = "raydium", sell: str = "SOL",
-    buy: str = "USDC", amount_in: int = SOL, slippage_bps: int = 50, now: float = T0,
-    min_out: int | None = None, memo: str = "order-1:1",
-) -> tuple[bytes, int, int]:
-    """Quote, then build and sign the swap as a gateway does; return (bytes, quoted, min_out)."""
-    pool, x_to_y, result, _ = chain.quote(venue, sell, buy, amount_in, now)
-    blockhash, _ = chain.latest_blockhash(now)
-    if min_out is None:
-        min_out = result.amount_out * (10_000 - slippage_bps) // 10_000
-    tx = build_swap_transaction(wallet, pool, amount_in, min_out, x_to_y, blockhash, memo=memo)
-    return bytes(tx), result.amount_out, min_out
 
 
 def balances(chain: SimChain, wallet: Keypair) -> tuple[int, int]:
@@ -156,10 +140,12 @@ def test_a_resend_before_landing_still_executes_once() -> None:
 def test_two_orders_with_identical_swaps_get_distinct_signatures() -> None:
     chain = make_chain()
     wallet = funded_wallet(chain)
-    pool, x_to_y, _, _ = chain.quote("raydium", "SOL", "USDC", SOL, T0)
+    quote = chain.quote("raydium", "SOL", "USDC", SOL, T0)
     blockhash, _ = chain.latest_blockhash(T0)
-    one = build_swap_transaction(wallet, pool, SOL, 0, x_to_y, blockhash, memo="dexec:a:1")
-    two = build_swap_transaction(wallet, pool, SOL, 0, x_to_y, blockhash, memo="dexec:b:1")
+    one = build_swap_transaction(wallet, quote.pool, SOL, 0, quote.x_to_y, blockhash,
+                                 memo="dexec:a:1")
+    two = build_swap_transaction(wallet, quote.pool, SOL, 0, quote.x_to_y, blockhash,
+                                 memo="dexec:b:1")
 
     sig_one = chain.send_transaction(bytes(one), T0, 0.0)
     sig_two = chain.send_transaction(bytes(two), T0, 0.0)
@@ -229,9 +215,9 @@ def test_latest_blockhash_reports_its_last_valid_height() -> None:
 def test_an_unknown_blockhash_is_refused() -> None:
     chain = make_chain()
     wallet = funded_wallet(chain)
-    pool, x_to_y, _, _ = chain.quote("raydium", "SOL", "USDC", SOL, T0)
-    tx = build_swap_transaction(wallet, pool, SOL, 0, x_to_y, str(Hash.new_unique()),
-                                memo="m")
+    quote = chain.quote("raydium", "SOL", "USDC", SOL, T0)
+    tx = build_swap_transaction(wallet, quote.pool, SOL, 0, quote.x_to_y,
+                                str(Hash.new_unique()), memo="m")
 
     with pytest.raises(BlockhashExpired, match="not found"):
         chain.send_transaction(bytes(tx), T0, 0.0)
@@ -262,7 +248,7 @@ def test_min_amount_out_above_what_the_pool_pays_fails_with_slippage_exceeded() 
     chain = make_chain()
     wallet = funded_wallet(chain)
     price_before = chain.spot_price("raydium", "SOL", "USDC")
-    quoted = chain.quote("raydium", "SOL", "USDC", SOL, T0)[2].amount_out
+    quoted = chain.quote("raydium", "SOL", "USDC", SOL, T0).amount_out
     tx, _, _ = signed_swap(chain, wallet, min_out=quoted + 1)
 
     signature = chain.send_transaction(tx, T0, 0.0)
@@ -273,7 +259,7 @@ def test_min_amount_out_above_what_the_pool_pays_fails_with_slippage_exceeded() 
     assert status.error is not None and "slippage exceeded" in status.error
     assert status.amount_out == 0
     assert chain.spot_price("raydium", "SOL", "USDC") == price_before
-    assert chain.quote("raydium", "SOL", "USDC", SOL, T0)[2].amount_out == quoted
+    assert chain.quote("raydium", "SOL", "USDC", SOL, T0).amount_out == quoted
     assert balances(chain, wallet) == (1_000 * SOL, 100_000 * USDC)
     assert chain.executed_swaps([signature]) == 0
 

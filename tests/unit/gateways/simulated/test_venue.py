@@ -1,4 +1,4 @@
-"""Unit tests for the simulated venue: the in-process gateway and the venue servers' behaviour."""
+"""Unit tests for the simulated venue gateway: quotes, swaps and sends through a chain client."""
 
 from __future__ import annotations
 
@@ -6,68 +6,29 @@ import pytest
 from solders.keypair import Keypair
 from solders.transaction import Transaction
 
-from core.errors import InvalidInput, VenueTimeout, VenueUnavailable
+from core.errors import InvalidInput
 from core.quotes import TxStatus
 from core.tokens import TokenRegistry
-from gateways.simulated.chain import SimChain
 from gateways.simulated.program import decode_swap
-from gateways.simulated.venue import Faults, SimulatedVenue, VenueBehaviour
-
-T0 = 1_700_000_000.0
-
-
-def behaviour(**faults: object) -> VenueBehaviour:
-    return VenueBehaviour("raydium", quote_latency_ms=(50, 200), swap_latency_ms=(2000, 3000),
-                          faults=Faults(**faults), seed=7)  # type: ignore[arg-type]
-
-
-def test_latency_is_drawn_within_the_venue_bounds() -> None:
-    venue = behaviour()
-    quotes = [venue.quote_delay_s() for _ in range(200)]
-    landings = [venue.landing_delay_s() for _ in range(200)]
-    assert all(0.05 <= d <= 0.2 for d in quotes) and len(set(quotes)) > 100
-    assert all(2.0 <= d <= 3.0 for d in landings)
-    venue.quote_latency_ms, venue.swap_latency_ms = (0, 0), (0, 0)
-    assert venue.quote_delay_s() == 0.0 and venue.landing_delay_s() == 0.0
-
-
-def test_injected_failures_count_down_and_a_down_venue_always_fails() -> None:
-    venue = behaviour(fail_next=2)
-    for _ in range(2):
-        with pytest.raises(VenueUnavailable, match="injected"):
-            venue.check()
-    venue.check()  # the third call goes through
-    with pytest.raises(VenueTimeout):
-        behaviour(timeout_rate=1.0).check()
-    down = behaviour(down=True)
-    for _ in range(3):
-        with pytest.raises(VenueUnavailable, match="down"):
-            down.check()
-
-
-def test_the_same_seed_draws_the_same_latencies() -> None:
-    one, two = behaviour(), behaviour()
-    assert [one.quote_delay_s() for _ in range(5)] == [two.quote_delay_s() for _ in range(5)]
+from gateways.simulated.schema import PoolQuote
+from gateways.simulated.venue import SimulatedVenue
+from tests.kit.chain import T0, make_chain
+from tests.kit.clock import FakeClock
 
 
 class FakeChain:
     """A SimChain behind the ChainClient protocol, counting the calls that reach it."""
 
     def __init__(self) -> None:
-        self.chain = SimChain(seed=7, block_time_s=0.4, blockhash_valid_blocks=150,
-                              start_time=T0)
+        self.chain = make_chain()
         self.now = T0
         self.calls: list[str] = []
         self.sent: list[tuple[str, bytes]] = []
 
     async def quote(self, venue: str, token_in: str, token_out: str, amount_in: int
-                    ) -> dict[str, object]:
+                    ) -> PoolQuote:
         self.calls.append(f"quote:{venue}:{token_in}:{token_out}")
-        pool, x_to_y, result, fee_bps = self.chain.quote(venue, token_in, token_out, amount_in,
-                                                         self.now)
-        return {"pool": pool, "x_to_y": x_to_y, "amount_out": result.amount_out,
-                "fee": result.fee, "fee_bps": str(fee_bps),
-                "price_impact_bps": result.price_impact_bps}
+        return self.chain.quote(venue, token_in, token_out, amount_in, self.now)
 
     async def latest_blockhash(self) -> tuple[str, int]:
         self.calls.append("blockhash")
@@ -112,13 +73,13 @@ async def test_the_gateway_quotes_builds_and_sends_through_the_chain_client() ->
 
 
 async def test_the_block_height_is_asked_at_most_once_a_slot() -> None:
-    fake, clock = FakeChain(), [100.0]
+    fake, clock = FakeChain(), FakeClock(100.0)
     gateway = SimulatedVenue("raydium", fake, Keypair.from_seed(bytes([3]) * 32),
-                             TokenRegistry(), clock=lambda: clock[0])
+                             TokenRegistry(), clock=clock)
     first = await gateway.block_height()
     fake.now += 2.0  # the chain moves on by five blocks
     assert await gateway.block_height() == first  # within the slot: the answer it had
     assert fake.calls == ["height"]
-    clock[0] += 0.5  # a slot later it asks again and sees the new height
+    clock.advance(0.5)  # a slot later it asks again and sees the new height
     assert await gateway.block_height() == first + 5
     assert fake.calls == ["height", "height"]

@@ -1,4 +1,4 @@
-"""Unit tests for OrderExecutor and collect_quotes with in-memory fakes (no Ray, no database)."""
+"""Unit tests for OrderExecutor and LandingWatcher with in-memory fakes (no Ray, no database)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import asyncio
 import random
 import struct
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from actors.execution import LandingWatcher, OrderExecutor, collect_quotes
+from actors.executor import OrderExecutor
+from actors.landing import LandingWatcher
 from core.errors import (
-    BlockhashExpired,
     DexecError,
     InsufficientFunds,
     InsufficientLiquidity,
@@ -23,49 +23,24 @@ from core.errors import (
     NoRoute,
     OrderNotFound,
     OutcomeUnknownError,
-    RetryableError,
     SlippageExceeded,
     TerminalError,
     TransientDatabaseError,
     VenueTimeout,
     VenueUnavailable,
 )
-from core.orders import Change, Order, OrderEvent, OrderStatus, OrderType, Trigger
+from core.orders import Change, Order, OrderEvent, OrderStatus, Trigger
 from core.quotes import Quote, SignedSwap, TxStatus, execution_price, min_amount_out
 from core.retry import RetryPolicy
 from core.tokens import TokenRegistry
-
-SOL = "So11111111111111111111111111111111111111112"
-USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
-ONE_SOL = 1_000_000_000
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
-START_HEIGHT = 1_000
-BLOCK_TIME_S = 0.4
-VALID_BLOCKS = 150
+from tests.kit.clock import FakeClock
+from tests.kit.fakes import BLOCK_TIME_S, START_HEIGHT, VALID_BLOCKS, Call, FakeVenue, SlowVenue
+from tests.kit.orders import ONE_SOL, SOL, T0, USDC, make_order
 
 S = OrderStatus
-Call = tuple[str, ...]
 
 
 # --- fakes ---------------------------------------------------------------------------------
-
-
-class FakeClock:
-    """Monotonic time that only moves when the executor sleeps."""
-
-    def __init__(self, max_sleeps: int = 5_000) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-        self._max_sleeps = max_sleeps
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        if len(self.sleeps) > self._max_sleeps:
-            raise AssertionError("the executor kept sleeping: it never settled the order")
 
 
 class FakeStore:
@@ -92,13 +67,9 @@ class FakeStore:
         return T0 + timedelta(milliseconds=self._ticks)
 
     def create(self, order_id: str = "order-1", *, slippage_bps: int = 50) -> Order:
-        """Persist a pending order with its first event, like OrderRepository.create_order."""
+        """Persist a pending order with its first event, like OrderRepository.create_orders."""
         now = self._now()
-        order = Order(
-            order_id=order_id, account_id="default", client_order_id=None,
-            order_type=OrderType.MARKET, input_mint=SOL, output_mint=USDC, amount_in=ONE_SOL,
-            slippage_bps=slippage_bps, status=S.PENDING, created_at=now, updated_at=now, seq=1,
-        )
+        order = make_order(order_id=order_id, slippage_bps=slippage_bps, created_at=now)
         self.rows[order_id] = order
         self.history[order_id] = [OrderEvent(order_id, 1, S.PENDING, now, attempt=0)]
         self.quotes[order_id] = {}
@@ -116,8 +87,7 @@ class FakeStore:
                        quotes=tuple(self.quotes[order_id].values()))
 
     async def apply_change(
-        self, order_id: str, change: Change, *, epoch: int | None = None,
-        expected: Order | None = None,
+        self, order_id: str, change: Change, *, epoch: int | None, expected: Order | None,
     ) -> tuple[Order, OrderEvent] | None:
         self._outage("apply_change", str(change.trigger))
         row = self.rows.get(order_id)
@@ -138,7 +108,7 @@ class FakeStore:
         return order, event
 
     async def record_swap(
-        self, order_id: str, attempt: int, swap: SignedSwap, *, epoch: int | None = None
+        self, order_id: str, attempt: int, swap: SignedSwap, *, epoch: int | None
     ) -> None:
         self.calls.append(("record_swap", swap.signature))
         if swap.signature not in self.swap_status:
@@ -159,124 +129,6 @@ class FakeStore:
 
     def events(self, order_id: str = "order-1") -> list[OrderEvent]:
         return list(self.history[order_id])
-
-
-class FakeVenue:
-    """A VenueGateway over a toy chain: sent bytes land at once unless told otherwise."""
-
-    def __init__(self, name: str, amount_out: int, calls: list[Call], clock: FakeClock) -> None:
-        self.name = name
-        self.amount_out = amount_out
-        self.calls = calls
-        self.clock = clock
-        self.quote_failures: list[Exception] = []  # raised by the next quote calls
-        self.always_fail_quote: Exception | None = None
-        self.build_failures: list[Exception] = []
-        self.send_failures: list[Exception] = []  # raised by the next send calls
-        self.land_despite_send_failure = False  # the bytes reached the chain anyway
-        self.chain_error: tuple[str, str] | None = None  # (message, error_code) of a failed tx
-        self.never_land_next_builds = 0  # these swaps are never executed, however often sent
-        self.refuse_as_expired: set[str] = set()  # send says the blockhash expired
-        self.height_failures: list[Exception] = []  # raised by the next block_height calls
-        self.land_after_polls = 0  # accepted swaps become visible after this many polls
-        self._in_flight: dict[str, tuple[SignedSwap, int]] = {}
-        self.built: list[tuple[SignedSwap, str]] = []
-        self.sent: list[str] = []
-        self.landed: dict[str, TxStatus] = {}
-        self._doomed: set[str] = set()
-
-    def height(self) -> int:
-        return START_HEIGHT + int(self.clock.now / BLOCK_TIME_S)
-
-    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
-        self.calls.append(("quote", self.name))
-        if self.quote_failures:
-            raise self.quote_failures.pop(0)
-        if self.always_fail_quote is not None:
-            raise self.always_fail_quote
-        return Quote(
-            venue=self.name, pool=f"{self.name}-pool", input_mint=input_mint,
-            output_mint=output_mint, amount_in=amount_in, amount_out=self.amount_out,
-            fee=amount_in // 400, fee_bps=Decimal(25), price_impact_bps=2,
-            payload=f"route:{self.name}",
-        )
-
-    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
-        self.calls.append(("build_swap", self.name))
-        if self.build_failures:
-            raise self.build_failures.pop(0)
-        assert quote.venue == self.name
-        assert quote.payload == f"route:{self.name}"
-        signature = f"{self.name}-sig-{len(self.built) + 1}"
-        swap = SignedSwap(self.name, signature, f"{signature}|{memo}".encode(),
-                          self.height() + VALID_BLOCKS, min_amount_out)
-        self.built.append((swap, memo))
-        if self.never_land_next_builds > 0:
-            self.never_land_next_builds -= 1
-            self._doomed.add(signature)
-        return swap
-
-    async def send(self, swap: SignedSwap) -> None:
-        self.calls.append(("send", swap.signature))
-        self.sent.append(swap.signature)
-        if swap.signature in self.refuse_as_expired:
-            raise BlockhashExpired("blockhash not found", venue=self.name)
-        if self.send_failures:
-            error = self.send_failures.pop(0)
-            if self.land_despite_send_failure:
-                self._land(swap)
-            raise error
-        self._land(swap)
-
-    def _land(self, swap: SignedSwap) -> None:
-        if swap.signature in self.landed or swap.signature in self._doomed:
-            return  # the same bytes execute once
-        if swap.signature in self._in_flight:
-            return
-        if self.land_after_polls:
-            self._in_flight[swap.signature] = (swap, self.land_after_polls)
-            return
-        self._execute(swap)
-
-    def _execute(self, swap: SignedSwap) -> None:
-        if self.height() > swap.last_valid_block_height:
-            return
-        if self.chain_error is not None:
-            message, code = self.chain_error
-            status = TxStatus(swap.signature, False, self.height(), 0, message, code)
-        else:
-            status = TxStatus(swap.signature, True, self.height(), self.amount_out)
-        self.landed[swap.signature] = status
-
-    async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
-        self.calls.append(("statuses", *signatures))
-        for signature, (swap, polls) in list(self._in_flight.items()):
-            if polls <= 1:
-                del self._in_flight[signature]
-                self._execute(swap)
-            else:
-                self._in_flight[signature] = (swap, polls - 1)
-        return [self.landed.get(s) for s in signatures]
-
-    def executed(self) -> list[str]:
-        """Return the signatures that executed a swap, once everything in flight landed."""
-        for swap, _ in list(self._in_flight.values()):
-            del self._in_flight[swap.signature]
-            self._execute(swap)
-        return [s for s, status in self.landed.items() if status.confirmed]
-
-    async def block_height(self) -> int:
-        if self.height_failures:
-            raise self.height_failures.pop(0)
-        return self.height()
-
-
-class SlowVenue(FakeVenue):
-    """A venue whose quotes never come back."""
-
-    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
 
 
 class RecordingSink:
@@ -345,10 +197,11 @@ async def submitted_order(world: World, swap: SignedSwap, *, status: S = S.SUBMI
     for step in steps:
         if order.status is status:
             break
-        result = await world.store.apply_change(order.order_id, step)
+        result = await world.store.apply_change(order.order_id, step, epoch=None,
+                                                expected=None)
         assert result is not None
         order = result[0]
-    await world.store.record_swap(order.order_id, 1, swap)
+    await world.store.record_swap(order.order_id, 1, swap, epoch=None)
     world.calls.clear()
     return order
 
@@ -790,7 +643,8 @@ async def test_a_database_blip_recording_the_send_does_not_sign_a_second_swap(
 
 async def test_terminal_and_unknown_orders_are_left_alone(world: World) -> None:
     order = world.store.create()
-    await world.store.apply_change(order.order_id, Change(Trigger.FAIL, 0, error="cancelled"))
+    await world.store.apply_change(order.order_id, Change(Trigger.FAIL, 0, error="cancelled"),
+                                   epoch=None, expected=None)
     world.calls.clear()
 
     assert await world.executor().execute(order.order_id) == S.FAILED
@@ -813,37 +667,7 @@ async def test_executing_a_confirmed_order_again_only_repeats_its_last_event(wor
     assert len(world.raydium.built) == 1
 
 
-# --- collect_quotes -------------------------------------------------------------------------
-
-
-async def test_collect_quotes_reports_a_slow_venue_as_a_timeout(world: World) -> None:
-    slow = SlowVenue("slowswap", 160_000_000, world.calls, world.clock)
-
-    quotes, errors = await collect_quotes([slow, world.raydium], SOL, USDC, ONE_SOL, 0.05)
-
-    assert [q.venue for q in quotes] == ["raydium"]
-    assert set(errors) == {"slowswap"}
-    error = errors["slowswap"]
-    assert isinstance(error, VenueTimeout)
-    assert error.retryable
-    assert error.venue == "slowswap"
-    assert "timed out" in error.message
-
-
-async def test_collect_quotes_keeps_dexec_errors_and_wraps_others(world: World) -> None:
-    refusal = InsufficientLiquidity("too shallow", venue="raydium")
-    world.raydium.quote_failures = [refusal]
-    world.meteora.quote_failures = [ConnectionResetError("peer reset")]
-
-    quotes, errors = await collect_quotes([world.raydium, world.meteora], SOL, USDC, ONE_SOL,
-                                          1.0)
-
-    assert quotes == []
-    assert errors["raydium"] is refusal
-    wrapped = errors["meteora"]
-    assert type(wrapped) is RetryableError
-    assert wrapped.venue == "meteora"
-    assert "peer reset" in wrapped.message
+# --- a slow venue ---------------------------------------------------------------------------
 
 
 async def test_a_slow_venue_does_not_hold_up_the_order(world: World) -> None:
@@ -869,9 +693,9 @@ async def test_status_lookup_failing_at_expiry_does_not_sign_a_second_swap(world
     async def flaky(signatures: list[str]) -> list[Any]:
         answer = await original(signatures)
         if venue.height() > START_HEIGHT + 20 and not landed["done"]:
-            for signature, (swap, _) in list(venue._in_flight.items()):
-                del venue._in_flight[signature]
-                venue._execute(swap)  # it lands just as the status RPC starts failing
+            for signature, (swap, _) in list(venue.in_flight.items()):
+                del venue.in_flight[signature]
+                venue.execute_swap(swap)  # it lands just as the status RPC starts failing
             landed["done"] = True
         if landed["done"] and world.clock.now < 10_000:
             raise VenueUnavailable("rpc 503", venue="raydium")

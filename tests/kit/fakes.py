@@ -1,0 +1,135 @@
+"""Fakes of the engine's ports that several test modules share."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from core.errors import BlockhashExpired
+from core.quotes import Quote, SignedSwap, TxStatus
+from tests.kit.clock import FakeClock
+
+# The toy chain behind FakeVenue: its height counts blocks of the clock's time.
+START_HEIGHT = 1_000
+BLOCK_TIME_S = 0.4
+VALID_BLOCKS = 150
+
+Call = tuple[str, ...]  # what a fake was asked, in the order it was asked: ("send", signature)
+
+
+class FakeVenue:
+    """A VenueGateway over a toy chain: sent bytes land at once unless told otherwise."""
+
+    def __init__(self, name: str, amount_out: int, calls: list[Call], clock: FakeClock) -> None:
+        self.name = name
+        self.amount_out = amount_out
+        self.calls = calls
+        self.clock = clock
+        self.quote_failures: list[Exception] = []  # raised by the next quote calls
+        self.always_fail_quote: Exception | None = None
+        self.build_failures: list[Exception] = []
+        self.send_failures: list[Exception] = []  # raised by the next send calls
+        self.land_despite_send_failure = False  # the bytes reached the chain anyway
+        self.chain_error: tuple[str, str] | None = None  # (message, error_code) of a failed tx
+        self.never_land_next_builds = 0  # these swaps are never executed, however often sent
+        self.refuse_as_expired: set[str] = set()  # send says the blockhash expired
+        self.height_failures: list[Exception] = []  # raised by the next block_height calls
+        self.land_after_polls = 0  # accepted swaps become visible after this many polls
+        self.in_flight: dict[str, tuple[SignedSwap, int]] = {}  # accepted, polls to go
+        self.built: list[tuple[SignedSwap, str]] = []
+        self.sent: list[str] = []
+        self.landed: dict[str, TxStatus] = {}
+        self._doomed: set[str] = set()
+
+    def height(self) -> int:
+        return START_HEIGHT + int(self.clock.now / BLOCK_TIME_S)
+
+    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+        self.calls.append(("quote", self.name))
+        if self.quote_failures:
+            raise self.quote_failures.pop(0)
+        if self.always_fail_quote is not None:
+            raise self.always_fail_quote
+        return Quote(
+            venue=self.name, pool=f"{self.name}-pool", input_mint=input_mint,
+            output_mint=output_mint, amount_in=amount_in, amount_out=self.amount_out,
+            fee=amount_in // 400, fee_bps=Decimal(25), price_impact_bps=2,
+            payload=f"route:{self.name}",
+        )
+
+    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
+        self.calls.append(("build_swap", self.name))
+        if self.build_failures:
+            raise self.build_failures.pop(0)
+        assert quote.venue == self.name
+        assert quote.payload == f"route:{self.name}"
+        signature = f"{self.name}-sig-{len(self.built) + 1}"
+        swap = SignedSwap(self.name, signature, f"{signature}|{memo}".encode(),
+                          self.height() + VALID_BLOCKS, min_amount_out)
+        self.built.append((swap, memo))
+        if self.never_land_next_builds > 0:
+            self.never_land_next_builds -= 1
+            self._doomed.add(signature)
+        return swap
+
+    async def send(self, swap: SignedSwap) -> None:
+        self.calls.append(("send", swap.signature))
+        self.sent.append(swap.signature)
+        if swap.signature in self.refuse_as_expired:
+            raise BlockhashExpired("blockhash not found", venue=self.name)
+        if self.send_failures:
+            error = self.send_failures.pop(0)
+            if self.land_despite_send_failure:
+                self._land(swap)
+            raise error
+        self._land(swap)
+
+    def _land(self, swap: SignedSwap) -> None:
+        if swap.signature in self.landed or swap.signature in self._doomed:
+            return  # the same bytes execute once
+        if swap.signature in self.in_flight:
+            return
+        if self.land_after_polls:
+            self.in_flight[swap.signature] = (swap, self.land_after_polls)
+            return
+        self.execute_swap(swap)
+
+    def execute_swap(self, swap: SignedSwap) -> None:
+        if self.height() > swap.last_valid_block_height:
+            return
+        if self.chain_error is not None:
+            message, code = self.chain_error
+            status = TxStatus(swap.signature, False, self.height(), 0, message, code)
+        else:
+            status = TxStatus(swap.signature, True, self.height(), self.amount_out)
+        self.landed[swap.signature] = status
+
+    async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
+        self.calls.append(("statuses", *signatures))
+        for signature, (swap, polls) in list(self.in_flight.items()):
+            if polls <= 1:
+                del self.in_flight[signature]
+                self.execute_swap(swap)
+            else:
+                self.in_flight[signature] = (swap, polls - 1)
+        return [self.landed.get(s) for s in signatures]
+
+    def executed(self) -> list[str]:
+        """Return the signatures that executed a swap, once everything in flight landed."""
+        for swap, _ in list(self.in_flight.values()):
+            del self.in_flight[swap.signature]
+            self.execute_swap(swap)
+        return [s for s, status in self.landed.items() if status.confirmed]
+
+    async def block_height(self) -> int:
+        if self.height_failures:
+            raise self.height_failures.pop(0)
+        return self.height()
+
+
+class SlowVenue(FakeVenue):
+    """A venue whose quotes never come back."""
+
+    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
