@@ -131,8 +131,3 @@ class EventBatcher:
                 await self._send(batch)
             except Exception:
                 log.exception("could not deliver %d events to the notifier", len(batch))
-
-    async def flush(self) -> None:
-        if self._task is not None:
-            self._wake.set()
-            await self._task

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from actors.batching import Coalescer
 from actors.telemetry import BatchStats
-from core.errors import DexecError, WorkerLost
+from core.errors import DexecError, WorkerLost, reason
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +169,13 @@ class WorkerLink:
         while self._waiting and self._closed is None:
             try:
                 incarnation, outcomes = await self._h.finished(self._poll_s)
-            except WorkerLost as exc:
-                self._lose(f"{self._name} died: {exc.message}")
+            except Exception as exc:
+                # Dead, or its answer is lost with the call: either way the outcomes it
+                # carried are gone. Dispatching again is safe (the lease and the order's
+                # record decide), waiting forever is not.
+                if not isinstance(exc, WorkerLost):
+                    log.warning("outcomes from %s lost: %s", self._name, reason(exc))
+                self._lose(f"{self._name} died: {reason(exc)}")
                 await self._sleep(0.2)
                 continue
             for order_id, outcome in outcomes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +18,10 @@ from core.errors import (
     OrderNotFound,
     Overloaded,
     RetryableError,
+    reason,
 )
+
+log = logging.getLogger(__name__)
 
 _STATUS_FOR: list[tuple[type[DexecError], int]] = [
     (OrderNotFound, 404),
@@ -98,8 +102,15 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    # A bug: the client learns nothing about the internals, the log has the traceback.
+    log.error("request failed: %s", reason(exc), exc_info=exc)
+    return _response(500, "internal error")
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer every error of `app` in the API's shape."""
+    """Answer every error of `app` in the API's shape (a 500 too, without internals)."""
+    app.add_exception_handler(Exception, _unexpected)
     app.add_exception_handler(DexecError, _dexec_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -32,12 +32,6 @@ class EmbeddedPostgres:
         log.info("embedded PostgreSQL at %s", self.data_dir)
         return uri
 
-    def stop_if_running(self) -> None:
-        """Stop a server left running in this folder by an earlier (perhaps killed) process."""
-        if (self.data_dir / "postmaster.pid").exists():
-            self.start()
-            self.stop()
-
     def stop(self) -> None:
         """Stop the server (and delete its data when asked to at construction).
 

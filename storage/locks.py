@@ -100,10 +100,6 @@ class ExecutionLocks:
             assert self._conn is not None  # noqa: S101 - set above
             return self._conn
 
-    async def try_acquire(self, order_id: str) -> Lease | None:
-        """Return a lease on the order, or None when anyone else, here or elsewhere, holds it."""
-        return (await self.try_acquire_many([order_id]))[0]
-
     async def try_acquire_many(self, order_ids: Sequence[str]) -> list[Lease | None]:
         """Lease each order that nobody else holds; None for the others. Two statements."""
         answers: list[Lease | None] = [None] * len(order_ids)

@@ -131,12 +131,6 @@ class ChainChanges:
     # Every blockhash issued below this height was forgotten (long expired): delete them too.
     blockhash_floor: int | None = None
 
-    def is_empty(self) -> bool:
-        """Return True when there is nothing to save."""
-        return self.meta is None and self.blockhash_floor is None and not (
-            self.transactions or self.pools or self.balances or self.blockhashes
-        )
-
     def merged(self, later: ChainChanges) -> ChainChanges:
         """Return one change set equal to applying self, then `later` (e.g. after a failed save)."""
         return ChainChanges(

@@ -96,7 +96,10 @@ def app(tmp_path: Path) -> Iterator[App]:
     # The embedded PostgreSQL outlived the SIGKILL by design; stop it here.
     from storage.embedded import EmbeddedPostgres
 
-    EmbeddedPostgres(tmp_path).stop_if_running()
+    left_running = EmbeddedPostgres(tmp_path)
+    if (left_running.data_dir / "postmaster.pid").exists():
+        left_running.start()  # a handle on the running server, to stop it
+        left_running.stop()
 
 
 async def test_app_sigkilled_with_200_in_flight_finishes_every_order_exactly_once(

@@ -12,9 +12,15 @@ from core.orders import Change, NewOrder, OrderType, Trigger
 from core.quotes import SignedSwap
 from core.tokens import TokenRegistry
 from dexec.launch import Engine
-from storage.locks import ExecutionLocks, lock_key
+from storage.locks import ExecutionLocks, Lease, lock_key
 from storage.repository import OrderRepository
 from storage.writes import ApplyChange, RecordSwap, Write, Written
+
+
+async def lease_of(locks: ExecutionLocks, order_id: str) -> Lease | None:
+    """Lease one order, as a worker's batched leases do for many."""
+    [lease] = await locks.try_acquire_many([order_id])
+    return lease
 
 
 async def test_a_lease_is_exclusive_within_a_process_and_across_sessions(engine: Engine) -> None:
@@ -23,18 +29,18 @@ async def test_a_lease_is_exclusive_within_a_process_and_across_sessions(engine:
     here, elsewhere = ExecutionLocks(url), ExecutionLocks(url)
     order_id = str(uuid.uuid4())
     try:
-        lease = await here.try_acquire(order_id)
+        lease = await lease_of(here, order_id)
         assert lease is not None and lease.valid
         # PostgreSQL advisory locks are re-entrant per session: the same worker must still
         # refuse a second execution of the order.
-        assert await here.try_acquire(order_id) is None
-        assert await elsewhere.try_acquire(order_id) is None
+        assert await lease_of(here, order_id) is None
+        assert await lease_of(elsewhere, order_id) is None
         await lease.release()
-        taken = await elsewhere.try_acquire(order_id)
+        taken = await lease_of(elsewhere, order_id)
         assert taken is not None
-        assert await here.try_acquire(order_id) is None
+        assert await lease_of(here, order_id) is None
         await taken.release()
-        again = await here.try_acquire(order_id)
+        again = await lease_of(here, order_id)
         assert again is not None
         await again.release()
     finally:
@@ -64,7 +70,7 @@ async def test_a_superseded_lease_can_write_nothing(engine: Engine) -> None:
     assert not isinstance(created, DexecError)
     order, _ = created
     try:
-        old = await first.try_acquire(order.order_id)
+        old = await lease_of(first, order.order_id)
         assert old is not None and old.epoch is not None
         # PostgreSQL ends the first executor's lock session (restart, idle timeout, ...).
         async with repo.db.connection() as conn:
@@ -73,7 +79,7 @@ async def test_a_superseded_lease_can_write_nothing(engine: Engine) -> None:
                 " AND objid = %s", (lock_key(order.order_id) & 0xFFFFFFFF,))
         new = None
         for _ in range(50):
-            new = await second.try_acquire(order.order_id)
+            new = await lease_of(second, order.order_id)
             if new is not None:
                 break
             await asyncio.sleep(0.1)

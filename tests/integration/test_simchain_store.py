@@ -15,7 +15,6 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
-from solders.keypair import Keypair
 
 from core.errors import TransientDatabaseError
 from gateways.simulated.chain import ChainSnapshot
@@ -27,11 +26,10 @@ from tests.kit.chain import (
     BLOCK_TIME_S,
     T0,
     VALID_BLOCKS,
-    Scenario,
     assert_same_chain,
     make_chain,
     restore,
-    run_scenario,
+    start_scenario,
     state_of,
 )
 
@@ -83,9 +81,8 @@ async def test_nothing_stored_loads_as_none(store: SimChainStore) -> None:
 
 
 async def test_rounds_of_changes_load_back_into_the_same_chain(store: SimChainStore) -> None:
-    original = make_chain()
-    scenario = Scenario(Keypair.from_seed(bytes([1]) * 32))
-    for _ in run_scenario(original, scenario):
+    original, scenario, steps = start_scenario()
+    for _ in steps:
         await store.save(original.take_changes().as_rows())
     await store.save(original.take_changes().as_rows())  # nothing changed: a no-op
 
@@ -113,9 +110,7 @@ async def test_forgotten_blockhashes_are_deleted(store: SimChainStore) -> None:
 
 
 async def test_a_restored_chain_saves_on_and_restores_again(store: SimChainStore) -> None:
-    first = make_chain()
-    scenario = Scenario(Keypair.from_seed(bytes([1]) * 32))
-    steps = run_scenario(first, scenario)
+    first, _, steps = start_scenario()
     for step in steps:
         await store.save(first.take_changes().as_rows())
         if step == "failed":

@@ -90,6 +90,12 @@ class RowStore:
             return None
         return {table: list(rows.values()) for table, rows in self.tables.items()}
 
+    def stored(self) -> ChainSnapshot:
+        """Return what was saved as a snapshot; fail the test when nothing was."""
+        rows = self.load()
+        assert rows is not None, "nothing was saved"
+        return ChainSnapshot.from_rows(rows)
+
 
 @dataclass
 class Scenario:
@@ -138,6 +144,14 @@ def run_scenario(chain: SimChain, scenario: Scenario) -> Iterator[str]:
     scenario.unsent = swap_bytes(chain, wallet, T0 + 7.9, amount_in=SOL // 2,
                                  memo="order-unsent:1")
     yield "pending"
+
+
+def start_scenario() -> tuple[SimChain, Scenario, Iterator[str]]:
+    """Return a new chain, the record of the scenario about to run on it, and the scenario's
+    steps: each runs when the iterator is advanced (see run_scenario)."""
+    chain = make_chain()
+    scenario = Scenario(Keypair.from_seed(bytes([1]) * 32))
+    return chain, scenario, run_scenario(chain, scenario)
 
 
 def state_of(chain: SimChain) -> dict[str, Any]:

@@ -214,6 +214,12 @@ def assert_gapless(events: list[OrderEvent]) -> None:
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
 
+def assert_trail(events: list[OrderEvent], expected: list[tuple[OrderStatus, int]]) -> None:
+    """Assert the events are gapless and record exactly these (status, attempt) steps."""
+    assert_gapless(events)
+    assert [(e.status, e.attempt) for e in events] == expected
+
+
 # --- the happy path ------------------------------------------------------------------------
 
 
@@ -308,11 +314,10 @@ async def test_all_venues_failing_once_is_retried_and_confirms_on_attempt_two(
     assert await world.executor().execute(order.order_id) == S.CONFIRMED
 
     events = world.store.events()
-    assert_gapless(events)
-    assert [(e.status, e.attempt) for e in events] == [
+    assert_trail(events, [
         (S.PENDING, 0), (S.ROUTING, 1), (S.ROUTING, 2), (S.BUILDING, 2), (S.SUBMITTED, 2),
         (S.CONFIRMED, 2),
-    ]
+    ])
     retry = events[2]
     assert retry.error is not None
     assert "no venue answered with a quote" in retry.error
@@ -332,10 +337,9 @@ async def test_retryable_errors_every_time_fail_after_three_attempts(world: Worl
     assert await world.executor().execute(order.order_id) == S.FAILED
 
     events = world.store.events()
-    assert_gapless(events)
-    assert [(e.status, e.attempt) for e in events] == [
+    assert_trail(events, [
         (S.PENDING, 0), (S.ROUTING, 1), (S.ROUTING, 2), (S.ROUTING, 3), (S.FAILED, 3),
-    ]
+    ])
     final = world.store.rows[order.order_id]
     assert final.attempt == 3
     assert final.failure_reason is not None
@@ -358,10 +362,10 @@ async def test_a_failed_build_is_retried_with_a_fresh_quote(world: World) -> Non
 
     assert await world.executor().execute(order.order_id) == S.CONFIRMED
 
-    assert [(e.status, e.attempt) for e in world.store.events()] == [
+    assert_trail(world.store.events(), [
         (S.PENDING, 0), (S.ROUTING, 1), (S.BUILDING, 1), (S.ROUTING, 2), (S.BUILDING, 2),
         (S.SUBMITTED, 2), (S.CONFIRMED, 2),
-    ]
+    ])
     assert world.calls.count(("quote", "raydium")) == 2
 
 
@@ -607,31 +611,20 @@ async def test_a_failed_block_height_lookup_does_not_sign_a_second_swap(world: W
     assert world.store.rows[order.order_id].attempt == 1
 
 
-async def test_a_database_blip_after_confirmation_does_not_sign_a_second_swap(
-    world: World,
-) -> None:
-    world.store.outages[("set_swap_status", "confirmed")] = [
-        TransientDatabaseError("database unavailable: connection lost")]
-    order = world.store.create()
-
-    assert await world.executor().execute(order.order_id) == S.CONFIRMED
-
-    assert len(world.raydium.built) == 1, "signed a second swap after the first one landed"
-    swap = world.raydium.built[0][0]
-    assert world.raydium.executed() == [swap.signature]
-    assert world.store.rows[order.order_id].signature == swap.signature
-
-
-async def test_a_database_blip_recording_the_send_does_not_sign_a_second_swap(
-    world: World,
-) -> None:
-    world.store.outages[("apply_change", "tx_sent")] = [
-        TransientDatabaseError("database unavailable: connection lost")]
-    order = world.store.create()
-
-    assert await world.executor().execute(order.order_id) == S.CONFIRMED
-
+@pytest.mark.parametrize("failing_write", [
+    pytest.param(("set_swap_status", "confirmed"), id="after_confirmation"),
     # The bytes were sent before the write failed; they were recorded, so settle them.
+    pytest.param(("apply_change", "tx_sent"), id="recording_the_send"),
+])
+async def test_a_database_blip_does_not_sign_a_second_swap(
+    world: World, failing_write: tuple[str, str],
+) -> None:
+    world.store.outages[failing_write] = [
+        TransientDatabaseError("database unavailable: connection lost")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
     assert len(world.raydium.built) == 1, "signed a second swap after the first one landed"
     swap = world.raydium.built[0][0]
     assert world.raydium.executed() == [swap.signature]

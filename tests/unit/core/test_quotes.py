@@ -20,6 +20,13 @@ def quote(venue: str, amount_out: int, network_fee: int = 5000) -> Quote:
     )
 
 
+def best_venue(quotes: list[Quote]) -> str:
+    """Return the venue choose_best picks; fail the test when it picks none."""
+    best = choose_best(quotes)
+    assert best is not None
+    return best.venue
+
+
 # --- choose_best ---------------------------------------------------------------------------
 
 
@@ -34,27 +41,19 @@ def test_choose_best_picks_the_most_output() -> None:
 
 
 def test_choose_best_breaks_ties_by_lower_network_fee() -> None:
-    quotes = [quote("aaa", 150_000_000, network_fee=10_000),
-              quote("zzz", 150_000_000, network_fee=5_000)]
-    best = choose_best(quotes)
-    assert best is not None
-    assert best.venue == "zzz"
+    assert best_venue([quote("aaa", 150_000_000, network_fee=10_000),
+                       quote("zzz", 150_000_000, network_fee=5_000)]) == "zzz"
 
 
 def test_choose_best_breaks_full_ties_by_venue_name() -> None:
     quotes = [quote("raydium", 150_000_000), quote("meteora", 150_000_000)]
     for ordering in (quotes, list(reversed(quotes))):
-        best = choose_best(ordering)
-        assert best is not None
-        assert best.venue == "meteora"
+        assert best_venue(ordering) == "meteora"
 
 
 def test_more_output_beats_a_cheaper_network_fee() -> None:
-    quotes = [quote("cheap", 150_000_000, network_fee=0),
-              quote("better", 150_000_001, network_fee=1_000_000)]
-    best = choose_best(quotes)
-    assert best is not None
-    assert best.venue == "better"
+    assert best_venue([quote("cheap", 150_000_000, network_fee=0),
+                       quote("better", 150_000_001, network_fee=1_000_000)]) == "better"
 
 
 def test_choose_best_of_nothing_is_none() -> None:

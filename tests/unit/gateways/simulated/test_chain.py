@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import NamedTuple
 
 import pytest
 from solders.hash import Hash
@@ -264,43 +265,44 @@ def test_min_amount_out_above_what_the_pool_pays_fails_with_slippage_exceeded() 
     assert chain.executed_swaps([signature]) == 0
 
 
-def test_exactly_the_quoted_amount_as_minimum_still_fills() -> None:
+class Landed(NamedTuple):
+    status: TxStatus
+    quoted: int
+    min_out: int
+    balances: tuple[int, int]  # the wallet's (SOL, USDC) afterwards
+
+
+def swap_after_a_move(*, move_bps: int, slippage_bps: int) -> Landed:
+    """Quote and sign a 1 SOL swap from a funded wallet with `slippage_bps`; the pool moves
+    `move_bps` against it before it lands."""
     chain = make_chain()
+    chain.adverse_move_bps = move_bps
     wallet = funded_wallet(chain)
-    tx, quoted, _ = signed_swap(chain, wallet, slippage_bps=0)
+    tx, quoted, min_out = signed_swap(chain, wallet, slippage_bps=slippage_bps)
 
     signature = chain.send_transaction(tx, T0, 0.0)
 
     status = only(chain.signature_statuses([signature], T0))
-    assert status.confirmed
-    assert status.amount_out == quoted
+    return Landed(status, quoted, min_out, balances(chain, wallet))
+
+
+def test_exactly_the_quoted_amount_as_minimum_still_fills() -> None:
+    landed = swap_after_a_move(move_bps=0, slippage_bps=0)
+    assert landed.status.confirmed
+    assert landed.status.amount_out == landed.quoted
 
 
 def test_an_adverse_move_makes_a_tight_slippage_swap_fail() -> None:
-    chain = make_chain()
-    chain.adverse_move_bps = 100
-    wallet = funded_wallet(chain)
-    tx, _, _ = signed_swap(chain, wallet, slippage_bps=10)
-
-    signature = chain.send_transaction(tx, T0, 0.0)
-
-    status = only(chain.signature_statuses([signature], T0))
-    assert not status.confirmed
-    assert status.error_code == "slippage_exceeded"
-    assert balances(chain, wallet) == (1_000 * SOL, 100_000 * USDC)
+    landed = swap_after_a_move(move_bps=100, slippage_bps=10)
+    assert not landed.status.confirmed
+    assert landed.status.error_code == "slippage_exceeded"
+    assert landed.balances == (1_000 * SOL, 100_000 * USDC)
 
 
 def test_an_adverse_move_within_a_wide_slippage_fills_for_less() -> None:
-    chain = make_chain()
-    chain.adverse_move_bps = 100
-    wallet = funded_wallet(chain)
-    tx, quoted, min_out = signed_swap(chain, wallet, slippage_bps=500)
-
-    signature = chain.send_transaction(tx, T0, 0.0)
-
-    status = only(chain.signature_statuses([signature], T0))
-    assert status.confirmed
-    assert min_out <= status.amount_out < quoted * (10_000 - 50) // 10_000
+    landed = swap_after_a_move(move_bps=100, slippage_bps=500)
+    assert landed.status.confirmed
+    assert landed.min_out <= landed.status.amount_out < landed.quoted * (10_000 - 50) // 10_000
 
 
 def test_an_unfunded_wallet_fails_with_insufficient_funds() -> None:

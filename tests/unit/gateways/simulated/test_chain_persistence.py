@@ -16,11 +16,10 @@ from tests.kit.chain import (
     T0,
     VALID_BLOCKS,
     RowStore,
-    Scenario,
     assert_same_chain,
     make_chain,
     restore,
-    run_scenario,
+    start_scenario,
     state_of,
     swap_bytes,
 )
@@ -34,24 +33,19 @@ def test_a_new_chain_s_first_changes_are_a_full_snapshot() -> None:
     assert changes.meta is not None
     assert changes.meta.start_height == START_HEIGHT and changes.meta.start_time == T0
     assert len(changes.pools) == 2 * len(PAIRS)
-    assert chain.take_changes().is_empty()
+    assert chain.take_changes() == ChainChanges()  # nothing left to save
     rows = RowStore()
     rows.save(changes.as_rows())
-    stored = rows.load()
-    assert stored is not None
-    assert state_of(restore(ChainSnapshot.from_rows(stored))) == state_of(chain)
+    assert state_of(restore(rows.stored())) == state_of(chain)
 
 
 def test_every_step_s_changes_add_up_to_the_chain_s_whole_state() -> None:
-    chain = make_chain()
+    chain, _, steps = start_scenario()
     store = RowStore()
-    scenario = Scenario(Keypair.from_seed(bytes([1]) * 32))
 
-    for step in run_scenario(chain, scenario):
+    for step in steps:
         store.save(chain.take_changes().as_rows())
-        stored = store.load()
-        assert stored is not None
-        assert ChainSnapshot.from_rows(stored) == chain.snapshot(), step
+        assert store.stored() == chain.snapshot(), step
 
 
 def test_each_mutation_reports_only_what_it_touched() -> None:
@@ -105,21 +99,16 @@ def test_changes_merge_in_order_and_survive_pickling() -> None:
     assert merged.meta == first.meta
     store = RowStore()
     store.save(merged.as_rows())
-    stored = store.load()
-    assert stored is not None
-    assert ChainSnapshot.from_rows(stored) == chain.snapshot()
+    assert store.stored() == chain.snapshot()
 
 
 def test_a_restored_chain_continues_exactly_where_the_old_one_was() -> None:
-    original = make_chain()
+    original, scenario, steps = start_scenario()
     store = RowStore()
-    scenario = Scenario(Keypair.from_seed(bytes([1]) * 32))
-    for _ in run_scenario(original, scenario):
+    for _ in steps:
         store.save(original.take_changes().as_rows())
-    stored = store.load()
-    assert stored is not None
 
-    restored = restore(ChainSnapshot.from_rows(stored))
+    restored = restore(store.stored())
 
     assert restored.next_land_at() == original.next_land_at() == T0 + 9.0
     assert_same_chain(restored, original, scenario)
