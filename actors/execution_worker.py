@@ -10,14 +10,13 @@ import uuid
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from actors.executor import OrderExecutor
 from actors.landing import LandingWatcher
 from actors.metrics import RayMetrics, batch_stats
 from actors.notifier import NotifierSink
 from actors.order_store import BatchedLeases, BatchedStore
-from actors.shell import NOTIFIER, database_url, hot, tune_gc
+from actors.shell import ACTOR_GONE, CHAIN, NOTIFIER, database_url, hot, tune_gc
 from actors.telemetry import order_log
 from actors.venue_gateways import venue_gateways
 from actors.worker_fleet import Outcome
@@ -60,7 +59,7 @@ class ExecutionWorker:
                 batches = batch_stats()
                 self._executor = OrderExecutor(
                     BatchedStore(self._repo, window_s=s.batch_window_s, stats=batches),
-                    venue_gateways(s, batches),
+                    venue_gateways(s, ray.get_actor(CHAIN, namespace=s.namespace), batches),
                     NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace)),
                     TokenRegistry(),
                     policy=RetryPolicy(s.max_attempts, s.retry_base_delay_s, s.retry_max_delay_s),
@@ -137,9 +136,6 @@ class ExecutionWorker:
         return os.getpid()
 
 
-_WORKER_GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
-
-
 class WorkerClient:
     """actors.worker_fleet.WorkerHandle over a worker actor's handle."""
 
@@ -149,7 +145,7 @@ class WorkerClient:
     async def accept(self, order_ids: list[str]) -> str:
         try:
             incarnation: str = await self.handle.accept.remote(order_ids)
-        except _WORKER_GONE as exc:
+        except ACTOR_GONE as exc:
             raise WorkerLost(reason(exc)) from None
         return incarnation
 
@@ -157,6 +153,6 @@ class WorkerClient:
         try:
             answer: tuple[str, list[tuple[str, Outcome]]] = (
                 await self.handle.finished.remote(timeout_s))
-        except _WORKER_GONE as exc:
+        except ACTOR_GONE as exc:
             raise WorkerLost(reason(exc)) from None
         return answer

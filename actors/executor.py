@@ -26,7 +26,15 @@ from core.errors import (
     reason,
 )
 from core.orders import Change, Order, OrderEvent, OrderStatus, Trigger
-from core.quotes import Quote, SignedSwap, TxStatus, choose_best, execution_price, min_amount_out
+from core.quotes import (
+    Quote,
+    SignedSwap,
+    SwapStatus,
+    TxStatus,
+    choose_best,
+    execution_price,
+    min_amount_out,
+)
 from core.retry import RetryPolicy
 from core.tokens import TokenRegistry
 from gateways.base import VenueGateway
@@ -44,15 +52,18 @@ _CHAIN_ERRORS: dict[str, type[DexecError]] = {
 class OrderStore(Protocol):
     """What the executor reads and writes (actors.order_store.BatchedStore in a worker)."""
 
-    async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None: ...
+    async def get_order(self, order_id: str) -> Order | None:
+        """Return the order as stored, without its history (None: unknown)."""
+        ...
 
     async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]: ...
 
     async def apply_change(
-        self, order_id: str, change: Change, *, epoch: int | None, expected: Order | None,
+        self, order_id: str, change: Change, *, epoch: int | None, expected: Order,
     ) -> tuple[Order, OrderEvent] | None:
-        """Apply the change to `expected` (None: the order as stored) and write it only if
-        the stored order is still that one and `epoch` its newest lease; None: a repeat."""
+        """Apply the change to `expected` (the order as this executor knows it) and write it
+        only if the stored order is still that one and `epoch` its newest lease; None: the
+        change was a repeat, nothing written."""
         ...
 
     async def record_swap(
@@ -61,9 +72,10 @@ class OrderStore(Protocol):
         """Persist a signed transaction before it is sent (refused under an older epoch)."""
         ...
 
-    async def set_swap_status(self, signature: str, status: str) -> None: ...
+    async def set_swap_status(self, signature: str, status: SwapStatus) -> None: ...
 
-    async def swaps_for_order(self, order_id: str) -> list[tuple[SignedSwap, int, str]]: ...
+    async def swaps_for_order(self, order_id: str
+                              ) -> list[tuple[SignedSwap, int, SwapStatus]]: ...
 
 
 class EventSink(Protocol):
@@ -110,6 +122,9 @@ class _Unshared:
 
 
 BUSY = "busy"  # another executor holds the order's lease
+# A swap in one of these may still decide the order's attempt: it can land (signed), or it
+# landed and its outcome is not applied to the order yet.
+_OUTCOME_PENDING = frozenset({SwapStatus.SIGNED, SwapStatus.CONFIRMED, SwapStatus.FAILED})
 Checkpoint = Callable[[str, str], Awaitable[None]]  # (point, order_id); fault injection
 
 
@@ -183,7 +198,7 @@ class OrderExecutor:
         # The lease may carry the order as it stood when taken: no second read then.
         order = lease.order
         if order is None:
-            order = await self._store.get_order(order_id, with_history=False)
+            order = await self._store.get_order(order_id)
         if order is None:
             order_log(order_id).warning("order %s not found", order_id)
             return None
@@ -215,7 +230,7 @@ class OrderExecutor:
                 # A library error that no gateway translated still counts against the
                 # attempt cap, instead of escaping and being dispatched again forever.
                 failure = exc if isinstance(exc, DexecError) else RetryableError(reason(exc))
-                order = await self._store.get_order(order_id, with_history=False) or order
+                order = await self._store.get_order(order_id) or order
                 if failure.retryable and await self._unsettled_swap(order) is not None:
                     # A signed transaction may still land: never re-sign, reconcile by its
                     # signature again (settle ends once it landed or provably expired).
@@ -273,7 +288,7 @@ class OrderExecutor:
             await gateway.send(swap)
         except BlockhashExpired:
             # Refused before it could land: this signature never will.
-            await self._store.set_swap_status(swap.signature, "expired")
+            await self._store.set_swap_status(swap.signature, SwapStatus.EXPIRED)
             raise
         except (RetryableError, OutcomeUnknownError) as err:
             # The bytes may or may not have reached the chain: settle will poll and resend.
@@ -284,7 +299,7 @@ class OrderExecutor:
                 err,
             )
         except DexecError:
-            await self._store.set_swap_status(swap.signature, "rejected")
+            await self._store.set_swap_status(swap.signature, SwapStatus.REJECTED)
             raise
         await self._checkpoint("sent", order.order_id)
         order = await self._change(
@@ -333,7 +348,7 @@ class OrderExecutor:
                 status = (await gateway.statuses([swap.signature]))[0]
                 if status is not None:
                     return await self._landed(lease, order, swap, status)
-                await self._store.set_swap_status(swap.signature, "expired")
+                await self._store.set_swap_status(swap.signature, SwapStatus.EXPIRED)
                 raise BlockhashExpired(f"transaction {swap.signature} expired without landing")
             if self._clock() - last_send >= self._resend_interval:
                 last_send = self._clock()
@@ -363,7 +378,7 @@ class OrderExecutor:
     async def _landed(self, lease: Lease, order: Order, swap: SignedSwap, status: TxStatus
                       ) -> Order:
         if not status.confirmed:
-            await self._store.set_swap_status(swap.signature, "failed")
+            await self._store.set_swap_status(swap.signature, SwapStatus.FAILED)
             error_type = _CHAIN_ERRORS.get(status.error_code or "", TerminalError)
             raise error_type(status.error or "transaction failed", venue=swap.venue)
         token_in = self._tokens.by_mint(order.input_mint)
@@ -374,7 +389,7 @@ class OrderExecutor:
         # Both at once: a batching store writes them in one statement. If either fails, the
         # order is still SUBMITTED with its landed swap, and is reconciled by its signature.
         _, confirmed = await asyncio.gather(
-            self._store.set_swap_status(swap.signature, "confirmed"),
+            self._store.set_swap_status(swap.signature, SwapStatus.CONFIRMED),
             self._change(
                 lease,
                 order,
@@ -391,7 +406,7 @@ class OrderExecutor:
         return confirmed
 
     async def _after_failure(self, lease: Lease, order: Order, err: DexecError) -> Order:
-        current = await self._store.get_order(order.order_id, with_history=False) or order
+        current = await self._store.get_order(order.order_id) or order
         if current.is_terminal:
             return current
         if self._policy.should_retry(err, current.attempt):
@@ -436,7 +451,7 @@ class OrderExecutor:
             return None
         for swap, attempt, status in reversed(await self._store.swaps_for_order(order.order_id)):
             if attempt == order.attempt:
-                return swap if status in ("signed", "confirmed", "failed") else None
+                return swap if status in _OUTCOME_PENDING else None
         return None
 
     async def _change(self, lease: Lease, order: Order, change: Change) -> Order:
@@ -446,7 +461,7 @@ class OrderExecutor:
         result = await self._store.apply_change(order.order_id, change, epoch=lease.epoch,
                                                 expected=order)
         if result is None:
-            return await self._store.get_order(order.order_id, with_history=False) or order
+            return await self._store.get_order(order.order_id) or order
         updated, event = result
         self._events.publish(event)
         self._report(order, updated, change)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from actors.batching import WINDOW_S, Coalescer
 from actors.telemetry import BatchStats
 from core.orders import Change, Order, OrderEvent
-from core.quotes import SignedSwap
+from core.quotes import SignedSwap, SwapStatus
 from storage.locks import ExecutionLocks, Lease
 from storage.repository import OrderRepository
 from storage.writes import ApplyChange, RecordSwap, SetSwapStatus, Write, Written
@@ -28,16 +28,14 @@ class BatchedStore:
         self._reads: Coalescer[str, Order | None] = Coalescer(
             repo.get_orders, window_s=window_s, site="order_reads", stats=stats)
 
-    async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None:
-        if with_history:
-            return await self._repo.get_order(order_id)
+    async def get_order(self, order_id: str) -> Order | None:
         return await self._reads(order_id)
 
     async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]:
         return await self._repo.events_since(order_id, since_seq)
 
     async def apply_change(
-        self, order_id: str, change: Change, *, epoch: int | None, expected: Order | None,
+        self, order_id: str, change: Change, *, epoch: int | None, expected: Order,
     ) -> tuple[Order, OrderEvent] | None:
         return await self._writes(ApplyChange(order_id, change, epoch, expected))
 
@@ -45,10 +43,11 @@ class BatchedStore:
                           epoch: int | None) -> None:
         await self._writes(RecordSwap(order_id, attempt, swap, epoch))
 
-    async def set_swap_status(self, signature: str, status: str) -> None:
+    async def set_swap_status(self, signature: str, status: SwapStatus) -> None:
         await self._writes(SetSwapStatus(signature, status))
 
-    async def swaps_for_order(self, order_id: str) -> list[tuple[SignedSwap, int, str]]:
+    async def swaps_for_order(self, order_id: str
+                              ) -> list[tuple[SignedSwap, int, SwapStatus]]:
         return await self._repo.swaps_for_order(order_id)
 
 

@@ -6,6 +6,7 @@ import gc
 from typing import Any, TypeVar
 
 import ray
+from ray.exceptions import RayActorError
 
 from core.settings import Settings
 
@@ -14,6 +15,10 @@ NOTIFIER = "Notifier"
 MANAGER = "OrderManager"
 
 F = TypeVar("F")
+
+# What a call raises when the actor behind a handle died or cannot be reached (ActorDiedError
+# and ActorUnavailableError are both RayActorErrors).
+ACTOR_GONE = RayActorError
 
 
 def database_url(settings: Settings) -> str:

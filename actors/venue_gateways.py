@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ray
+from typing import Any
 
 from actors.metrics import RayVenueMetrics
-from actors.shell import CHAIN, wallet_secret
+from actors.shell import wallet_secret
 from actors.simulated_chain import RayChainClient
 from actors.telemetry import BatchStats
 from core.settings import Settings
@@ -15,21 +15,21 @@ from gateways.simulated.chain import dev_wallet
 from gateways.simulated.venue import SimulatedVenue
 
 
-def venue_gateways(settings: Settings, stats: BatchStats | None = None) -> list[VenueGateway]:
-    """Return a gateway for every configured venue.
+def venue_gateways(settings: Settings, chain: Any, stats: BatchStats | None = None
+                   ) -> list[VenueGateway]:
+    """Return a gateway for every configured venue, over the chain actor's handle `chain`.
 
     Gateways run in-process, as concurrent asyncio tasks: they hold no order state, and a
     call costs no actor hop of its own. Each has its own rate limit
     (`venue_rate_limit_per_s` holds per process). They share one client of the simulated
     chain, so their calls travel together.
     """
-    chain = RayChainClient(ray.get_actor(CHAIN, namespace=settings.namespace),
-                           settings.batch_window_s, stats)
+    client = RayChainClient(chain, settings.batch_window_s, stats)
     wallet = dev_wallet(wallet_secret(settings))
     tokens = TokenRegistry()
     metrics = RayVenueMetrics()
     return [
-        SimulatedVenue(v, chain, wallet, tokens, rate_limit_per_s=settings.venue_rate_limit_per_s,
+        SimulatedVenue(v, client, wallet, tokens, rate_limit_per_s=settings.venue_rate_limit_per_s,
                        metrics=metrics)
         for v in settings.venues
     ]

@@ -173,9 +173,11 @@ class WorkerLink:
                 # Dead, or its answer is lost with the call: either way the outcomes it
                 # carried are gone. Dispatching again is safe (the lease and the order's
                 # record decide), waiting forever is not.
-                if not isinstance(exc, WorkerLost):
+                if isinstance(exc, WorkerLost):
+                    self._lose(f"{self._name} died: {exc.message}")
+                else:
                     log.warning("outcomes from %s lost: %s", self._name, reason(exc))
-                self._lose(f"{self._name} died: {reason(exc)}")
+                    self._lose(f"outcomes from {self._name} lost: {reason(exc)}")
                 await self._sleep(0.2)
                 continue
             for order_id, outcome in outcomes:

@@ -135,6 +135,9 @@ class OrderTerms:
     slippage_bps: int
 
 
+_TERMS = tuple(f.name for f in fields(OrderTerms))
+
+
 @dataclass(frozen=True)
 class NewOrder(OrderTerms):
     """A validated market order command, ready to persist."""
@@ -171,7 +174,7 @@ class Order(OrderTerms):
     @classmethod
     def created(cls, terms: OrderTerms, order_id: str, at: datetime) -> Order:
         """Return the order stored for `terms`: pending, with its first event's seq."""
-        return cls(**{f.name: getattr(terms, f.name) for f in fields(OrderTerms)},
+        return cls(**{name: getattr(terms, name) for name in _TERMS},
                    order_id=order_id, status=S.PENDING, created_at=at, updated_at=at, seq=1)
 
     @property

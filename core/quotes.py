@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 # The venues dexec routes between; settings may name a subset.
@@ -38,6 +39,16 @@ class Quote:
         data["fee"] = str(self.fee)
         data["fee_bps"] = str(self.fee_bps)
         return data
+
+
+class SwapStatus(StrEnum):
+    """What became of a signed swap transaction, as recorded beside its order."""
+
+    SIGNED = "signed"  # recorded before it was sent: it may land until its blockhash expires
+    CONFIRMED = "confirmed"  # landed and executed
+    FAILED = "failed"  # landed with an error (e.g. slippage): the chain took only the fee
+    EXPIRED = "expired"  # provably never lands
+    REJECTED = "rejected"  # refused outright when sent
 
 
 @dataclass(frozen=True)

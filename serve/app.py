@@ -14,14 +14,13 @@ from fastapi import Body, FastAPI, Query, Request, Response, WebSocket, WebSocke
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from ray import serve
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve import Application
 
 from actors.batching import Coalescer
 from actors.bootstrap import resolve_database, resolve_wallet
 from actors.metrics import IngressMetrics, batch_stats
 from actors.notifier import NotifierClient
-from actors.shell import MANAGER, NOTIFIER, database_url, tune_gc
+from actors.shell import ACTOR_GONE, CHAIN, MANAGER, NOTIFIER, database_url, tune_gc
 from actors.stack import start_stack
 from actors.venue_gateways import venue_gateways
 from core.errors import (
@@ -33,12 +32,11 @@ from core.errors import (
     reason,
 )
 from core.orders import NewOrder, OrderStatus, Submission
-from core.quotes import choose_best
 from core.settings import Settings
 from core.tokens import TokenRegistry, parse_amount
 from gateways.quotes import collect_quotes
 from serve.body_limit import BodyLimit
-from serve.errors import error_frame, install_error_handlers
+from serve.errors import NOT_JSON, error_frame, install_error_handlers
 from serve.models import (
     ErrorView,
     HealthView,
@@ -50,6 +48,7 @@ from serve.models import (
     TokensView,
     order_json,
     parse_order_request,
+    quotes_json,
 )
 from serve.stream import Connection, StreamHub
 from storage.repository import OrderRepository
@@ -58,8 +57,15 @@ log = logging.getLogger(__name__)
 
 
 def _decode(raw: bytes | str) -> Any:
-    """Decode JSON with every number as an exact Decimal (amounts are never floats)."""
-    return json.loads(raw, parse_float=Decimal)
+    """Decode JSON with every number as an exact Decimal (amounts are never floats).
+
+    Raises json.JSONDecodeError for anything that is not JSON, bytes that are not UTF-8
+    included (FastAPI answers that as a validation error, like any other bad JSON).
+    """
+    try:
+        return json.loads(raw, parse_float=Decimal)
+    except UnicodeDecodeError as exc:
+        raise json.JSONDecodeError(f"not UTF-8: {exc.reason}", "", 0) from None
 
 
 class _DecimalJSONRequest(Request):
@@ -87,12 +93,13 @@ app = FastAPI(
     description="Order execution engine for Solana DEX swaps: market orders routed to the best"
     " venue, executed exactly once, streamed live.",
     responses={422: {"model": ErrorView, "description": "Invalid request"}},
+    # A body without a Content-Type is read as JSON, as before typed bodies; one that
+    # declares another type (text/plain, a form) is refused.
+    strict_content_type=False,
 )
 app.router.route_class = _DecimalJSONRoute
 app.add_middleware(BodyLimit)
 install_error_handlers(app)
-
-_RAY_GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
 
 # Everything the deployment class uses must be defined above it: Serve pickles the class
 # when the decorator runs, so later module globals would be missing in the replica.
@@ -114,10 +121,6 @@ async def _answers(call: Callable[[], Coroutine[Any, Any, Any]], timeout_s: floa
         return True
     except Exception:  # dead, missing or slow: not ready, whatever the cause
         return False
-
-
-def _json(content: Any, status_code: int = 200) -> Response:
-    return JSONResponse(content, status_code=status_code)
 
 
 def _since_seq(raw: object, order_ids: list[str]) -> dict[str, int | None]:
@@ -153,7 +156,7 @@ class DexecIngress:
         self._submissions: Coalescer[NewOrder, Submission] = Coalescer(
             self.manager.submit_many.remote, window_s=settings.batch_window_s,
             site="submit", stats=batches)
-        self.gateways = venue_gateways(settings, batches)
+        self.gateways = venue_gateways(settings, ray.get_actor(CHAIN, namespace=ns), batches)
         self.hub = StreamHub(NotifierClient(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
         self.metrics = IngressMetrics()
 
@@ -168,7 +171,7 @@ class DexecIngress:
     async def _submit(self, command: NewOrder) -> Submission:
         try:
             return await self._submissions(command)
-        except _RAY_GONE as exc:
+        except ACTOR_GONE as exc:
             raise TransientDatabaseError(
                 f"order manager unavailable, retry: {reason(exc)}") from None
         except Overloaded:
@@ -193,7 +196,7 @@ class DexecIngress:
     async def submit_order(self, order: OrderBody) -> Response:
         command = order.to_command(self.tokens, self.settings.default_account)
         stored, created = await self._submit(command)
-        return _json(order_json(stored, self.tokens), status_code=202 if created else 200)
+        return JSONResponse(order_json(stored, self.tokens), status_code=202 if created else 200)
 
     @app.get("/api/orders/{order_id}", response_model=OrderView,
              summary="One order with its quotes and event history",
@@ -202,7 +205,7 @@ class DexecIngress:
         order = await (await self._repo()).get_order(order_id)
         if order is None:
             raise OrderNotFound(f"order {order_id} not found")
-        return _json(order_json(order, self.tokens))
+        return JSONResponse(order_json(order, self.tokens))
 
     @app.get("/api/orders", response_model=OrderPage, summary="Orders, newest first")
     async def list_orders(self, status: StatusFilter = None, limit: Limit = 50,
@@ -210,7 +213,7 @@ class DexecIngress:
         orders, next_cursor = await (await self._repo()).list_orders(
             self.settings.default_account, status=status, limit=limit, cursor=cursor
         )
-        return _json({"orders": [order_json(o, self.tokens) for o in orders],
+        return JSONResponse({"orders": [order_json(o, self.tokens) for o in orders],
                       "next_cursor": next_cursor})
 
     @app.get("/api/quotes", response_model=QuotesView,
@@ -222,25 +225,16 @@ class DexecIngress:
         quotes, errors = await collect_quotes(
             self.gateways, command.input_mint, command.output_mint, command.amount_in,
             self.settings.quote_timeout_s)
-        best = choose_best(quotes)
-        return _json({
-            "input_mint": command.input_mint,
-            "output_mint": command.output_mint,
-            "amount": str(parse_amount(amount)),
-            "amount_in_base": str(command.amount_in),
-            "quotes": [q.public() for q in quotes],
-            "best": best.public() if best else None,
-            "errors": {venue: reason(err) for venue, err in errors.items()},
-        })
+        return JSONResponse(quotes_json(command, parse_amount(amount), quotes, errors))
 
     @app.get("/api/tokens", response_model=TokensView, summary="Tokens the engine can trade")
     async def tokens_list(self) -> Response:
-        return _json({"tokens": [{"symbol": t.symbol, "mint": t.mint, "decimals": t.decimals}
+        return JSONResponse({"tokens": [{"symbol": t.symbol, "mint": t.mint, "decimals": t.decimals}
                                  for t in self.tokens.tokens]})
 
     @app.get("/healthz", response_model=HealthView, summary="The ingress process is up")
     async def healthz(self) -> Response:
-        return _json({"status": "ok"})
+        return JSONResponse({"status": "ok"})
 
     @app.get("/readyz", response_model=ReadyView,
              summary="Ready for orders: database, OrderManager and a worker answer",
@@ -267,7 +261,7 @@ class DexecIngress:
             "workers": sum(workers),
         }
         ready = bool(checks["database"] and checks["order_manager"] and checks["workers"])
-        return _json({"status": "ready" if ready else "not ready", "checks": checks},
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                      status_code=200 if ready else 503)
 
     # -- WebSocket -------------------------------------------------------------------------
@@ -314,7 +308,7 @@ class DexecIngress:
         try:
             message = _decode(raw)
         except ValueError:
-            raise InvalidInput("body is not valid JSON") from None
+            raise InvalidInput(NOT_JSON) from None
         if not isinstance(message, dict):
             raise InvalidInput("a frame must be a JSON object with an `op`")
         op = message.get("op")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,10 +17,7 @@ from core.errors import (
     OrderNotFound,
     Overloaded,
     RetryableError,
-    reason,
 )
-
-log = logging.getLogger(__name__)
 
 _STATUS_FOR: list[tuple[type[DexecError], int]] = [
     (OrderNotFound, 404),
@@ -31,7 +27,8 @@ _STATUS_FOR: list[tuple[type[DexecError], int]] = [
     (RetryableError, 503),
 ]
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
-_NOT_AN_OBJECT = {"model_type", "model_attributes_type", "dict_type", "missing"}
+_NOT_AN_OBJECT = {"model_type", "model_attributes_type", "dict_type"}
+NOT_JSON = "body is not valid JSON"
 
 
 def error_status(exc: DexecError) -> int:
@@ -63,8 +60,8 @@ def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
         if loc and loc[0] in _LOCATIONS:
             loc = loc[1:]
         kind = err.get("type")
-        if kind == "json_invalid":
-            parts.append("body is not valid JSON")
+        if kind == "json_invalid" or (kind == "missing" and not loc):  # none, or not JSON
+            parts.append(NOT_JSON)
             continue
         if not loc:  # the body as a whole
             parts.append("the order must be a JSON object" if kind in _NOT_AN_OBJECT
@@ -103,8 +100,8 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    # A bug: the client learns nothing about the internals, the log has the traceback.
-    log.error("request failed: %s", reason(exc), exc_info=exc)
+    # A bug: the client learns nothing about the internals. Starlette raises the exception
+    # again once this answer is sent, so the server logs its traceback.
     return _response(500, "internal error")
 
 

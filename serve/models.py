@@ -15,8 +15,9 @@ from pydantic import (
     ValidationError,
 )
 
-from core.errors import InvalidInput
+from core.errors import DexecError, InvalidInput, reason
 from core.orders import NewOrder, Order, OrderStatus, OrderType
+from core.quotes import Quote, choose_best
 from core.tokens import TokenRegistry, parse_amount
 from serve.errors import describe_validation_errors
 
@@ -70,8 +71,6 @@ def _field(name: str, fn: Any) -> Any:
 
 def parse_order_request(body: object, tokens: TokenRegistry, account_id: str) -> NewOrder:
     """Validate a decoded JSON body into a command; raise InvalidInput with every problem."""
-    if not isinstance(body, dict):
-        raise InvalidInput("the order must be a JSON object")
     try:
         request = OrderRequest.model_validate(body)
     except ValidationError as exc:
@@ -91,9 +90,14 @@ def plain(value: Decimal) -> str:
 
 # -- responses: what /docs shows is what the routes send ------------------------------------
 
+# A view names every field its JSON has: tests validate the routes' JSON against it.
+_VIEW = ConfigDict(extra="forbid")
+
 
 class QuoteView(BaseModel):
     """One venue's quote (amounts in base units, as strings)."""
+
+    model_config = _VIEW
 
     venue: str
     pool: str
@@ -111,6 +115,8 @@ class QuoteView(BaseModel):
 
 class EventView(BaseModel):
     """One status event, as stored, as listed in `events` and as streamed on /ws."""
+
+    model_config = _VIEW
 
     type: Literal["order"]
     order_id: str
@@ -130,6 +136,8 @@ class EventView(BaseModel):
 class OrderView(BaseModel):
     """An order with its quotes and event history (amounts in token units, `_base` in
     base units)."""
+
+    model_config = _VIEW
 
     order_id: str
     client_order_id: str | None
@@ -158,11 +166,15 @@ class OrderView(BaseModel):
 
 
 class OrderPage(BaseModel):
+    model_config = _VIEW
+
     orders: list[OrderView]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
 class QuotesView(BaseModel):
+    model_config = _VIEW
+
     input_mint: str
     output_mint: str
     amount: str
@@ -173,26 +185,36 @@ class QuotesView(BaseModel):
 
 
 class TokenView(BaseModel):
+    model_config = _VIEW
+
     symbol: str
     mint: str
     decimals: int
 
 
 class TokensView(BaseModel):
+    model_config = _VIEW
+
     tokens: list[TokenView]
 
 
 class HealthView(BaseModel):
+    model_config = _VIEW
+
     status: Literal["ok"]
 
 
 class ReadyChecks(BaseModel):
+    model_config = _VIEW
+
     database: bool
     order_manager: bool
     workers: int = Field(description="Workers that answered a ping.")
 
 
 class ReadyView(BaseModel):
+    model_config = _VIEW
+
     status: Literal["ready", "not ready"]
     checks: ReadyChecks
 
@@ -200,7 +222,24 @@ class ReadyView(BaseModel):
 class ErrorView(BaseModel):
     """Every error of the API, REST and WebSocket."""
 
+    model_config = _VIEW
+
     error: str
+
+
+def quotes_json(command: NewOrder, amount: Decimal, quotes: list[Quote],
+                errors: dict[str, DexecError]) -> dict[str, Any]:
+    """Return the public JSON of every venue's quote for `command` (QuotesView)."""
+    best = choose_best(quotes)
+    return {
+        "input_mint": command.input_mint,
+        "output_mint": command.output_mint,
+        "amount": str(amount),
+        "amount_in_base": str(command.amount_in),
+        "quotes": [q.public() for q in quotes],
+        "best": best.public() if best else None,
+        "errors": {venue: reason(err) for venue, err in errors.items()},
+    }
 
 
 def order_json(order: Order, tokens: TokenRegistry) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 from core.errors import DexecError, IdempotencyConflict, TransientDatabaseError
 from core.orders import TERMINAL, NewOrder, Order, OrderEvent, OrderStatus, Submission
-from core.quotes import SignedSwap
+from core.quotes import SignedSwap, SwapStatus
 from storage.cursor import decode_cursor, encode_cursor
 from storage.database import Database, rows_from, rows_param
 from storage.rows import (
@@ -39,7 +39,7 @@ class OrderRepository:
 
     def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 4) -> None:
         self.db = Database(conninfo, min_size=min_size, max_size=max_size)
-        self._writer = OrderWriter(self.db, self.get_orders)
+        self._writer = OrderWriter(self.db)
         self._accounts: set[str] = set()  # accounts known to exist (created on first use)
 
     async def open(self, wait_s: float = 30.0) -> None:
@@ -230,7 +230,8 @@ class OrderRepository:
             )
             return [event_from_row(r) for r in await cur.fetchall()]
 
-    async def swaps_for_order(self, order_id: str) -> list[tuple[SignedSwap, int, str]]:
+    async def swaps_for_order(self, order_id: str
+                              ) -> list[tuple[SignedSwap, int, SwapStatus]]:
         """Return (swap, attempt, status) for each transaction signed for the order."""
         async with self.db.connection() as conn:
             cur = await conn.execute(

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from core.orders import Order, OrderEvent, OrderStatus, OrderType
-from core.quotes import Quote, SignedSwap
+from core.quotes import Quote, SignedSwap, SwapStatus
 
 ORDER_COLUMNS = (
     "order_id, account_id, client_order_id, order_type, input_mint, output_mint, amount_in,"
@@ -116,7 +116,8 @@ def swap_values(order_id: str, attempt: int, swap: SignedSwap) -> tuple[Any, ...
             swap.last_valid_block_height, swap.min_amount_out)
 
 
-def swap_from_row(row: Sequence[Any]) -> tuple[SignedSwap, int, str]:
+def swap_from_row(row: Sequence[Any]) -> tuple[SignedSwap, int, SwapStatus]:
     """Return (swap, attempt, status) from (venue, signature, tx_bytes, last_valid_block_height,
     min_amount_out, attempt, status)."""
-    return SignedSwap(row[0], row[1], bytes(row[2]), row[3], int(row[4])), row[5], row[6]
+    swap = SignedSwap(row[0], row[1], bytes(row[2]), row[3], int(row[4]))
+    return swap, row[5], SwapStatus(row[6])

@@ -10,14 +10,14 @@ an unknown order, a lost lease and a concurrent change apart.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from core.errors import DexecError, LeaseLost, OrderNotFound
 from core.orders import Change, Order, OrderEvent
-from core.quotes import SignedSwap
+from core.quotes import SignedSwap, SwapStatus
 from storage.database import Database, rows_from, rows_param
 from storage.rows import (
     EVENT_COLUMNS,
@@ -34,15 +34,15 @@ from storage.rows import (
 class ApplyChange:
     """A status change of one order, and the event it adds.
 
-    `expected` is the order as its executor knows it (the change is computed from it and
-    written only if the stored order is still that one); None: read the order first.
-    `epoch` is the executor's lease epoch (None: no fencing).
+    `expected` is the order as its executor knows it: the change is computed from it and
+    written only if the stored order is still that one. `epoch` is the executor's lease
+    epoch (None: no fencing).
     """
 
     order_id: str
     change: Change
-    epoch: int | None = None
-    expected: Order | None = None
+    epoch: int | None
+    expected: Order
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class RecordSwap:
     order_id: str
     attempt: int
     swap: SignedSwap
-    epoch: int | None = None
+    epoch: int | None
 
 
 @dataclass(frozen=True)
@@ -64,16 +64,13 @@ class SetSwapStatus:
     """What became of a recorded transaction (confirmed, failed, expired, rejected)."""
 
     signature: str
-    status: str
+    status: SwapStatus
 
 
 Write = ApplyChange | RecordSwap | SetSwapStatus
 # What a write answers: for an ApplyChange the new order and its event (None: the change
 # was a repeat, nothing written); for the others None.
 Written = tuple[Order, OrderEvent] | None
-
-ReadOrders = Callable[[Sequence[str]], Awaitable[list[Order | None]]]
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -82,9 +79,8 @@ def _now() -> datetime:
 class OrderWriter:
     """Apply batches of writes, each batch atomically, each item answered on its own."""
 
-    def __init__(self, db: Database, read_orders: ReadOrders) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._read_orders = read_orders
 
     async def write_batch(self, ops: Sequence[Write]) -> list[Written | DexecError]:
         """Apply many writes of many orders; answer each in order.
@@ -106,32 +102,11 @@ class OrderWriter:
                         continue
                     changing.add(op.order_id)
                 this_round.append((k, op))
-            this_round = await self._with_expected(this_round, answers)
             written = await self._write_expected([op for _, op in this_round])
             for (k, _), answer in zip(this_round, written, strict=True):
                 answers[k] = answer
             waiting = later
         return answers
-
-    async def _with_expected(self, ops: list[tuple[int, Write]],
-                             answers: list[Written | DexecError]) -> list[tuple[int, Write]]:
-        """Give each change without `expected` the order as stored now (OrderNotFound if
-        there is none, answered at once and dropped from the batch)."""
-        unknown = sorted({op.order_id for _, op in ops
-                          if isinstance(op, ApplyChange) and op.expected is None})
-        if not unknown:
-            return ops
-        stored = dict(zip(unknown, await self._read_orders(unknown), strict=True))
-        kept: list[tuple[int, Write]] = []
-        for k, op in ops:
-            if isinstance(op, ApplyChange) and op.expected is None:
-                current = stored[op.order_id]
-                if current is None:
-                    answers[k] = OrderNotFound(f"order {op.order_id} does not exist")
-                    continue
-                op = replace(op, expected=current)
-            kept.append((k, op))
-        return kept
 
     async def _write_expected(self, ops: Sequence[Write]) -> list[Written | DexecError]:
         """Write a batch in one statement, each change conditional on what its writer expects.
@@ -158,7 +133,6 @@ class OrderWriter:
                 swaps.append((*swap_values(op.order_id, op.attempt, op.swap), op.epoch))
                 recorded[k] = op
             else:
-                assert op.expected is not None  # noqa: S101 - given by _with_expected
                 try:
                     result = op.expected.apply(op.change, now)
                 except DexecError as exc:
@@ -260,7 +234,7 @@ class OrderWriter:
             elif isinstance(op, ApplyChange):
                 answers[k] = LeaseLost(
                     f"order {order_id} changed concurrently (stored seq {seq}, expected"
-                    f" {op.expected.seq if op.expected else '?'})")
+                    f" {op.expected.seq})")
             else:
                 answers[k] = None  # the same signature was recorded before: a repeat
 

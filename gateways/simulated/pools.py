@@ -8,7 +8,7 @@ rounding) reports 0.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 from fractions import Fraction
 from functools import lru_cache
@@ -182,23 +182,6 @@ class _Walk:
     index_reference: int
 
 
-@dataclass(frozen=True)
-class FeeParameters:
-    """A DLMM pool's static fee parameters (Meteora's `StaticParameters`)."""
-
-    base_factor: int = 10000
-    base_fee_power_factor: int = 0
-    variable_fee_control: int = 40000
-    max_volatility_accumulator: int = 350000
-    filter_period: float = 30.0
-    decay_period: float = 600.0
-    reduction_factor: int = 5000
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.filter_period <= self.decay_period:
-            raise ValueError("need 0 <= filter_period <= decay_period")
-
-
 class DlmmPool:
     """Meteora DLMM: constant-sum bins at geometric prices, with a volatility-driven fee."""
 
@@ -210,20 +193,33 @@ class DlmmPool:
         bin_step: int,
         active_id: int,
         bins: dict[int, tuple[int, int]],
-        fees: FeeParameters | None = None,
+        base_factor: int = 10000,
+        base_fee_power_factor: int = 0,
+        variable_fee_control: int = 40000,
+        max_volatility_accumulator: int = 350000,
+        filter_period: float = 30.0,
+        decay_period: float = 600.0,
+        reduction_factor: int = 5000,
     ) -> None:
         if bin_step <= 0:
             raise ValueError(f"bin_step must be positive, got {bin_step}")
         if any(x < 0 or y < 0 for x, y in bins.values()):
             raise ValueError("bin amounts must be non-negative")
+        if not 0 <= filter_period <= decay_period:
+            raise ValueError("need 0 <= filter_period <= decay_period")
         self.address = address
         self.token_x = token_x
         self.token_y = token_y
         self.bin_step = bin_step
-        self.bins = dict(bins)
-        self.fees = fees or FeeParameters()
-        # The variable parameters (Meteora's `VariableParameters`), moved by every swap.
         self.active_id = active_id
+        self.bins = dict(bins)
+        self.base_factor = base_factor
+        self.base_fee_power_factor = base_fee_power_factor
+        self.variable_fee_control = variable_fee_control
+        self.max_volatility_accumulator = max_volatility_accumulator
+        self.filter_period = filter_period
+        self.decay_period = decay_period
+        self.reduction_factor = reduction_factor
         self.volatility_accumulator = 0
         self.volatility_reference = 0
         self.index_reference = active_id
@@ -231,12 +227,6 @@ class DlmmPool:
         # LP fees are claimed separately in Meteora, so they never enter the bins.
         self.fees_x = 0
         self.fees_y = 0
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        if "fees" not in state:  # pickled by a version that kept the parameters flat
-            names = [f.name for f in fields(FeeParameters)]
-            state["fees"] = FeeParameters(**{n: state.pop(n) for n in names if n in state})
-        self.__dict__.update(state)
 
     @classmethod
     def around_price(
@@ -249,7 +239,7 @@ class DlmmPool:
         x_per_bin: int,
         y_per_bin: int,
         bins_each_side: int = 100,
-        fees: FeeParameters | None = None,
+        **fee_kwargs: Any,
     ) -> DlmmPool:
         """Build a pool whose active bin is the one priced closest to price."""
         price = Decimal(price)
@@ -267,7 +257,7 @@ class DlmmPool:
         for offset in range(1, bins_each_side + 1):
             bins[active + offset] = (x_per_bin, 0)
             bins[active - offset] = (0, y_per_bin)
-        return cls(address, token_x, token_y, bin_step, active, bins, fees)
+        return cls(address, token_x, token_y, bin_step, active, bins, **fee_kwargs)
 
     def bin_price(self, bin_id: int) -> Decimal:
         """Return (1 + bin_step/10000) ** bin_id in Y base units per X base unit."""
@@ -279,13 +269,12 @@ class DlmmPool:
 
     def base_fee_rate(self) -> int:
         """Return the base fee rate in parts per 1e9."""
-        p = self.fees
-        return p.base_factor * self.bin_step * 10 * int(10**p.base_fee_power_factor)
+        return self.base_factor * self.bin_step * 10 * int(10**self.base_fee_power_factor)
 
     def fee_rate(self, volatility_accumulator: int) -> int:
         """Return the capped total fee rate, parts per 1e9, for a volatility accumulator."""
         squared = (volatility_accumulator * self.bin_step) ** 2
-        variable = _ceil_div(squared * self.fees.variable_fee_control, _VARIABLE_FEE_SCALE)
+        variable = _ceil_div(squared * self.variable_fee_control, _VARIABLE_FEE_SCALE)
         return min(MAX_FEE_RATE, self.base_fee_rate() + variable)
 
     def fee_bps(self, now: float) -> Decimal:
@@ -319,17 +308,17 @@ class DlmmPool:
 
     def _references(self, now: float) -> tuple[int, int]:
         """Return (volatility_reference, index_reference) as a swap at now would reset them."""
-        elapsed, p = now - self.last_update, self.fees
-        if elapsed < p.filter_period:
+        elapsed = now - self.last_update
+        if elapsed < self.filter_period:
             return self.volatility_reference, self.index_reference
-        if elapsed < p.decay_period:
-            reduced = self.volatility_accumulator * p.reduction_factor // BPS
+        if elapsed < self.decay_period:
+            reduced = self.volatility_accumulator * self.reduction_factor // BPS
             return reduced, self.active_id
         return 0, self.active_id
 
     def _accumulator(self, reference: int, index_reference: int, bin_id: int) -> int:
         crossed = abs(index_reference - bin_id) * BPS
-        return min(self.fees.max_volatility_accumulator, reference + crossed)
+        return min(self.max_volatility_accumulator, reference + crossed)
 
     def _walk(self, amount_in: int, x_to_y: bool, now: float) -> _Walk:
         """Work out a swap against the current state without mutating it."""

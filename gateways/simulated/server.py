@@ -21,13 +21,14 @@ from typing import Any, Protocol
 from core.errors import DexecError, VenueTimeout, VenueUnavailable
 from core.quotes import TxStatus
 from core.retry import retry_until_done
+from core.tokens import DEFAULT_TOKENS
 from gateways.simulated.chain import ChainRows, ChainSnapshot, SimChain
 from gateways.simulated.journal import ChainJournal
 from gateways.simulated.schema import PoolQuote
 
 log = logging.getLogger(__name__)
 
-FUNDED_SYMBOLS = ("SOL", "USDC", "USDT", "RAY")
+FUNDED_SYMBOLS = tuple(t.symbol for t in DEFAULT_TOKENS)
 DEV_FUNDING = 10**15  # base units of each token given to the dev wallet on a fresh chain
 
 

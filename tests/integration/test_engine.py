@@ -315,6 +315,16 @@ async def test_bad_orders_are_rejected_and_nothing_persisted(
     assert order_count(db) == before
 
 
+async def test_a_json_body_without_a_content_type_is_read_as_json(
+    api: str, db: psycopg.Connection[Any]
+) -> None:
+    before = order_count(db)
+    async with httpx.AsyncClient(base_url=api) as client:
+        response = await client.post("/api/orders", content=json.dumps(order_body()))
+    assert response.status_code == 202, response.text
+    assert order_count(db) == before + 1
+
+
 async def test_malformed_json_and_oversized_bodies(api: str, db: psycopg.Connection[Any]) -> None:
     before = order_count(db)
     async with httpx.AsyncClient(base_url=api) as client:
@@ -327,7 +337,14 @@ async def test_malformed_json_and_oversized_bodies(api: str, db: psycopg.Connect
                 yield b" " * 1024
 
         streamed = await client.post("/api/orders", content=chunks())
+        not_utf8 = await client.post("/api/orders", content=b'{"amount": "\xff"}',
+                                     headers={"content-type": "application/json"})
+        # A JSON API refuses other declared types (a form or text/plain from a web page).
+        as_text = await client.post("/api/orders", content=json.dumps(order_body()),
+                                    headers={"content-type": "text/plain"})
     assert broken.status_code == 422 and "not valid JSON" in broken.json()["error"]
+    assert not_utf8.status_code == 422 and "not valid JSON" in not_utf8.json()["error"]
+    assert as_text.status_code == 422 and "JSON object" in as_text.json()["error"]
     assert huge.status_code == 413 and "larger than" in huge.json()["error"]
     assert streamed.status_code == 413
     assert order_count(db) == before

@@ -79,21 +79,17 @@ class FakeStore:
     async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]:
         return [e for e in self.history.get(order_id, []) if e.seq > since_seq]
 
-    async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None:
-        row = self.rows.get(order_id)
-        if row is None or not with_history:
-            return row
-        return replace(row, events=tuple(self.history[order_id]),
-                       quotes=tuple(self.quotes[order_id].values()))
+    async def get_order(self, order_id: str) -> Order | None:
+        return self.rows.get(order_id)
 
     async def apply_change(
-        self, order_id: str, change: Change, *, epoch: int | None, expected: Order | None,
+        self, order_id: str, change: Change, *, epoch: int | None, expected: Order,
     ) -> tuple[Order, OrderEvent] | None:
         self._outage("apply_change", str(change.trigger))
         row = self.rows.get(order_id)
         if row is None:
             raise OrderNotFound(f"order {order_id} does not exist")
-        if expected is not None and expected.seq != row.seq:
+        if expected.seq != row.seq:
             # Like the repository: a change made from a stale copy is refused.
             raise LeaseLost(f"order {order_id} changed concurrently")
         result = row.apply(change, self._now())
@@ -198,7 +194,7 @@ async def submitted_order(world: World, swap: SignedSwap, *, status: S = S.SUBMI
         if order.status is status:
             break
         result = await world.store.apply_change(order.order_id, step, epoch=None,
-                                                expected=None)
+                                                expected=order)
         assert result is not None
         order = result[0]
     await world.store.record_swap(order.order_id, 1, swap, epoch=None)
@@ -637,7 +633,7 @@ async def test_a_database_blip_does_not_sign_a_second_swap(
 async def test_terminal_and_unknown_orders_are_left_alone(world: World) -> None:
     order = world.store.create()
     await world.store.apply_change(order.order_id, Change(Trigger.FAIL, 0, error="cancelled"),
-                                   epoch=None, expected=None)
+                                   epoch=None, expected=order)
     world.calls.clear()
 
     assert await world.executor().execute(order.order_id) == S.FAILED

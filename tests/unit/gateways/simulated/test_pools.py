@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from gateways.simulated.pools import (
     ConstantProductPool,
     DlmmPool,
-    FeeParameters,
     InsufficientLiquidity,
     Pool,
     SwapResult,
@@ -34,14 +33,13 @@ def make_cpmm() -> ConstantProductPool:
 def make_dlmm(**fee_kwargs: Any) -> DlmmPool:
     # Roughly 1 SOL and 150 USDC per bin, 50 bins each side of 0.15 USDC base units per lamport.
     return DlmmPool.around_price(
-        "dlmm", "SOL", "USDC", 25, Decimal("0.15"), SOL, 150 * USDC, 50,
-        fees=FeeParameters(**fee_kwargs)
+        "dlmm", "SOL", "USDC", 25, Decimal("0.15"), SOL, 150 * USDC, 50, **fee_kwargs
     )
 
 
 def make_unit_dlmm(bins: dict[int, tuple[int, int]], **fee_kwargs: Any) -> DlmmPool:
     """Build a bin_step-25 pool whose active bin 0 is priced at exactly 1."""
-    return DlmmPool("unit", "X", "Y", 25, 0, bins, FeeParameters(**fee_kwargs))
+    return DlmmPool("unit", "X", "Y", 25, 0, bins, **fee_kwargs)
 
 
 def snapshot(pool: Pool) -> dict[str, object]:
@@ -332,7 +330,7 @@ def test_dlmm_fee_capped_at_ten_percent() -> None:
     pool = make_dlmm(variable_fee_control=10**9)
     pool.swap(10 * SOL, x_to_y=True, now=0.0)
     assert pool.fee_bps(now=1.0) == Decimal(1_000)
-    assert pool.fee_rate(pool.fees.max_volatility_accumulator) == 100_000_000
+    assert pool.fee_rate(pool.max_volatility_accumulator) == 100_000_000
 
 
 @settings(max_examples=100, deadline=None)
@@ -365,18 +363,3 @@ def test_dlmm_swaps_never_create_tokens(swaps: list[tuple[bool, int, float]]) ->
         # No bin loses value at its own price: rounding favours the pool.
         for i, (x, y) in pool.bins.items():
             assert Fraction(pool.bin_price(i)) * x + y >= value_before[i]
-
-
-def test_a_dlmm_pool_pickled_with_flat_fee_parameters_loads_with_them() -> None:
-    # A chain saved by a version that kept the fee parameters on the pool itself.
-    pool = make_dlmm(filter_period=10.0, base_factor=20_000)
-    flat = dict(vars(pool))
-    flat.update(vars(flat.pop("fees")))
-    old = DlmmPool.__new__(DlmmPool)
-    old.__dict__.update(flat)  # the old layout, as pickle stored it
-
-    loaded = pickle.loads(pickle.dumps(old))  # noqa: S301 - bytes made just above
-
-    assert loaded.fees == FeeParameters(filter_period=10.0, base_factor=20_000)
-    assert not hasattr(loaded, "filter_period")
-    assert loaded.quote(SOL, True, 0.0) == pool.quote(SOL, True, 0.0)
