@@ -34,8 +34,6 @@ class EventHub:
         self._max_queue = max_queue
         self._stale_after = stale_after_s
         self._clock = clock
-        self.published = 0
-        self.dropped = 0
 
     def watch(self, replica_id: str, order_ids: list[str]) -> None:
         self._touch(replica_id)
@@ -50,9 +48,10 @@ class EventHub:
                 if not replicas:
                     del self._watchers[order_id]
 
-    def publish(self, events: list[Event]) -> None:
-        """Queue each event for every replica watching its order."""
-        self.published += len(events)
+    def publish(self, events: list[Event]) -> int:
+        """Queue each event for every replica watching its order; return how many
+        deliveries were dropped because a replica's queue was full."""
+        dropped = 0
         for event in events:
             replicas = self._watchers.get(event["order_id"])
             if not replicas:
@@ -62,13 +61,14 @@ class EventHub:
                 if queue is None:
                     continue
                 if len(queue) >= self._max_queue:
-                    self.dropped += 1  # the replica's clients recover the gap from the DB
+                    dropped += 1  # the replica's clients recover the gap from the DB
                     continue
                 queue.append(event)
                 self._ready[replica_id].set()
             if event.get("status") in TERMINAL:
                 # Terminal: nothing more will come for this order.
                 del self._watchers[event["order_id"]]
+        return dropped
 
     async def take(self, replica_id: str, timeout_s: float) -> list[Event]:
         """Return the replica's queued events, waiting up to `timeout_s` for the first."""

@@ -92,6 +92,22 @@ class RayVenueMetrics:
             self._errors.inc(tags={"venue": venue, "call": call, "code": error_code})
 
 
+class NotifierMetrics:
+    """Events the Notifier received, and deliveries it dropped (a replica too far behind:
+    its clients fill the gap from the database)."""
+
+    def __init__(self) -> None:
+        self._published = m.Counter("dexec_events_published", "Status events published")
+        self._dropped = m.Counter("dexec_events_dropped",
+                                  "Event deliveries dropped for a replica's full queue")
+
+    def published(self, events: int, *, dropped: int) -> None:
+        if events:  # Ray's counters refuse an increment of 0
+            self._published.inc(events)
+        if dropped:
+            self._dropped.inc(dropped)
+
+
 class IngressMetrics:
     """WebSocket connections and refused submissions, as seen by one ingress replica."""
 

@@ -8,6 +8,7 @@ from typing import Any
 import ray
 
 from actors.event_hub import Event, EventBatcher, EventHub
+from actors.metrics import NotifierMetrics
 from actors.shell import hot, tune_gc
 from core.orders import OrderEvent
 
@@ -23,10 +24,11 @@ class Notifier:
     def __init__(self) -> None:
         tune_gc()
         self.hub = EventHub()
+        self._metrics = NotifierMetrics()
 
     @hot
     def publish(self, events: list[Event]) -> None:
-        self.hub.publish(events)
+        self._metrics.published(len(events), dropped=self.hub.publish(events))
 
     @hot
     def watch(self, replica_id: str, order_ids: list[str]) -> None:

@@ -26,6 +26,7 @@ EXPECTED = [
     "dexec_order_retries",
     "dexec_websocket_connections",
     "dexec_submissions_rejected",
+    "dexec_events_published",
     "dexec_batch_calls",
     "dexec_batch_items",
     "dexec_batch_wait_seconds",
