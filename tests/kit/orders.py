@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from core.orders import NewOrder, Order, OrderEvent, OrderStatus, OrderType
+from core.orders import Change, NewOrder, Order, OrderEvent, OrderStatus, OrderType, Trigger
+from core.quotes import Quote
 
 SOL = "So11111111111111111111111111111111111111112"  # the SOL mint
 USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"  # the USDC mint
@@ -58,3 +60,24 @@ def event(order_id: str, seq: int, status: OrderStatus | None = None) -> OrderEv
 def frame(order_id: str, seq: int, status: str = "routing") -> Frame:
     """Return a minimal published event."""
     return {"type": "order", "order_id": order_id, "seq": seq, "status": status}
+
+
+def make_quote(venue: str = "raydium", amount_out: int = 150_000_000) -> Quote:
+    """Return a venue's quote for selling one SOL for USDC."""
+    return Quote(
+        venue=venue, pool=f"{venue}-pool", input_mint=SOL, output_mint=USDC,
+        amount_in=ONE_SOL, amount_out=amount_out, fee=2_500_000,
+        fee_bps=Decimal(25), price_impact_bps=3, payload="secret",
+    )
+
+
+def confirming_changes(quotes: tuple[Quote, ...], *, amount_out: int = 149_900_000,
+                       price: Decimal = Decimal("149.9")) -> list[Change]:
+    """Return the changes of a first attempt that routes to raydium and confirms."""
+    return [
+        Change(Trigger.START_ROUTING, 1),
+        Change(Trigger.ROUTE_CHOSEN, 1, venue="raydium", quotes=quotes),
+        Change(Trigger.TX_SENT, 1, venue="raydium", signature="sig-1"),
+        Change(Trigger.TX_CONFIRMED, 1, venue="raydium", signature="sig-1",
+               amount_out=amount_out, price=price),
+    ]

@@ -21,8 +21,7 @@ from core.orders import (
     Trigger,
     next_status,
 )
-from core.quotes import Quote
-from tests.kit.orders import SOL, T0, USDC, make_order
+from tests.kit.orders import T0, confirming_changes, make_order, make_quote
 
 ROWS = sorted(TRANSITIONS.items())
 NOT_IN_TABLE = sorted(
@@ -31,14 +30,6 @@ NOT_IN_TABLE = sorted(
     for trigger in Trigger
     if (status, trigger) not in TRANSITIONS
 )
-
-
-def make_quote(venue: str = "raydium", amount_out: int = 150_000_000) -> Quote:
-    return Quote(
-        venue=venue, pool=f"{venue}-pool", input_mint=SOL, output_mint=USDC,
-        amount_in=1_000_000_000, amount_out=amount_out, fee=2_500_000,
-        fee_bps=Decimal(25), price_impact_bps=3, payload="secret",
-    )
 
 
 def applied(order: Order, change: Change, at: datetime = T0) -> tuple[Order, OrderEvent]:
@@ -150,14 +141,7 @@ def test_a_full_life_has_gapless_seq_and_events_carry_their_facts() -> None:
     quotes = (make_quote("raydium", 150_000_000), make_quote("meteora", 149_000_000))
     order = make_order()
     events: list[OrderEvent] = []
-    steps = [
-        Change(Trigger.START_ROUTING, 1),
-        Change(Trigger.ROUTE_CHOSEN, 1, venue="raydium", quotes=quotes),
-        Change(Trigger.TX_SENT, 1, venue="raydium", signature="sig-1"),
-        Change(Trigger.TX_CONFIRMED, 1, venue="raydium", signature="sig-1",
-               amount_out=149_900_000, price=Decimal("149.9")),
-    ]
-    for step in steps:
+    for step in confirming_changes(quotes):
         order, event = applied(order, step)
         events.append(event)
 

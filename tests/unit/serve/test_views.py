@@ -11,33 +11,19 @@ from pydantic import ValidationError
 
 from core.errors import VenueTimeout
 from core.orders import Change, Order, Trigger
-from core.quotes import Quote
 from core.tokens import TokenRegistry
 from serve.models import OrderView, QuotesView, order_json, quotes_json
-from tests.kit.orders import ONE_SOL, SOL, T0, USDC, make_order, new_order
+from tests.kit.orders import T0, confirming_changes, make_order, make_quote, new_order
 
 TOKENS = TokenRegistry()
-
-
-def a_quote(venue: str, amount_out: int) -> Quote:
-    return Quote(venue=venue, pool=f"{venue}-pool", input_mint=SOL, output_mint=USDC,
-                 amount_in=ONE_SOL, amount_out=amount_out, fee=2_500_000,
-                 fee_bps=Decimal(25), price_impact_bps=3, expires_at=1.7e9, payload="{}",
-                 latency_ms=12.5)
 
 
 def confirmed_order() -> Order:
     """An order that went the whole way, with quotes, a signature, an output and a price."""
     order = make_order()
     events = []
-    quotes = (a_quote("raydium", 150_000_000), a_quote("meteora", 149_000_000))
-    steps = [
-        Change(Trigger.START_ROUTING, 1),
-        Change(Trigger.ROUTE_CHOSEN, 1, venue="raydium", quotes=quotes),
-        Change(Trigger.TX_SENT, 1, venue="raydium", signature="sig-1"),
-        Change(Trigger.TX_CONFIRMED, 1, venue="raydium", signature="sig-1",
-               amount_out=150_000_000, price=Decimal("150")),
-    ]
+    quotes = (make_quote("raydium", 150_000_000), make_quote("meteora", 149_000_000))
+    steps = confirming_changes(quotes, amount_out=150_000_000, price=Decimal("150"))
     for k, step in enumerate(steps, start=1):
         applied = order.apply(step, T0 + timedelta(seconds=k))
         assert applied is not None
@@ -70,7 +56,7 @@ def test_a_failed_order_s_json_is_an_order_view() -> None:
 
 def test_the_quotes_json_is_a_quotes_view_with_and_without_a_winner() -> None:
     command = new_order()
-    quotes = [a_quote("raydium", 150_000_000), a_quote("meteora", 151_000_000)]
+    quotes = [make_quote("raydium", 150_000_000), make_quote("meteora", 151_000_000)]
     timeout = VenueTimeout("meteora quote timed out", venue="meteora")
 
     some = QuotesView.model_validate(quotes_json(command, Decimal(1), quotes, {}))
