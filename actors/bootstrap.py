@@ -27,6 +27,13 @@ def resolve_database(settings: Settings) -> tuple[Settings, EmbeddedPostgres | N
     return settings, embedded
 
 
+def write_private(path: Path, text: str) -> None:
+    """Create `path` readable by its owner only, from its first byte (never 0644 first)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+
+
 def resolve_wallet(settings: Settings) -> Settings:
     """Use the configured wallet, or a dev wallet kept in the data folder (it holds no value)."""
     if settings.wallet_keypair is not None:
@@ -37,6 +44,5 @@ def resolve_wallet(settings: Settings) -> Settings:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         secret = str(Keypair())
-        path.write_text(json.dumps({"secret": secret, "note": "simulated chain only"}))
-        os.chmod(path, 0o600)
+        write_private(path, json.dumps({"secret": secret, "note": "simulated chain only"}))
     return settings.model_copy(update={"wallet_keypair": SecretStr(secret)})

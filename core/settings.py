@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     http_proxy: Literal["haproxy", "serve"] = "haproxy"
     access_log: bool = False  # one log line per HTTP request from the ingress replicas
     max_ongoing_requests: int = 10_000
+    ws_max_ids_per_frame: int = Field(default=100, ge=1)  # order ids one (un)subscribe names
+    ws_max_subscriptions: int = Field(default=1_000, ge=1)  # live subscriptions per connection
     default_account: str = "default"
 
     # Storage

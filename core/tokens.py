@@ -9,7 +9,7 @@ from decimal import Context, Decimal, InvalidOperation
 from core.errors import InvalidInput
 
 MAX_BASE_UNITS = 2**64 - 1  # SPL token amounts are u64
-_EXACT = Context(prec=80)  # wide enough that no amount is ever rounded
+_EXACT = Context(prec=80)  # for showing amounts; conversions never round
 _PLAIN_DECIMAL = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _BASE58 = set("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
 
@@ -21,21 +21,33 @@ class Token:
     decimals: int
 
     def to_base_units(self, amount: Decimal) -> int:
-        """Convert a UI amount into base units, refusing sub-unit precision and overflow."""
-        try:
-            exponent = amount.normalize(_EXACT).as_tuple().exponent
-            if isinstance(exponent, int) and -exponent > self.decimals:
-                raise InvalidInput(
-                    f"amount {amount} has more than {self.decimals} decimals allowed for"
-                    f" {self.symbol}"
-                )
-            units = int(amount.scaleb(self.decimals, _EXACT))
-        except ArithmeticError:
-            raise InvalidInput(f"amount {amount} is too large") from None
-        if units > MAX_BASE_UNITS:
+        """Convert a positive UI amount into base units exactly, or raise InvalidInput.
+
+        Exact integer arithmetic on the amount's digits, never a rounding context: an amount
+        finer than one base unit, or with more digits than the token has decimals, is
+        refused, never rounded (to 0, or to a neighbouring amount).
+        """
+        sign, digit_tuple, exponent = amount.as_tuple()
+        if not isinstance(exponent, int):  # NaN or infinity
+            raise InvalidInput(f"amount {_excerpt(amount)} is not a finite number")
+        digits = "".join(map(str, digit_tuple)).lstrip("0")
+        if sign or not digits:
+            raise InvalidInput("amount must be greater than zero")
+        stripped = digits.rstrip("0")  # 1.50 is 1.5
+        exponent += len(digits) - len(stripped)
+        if -exponent > self.decimals:
             raise InvalidInput(
-                f"amount {amount} is too large: at most {self.to_ui(MAX_BASE_UNITS)} {self.symbol}"
+                f"amount {_excerpt(amount)} has more than {self.decimals} decimals allowed"
+                f" for {self.symbol}"
             )
+        # Count the digits first: 1e999999 must not become a million-digit integer.
+        digits_in_units = len(stripped) + exponent + self.decimals
+        units = 0
+        if digits_in_units <= len(str(MAX_BASE_UNITS)):
+            units = int(stripped) * 10 ** (exponent + self.decimals)
+        if not 0 < units <= MAX_BASE_UNITS:
+            raise InvalidInput(f"amount {_excerpt(amount)} is too large: at most"
+                               f" {self.to_ui(MAX_BASE_UNITS)} {self.symbol}")
         return units
 
     def to_ui(self, base_units: int) -> Decimal:
@@ -66,10 +78,17 @@ class TokenRegistry:
             return token
         if 32 <= len(ref) <= 44 and set(ref) <= _BASE58:
             raise InvalidInput(f"unknown token mint {ref!r}: no venue lists it")
-        raise InvalidInput(f"unknown token {ref!r}: use a symbol from /api/tokens or a base58 mint")
+        raise InvalidInput(
+            f"unknown token {_excerpt(ref)!r}: use a symbol from /api/tokens or a base58 mint")
 
     def by_mint(self, mint: str) -> Token:
         return self._by_mint[mint]
+
+
+def _excerpt(value: object, limit: int = 32) -> str:
+    """Return at most `limit` characters of a client's value, for an error message."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse_amount(raw: object) -> Decimal:
@@ -79,11 +98,11 @@ def parse_amount(raw: object) -> Decimal:
     try:
         value = raw if isinstance(raw, Decimal) else Decimal(str(raw).strip())
     except (InvalidOperation, ArithmeticError):
-        raise InvalidInput(f"amount {raw!r} is not a number") from None
+        raise InvalidInput(f"amount {_excerpt(raw)!r} is not a number") from None
     if not value.is_finite():
-        raise InvalidInput(f"amount {raw!r} is not a finite number")
+        raise InvalidInput(f"amount {_excerpt(raw)!r} is not a finite number")
     if value <= 0:
         raise InvalidInput("amount must be greater than zero")
     if isinstance(raw, str) and not _PLAIN_DECIMAL.fullmatch(raw.strip()):
-        raise InvalidInput(f"amount {raw!r} must be a decimal number such as 1.5")
+        raise InvalidInput(f"amount {_excerpt(raw)!r} must be a decimal number such as 1.5")
     return value

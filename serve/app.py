@@ -6,13 +6,11 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Coroutine
-from decimal import Decimal
 from typing import Annotated, Any
 
 import ray
-from fastapi import Body, FastAPI, Query, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import Body, FastAPI, Query, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from ray import serve
 from ray.serve import Application
 
@@ -37,6 +35,7 @@ from core.tokens import TokenRegistry, parse_amount
 from gateways.quotes import collect_quotes
 from serve.body_limit import BodyLimit
 from serve.errors import NOT_JSON, error_frame, install_error_handlers
+from serve.json_body import DecimalJSONRoute, decode_json
 from serve.models import (
     ErrorView,
     HealthView,
@@ -56,37 +55,6 @@ from storage.repository import OrderRepository
 log = logging.getLogger(__name__)
 
 
-def _decode(raw: bytes | str) -> Any:
-    """Decode JSON with every number as an exact Decimal (amounts are never floats).
-
-    Raises json.JSONDecodeError for anything that is not JSON, bytes that are not UTF-8
-    included (FastAPI answers that as a validation error, like any other bad JSON).
-    """
-    try:
-        return json.loads(raw, parse_float=Decimal)
-    except UnicodeDecodeError as exc:
-        raise json.JSONDecodeError(f"not UTF-8: {exc.reason}", "", 0) from None
-
-
-class _DecimalJSONRequest(Request):
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            self._json = _decode(await self.body())
-        return self._json
-
-
-class _DecimalJSONRoute(APIRoute):
-    """A route whose JSON body keeps its numbers exact (FastAPI's "custom Request" recipe)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def exact(request: Request) -> Response:
-            return await handler(_DecimalJSONRequest(request.scope, request.receive))
-
-        return exact
-
-
 app = FastAPI(
     title="dexec",
     version="0.1.0",
@@ -97,7 +65,7 @@ app = FastAPI(
     # declares another type (text/plain, a form) is refused.
     strict_content_type=False,
 )
-app.router.route_class = _DecimalJSONRoute
+app.router.route_class = DecimalJSONRoute
 app.add_middleware(BodyLimit)
 install_error_handlers(app)
 
@@ -281,8 +249,13 @@ class DexecIngress:
         writer = asyncio.get_running_loop().create_task(self._write(websocket, outbox))
         try:
             while True:
-                raw = await websocket.receive_text()
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
                 try:
+                    raw = message.get("text")
+                    if raw is None:  # a binary frame: answered, the connection stays open
+                        raise InvalidInput("frames must be text: a JSON object with an `op`")
                     await self._handle_frame(conn, raw)
                 except DexecError as exc:
                     outbox.put_nowait(error_frame(exc))
@@ -306,7 +279,7 @@ class DexecIngress:
         if len(raw.encode()) > self.settings.max_body_bytes:
             raise InvalidInput(f"frame is larger than {self.settings.max_body_bytes} bytes")
         try:
-            message = _decode(raw)
+            message = decode_json(raw)
         except ValueError:
             raise InvalidInput(NOT_JSON) from None
         if not isinstance(message, dict):
@@ -323,11 +296,20 @@ class DexecIngress:
             if (not isinstance(order_ids, list) or not order_ids
                     or not all(isinstance(i, str) for i in order_ids)):
                 raise InvalidInput("order_ids must be a non-empty list of order id strings")
+            limit = self.settings.ws_max_ids_per_frame
+            if len(order_ids) > limit:
+                raise InvalidInput(f"order_ids names {len(order_ids)} orders; at most {limit}"
+                                   " a frame")
             if op == "unsubscribe":
                 await self.hub.unsubscribe(conn, order_ids)
                 await conn.send({"type": "unsubscribed", "order_ids": order_ids})
                 return
             since = _since_seq(message.get("since_seq"), order_ids)
+            new = set(order_ids) - set(conn.last_seq)
+            if len(conn.last_seq) + len(new) > self.settings.ws_max_subscriptions:
+                raise InvalidInput(
+                    f"a connection follows at most {self.settings.ws_max_subscriptions} orders;"
+                    " unsubscribe from some first")
             for order_id in order_ids:
                 current = await self.repo.get_order(order_id)
                 if current is None:

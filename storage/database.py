@@ -6,16 +6,16 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from core.errors import InvalidInput, TransientDatabaseError
+from core.errors import DexecError, InvalidInput, TransientDatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,37 @@ class Database:
         except (psycopg.OperationalError, PoolTimeout) as exc:
             log.warning("database unavailable: %s", exc)
             raise TransientDatabaseError(UNAVAILABLE) from None
-        except psycopg.DataError as exc:
-            raise InvalidInput(
-                f"a value is out of range: {exc.diag.message_primary or 'invalid data'}"
-            ) from None
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            # A value the database refuses (out of range, a failed check). The client learns
+            # that much, never the server's text; the log has it.
+            log.info("database refused a value: %s", exc.diag.message_primary)
+            raise InvalidInput("a value is out of range") from None
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def each_on_its_own(call: Callable[[Sequence[T]], Awaitable[list[R | DexecError]]],
+                          items: Sequence[T]) -> list[R | DexecError]:
+    """Run one batched statement over `items`, answering each item on its own.
+
+    When one item's value makes the whole statement fail (InvalidInput: a value the database
+    refuses), every item is tried by itself, so a bad item is its own answer and never fails
+    the others that travelled with it.
+    """
+    try:
+        return await call(items)
+    except InvalidInput:
+        if len(items) == 1:
+            raise
+    answers: list[R | DexecError] = []
+    for item in items:
+        try:
+            answers.extend(await call([item]))
+        except InvalidInput as exc:
+            answers.append(exc)
+    return answers
 
 
 # Batched statements send their rows as one JSON parameter and unpack it on the server: one

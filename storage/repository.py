@@ -19,7 +19,7 @@ from core.errors import DexecError, IdempotencyConflict, TransientDatabaseError
 from core.orders import TERMINAL, NewOrder, Order, OrderEvent, OrderStatus, Submission
 from core.quotes import SignedSwap, SwapStatus
 from storage.cursor import decode_cursor, encode_cursor
-from storage.database import Database, rows_from, rows_param
+from storage.database import Database, each_on_its_own, rows_from, rows_param
 from storage.rows import (
     EVENT_COLUMNS,
     ORDER_COLUMNS,
@@ -69,6 +69,9 @@ class OrderRepository:
         when the stored order came from a different request; the same client_order_id twice
         in one batch stores one order.
         """
+        return await each_on_its_own(self._create_orders, news)
+
+    async def _create_orders(self, news: Sequence[NewOrder]) -> list[Submission | DexecError]:
         now = datetime.now(UTC)
         orders = [Order.created(new, str(uuid.uuid4()), now) for new in news]
         accounts = sorted({n.account_id for n in news} - self._accounts)

@@ -18,7 +18,7 @@ from typing import Any
 from core.errors import DexecError, LeaseLost, OrderNotFound
 from core.orders import Change, Order, OrderEvent
 from core.quotes import SignedSwap, SwapStatus
-from storage.database import Database, rows_from, rows_param
+from storage.database import Database, each_on_its_own, rows_from, rows_param
 from storage.rows import (
     EVENT_COLUMNS,
     EVENT_INSERT,
@@ -89,6 +89,9 @@ class OrderWriter:
         answered with its DexecError and writes nothing; the others go on. Several changes
         to one order go out in successive statements, each seeing the one before.
         """
+        return await each_on_its_own(self._write_rounds, ops)
+
+    async def _write_rounds(self, ops: Sequence[Write]) -> list[Written | DexecError]:
         answers: list[Written | DexecError] = [None] * len(ops)
         waiting = list(enumerate(ops))
         while waiting:

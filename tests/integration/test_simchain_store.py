@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from core.errors import TransientDatabaseError
+from core.errors import InvalidInput, TransientDatabaseError
 from gateways.simulated.chain import ChainSnapshot
 from storage.database import Database
 from storage.embedded import EmbeddedPostgres
@@ -148,7 +148,7 @@ async def test_a_failed_save_writes_nothing(store: SimChainStore, conninfo: str)
               "land_at": 0.0, "block_height": 0, "amount_out": 0, "error": None,
               "error_code": None, "sent_at": 0.0}
 
-    with pytest.raises(psycopg.errors.CheckViolation):
+    with pytest.raises(InvalidInput, match="out of range"):  # the driver's error, translated
         await store.save({**rows, "transactions": [bad_tx]})
 
     async with await psycopg.AsyncConnection.connect(conninfo) as conn:

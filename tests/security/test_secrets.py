@@ -1,0 +1,36 @@
+"""Files holding secrets are private from their first byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from actors.bootstrap import resolve_wallet, write_private
+from core.settings import Settings
+
+
+def test_the_dev_wallet_is_created_0600_and_reused(tmp_path: Path) -> None:
+    first = resolve_wallet(Settings(data_dir=tmp_path))
+    path = tmp_path / "dev-wallet.json"
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert first.wallet_keypair is not None
+    assert json.loads(path.read_text())["secret"] == first.wallet_keypair.get_secret_value()
+    again = resolve_wallet(Settings(data_dir=tmp_path))
+    assert again.wallet_keypair == first.wallet_keypair
+
+
+def test_write_private_never_exposes_the_file_and_never_overwrites(tmp_path: Path) -> None:
+    old = os.umask(0)  # a permissive umask must not widen the mode
+    try:
+        write_private(tmp_path / "secret", "s3cret")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "secret").stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        write_private(tmp_path / "secret", "other")
+    assert (tmp_path / "secret").read_text() == "s3cret"
