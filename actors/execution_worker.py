@@ -16,7 +16,15 @@ from actors.landing import LandingWatcher
 from actors.metrics import RayMetrics, batch_stats
 from actors.notifier import NotifierSink
 from actors.order_store import BatchedLeases, BatchedStore
-from actors.shell import ACTOR_GONE, CHAIN, NOTIFIER, database_url, hot, tune_gc
+from actors.shell import (
+    ACTOR_GONE,
+    CHAIN,
+    NOTIFIER,
+    database_url,
+    hot,
+    require_test_hooks,
+    tune_gc,
+)
 from actors.telemetry import order_log
 from actors.venue_gateways import venue_gateways
 from actors.worker_fleet import Outcome
@@ -119,6 +127,7 @@ class ExecutionWorker:
 
         Fault injection for the crash-recovery tests; a restarted worker is disarmed.
         """
+        require_test_hooks(self._settings, "arm_crash")
         self._crash_at = point
 
     async def _checkpoint(self, point: str, order_id: str) -> None:

@@ -11,7 +11,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.dispatcher import Dispatcher
 from actors.execution_worker import ExecutionWorker, WorkerClient
 from actors.metrics import RayMetrics, batch_stats
-from actors.shell import database_url, hot, tune_gc
+from actors.shell import database_url, hot, require_test_hooks, tune_gc
 from actors.worker_fleet import WorkerFleet
 from core.errors import DexecError
 from core.limits import AccountRateLimit
@@ -115,6 +115,7 @@ class OrderManager:
         return self._fleet.names()
 
     async def set_limits(self, max_open_orders: int, account_orders_per_minute: int) -> None:
-        """Change the admission limits at run time (an operator's lever, and the tests')."""
+        """Change the admission limits at run time (a test hook)."""
+        require_test_hooks(self._settings, "set_limits")
         (await self._ready()).set_limits(max_open_orders,
                                          AccountRateLimit(account_orders_per_minute))

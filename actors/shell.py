@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import ray
 from ray.exceptions import RayActorError
 
+from core.errors import NotPermitted
 from core.settings import Settings
 
 CHAIN = "SimChain"
@@ -30,6 +31,12 @@ def database_url(settings: Settings) -> str:
 
 def wallet_secret(settings: Settings) -> str | None:
     return settings.wallet_keypair.get_secret_value() if settings.wallet_keypair else None
+
+
+def require_test_hooks(settings: Settings, hook: str) -> None:
+    """Refuse a fault-injection hook unless the stack was started with test hooks on."""
+    if not settings.test_hooks:
+        raise NotPermitted(f"{hook} is a test hook; start the stack with DEXEC_TEST_HOOKS=1")
 
 
 def tune_gc() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import ray
 
 from actors.batching import Coalescer, as_completed, concatenated, each, shared
-from actors.shell import database_url, hot, tune_gc, wallet_secret
+from actors.shell import database_url, hot, require_test_hooks, tune_gc, wallet_secret
 from actors.telemetry import BatchStats
 from core.errors import DexecError
 from core.quotes import TxStatus
@@ -28,7 +28,7 @@ class SimulatedChain:
 
     def __init__(self, settings: Settings) -> None:
         tune_gc()
-        s = settings
+        s = self._settings = settings
         venues = [
             VenueBehaviour(v, quote_latency_ms=s.sim_quote_latency_ms,
                            swap_latency_ms=s.sim_swap_latency_ms,
@@ -79,14 +79,18 @@ class SimulatedChain:
         return await self._server.block_height()
 
     def set_faults(self, venue: str, **changes: Any) -> None:
-        """Change a venue's failure injection at run time (tests and demos)."""
+        """Change a venue's failure injection at run time (a test hook)."""
+        require_test_hooks(self._settings, "set_faults")
         self._server.set_faults(venue, **changes)
 
     def set_latency(self, quote_ms: tuple[int, int], swap_ms: tuple[int, int]) -> None:
-        """Change every venue's simulated latency at run time (tests and demos)."""
+        """Change every venue's simulated latency at run time (a test hook)."""
+        require_test_hooks(self._settings, "set_latency")
         self._server.set_latency(quote_ms, swap_ms)
 
     async def set_adverse_move_bps(self, bps: int) -> None:
+        """Have a front-runner move each pool this much before each swap (a test hook)."""
+        require_test_hooks(self._settings, "set_adverse_move_bps")
         await self._server.set_adverse_move_bps(bps)
 
     async def executed_swaps(self, signatures: list[str]) -> int:

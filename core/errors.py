@@ -152,6 +152,12 @@ class OrderNotFound(TerminalError):
     code = "order_not_found"
 
 
+class NotPermitted(TerminalError):
+    """The caller may not do this (a test hook while test hooks are off)."""
+
+    code = "not_permitted"
+
+
 class IdempotencyConflict(TerminalError):
     code = "idempotency_conflict"
 

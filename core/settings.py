@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     http_proxy: Literal["haproxy", "serve"] = "haproxy"
     access_log: bool = False  # one log line per HTTP request from the ingress replicas
     max_ongoing_requests: int = 10_000
+    # Host names accepted besides loopback and `host` ("*": any); Origins that may POST and
+    # open /ws besides the API's own (browsers only; other clients send no Origin).
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
     ws_max_ids_per_frame: int = Field(default=100, ge=1)  # order ids one (un)subscribe names
     ws_max_subscriptions: int = Field(default=1_000, ge=1)  # live subscriptions per connection
     default_account: str = "default"
@@ -57,6 +61,10 @@ class Settings(BaseSettings):
     # waits for more items. Longer: fewer, larger batches; each hop waits that much longer.
     batch_window_ms: float = Field(default=2.0, ge=0, le=100)
     namespace: str = "dexec"
+    # Fault injection and run-time levers (arm_crash, set_faults, set_latency,
+    # set_adverse_move_bps, set_limits) answer NotPermitted unless this is on: any Ray client
+    # of the cluster could call them. The test suite turns it on.
+    test_hooks: bool = False
     metrics_port: int = 9464  # Ray's Prometheus endpoint on each node started by `dexec up`
 
     # Venues

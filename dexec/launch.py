@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -115,8 +119,15 @@ def serve_env(settings: Settings) -> dict[str, str]:
     if settings.http_proxy != "haproxy":
         return env
     p = settings.port
+    private = haproxy_dir(p)
     return env | {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        # HAProxy's admin socket (mode 666, level admin), config and state live in a 0700
+        # directory of this user's, not in the shared /tmp/haproxy-serve.
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(private / "admin.sock"),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(private / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(private),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(private / "server-state"),
         # A replica drains 30 s by default before it stops: too long for a restart.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(p + 1),
@@ -128,6 +139,21 @@ def serve_env(settings: Settings) -> dict[str, str]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(p + 60),
         "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(p + 99),
     }
+
+
+def haproxy_dir(port: int) -> Path:
+    """Return this user's private (0700) directory for the HAProxy serving `port`.
+
+    Short on purpose: Serve adds the node id (56 characters) below it, and a Unix socket's
+    path must stay under 108 bytes.
+    """
+    path = Path(tempfile.gettempdir()) / f"dexec-haproxy-{os.getuid()}-{port}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise RuntimeError(f"{path} is not a directory of this user's: remove it")
+    path.chmod(0o700)
+    return path
 
 
 def stop_stale_haproxy(port: int) -> int:

@@ -34,6 +34,7 @@ from core.settings import Settings
 from core.tokens import TokenRegistry, parse_amount
 from gateways.quotes import collect_quotes
 from serve.body_limit import BodyLimit
+from serve.browser_rules import BrowserRules, allowed_hosts
 from serve.errors import NOT_JSON, error_frame, install_error_handlers
 from serve.json_body import DecimalJSONRoute, decode_json
 from serve.models import (
@@ -64,9 +65,12 @@ app = FastAPI(
     # A body without a Content-Type is read as JSON, as before typed bodies; one that
     # declares another type (text/plain, a form) is refused.
     strict_content_type=False,
+    # A redirect to the slash-less path would be built from the client's Host header.
+    redirect_slashes=False,
 )
 app.router.route_class = DecimalJSONRoute
 app.add_middleware(BodyLimit)
+app.add_middleware(BrowserRules)  # the outermost: a refused Host or Origin costs nothing more
 install_error_handlers(app)
 
 # Everything the deployment class uses must be defined above it: Serve pickles the class
@@ -113,6 +117,8 @@ class DexecIngress:
         self.settings = settings
         self.tokens = TokenRegistry()
         app.state.max_body_bytes = settings.max_body_bytes
+        app.state.allowed_hosts = allowed_hosts(settings.host, settings.allowed_hosts)
+        app.state.allowed_origins = frozenset(settings.allowed_origins)
         self.repo = OrderRepository(database_url(settings), min_size=settings.db_pool_min,
                                     max_size=settings.db_pool_max)
         self._opened = False

@@ -36,6 +36,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         confirm_poll_s=0.02,
         sim_drift_interval_s=0.5,
         namespace="dexec-test",
+        test_hooks=True,
     ).zero_latency()
     running = start_engine(settings, num_cpus=2, dashboard=False)
     yield running

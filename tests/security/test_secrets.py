@@ -1,4 +1,4 @@
-"""Files holding secrets are private from their first byte."""
+"""Files holding secrets are private from their first byte; test hooks are off by default."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from actors.bootstrap import resolve_wallet, write_private
+from actors.shell import require_test_hooks
+from core.errors import NotPermitted
 from core.settings import Settings
 
 
@@ -34,3 +36,9 @@ def test_write_private_never_exposes_the_file_and_never_overwrites(tmp_path: Pat
     with pytest.raises(FileExistsError):
         write_private(tmp_path / "secret", "other")
     assert (tmp_path / "secret").read_text() == "s3cret"
+
+
+def test_test_hooks_are_refused_unless_the_stack_turned_them_on() -> None:
+    with pytest.raises(NotPermitted, match="DEXEC_TEST_HOOKS"):
+        require_test_hooks(Settings(), "arm_crash")
+    require_test_hooks(Settings(test_hooks=True), "arm_crash")  # the suite's engine
