@@ -1,4 +1,4 @@
-"""Resolve what the actors need before they start: the database and the wallet."""
+"""Resolve what the stack needs before it starts: the database, the wallet, a dev API key."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from pathlib import Path
 from pydantic import SecretStr
 from solders.keypair import Keypair
 
+from core.accounts import Scope
 from core.settings import Settings
+from storage.database import Database
 from storage.embedded import EmbeddedPostgres
+from storage.keys import KeyStore
 from storage.migrate import apply_migrations
 
 
@@ -46,3 +49,54 @@ def resolve_wallet(settings: Settings) -> Settings:
         secret = str(Keypair())
         write_private(path, json.dumps({"secret": secret, "note": "simulated chain only"}))
     return settings.model_copy(update={"wallet_keypair": SecretStr(secret)})
+
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+API_KEY_FILE = "api-key"
+
+
+def resolve_dev_key(settings: Settings) -> str | None:
+    """Make sure a client can authenticate; return the dev key when there is one.
+
+    On a loopback bind, reuse the key in `<data_dir>/api-key` while it is valid, or create a
+    trade key for `default_account` and write it there (0600), where the CLI, `dexec bench`
+    and scripts find it. On any other bind there is no dev key: refuse to start until a key
+    exists (`dexec keys create`), since anyone who can reach the port could trade.
+    """
+    if settings.database_url is None:
+        raise RuntimeError("database_url must be resolved before the dev key")
+    return asyncio.run(_resolve_dev_key(settings, settings.database_url.get_secret_value()))
+
+
+async def _resolve_dev_key(settings: Settings, url: str) -> str | None:
+    db = Database(url, min_size=1, max_size=1)
+    await db.open()
+    try:
+        keys = KeyStore(db)
+        if settings.host not in LOOPBACK:
+            if not await keys.any_active():
+                raise RuntimeError(
+                    f"dexec binds {settings.host}, not loopback, and no API key exists: create"
+                    " one first with `dexec keys create --account NAME`")
+            return None
+        path = Path(settings.data_dir) / API_KEY_FILE
+        if path.exists():
+            token = path.read_text().strip()
+            if await keys.principal(token) is not None:
+                return token
+            path.unlink()  # revoked, or from another database
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = await keys.create(settings.default_account, Scope.TRADE)
+        write_private(path, key.token + "\n")
+        return key.token
+    finally:
+        await db.close()
+
+
+def client_key(data_dir: Path) -> str | None:
+    """Return the key a client on this machine uses: DEXEC_API_KEY, else the dev key file."""
+    key = os.environ.get("DEXEC_API_KEY")
+    if key:
+        return key.strip()
+    path = Path(data_dir) / API_KEY_FILE
+    return path.read_text().strip() if path.exists() else None

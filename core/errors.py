@@ -152,8 +152,14 @@ class OrderNotFound(TerminalError):
     code = "order_not_found"
 
 
+class NotAuthenticated(TerminalError):
+    """No valid API key came with the request."""
+
+    code = "not_authenticated"
+
+
 class NotPermitted(TerminalError):
-    """The caller may not do this (a test hook while test hooks are off)."""
+    """The caller may not do this (a read key submitting, a test hook while they are off)."""
 
     code = "not_permitted"
 

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ws", action="store_true", help="submit over the WebSocket")
     parser.add_argument("--url", help="benchmark a running stack instead of starting one")
     parser.add_argument("--database-url", help="with --url: where to read outcomes from")
+    parser.add_argument("--api-key", help="with --url: a trade key (default: DEXEC_API_KEY,"
+                        " else the dev key in .dexec/api-key)")
     parser.add_argument("--workers", type=int, default=2, help="workers of a started stack")
     parser.add_argument("--worker-concurrency", type=int, default=0,
                         help="orders each worker executes at once (started stack; 0: the"
@@ -185,7 +187,8 @@ async def submit_load(args: argparse.Namespace, url: str, run_id: str, tally: Ta
                 await asyncio.sleep(delay)
 
     connector = aiohttp.TCPConnector(limit=args.concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    auth = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    async with aiohttp.ClientSession(connector=connector, headers=auth) as session:
         if args.ws:
             async def ws_client(worker: int) -> None:
                 async with session.ws_connect(url.replace("http", "ws", 1) + "/ws") as ws:
@@ -351,6 +354,11 @@ def run(args: argparse.Namespace) -> int:
     engine = None
     database_url = args.database_url
     url = args.url
+    if url is not None and not args.api_key:
+        from actors.bootstrap import client_key
+        from core.settings import Settings
+
+        args.api_key = client_key(Settings().data_dir)
     if url is None:
         import tempfile
 
@@ -371,6 +379,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"starting a {args.latency}-latency stack in {data_dir} ...", file=sys.stderr)
         engine = start_engine(settings, num_cpus=2, dashboard=False)
         url = engine.api_url
+        args.api_key = engine.api_key
         assert engine.settings.database_url is not None  # noqa: S101 - resolved at start
         database_url = engine.settings.database_url.get_secret_value()
     if database_url is None:

@@ -43,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     orders.add_argument("--limit", type=int, default=20)
     orders.add_argument("--url", default=DEFAULT_URL)
 
+    keys = sub.add_parser("keys", help="create, list and revoke API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key; it is printed once")
+    create.add_argument("--account", required=True, help="the account its orders belong to")
+    create.add_argument("--scope", choices=("trade", "read"), default="trade")
+    keys_sub.add_parser("list", help="every key: id, account, scope, created, revoked")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key (within seconds everywhere)")
+    revoke.add_argument("key_id")
+
     bench = sub.add_parser("bench", help="benchmark the engine as clients drive it")
     from dexec.bench import add_arguments
 
@@ -51,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "up":
         return _up(args)
+    if args.command == "keys":
+        return _keys(args)
     if args.command == "bench":
         from dexec.bench import run
 
@@ -76,8 +87,10 @@ def _up(args: argparse.Namespace) -> int:
     if args.zero_latency:
         settings = settings.zero_latency()
     engine = start_engine(settings, address=args.address, num_cpus=args.num_cpus)
+    key = (f"\n  API key    {engine.api_key}  (in {settings.data_dir}/api-key; send it as"
+           " `Authorization: Bearer <key>`)") if engine.api_key else ""
     print(f"dexec is up\n  API        {engine.urls['api']}\n  API docs   {engine.urls['docs']}"
-          f"\n  dashboard  {engine.urls['dashboard']}\n"
+          f"\n  dashboard  {engine.urls['dashboard']}{key}\n"
           f"Try: dexec submit SOL USDC 1.5 --watch   (Ctrl-C stops everything)", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -86,6 +99,56 @@ def _up(args: argparse.Namespace) -> int:
     print("stopping...", flush=True)
     stop_engine(engine)
     return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from actors.bootstrap import resolve_database
+    from core.accounts import Scope, check_account_name
+    from core.errors import InvalidInput
+    from core.settings import Settings
+    from storage.database import Database
+    from storage.keys import KeyStore
+
+    settings, _ = resolve_database(Settings())  # the embedded server stays up for `dexec up`
+    if settings.database_url is None:  # pragma: no cover - resolved just above
+        return 2
+    url = settings.database_url.get_secret_value()
+
+    async def run() -> int:
+        db = Database(url, min_size=1, max_size=1)
+        await db.open()
+        try:
+            keys = KeyStore(db)
+            if args.keys_command == "create":
+                key = await keys.create(check_account_name(args.account), Scope(args.scope))
+                print(f"{key.token}\n(key id {key.key_id}, account {args.account},"
+                      f" scope {args.scope}: store it now, it is not shown again)")
+            elif args.keys_command == "list":
+                for k in await keys.list():
+                    revoked = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else ""
+                    print(f"{k.key_id}  {k.account_id:<24} {k.scope:<6}"
+                          f" {k.created_at:%Y-%m-%d %H:%M}  {revoked}")
+            elif not await keys.revoke(args.key_id):
+                print(f"no active key {args.key_id}", file=sys.stderr)
+                return 1
+            return 0
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(run())
+    except InvalidInput as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+
+
+def _auth() -> dict[str, str]:
+    """Return the Authorization header of this machine's client key (or none)."""
+    from actors.bootstrap import client_key
+    from core.settings import Settings
+
+    key = client_key(Settings().data_dir)
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def _order_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,14 +171,14 @@ def _line(event: dict[str, Any]) -> str:
 async def _submit(args: argparse.Namespace) -> int:
     body = _order_body(args)
     if not args.watch:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=_auth()) as client:
             response = await client.post(f"{args.url}/api/orders", json=body)
         print(json.dumps(response.json(), indent=2))
         return 0 if response.status_code < 400 else 1
     import websockets
 
     ws_url = args.url.replace("http", "ws", 1) + "/ws"
-    async with websockets.connect(ws_url) as ws:
+    async with websockets.connect(ws_url, additional_headers=_auth()) as ws:
         await ws.send(json.dumps({"op": "submit", "order": body}))
         while True:
             frame = json.loads(await ws.recv())
@@ -139,7 +202,8 @@ def _orders(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": args.limit}
     if args.status:
         params["status"] = args.status
-    response = httpx.get(f"{args.url}/api/orders", params=params, timeout=30)
+    response = httpx.get(f"{args.url}/api/orders", params=params, timeout=30,
+                         headers=_auth())
     if response.status_code >= 400:
         print(response.json().get("error", response.text), file=sys.stderr)
         return 1

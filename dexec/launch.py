@@ -17,7 +17,7 @@ import psutil
 import ray
 from ray import serve
 
-from actors.bootstrap import resolve_database, resolve_wallet
+from actors.bootstrap import resolve_database, resolve_dev_key, resolve_wallet
 from actors.stack import Stack, start_stack, stop_stack
 from core.settings import Settings
 from storage.embedded import EmbeddedPostgres
@@ -41,6 +41,7 @@ class Engine:
     embedded: EmbeddedPostgres | None = None
     owns_ray: bool = False
     urls: dict[str, str] = field(default_factory=dict)
+    api_key: str | None = None  # the dev key (loopback only), also in <data_dir>/api-key
 
     @property
     def api_url(self) -> str:
@@ -68,6 +69,7 @@ def start_engine(
 def _start(settings: Settings, embedded: EmbeddedPostgres | None, address: str | None,
            num_cpus: int | None, dashboard: bool) -> Engine:
     settings = resolve_wallet(settings)
+    api_key = resolve_dev_key(settings)  # refuses a non-loopback bind without any key
     owns_ray = not ray.is_initialized()
     if owns_ray and address is None and settings.http_proxy == "haproxy":
         stop_stale_haproxy(settings.port)
@@ -92,7 +94,7 @@ def _start(settings: Settings, embedded: EmbeddedPostgres | None, address: str |
                 http_options={"host": settings.host, "port": settings.port},
                 controller_options={"runtime_env": {"env_vars": serve_env(settings)}})
     serve.run(_ingress_app(settings), name="dexec", route_prefix="/")
-    engine = Engine(settings, stack, embedded, owns_ray)
+    engine = Engine(settings, stack, embedded, owns_ray, api_key=api_key)
     _wait_healthy(engine.api_url)
     engine.urls = {
         "api": engine.api_url,

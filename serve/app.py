@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import ray
-from fastapi import Body, FastAPI, Query, Response, WebSocket, WebSocketDisconnect
+from fastapi import Body, Depends, FastAPI, Query, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve import Application
@@ -21,9 +21,12 @@ from actors.notifier import NotifierClient
 from actors.shell import ACTOR_GONE, CHAIN, MANAGER, NOTIFIER, database_url, tune_gc
 from actors.stack import start_stack
 from actors.venue_gateways import venue_gateways
+from core.accounts import Principal
 from core.errors import (
     DexecError,
     InvalidInput,
+    NotAuthenticated,
+    NotPermitted,
     OrderNotFound,
     Overloaded,
     TransientDatabaseError,
@@ -33,6 +36,7 @@ from core.orders import NewOrder, OrderStatus, Submission
 from core.settings import Settings
 from core.tokens import TokenRegistry, parse_amount
 from gateways.quotes import collect_quotes
+from serve.auth import Authenticator, key_from_header, request_principal
 from serve.body_limit import BodyLimit
 from serve.browser_rules import BrowserRules, allowed_hosts
 from serve.errors import NOT_JSON, error_frame, install_error_handlers
@@ -51,6 +55,7 @@ from serve.models import (
     quotes_json,
 )
 from serve.stream import Connection, StreamHub
+from storage.keys import KeyStore
 from storage.repository import OrderRepository
 
 log = logging.getLogger(__name__)
@@ -82,6 +87,12 @@ StatusFilter = Annotated[OrderStatus | None, Query(description="Only orders in t
 Mint = Annotated[str, Query(description="Symbol (SOL, USDC, ...) or base58 mint.")]
 Amount = Annotated[str, Query(description="Amount to sell, in input-token units.")]
 OrderBody = Annotated[OrderRequest, Body()]
+Caller = Annotated[Principal, Depends(request_principal)]
+
+
+def _require_trade(caller: Principal) -> None:
+    if not caller.can_trade:
+        raise NotPermitted("this API key is read-only: submitting needs a trade key")
 
 
 async def _answers(call: Callable[[], Coroutine[Any, Any, Any]], timeout_s: float = 2.0
@@ -133,6 +144,13 @@ class DexecIngress:
         self.gateways = venue_gateways(settings, ray.get_actor(CHAIN, namespace=ns), batches)
         self.hub = StreamHub(NotifierClient(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
         self.metrics = IngressMetrics()
+        self.keys = KeyStore(self.repo.db)
+        self.authenticator = Authenticator(self._principal_of)
+        app.state.authenticator = self.authenticator
+
+    async def _principal_of(self, key: str) -> Principal | None:
+        await self._repo()
+        return await self.keys.principal(key)
 
     async def _repo(self) -> OrderRepository:
         if not self._opened:
@@ -167,35 +185,37 @@ class DexecIngress:
                    429: {"model": ErrorView, "description": "Too many open orders or orders"
                          " per minute; see Retry-After"}},
     )
-    async def submit_order(self, order: OrderBody) -> Response:
-        command = order.to_command(self.tokens, self.settings.default_account)
+    async def submit_order(self, order: OrderBody, caller: Caller) -> Response:
+        _require_trade(caller)
+        command = order.to_command(self.tokens, caller.account_id)
         stored, created = await self._submit(command)
         return JSONResponse(order_json(stored, self.tokens), status_code=202 if created else 200)
 
     @app.get("/api/orders/{order_id}", response_model=OrderView,
              summary="One order with its quotes and event history",
              responses={404: {"model": ErrorView, "description": "No such order"}})
-    async def get_order(self, order_id: str) -> Response:
+    async def get_order(self, order_id: str, caller: Caller) -> Response:
         order = await (await self._repo()).get_order(order_id)
-        if order is None:
+        if order is None or order.account_id != caller.account_id:
             raise OrderNotFound(f"order {order_id} not found")
         return JSONResponse(order_json(order, self.tokens))
 
     @app.get("/api/orders", response_model=OrderPage, summary="Orders, newest first")
-    async def list_orders(self, status: StatusFilter = None, limit: Limit = 50,
-                          cursor: Cursor = None) -> Response:
+    async def list_orders(self, caller: Caller, status: StatusFilter = None,
+                          limit: Limit = 50, cursor: Cursor = None) -> Response:
         orders, next_cursor = await (await self._repo()).list_orders(
-            self.settings.default_account, status=status, limit=limit, cursor=cursor
+            caller.account_id, status=status, limit=limit, cursor=cursor
         )
         return JSONResponse({"orders": [order_json(o, self.tokens) for o in orders],
                       "next_cursor": next_cursor})
 
     @app.get("/api/quotes", response_model=QuotesView,
              summary="Every venue's quote and the winner; executes nothing")
-    async def quotes(self, input_mint: Mint, output_mint: Mint, amount: Amount) -> Response:
+    async def quotes(self, caller: Caller, input_mint: Mint, output_mint: Mint,
+                     amount: Amount) -> Response:
         command = parse_order_request(
             {"type": "market", "input_mint": input_mint, "output_mint": output_mint,
-             "amount": amount}, self.tokens, self.settings.default_account)
+             "amount": amount}, self.tokens, caller.account_id)
         quotes, errors = await collect_quotes(
             self.gateways, command.input_mint, command.output_mint, command.amount_in,
             self.settings.quote_timeout_s)
@@ -250,6 +270,13 @@ class DexecIngress:
             outbox.put_nowait(frame)
 
         conn = Connection(enqueue)
+        caller: Principal | None = None
+        header_key = key_from_header(websocket.headers.get("authorization"))
+        if header_key is not None:
+            try:
+                caller = await self.authenticator.principal(header_key)
+            except DexecError as exc:
+                outbox.put_nowait(error_frame(exc))
         self.hub.connections += 1
         self.metrics.connections(self.hub.connections)
         writer = asyncio.get_running_loop().create_task(self._write(websocket, outbox))
@@ -262,7 +289,7 @@ class DexecIngress:
                     raw = message.get("text")
                     if raw is None:  # a binary frame: answered, the connection stays open
                         raise InvalidInput("frames must be text: a JSON object with an `op`")
-                    await self._handle_frame(conn, raw)
+                    caller = await self._handle_frame(conn, raw, caller)
                 except DexecError as exc:
                     outbox.put_nowait(error_frame(exc))
         except WebSocketDisconnect:
@@ -281,7 +308,9 @@ class DexecIngress:
             frame = await outbox.get()
             await websocket.send_text(json.dumps(frame))
 
-    async def _handle_frame(self, conn: Connection, raw: str) -> None:
+    async def _handle_frame(self, conn: Connection, raw: str, caller: Principal | None
+                            ) -> Principal | None:
+        """Carry out one frame's op; return who the connection acts for afterwards."""
         if len(raw.encode()) > self.settings.max_body_bytes:
             raise InvalidInput(f"frame is larger than {self.settings.max_body_bytes} bytes")
         try:
@@ -291,13 +320,24 @@ class DexecIngress:
         if not isinstance(message, dict):
             raise InvalidInput("a frame must be a JSON object with an `op`")
         op = message.get("op")
+        if op == "auth":
+            key = message.get("key")
+            caller = await self.authenticator.principal(key if isinstance(key, str) else None)
+            await conn.send({"type": "authenticated", "account_id": caller.account_id,
+                             "scope": str(caller.scope)})
+            return caller
+        if caller is None:
+            raise NotAuthenticated(
+                'authenticate first: send {"op": "auth", "key": "<API key>"} or connect with'
+                " the Authorization header")
         if op == "submit":
-            command = parse_order_request(message.get("order"), self.tokens,
-                                          self.settings.default_account)
+            _require_trade(caller)
+            command = parse_order_request(message.get("order"), self.tokens, caller.account_id)
             order, _ = await self._submit(command)
             await conn.send({"type": "accepted", "order": order_json(order, self.tokens)})
             await self.hub.subscribe(conn, order.order_id, order.seq)
-        elif op in ("subscribe", "unsubscribe"):
+            return caller
+        if op in ("subscribe", "unsubscribe"):
             order_ids = message.get("order_ids")
             if (not isinstance(order_ids, list) or not order_ids
                     or not all(isinstance(i, str) for i in order_ids)):
@@ -309,7 +349,7 @@ class DexecIngress:
             if op == "unsubscribe":
                 await self.hub.unsubscribe(conn, order_ids)
                 await conn.send({"type": "unsubscribed", "order_ids": order_ids})
-                return
+                return caller
             since = _since_seq(message.get("since_seq"), order_ids)
             new = set(order_ids) - set(conn.last_seq)
             if len(conn.last_seq) + len(new) > self.settings.ws_max_subscriptions:
@@ -318,7 +358,7 @@ class DexecIngress:
                     " unsubscribe from some first")
             for order_id in order_ids:
                 current = await self.repo.get_order(order_id)
-                if current is None:
+                if current is None or current.account_id != caller.account_id:
                     await conn.send({"type": "error", "error": f"order {order_id} not found",
                                      "order_id": order_id, "status": 404})
                     continue
@@ -327,8 +367,8 @@ class DexecIngress:
                     await conn.send({"type": "state", "order": order_json(current, self.tokens)})
                     after = current.seq
                 await self.hub.subscribe(conn, order_id, after)
-        else:
-            raise InvalidInput("op must be one of submit, subscribe, unsubscribe")
+            return caller
+        raise InvalidInput("op must be one of auth, submit, subscribe, unsubscribe")
 
 
 def ingress_app(settings: Settings) -> Application:

@@ -14,12 +14,16 @@ from core.errors import (
     DexecError,
     IdempotencyConflict,
     InvalidInput,
+    NotAuthenticated,
+    NotPermitted,
     OrderNotFound,
     Overloaded,
     RetryableError,
 )
 
 _STATUS_FOR: list[tuple[type[DexecError], int]] = [
+    (NotAuthenticated, 401),
+    (NotPermitted, 403),
     (OrderNotFound, 404),
     (IdempotencyConflict, 409),
     (InvalidInput, 422),
@@ -83,8 +87,11 @@ def _response(status: int, message: str, retry_after: int | None = None) -> JSON
 async def _dexec_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DexecError)  # noqa: S101 - registered for DexecError
     status = error_status(exc)
-    return _response(status, exc.message,
-                     retry_after_s(exc) if status in (429, 503) else None)
+    response = _response(status, exc.message,
+                         retry_after_s(exc) if status in (429, 503) else None)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="dexec"'
+    return response
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -43,14 +43,22 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     stop_engine(running)
 
 
+def with_key(url: str, key: str | None) -> str:
+    """Return `url` carrying `key` as its password: httpx and websockets send it as Basic
+    credentials, which the API accepts beside `Authorization: Bearer`."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://dexec:{key}@{rest}" if key else url
+
+
 @pytest.fixture
 def api(engine: Engine) -> str:
-    return engine.api_url
+    """The API's URL with the dev key of the session's engine (a trade key, account default)."""
+    return with_key(engine.api_url, engine.api_key)
 
 
 @pytest.fixture
 def ws_url(engine: Engine) -> str:
-    return engine.api_url.replace("http://", "ws://") + "/ws"
+    return with_key(engine.api_url.replace("http://", "ws://") + "/ws", engine.api_key)
 
 
 @pytest.fixture

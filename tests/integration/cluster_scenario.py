@@ -40,8 +40,10 @@ def wait_for(predicate: Any, timeout_s: float) -> bool:
     return False
 
 
-async def submit_and_track(url: str, count: int, during: Any) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+async def submit_and_track(url: str, key: str | None, count: int, during: Any
+                           ) -> list[dict[str, Any]]:
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=auth) as client:
         responses = await asyncio.gather(*(client.post("/api/orders", json={
             "type": "market", "input_mint": "SOL", "output_mint": "USDC", "amount": "0.02",
             "client_order_id": f"cluster-{i}"}) for i in range(count)))
@@ -97,7 +99,7 @@ def main(out: Path, data_dir: Path) -> None:
             result["open_when_node_left"] = row[0] if row else 0
             cluster.remove_node(leaving)
 
-        orders = asyncio.run(submit_and_track(engine.api_url, 100, remove_node))
+        orders = asyncio.run(submit_and_track(engine.api_url, engine.api_key, 100, remove_node))
         result["statuses"] = sorted({o["status"] for o in orders})
         result["gapless"] = all(
             [e["seq"] for e in o["events"]] == list(range(1, len(o["events"]) + 1))

@@ -42,6 +42,11 @@ class App:
             "DEXEC_RETRY_BASE_DELAY_S": "0.05",
         })
 
+    def auth(self) -> dict[str, str]:
+        """The dev key `dexec up` wrote to its data directory (the same across restarts)."""
+        key = (self.data_dir / "api-key").read_text().strip()
+        return {"Authorization": f"Bearer {key}"}
+
     def start(self, log_name: str) -> None:
         log = (self.data_dir / log_name).open("wb")
         self.proc = subprocess.Popen(
@@ -106,7 +111,7 @@ async def test_app_sigkilled_with_200_in_flight_finishes_every_order_exactly_onc
     app: App,
 ) -> None:
     app.start("first.log")
-    async with httpx.AsyncClient(base_url=app.url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth()) as client:
         responses = await asyncio.gather(*(client.post("/api/orders", json={
             "type": "market", "input_mint": "SOL", "output_mint": "USDC", "amount": "0.05",
             "client_order_id": f"restart-{i}"}) for i in range(200)))
@@ -122,7 +127,7 @@ async def test_app_sigkilled_with_200_in_flight_finishes_every_order_exactly_onc
     assert in_flight_at_kill > 0, "the kill came too late to prove anything"
 
     app.start("second.log")
-    async with httpx.AsyncClient(base_url=app.url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth()) as client:
         deadline = time.monotonic() + 180
         orders: list[dict[str, Any]] = []
         for order_id in ids:

@@ -18,7 +18,7 @@ def test_bench_reports_every_order_with_nothing_lost_or_duplicated(
     assert engine.settings.database_url is not None
     out = tmp_path / "bench.json"
     args = parser.parse_args([
-        "--url", engine.api_url,
+        "--url", engine.api_url, "--api-key", engine.api_key or "",
         "--database-url", engine.settings.database_url.get_secret_value(),
         "--orders", "40", "--concurrency", "8", "--out", str(out),
     ])

@@ -31,13 +31,14 @@ async def test_a_foreign_host_is_refused_and_never_redirected_to(api: str) -> No
 
 
 async def test_a_post_from_a_web_page_elsewhere_is_refused_with_nothing_stored(
-    api: str, db: psycopg.Connection[Any]
+    api: str, engine: Engine, db: psycopg.Connection[Any]
 ) -> None:
     before = order_count(db)
     async with httpx.AsyncClient(base_url=api) as client:
         foreign = await client.post("/api/orders", json=order_body(),
                                     headers={"origin": "https://evil.example"})
-        own = await client.post("/api/orders", json=order_body(), headers={"origin": api})
+        own = await client.post("/api/orders", json=order_body(),
+                                headers={"origin": engine.api_url})
     assert foreign.status_code == 403 and foreign.json() == {"error": "origin not allowed"}
     assert own.status_code == 202  # the API's own pages (/docs) may
     assert order_count(db) == before + 1
