@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     allowed_origins: tuple[str, ...] = ()
     ws_max_ids_per_frame: int = Field(default=100, ge=1)  # order ids one (un)subscribe names
     ws_max_subscriptions: int = Field(default=1_000, ge=1)  # live subscriptions per connection
+    ws_max_connections_per_account: int = Field(default=100, ge=1)  # per ingress replica
+    ws_outbox_frames: int = Field(default=10_000, ge=1)  # a slower reader is closed (1013)
+    ws_idle_timeout_s: float = Field(default=300.0, gt=0)  # silent and following nothing
     default_account: str = "default"
 
     # Storage

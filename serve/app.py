@@ -5,6 +5,7 @@ import contextlib
 import functools
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -54,7 +55,7 @@ from serve.models import (
     parse_order_request,
     quotes_json,
 )
-from serve.stream import Connection, StreamHub
+from serve.stream import Connection, Outbox, StreamHub
 from storage.keys import KeyStore
 from storage.repository import OrderRepository
 
@@ -67,9 +68,6 @@ app = FastAPI(
     description="Order execution engine for Solana DEX swaps: market orders routed to the best"
     " venue, executed exactly once, streamed live.",
     responses={422: {"model": ErrorView, "description": "Invalid request"}},
-    # A body without a Content-Type is read as JSON, as before typed bodies; one that
-    # declares another type (text/plain, a form) is refused.
-    strict_content_type=False,
     # A redirect to the slash-less path would be built from the client's Host header.
     redirect_slashes=False,
 )
@@ -144,6 +142,7 @@ class DexecIngress:
         self.gateways = venue_gateways(settings, ray.get_actor(CHAIN, namespace=ns), batches)
         self.hub = StreamHub(NotifierClient(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
         self.metrics = IngressMetrics()
+        self._ws_accounts: Counter[str] = Counter()  # open connections per account, here
         self.keys = KeyStore(self.repo.db)
         self.authenticator = Authenticator(self._principal_of)
         app.state.authenticator = self.authenticator
@@ -264,25 +263,45 @@ class DexecIngress:
     async def ws(self, websocket: WebSocket) -> None:
         await websocket.accept()
         await self._repo()
-        outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        s = self.settings
+        outbox = Outbox(s.ws_outbox_frames)
 
         async def enqueue(frame: dict[str, Any]) -> None:
-            outbox.put_nowait(frame)
+            outbox.put(frame)
 
         conn = Connection(enqueue)
         caller: Principal | None = None
+        counted: str | None = None  # the account this connection counts against
         header_key = key_from_header(websocket.headers.get("authorization"))
         if header_key is not None:
             try:
                 caller = await self.authenticator.principal(header_key)
             except DexecError as exc:
-                outbox.put_nowait(error_frame(exc))
+                outbox.put(error_frame(exc))
         self.hub.connections += 1
         self.metrics.connections(self.hub.connections)
-        writer = asyncio.get_running_loop().create_task(self._write(websocket, outbox))
+        loop = asyncio.get_running_loop()
+        helpers = [loop.create_task(self._write(websocket, outbox)),
+                   loop.create_task(self._close_when_behind(websocket, outbox))]
         try:
             while True:
-                message = await websocket.receive()
+                if caller is not None and caller.account_id != counted:
+                    if not self._count_connection(caller.account_id, counted):
+                        outbox.put({"type": "error", "status": 429, "error": (
+                            f"account {caller.account_id} has {s.ws_max_connections_per_account}"
+                            " connections open here already; close one first")})
+                        await asyncio.sleep(0.05)  # let the writer send it
+                        await websocket.close(code=1008, reason="too many connections")
+                        break
+                    counted = caller.account_id
+                # A connection that follows nothing and says nothing is closed after a while.
+                idle = None if conn.last_seq else s.ws_idle_timeout_s
+                try:
+                    async with asyncio.timeout(idle):
+                        message = await websocket.receive()
+                except TimeoutError:
+                    await websocket.close(code=1000, reason="idle")
+                    break
                 if message["type"] == "websocket.disconnect":
                     break
                 try:
@@ -291,22 +310,42 @@ class DexecIngress:
                         raise InvalidInput("frames must be text: a JSON object with an `op`")
                     caller = await self._handle_frame(conn, raw, caller)
                 except DexecError as exc:
-                    outbox.put_nowait(error_frame(exc))
-        except WebSocketDisconnect:
+                    outbox.put(error_frame(exc))
+        except (WebSocketDisconnect, RuntimeError):  # RuntimeError: closed meanwhile
             pass
         finally:
+            self._count_connection(None, counted)
             self.hub.connections -= 1
             self.metrics.connections(self.hub.connections)
             self.hub.close(conn)
-            writer.cancel()
+            for task in helpers:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+                await asyncio.gather(*helpers)
+
+    def _count_connection(self, account: str | None, previous: str | None) -> bool:
+        """Move one connection from `previous` to `account`; False if `account` is full."""
+        if account is not None:
+            if self._ws_accounts[account] >= self.settings.ws_max_connections_per_account:
+                return False
+            self._ws_accounts[account] += 1
+        if previous is not None:
+            self._ws_accounts[previous] -= 1
+            if not self._ws_accounts[previous]:
+                del self._ws_accounts[previous]
+        return True
 
     @staticmethod
-    async def _write(websocket: WebSocket, outbox: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _write(websocket: WebSocket, outbox: Outbox) -> None:
         while True:
             frame = await outbox.get()
             await websocket.send_text(json.dumps(frame))
+
+    @staticmethod
+    async def _close_when_behind(websocket: WebSocket, outbox: Outbox) -> None:
+        await outbox.overflowed.wait()
+        # 1013: try again later; the client resumes with since_seq and loses nothing.
+        await websocket.close(code=1013, reason="client too slow: resubscribe with since_seq")
 
     async def _handle_frame(self, conn: Connection, raw: str, caller: Principal | None
                             ) -> Principal | None:

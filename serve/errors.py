@@ -33,6 +33,8 @@ _STATUS_FOR: list[tuple[type[DexecError], int]] = [
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
 _NOT_AN_OBJECT = {"model_type", "model_attributes_type", "dict_type"}
 NOT_JSON = "body is not valid JSON"
+# Browsers send forms and text/plain across sites without asking: a JSON API takes neither.
+NOT_JSON_TYPE = "the order must be a JSON object sent with Content-Type: application/json"
 
 
 def error_status(exc: DexecError) -> int:
@@ -68,8 +70,12 @@ def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
             parts.append(NOT_JSON)
             continue
         if not loc:  # the body as a whole
-            parts.append("the order must be a JSON object" if kind in _NOT_AN_OBJECT
-                         else str(err.get("msg")))
+            if kind in _NOT_AN_OBJECT and isinstance(err.get("input"), bytes | bytearray):
+                parts.append(NOT_JSON_TYPE)  # a body FastAPI did not read as JSON
+            elif kind in _NOT_AN_OBJECT:
+                parts.append("the order must be a JSON object")
+            else:
+                parts.append(str(err.get("msg")))
             continue
         # A union's members add their own location (amount.str, amount.int): name the
         # field the client sent.

@@ -39,6 +39,29 @@ class History(Protocol):
     async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]: ...
 
 
+class Outbox:
+    """Frames waiting for a client to read them, at most `limit`.
+
+    A client that falls that far behind is to be closed (1013: try again later) rather than
+    grow the replica's memory; it resumes with `since_seq` and loses nothing.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._frames: asyncio.Queue[Frame] = asyncio.Queue(maxsize=limit)
+        self.overflowed = asyncio.Event()
+
+    def put(self, frame: Frame) -> None:
+        if self.overflowed.is_set():
+            return
+        try:
+            self._frames.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.overflowed.set()
+
+    async def get(self) -> Frame:
+        return await self._frames.get()
+
+
 class Connection:
     """One client connection: an outbox drained by the route, plus per-order last seq."""
 

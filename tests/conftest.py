@@ -37,6 +37,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         sim_drift_interval_s=0.5,
         namespace="dexec-test",
         test_hooks=True,
+        ws_idle_timeout_s=5.0,  # short, so that tests/security can watch it close
     ).zero_latency()
     running = start_engine(settings, num_cpus=2, dashboard=False)
     yield running

@@ -315,14 +315,15 @@ async def test_bad_orders_are_rejected_and_nothing_persisted(
     assert order_count(db) == before
 
 
-async def test_a_json_body_without_a_content_type_is_read_as_json(
+async def test_a_body_without_a_json_content_type_is_refused(
     api: str, db: psycopg.Connection[Any]
 ) -> None:
     before = order_count(db)
     async with httpx.AsyncClient(base_url=api) as client:
         response = await client.post("/api/orders", content=json.dumps(order_body()))
-    assert response.status_code == 202, response.text
-    assert order_count(db) == before + 1
+    assert response.status_code == 422, response.text
+    assert "Content-Type: application/json" in response.json()["error"]
+    assert order_count(db) == before
 
 
 async def test_malformed_json_and_oversized_bodies(api: str, db: psycopg.Connection[Any]) -> None:

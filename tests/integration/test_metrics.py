@@ -64,6 +64,9 @@ async def test_prometheus_endpoint_exports_every_application_metric(
         await ws.recv()
         deadline = time.monotonic() + 60
         while True:  # Ray exports every few seconds
+            # A frame now and then: a connection that follows nothing and is silent closes.
+            await ws.send(json.dumps({"op": "unsubscribe", "order_ids": ids[:1]}))
+            await ws.recv()
             async with httpx.AsyncClient(timeout=5) as scraper:
                 text = (await scraper.get(url)).text
             missing = [n for n in EXPECTED if not samples(text, n)]

@@ -116,3 +116,45 @@ async def test_a_read_key_reads_its_account_but_cannot_trade(
     assert first["type"] == "error" and first["status"] == 401
     assert authed == {"type": "authenticated", "account_id": "carol", "scope": "read"}
     assert submit["type"] == "error" and submit["status"] == 403
+
+
+async def test_an_account_s_connections_are_bounded(engine: Engine, keys: KeyStore) -> None:
+    key = await new_key(keys, "dave")
+    ws = engine.api_url.replace("http://", "ws://") + "/ws"
+    limit = engine.settings.ws_max_connections_per_account
+    opened = [await websockets.connect(ws, additional_headers=bearer(key))
+              for _ in range(limit)]
+    try:
+        for conn in opened:  # each counts once it is used: nothing to answer yet
+            await conn.send(json.dumps({"op": "unsubscribe", "order_ids": ["x"]}))
+            assert json.loads(await asyncio.wait_for(conn.recv(), 10))["type"] == "unsubscribed"
+        async with websockets.connect(ws, additional_headers=bearer(key)) as extra:
+            refused = json.loads(await asyncio.wait_for(extra.recv(), 10))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(extra.recv(), 10)
+        assert refused["status"] == 429 and "connections" in refused["error"]
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    finally:
+        for conn in opened:
+            await conn.close()
+
+
+async def test_a_connection_that_follows_nothing_and_says_nothing_is_closed(
+    engine: Engine, ws_url: str, api: str
+) -> None:
+    idle_s = engine.settings.ws_idle_timeout_s
+    async with httpx.AsyncClient(base_url=api) as client:
+        order_id = (await client.post("/api/orders", json=order_body())).json()["order_id"]
+    async with websockets.connect(ws_url) as silent, websockets.connect(ws_url) as follower:
+        await follower.send(json.dumps({"op": "subscribe", "order_ids": [order_id],
+                                        "since_seq": 0}))
+        await asyncio.sleep(idle_s + 1.5)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(silent.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        # A connection that follows an order is not idle, however quiet.
+        await follower.send(json.dumps({"op": "unsubscribe", "order_ids": [order_id]}))
+        kinds = []
+        while "unsubscribed" not in kinds and len(kinds) < 20:  # its events, then the answer
+            kinds.append(json.loads(await asyncio.wait_for(follower.recv(), 5))["type"])
+        assert kinds[-1] == "unsubscribed"

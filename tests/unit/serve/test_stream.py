@@ -11,7 +11,7 @@ import pytest
 
 from actors.event_hub import EventHub
 from core.orders import Order, OrderEvent, OrderStatus
-from serve.stream import Connection, StreamHub
+from serve.stream import Connection, Outbox, StreamHub
 from tests.kit.loop import settle, until
 from tests.kit.orders import Frame, event, frame, make_order
 
@@ -263,3 +263,16 @@ async def test_a_restarted_notifier_is_watched_again_and_the_gap_filled(stream: 
     stream.emit("o1", 4)
 
     await until(lambda: seqs(sent) == [3, 4])
+
+
+async def test_an_outbox_past_its_limit_marks_the_connection_to_close_and_keeps_order() -> None:
+    outbox = Outbox(limit=2)
+    outbox.put({"n": 1})
+    outbox.put({"n": 2})
+    assert not outbox.overflowed.is_set()
+
+    outbox.put({"n": 3})  # the client fell behind
+    outbox.put({"n": 4})
+
+    assert outbox.overflowed.is_set()
+    assert [await outbox.get(), await outbox.get()] == [{"n": 1}, {"n": 2}]
