@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import httpx
+import psycopg
 import ray
 import websockets
 
@@ -15,6 +16,13 @@ from actors.shell import CHAIN
 from dexec.launch import Engine
 
 TERMINAL = {"confirmed", "failed"}
+
+
+def order_count(db: psycopg.Connection[Any]) -> int:
+    """Return how many orders the database holds (a rejected request must add none)."""
+    row = db.execute("SELECT count(*) FROM orders").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def order_body(**overrides: Any) -> dict[str, Any]:

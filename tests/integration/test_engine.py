@@ -16,6 +16,7 @@ from tests.integration.client import (
     TERMINAL,
     executed_swaps,
     order_body,
+    order_count,
     wait_terminal,
     ws_submit,
 )
@@ -29,12 +30,6 @@ def db_events(db: psycopg.Connection[Any], order_id: str) -> list[tuple[int, str
         (order_id,),
     ).fetchall()
     return [(r[0], r[1], r[2]) for r in rows]
-
-
-def order_count(db: psycopg.Connection[Any]) -> int:
-    row = db.execute("SELECT count(*) FROM orders").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def test_ws_order_confirms_with_full_event_sequence_and_matching_rows(

@@ -17,7 +17,7 @@ from core.accounts import Scope
 from dexec.launch import Engine
 from storage.database import Database
 from storage.keys import KeyStore
-from tests.integration.client import order_body
+from tests.integration.client import order_body, order_count
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -35,12 +35,6 @@ async def keys(engine: Engine) -> AsyncIterator[KeyStore]:
 
 async def new_key(keys: KeyStore, account: str, scope: Scope = Scope.TRADE) -> str:
     return (await keys.create(account, scope)).token
-
-
-def order_count(db: psycopg.Connection[Any]) -> int:
-    row = db.execute("SELECT count(*) FROM orders").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def test_without_a_valid_key_nothing_is_read_or_stored(

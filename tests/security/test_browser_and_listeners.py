@@ -12,13 +12,7 @@ import pytest
 import websockets
 
 from dexec.launch import Engine, haproxy_dir
-from tests.integration.client import order_body
-
-
-def order_count(db: psycopg.Connection[Any]) -> int:
-    row = db.execute("SELECT count(*) FROM orders").fetchone()
-    assert row is not None
-    return int(row[0])
+from tests.integration.client import order_body, order_count
 
 
 async def test_a_foreign_host_is_refused_and_never_redirected_to(api: str) -> None:

@@ -19,15 +19,9 @@ from core.tokens import TokenRegistry
 from dexec.launch import Engine
 from storage.repository import OrderRepository
 from storage.writes import RecordSwap
-from tests.integration.client import order_body
+from tests.integration.client import order_body, order_count
 
 SOL, USDC = TokenRegistry().resolve("SOL").mint, TokenRegistry().resolve("USDC").mint
-
-
-def order_count(db: psycopg.Connection[Any]) -> int:
-    row = db.execute("SELECT count(*) FROM orders").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def test_an_amount_that_rounds_to_zero_fails_only_its_own_request(
