@@ -37,6 +37,28 @@ def write_private(path: Path, text: str) -> None:
         file.write(text)
 
 
+SECRETS_FILE = "secrets.json"
+
+
+def seal_secrets(settings: Settings) -> Settings:
+    """Return the settings actors and replicas get: without the database URL or wallet key.
+
+    Both go to `<data_dir>/secrets.json` (0600, replaced atomically); actors read them from
+    there (actors.shell), so Ray never stores a secret with an actor's constructor arguments.
+    """
+    secrets = {name: value.get_secret_value() for name, value in
+               (("database_url", settings.database_url),
+                ("wallet_keypair", settings.wallet_keypair)) if value is not None}
+    path = (Path(settings.data_dir) / SECRETS_FILE).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = path.with_name(f".{path.name}.{os.getpid()}")
+    fresh.unlink(missing_ok=True)
+    write_private(fresh, json.dumps(secrets))
+    fresh.replace(path)
+    return settings.model_copy(update={"database_url": None, "wallet_keypair": None,
+                                       "secrets_file": path})
+
+
 def resolve_wallet(settings: Settings) -> Settings:
     """Use the configured wallet, or a dev wallet kept in the data folder (it holds no value)."""
     if settings.wallet_keypair is not None:

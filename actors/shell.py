@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import json
+from pathlib import Path
 from typing import Any, TypeVar
 
 import ray
@@ -23,14 +25,24 @@ ACTOR_GONE = RayActorError
 
 
 def database_url(settings: Settings) -> str:
-    """Return the database URL, which the launcher resolves before any actor starts."""
-    if settings.database_url is None:
+    """Return the database URL (from the secrets file the launcher wrote, or the settings)."""
+    url = _secrets(settings).get("database_url")
+    if not url:
         raise RuntimeError("database_url must be resolved before actors start")
-    return settings.database_url.get_secret_value()
+    return url
 
 
 def wallet_secret(settings: Settings) -> str | None:
-    return settings.wallet_keypair.get_secret_value() if settings.wallet_keypair else None
+    """Return the wallet's secret key (None: the simulated set-up's ephemeral wallet)."""
+    return _secrets(settings).get("wallet_keypair")
+
+
+def _secrets(settings: Settings) -> dict[str, str]:
+    if settings.secrets_file is not None:
+        loaded: dict[str, str] = json.loads(Path(settings.secrets_file).read_text())
+        return loaded
+    found = {"database_url": settings.database_url, "wallet_keypair": settings.wallet_keypair}
+    return {k: v.get_secret_value() for k, v in found.items() if v is not None}
 
 
 def require_test_hooks(settings: Settings, hook: str) -> None:

@@ -15,8 +15,8 @@ from gateways.simulated.chain import dev_wallet
 from gateways.simulated.venue import SimulatedVenue
 
 
-def venue_gateways(settings: Settings, chain: Any, stats: BatchStats | None = None
-                   ) -> list[VenueGateway]:
+def venue_gateways(settings: Settings, chain: Any, stats: BatchStats | None = None, *,
+                   signing: bool = True) -> list[VenueGateway]:
     """Return a gateway for every configured venue, over the chain actor's handle `chain`.
 
     Gateways run in-process, as concurrent asyncio tasks: they hold no order state, and a
@@ -25,7 +25,7 @@ def venue_gateways(settings: Settings, chain: Any, stats: BatchStats | None = No
     chain, so their calls travel together.
     """
     client = RayChainClient(chain, settings.batch_window_s, stats)
-    wallet = dev_wallet(wallet_secret(settings))
+    wallet = dev_wallet(wallet_secret(settings)) if signing else None
     tokens = TokenRegistry()
     metrics = RayVenueMetrics()
     return [

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     venues: tuple[str, ...] = VENUES
     venue_rate_limit_per_s: float = 0.0  # 0: unlimited (the simulated venues)
     wallet_keypair: SecretStr | None = None  # base58 secret key; unset: an ephemeral dev wallet
+    # Where actors read the database URL and the wallet key: the launcher writes them there
+    # (0600) and hands actors settings without them, so no secret is a constructor argument
+    # (Ray keeps those in its GCS). Every node must have this file at this path.
+    secrets_file: Path | None = None
 
     # Simulated chain and venues (the default set-up)
     sim_seed: int = 7

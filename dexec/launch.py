@@ -17,7 +17,7 @@ import psutil
 import ray
 from ray import serve
 
-from actors.bootstrap import resolve_database, resolve_dev_key, resolve_wallet
+from actors.bootstrap import resolve_database, resolve_dev_key, resolve_wallet, seal_secrets
 from actors.stack import Stack, start_stack, stop_stack
 from core.settings import Settings
 from storage.embedded import EmbeddedPostgres
@@ -89,11 +89,12 @@ def _start(settings: Settings, embedded: EmbeddedPostgres | None, address: str |
         dashboard_url = context.dashboard_url or ""
     else:
         dashboard_url = ""
-    stack = start_stack(settings)
+    sealed = seal_secrets(settings)  # what actors and replicas get: no secret in it
+    stack = start_stack(sealed)
     serve.start(proxy_location=settings.proxy_location,
                 http_options={"host": settings.host, "port": settings.port},
                 controller_options={"runtime_env": {"env_vars": serve_env(settings)}})
-    serve.run(_ingress_app(settings), name="dexec", route_prefix="/")
+    serve.run(_ingress_app(sealed), name="dexec", route_prefix="/")
     engine = Engine(settings, stack, embedded, owns_ray, api_key=api_key)
     _wait_healthy(engine.api_url)
     engine.urls = {

@@ -16,7 +16,7 @@ from ray import serve
 from ray.serve import Application
 
 from actors.batching import Coalescer
-from actors.bootstrap import resolve_database, resolve_wallet
+from actors.bootstrap import resolve_database, resolve_dev_key, resolve_wallet, seal_secrets
 from actors.metrics import IngressMetrics, batch_stats
 from actors.notifier import NotifierClient
 from actors.shell import ACTOR_GONE, CHAIN, MANAGER, NOTIFIER, database_url, tune_gc
@@ -139,7 +139,9 @@ class DexecIngress:
         self._submissions: Coalescer[NewOrder, Submission] = Coalescer(
             self.manager.submit_many.remote, window_s=settings.batch_window_s,
             site="submit", stats=batches)
-        self.gateways = venue_gateways(settings, ray.get_actor(CHAIN, namespace=ns), batches)
+        # The ingress only quotes: its gateways hold no wallet and cannot sign.
+        self.gateways = venue_gateways(settings, ray.get_actor(CHAIN, namespace=ns), batches,
+                                       signing=False)
         self.hub = StreamHub(NotifierClient(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
         self.metrics = IngressMetrics()
         self._ws_accounts: Counter[str] = Counter()  # open connections per account, here
@@ -426,5 +428,7 @@ def build_app(args: dict[str, Any]) -> Application:
     """
     settings, _embedded = resolve_database(Settings(**args))
     settings = resolve_wallet(settings)
-    start_stack(settings)
-    return ingress_app(settings)
+    resolve_dev_key(settings)
+    sealed = seal_secrets(settings)
+    start_stack(sealed)
+    return ingress_app(sealed)

@@ -9,7 +9,7 @@ from typing import Generic, Protocol, TypeVar
 
 from solders.keypair import Keypair
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotPermitted
 from core.quotes import Quote, SignedSwap, TxStatus
 from core.tokens import TokenRegistry
 from gateways.base import VenueCalls, VenueMetrics
@@ -55,7 +55,7 @@ class SimulatedVenue:
         self,
         name: str,
         chain: ChainClient,
-        wallet: Keypair,
+        wallet: Keypair | None,
         tokens: TokenRegistry,
         *,
         rate_limit_per_s: float = 0.0,
@@ -98,6 +98,8 @@ class SimulatedVenue:
 
     async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
         async with self._calls.call("build"):
+            if self._wallet is None:
+                raise NotPermitted(f"{self.name}: this process only quotes; it holds no wallet")
             if quote.venue != self.name:
                 raise InvalidInput(f"quote from {quote.venue} sent to {self.name}")
             blockhash, last_valid = await self._blockhash.get()

@@ -8,9 +8,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from actors.bootstrap import resolve_wallet, write_private
-from actors.shell import require_test_hooks
+from actors.bootstrap import resolve_wallet, seal_secrets, write_private
+from actors.shell import database_url, require_test_hooks, wallet_secret
 from core.errors import NotPermitted
 from core.settings import Settings
 
@@ -42,3 +43,21 @@ def test_test_hooks_are_refused_unless_the_stack_turned_them_on() -> None:
     with pytest.raises(NotPermitted, match="DEXEC_TEST_HOOKS"):
         require_test_hooks(Settings(), "arm_crash")
     require_test_hooks(Settings(test_hooks=True), "arm_crash")  # the suite's engine
+
+
+def test_actors_get_settings_without_secrets_and_read_them_from_a_private_file(
+        tmp_path: Path) -> None:
+    full = Settings(data_dir=tmp_path, database_url=SecretStr("postgresql://u:pw@db/x"),
+                    wallet_keypair=SecretStr("base58-secret"))
+
+    sealed = seal_secrets(full)
+
+    assert sealed.database_url is None and sealed.wallet_keypair is None
+    assert "pw@db" not in sealed.model_dump_json() and "base58" not in sealed.model_dump_json()
+    assert sealed.secrets_file is not None
+    assert stat.S_IMODE(sealed.secrets_file.stat().st_mode) == 0o600
+    assert database_url(sealed) == "postgresql://u:pw@db/x"
+    assert wallet_secret(sealed) == "base58-secret"
+    again = seal_secrets(full)  # a restart replaces the file
+    assert again.secrets_file == sealed.secrets_file
+    assert list(tmp_path.glob(".secrets.json.*")) == []

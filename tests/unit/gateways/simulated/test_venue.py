@@ -6,7 +6,7 @@ import pytest
 from solders.keypair import Keypair
 from solders.transaction import Transaction
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotPermitted
 from core.quotes import TxStatus
 from core.tokens import TokenRegistry
 from gateways.simulated.program import decode_swap
@@ -70,6 +70,16 @@ async def test_the_gateway_quotes_builds_and_sends_through_the_chain_client() ->
 
     with pytest.raises(InvalidInput):  # a quote from another venue is refused
         await SimulatedVenue("raydium", fake, wallet, tokens).build_swap(quote, 1, "x")
+
+
+async def test_a_gateway_without_a_wallet_quotes_but_never_signs() -> None:
+    fake, tokens = FakeChain(), TokenRegistry()
+    quoting_only = SimulatedVenue("raydium", fake, None, tokens)  # as in an ingress replica
+    quote = await quoting_only.quote(tokens.resolve("SOL").mint, tokens.resolve("USDC").mint,
+                                     10**9)
+    with pytest.raises(NotPermitted, match="only quotes"):
+        await quoting_only.build_swap(quote, 1, "order-1:1")
+    assert "blockhash" not in fake.calls
 
 
 async def test_the_block_height_is_asked_at_most_once_a_slot() -> None:
