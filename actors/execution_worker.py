@@ -48,9 +48,10 @@ class ExecutionWorker:
         tune_gc()
         self._settings = settings
         self.name = name
-        self._repo = OrderRepository(database_url(settings), min_size=settings.db_pool_min,
+        url = database_url(settings)  # read from the secrets file once
+        self._repo = OrderRepository(url, min_size=settings.db_pool_min,
                                      max_size=settings.db_pool_max)
-        self._locks = ExecutionLocks(database_url(settings))
+        self._locks = ExecutionLocks(url)
         self._executor: OrderExecutor | None = None
         self._lock = asyncio.Lock()
         self._crash_at: str | None = None

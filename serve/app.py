@@ -289,10 +289,15 @@ class DexecIngress:
             while True:
                 if caller is not None and caller.account_id != counted:
                     if not self._count_connection(caller.account_id, counted):
-                        outbox.put({"type": "error", "status": 429, "error": (
-                            f"account {caller.account_id} has {s.ws_max_connections_per_account}"
-                            " connections open here already; close one first")})
-                        await asyncio.sleep(0.05)  # let the writer send it
+                        # The refusal goes out last, after whatever the writer had sent.
+                        helpers[0].cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await helpers[0]
+                        refusal = {"type": "error", "status": 429, "error": (
+                            f"account {caller.account_id} has"
+                            f" {s.ws_max_connections_per_account} connections open here"
+                            " already; close one first")}
+                        await websocket.send_text(json.dumps(refusal))
                         await websocket.close(code=1008, reason="too many connections")
                         break
                     counted = caller.account_id
