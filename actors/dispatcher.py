@@ -12,7 +12,7 @@ from typing import Protocol
 from actors.executor import BUSY
 from actors.telemetry import Metrics, NullMetrics, order_log
 from core.errors import DexecError, Overloaded, WorkerLost, reason
-from core.limits import AccountRateLimit, check_open_orders
+from core.limits import AccountRateLimit, OpenOrders
 from core.orders import NewOrder, Order, Submission
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,9 @@ class SubmissionStore(Protocol):
         """Answer each with (order, created) or its own DexecError."""
         ...
 
-    async def open_order_ids(self) -> list[str]: ...
+    async def open_orders(self) -> list[tuple[str, str]]:
+        """Every non-terminal order as (order_id, account_id), oldest first."""
+        ...
 
     async def find_by_client_id(self, account_id: str, client_order_id: str) -> Order | None: ...
 
@@ -51,15 +53,14 @@ class Dispatcher:
         *,
         per_worker: int,
         redispatch_delay_s: float = 0.5,
-        max_open_orders: int = 0,
+        open_orders: OpenOrders | None = None,
         rate_limit: AccountRateLimit | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._metrics: Metrics = metrics or NullMetrics()
-        self._max_open = max_open_orders
+        self._open = open_orders if open_orders is not None else OpenOrders()
         self._rate = rate_limit or AccountRateLimit(0)
-        self._admitting = 0  # submissions between the admission check and their commit
         self._workers = workers
         self._per_worker = per_worker
         self._redispatch_delay = redispatch_delay_s
@@ -80,8 +81,9 @@ class Dispatcher:
 
     async def start(self) -> int:
         """Queue every order left open by a previous run and start dispatching."""
-        open_ids = await self._store.open_order_ids()
-        for order_id in open_ids:
+        open_ids = await self._store.open_orders()
+        for order_id, account_id in open_ids:
+            self._open.adopt(order_id, account_id)
             self.enqueue(order_id)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -93,22 +95,26 @@ class Dispatcher:
         """Persist new orders (idempotent by client_order_id) in one statement, queue them.
 
         Each answer is (order, created) or that item's DexecError. Admission is decided
-        item by item, in order, before anything is stored: Overloaded when the open-order
-        bound or the account's rate limit is reached, though a repeat of an already stored
-        order is still answered with it.
+        item by item, in order, before anything is stored: Overloaded when an open-order
+        bound (in all, or the account's) or the account's rate limit is reached, though a
+        repeat of an already stored order is still answered with it.
         """
         answers: dict[int, Submission | DexecError] = {}
         admitted: list[int] = []
         for k, new in enumerate(news):
+            # Reserve the place and the rate before the first await, so a concurrent burst
+            # cannot pass the checks together; a repeat of a stored order gives both back.
             try:
-                check_open_orders(len(self._known) + self._admitting, self._max_open)
-                self._rate.check(new.account_id)
+                self._open.reserve(new.account_id)
             except Overloaded as exc:
                 answers[k] = exc
                 continue
-            # Reserve the slot and the rate before the first await, so a concurrent burst
-            # cannot pass the checks together; a repeat of a stored order gives both back.
-            self._admitting += 1
+            try:
+                self._rate.check(new.account_id)
+            except Overloaded as exc:
+                self._open.release(new.account_id)
+                answers[k] = exc
+                continue
             self._rate.record(new.account_id)
             admitted.append(k)
         try:
@@ -117,14 +123,15 @@ class Dispatcher:
         except BaseException:
             for k in admitted:
                 self._rate.forget(news[k].account_id)
+                self._open.release(news[k].account_id)
             raise
-        finally:
-            self._admitting -= len(admitted)
         for k, result in zip(admitted, results, strict=True):
             answers[k] = result
             if isinstance(result, DexecError) or not result[1]:
                 self._rate.forget(news[k].account_id)
+                self._open.release(news[k].account_id)
                 continue
+            self._open.hold(result[0].order_id, news[k].account_id)
             self._metrics.order_submitted(str(news[k].order_type))
             self.enqueue(result[0].order_id)
         for k, answer in answers.items():
@@ -137,8 +144,10 @@ class Dispatcher:
                     answers[k] = (existing, False)
         return [answers[k] for k in range(len(news))]
 
-    def set_limits(self, max_open_orders: int, rate_limit: AccountRateLimit) -> None:
-        self._max_open = max_open_orders
+    def set_limits(self, max_open_orders: int, account_open_orders: int,
+                   rate_limit: AccountRateLimit) -> None:
+        self._open.bound = max_open_orders
+        self._open.per_account = account_open_orders
         self._rate = rate_limit
 
     def enqueue(self, order_id: str) -> None:
@@ -153,7 +162,7 @@ class Dispatcher:
             "queued": len(self._queue),
             "executing": self.executing,
             "capacity": self.capacity,
-            "open": len(self._known),
+            "open": len(self._open),
         }
 
     async def _loop(self) -> None:
@@ -200,6 +209,8 @@ class Dispatcher:
             if not self._in_flight[name]:
                 del self._in_flight[name]
             self._known.discard(order_id)
+            if not retry:
+                self._open.close(order_id)
             self._wake.set()
         if retry:
             await asyncio.sleep(self._redispatch_delay)

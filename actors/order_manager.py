@@ -14,7 +14,7 @@ from actors.metrics import RayMetrics, batch_stats
 from actors.shell import database_url, hot, require_test_hooks, tune_gc
 from actors.worker_fleet import WorkerFleet
 from core.errors import DexecError
-from core.limits import AccountRateLimit
+from core.limits import AccountRateLimit, OpenOrders
 from core.orders import NewOrder, Submission
 from core.retry import retry_until_done
 from core.settings import Settings
@@ -91,7 +91,7 @@ class OrderManager:
                 await self._fleet.reconcile()
                 dispatcher = Dispatcher(
                     self._repo, self._fleet, per_worker=s.worker_concurrency,
-                    max_open_orders=s.max_open_orders,
+                    open_orders=OpenOrders(s.max_open_orders, s.account_open_orders),
                     rate_limit=AccountRateLimit(s.account_orders_per_minute),
                     metrics=RayMetrics(),
                 )
@@ -114,8 +114,9 @@ class OrderManager:
         await self._ready()
         return self._fleet.names()
 
-    async def set_limits(self, max_open_orders: int, account_orders_per_minute: int) -> None:
+    async def set_limits(self, max_open_orders: int, account_open_orders: int,
+                         account_orders_per_minute: int) -> None:
         """Change the admission limits at run time (a test hook)."""
         require_test_hooks(self._settings, "set_limits")
-        (await self._ready()).set_limits(max_open_orders,
+        (await self._ready()).set_limits(max_open_orders, account_open_orders,
                                          AccountRateLimit(account_orders_per_minute))

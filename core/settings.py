@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     ws_max_connections_per_account: int = Field(default=100, ge=1)  # per ingress replica
     ws_outbox_frames: int = Field(default=10_000, ge=1)  # a slower reader is closed (1013)
     ws_idle_timeout_s: float = Field(default=300.0, gt=0)  # silent and following nothing
+    # HAProxy (http_proxy = "haproxy"), enforced by dexec-haproxy (dexec/haproxy_guard.py):
+    http_request_timeout_s: int = Field(default=10, ge=1)  # headers must arrive within this
+    http_client_timeout_s: int = Field(default=60, ge=1)  # a client silent mid-request
+    ws_tunnel_timeout_s: int = Field(default=3600, ge=1)  # an open WebSocket silent this long
+    max_connections_per_address: int = Field(default=1024, ge=0)  # per HAProxy; 0: no limit
+    haproxy_admin_host: str = "127.0.0.1"  # HAProxy's stats page and Prometheus endpoint
     default_account: str = "default"
 
     # Storage
@@ -47,6 +53,7 @@ class Settings(BaseSettings):
 
     # Admission (backpressure): refused with 429 before anything is stored
     max_open_orders: int = 20_000  # non-terminal orders at once; 0: unbounded
+    account_open_orders: int = 10_000  # non-terminal orders of one account; 0: unbounded
     account_orders_per_minute: int = 120_000  # per account; 0: unlimited
 
     # Execution

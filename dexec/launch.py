@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import stat
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from ray import serve
 from actors.bootstrap import resolve_database, resolve_dev_key, resolve_wallet, seal_secrets
 from actors.stack import Stack, start_stack, stop_stack
 from core.settings import Settings
+from dexec.haproxy_guard import Hardening
 from storage.embedded import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
@@ -123,8 +126,18 @@ def serve_env(settings: Settings) -> dict[str, str]:
         return env
     p = settings.port
     private = haproxy_dir(p)
-    return env | {
+    rules = Hardening(
+        admin_host=settings.haproxy_admin_host,
+        http_request_timeout_s=settings.http_request_timeout_s,
+        tunnel_timeout_s=settings.ws_tunnel_timeout_s,
+        max_connections_per_address=settings.max_connections_per_address,
+    )
+    return env | rules.env() | {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        # Serve starts this instead of HAProxy: it hardens the configuration Serve wrote
+        # (listeners on loopback, timeouts, a per-address limit), then execs HAProxy.
+        "RAY_SERVE_HAPROXY_BINARY_PATH": guard_binary(),
+        "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(settings.http_client_timeout_s),
         # HAProxy's admin socket (mode 666, level admin), config and state live in a 0700
         # directory of this user's, not in the shared /tmp/haproxy-serve.
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(private / "admin.sock"),
@@ -142,6 +155,15 @@ def serve_env(settings: Settings) -> dict[str, str]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(p + 60),
         "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(p + 99),
     }
+
+
+def guard_binary() -> str:
+    """The `dexec-haproxy` program installed beside this Python (pip install creates it)."""
+    beside = Path(sys.executable).with_name("dexec-haproxy")
+    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("dexec-haproxy")
+    if found is None:
+        raise RuntimeError("dexec-haproxy is not installed: run `pip install -e .` again")
+    return found
 
 
 def haproxy_dir(port: int) -> Path:

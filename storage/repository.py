@@ -213,14 +213,18 @@ class OrderRepository:
         next_cursor = encode_cursor(orders[-1]) if len(rows) > limit and orders else None
         return orders, next_cursor
 
-    async def open_order_ids(self) -> list[str]:
-        """Return every non-terminal order id, oldest first (for dispatch after a restart)."""
+    async def open_orders(self) -> list[tuple[str, str]]:
+        """Return every non-terminal order as (order_id, account_id), oldest first.
+
+        For dispatch after a restart, and to count each account's open orders again.
+        """
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                "SELECT order_id FROM orders WHERE status <> ALL(%s) ORDER BY created_at",
+                "SELECT order_id, account_id FROM orders WHERE status <> ALL(%s)"
+                " ORDER BY created_at",
                 (sorted(str(s) for s in TERMINAL),),
             )
-            return [str(r[0]) for r in await cur.fetchall()]
+            return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
 
     async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]:
         """Return the order's events with seq > since_seq, in order."""

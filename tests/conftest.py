@@ -38,6 +38,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         namespace="dexec-test",
         test_hooks=True,
         ws_idle_timeout_s=5.0,  # short, so that tests/security can watch it close
+        http_request_timeout_s=2,  # short, so that tests/security can watch a slow client go
+        max_connections_per_address=300,
     ).zero_latency()
     running = start_engine(settings, num_cpus=2, dashboard=False)
     yield running
@@ -84,9 +86,10 @@ def faults(engine: Engine) -> Iterator[Any]:
         def latency(self, quote_ms: tuple[int, int], swap_ms: tuple[int, int]) -> None:
             ray.get(ray.get_actor(CHAIN, namespace=ns).set_latency.remote(quote_ms, swap_ms))
 
-        def limits(self, max_open_orders: int, per_minute: int) -> None:
+        def limits(self, max_open_orders: int, per_minute: int,
+                   account_open_orders: int = 0) -> None:
             ray.get(ray.get_actor(MANAGER, namespace=ns)
-                    .set_limits.remote(max_open_orders, per_minute))
+                    .set_limits.remote(max_open_orders, account_open_orders, per_minute))
 
     injector = Faults()
     yield injector
@@ -94,7 +97,8 @@ def faults(engine: Engine) -> Iterator[Any]:
         injector.venue(venue, down=False, fail_next=0, fail_rate=0.0, timeout_rate=0.0)
     injector.adverse_move(0)
     injector.latency((0, 0), (0, 0))
-    injector.limits(engine.settings.max_open_orders, engine.settings.account_orders_per_minute)
+    injector.limits(engine.settings.max_open_orders, engine.settings.account_orders_per_minute,
+                    engine.settings.account_open_orders)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -40,6 +40,21 @@ def test_cluster_yaml_is_a_valid_launcher_config_that_runs_dexec() -> None:
     assert ".dexec.env" in (ROOT / ".gitignore").read_text(), "the settings file holds secrets"
 
 
+def test_cluster_yaml_authenticates_ray_and_ships_no_secret_in_plain_files() -> None:
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        for command in config[key]:
+            assert "RAY_AUTH_MODE=token" in command, (key, command)  # every Ray process
+    head = commands(config, "head_start_ray_commands")
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head  # noqa: S104
+    # Secrets come from the secret store into 0600 files, not from file_mounts.
+    assert not any("secret" in k or "token" in k or "key" in k for k in config["file_mounts"])
+    setup = commands(config, "setup_commands")
+    assert "umask 077" in setup and "secretsmanager get-secret-value" in setup
+    for node_type in config["available_node_types"].values():
+        assert node_type["node_config"]["IamInstanceProfile"]["Name"]
+
+
 def test_serve_config_deploys_the_dexec_builder(engine: Engine) -> None:
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config)

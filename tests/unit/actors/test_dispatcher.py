@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
 
 import pytest
 
 from actors.dispatcher import Dispatcher
-from core.errors import DexecError, IdempotencyConflict, WorkerLost
+from core.errors import DexecError, IdempotencyConflict, Overloaded, WorkerLost
+from core.limits import OpenOrders
 from core.orders import NewOrder, Order, Submission
 from tests.kit.loop import settle, until
 from tests.kit.orders import created_order, new_order
@@ -44,8 +46,8 @@ class FakeSubmissions:
             self._by_client[new.client_order_id] = order.order_id
         return order, True
 
-    async def open_order_ids(self) -> list[str]:
-        return list(self.open_ids)
+    async def open_orders(self) -> list[tuple[str, str]]:
+        return [(order_id, "default") for order_id in self.open_ids]
 
     async def find_by_client_id(self, account_id: str, client_order_id: str) -> Order | None:
         order_id = self._by_client.get(client_order_id)
@@ -118,9 +120,10 @@ async def make_dispatcher() -> AsyncIterator[MakeDispatcher]:
     made: list[Dispatcher] = []
 
     def make(store: FakeSubmissions, workers: FakeWorkers, *, per_worker: int = 2,
-             redispatch_delay_s: float = 0.0) -> Dispatcher:
+             redispatch_delay_s: float = 0.0, open_orders: OpenOrders | None = None
+             ) -> Dispatcher:
         dispatcher = Dispatcher(store, workers, per_worker=per_worker,
-                                redispatch_delay_s=redispatch_delay_s)
+                                redispatch_delay_s=redispatch_delay_s, open_orders=open_orders)
         store.dispatcher = dispatcher
         made.append(dispatcher)
         return dispatcher
@@ -314,3 +317,46 @@ async def test_an_order_never_executes_twice_at_once(make_dispatcher: MakeDispat
     assert workers.overlaps == []
     assert workers.max_in_flight == 1
     assert workers.started.count("busy") >= 3  # lost twice, then completed
+
+
+# --- open-order bounds ----------------------------------------------------------------------
+
+
+async def test_one_account_at_its_open_order_bound_does_not_block_another(
+        make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeSubmissions(), FakeWorkers(1)
+    workers.gate.clear()  # nothing finishes: every accepted order stays open
+    dispatcher = make_dispatcher(store, workers, open_orders=OpenOrders(bound=10, per_account=2))
+    await dispatcher.start()
+    alice = [replace(new_order(f"a-{i}"), account_id="alice") for i in range(3)]
+    bob = replace(new_order("b-1"), account_id="bob")
+
+    answers = await dispatcher.submit_many([*alice, bob])
+
+    assert [isinstance(a, Overloaded) for a in answers] == [False, False, True, False]
+    assert "'alice' has 2 open orders" in str(answers[2])
+    assert dispatcher.stats()["open"] == 3
+    # A repeat of a stored order is answered with it even at the bound, and takes no place.
+    (again,) = await dispatcher.submit_many([alice[0]])
+    assert not isinstance(again, DexecError) and again[1] is False
+    assert dispatcher.stats()["open"] == 3
+
+    workers.gate.set()  # alice's orders finish: her places are free again
+    await until(lambda: len(workers.finished) == 3)
+    (later,) = await dispatcher.submit_many([alice[2]])
+    assert not isinstance(later, DexecError) and later[1] is True
+
+
+async def test_orders_open_at_start_count_against_their_account(
+        make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeSubmissions(open_ids=["left-1", "left-2"]), FakeWorkers(1)
+    workers.gate.clear()
+    dispatcher = make_dispatcher(store, workers, open_orders=OpenOrders(per_account=2))
+    await dispatcher.start()
+
+    (answer,) = await dispatcher.submit_many([new_order("c-1")])
+
+    assert isinstance(answer, Overloaded)
+    workers.gate.set()
+    await until(lambda: len(workers.finished) == 2)
+    assert dispatcher.stats()["open"] == 0

