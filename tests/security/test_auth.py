@@ -152,3 +152,22 @@ async def test_a_connection_that_follows_nothing_and_says_nothing_is_closed(
         while "unsubscribed" not in kinds and len(kinds) < 20:  # its events, then the answer
             kinds.append(json.loads(await asyncio.wait_for(follower.recv(), 5))["type"])
         assert kinds[-1] == "unsubscribed"
+
+
+async def test_one_account_at_its_open_order_bound_does_not_stop_another(
+    engine: Engine, keys: KeyStore, db: psycopg.Connection[Any], faults: Any
+) -> None:
+    carol, dave = await new_key(keys, "carol"), await new_key(keys, "dave")
+    faults.latency((0, 0), (1500, 1500))  # orders stay open while the test submits
+    faults.limits(max_open_orders=0, per_minute=0, account_open_orders=3)
+    before = order_count(db)
+    async with httpx.AsyncClient(base_url=engine.api_url, timeout=30) as client:
+        carols = [await client.post("/api/orders", json=order_body(amount="0.01"),
+                                    headers=bearer(carol)) for _ in range(5)]
+        daves = await client.post("/api/orders", json=order_body(amount="0.01"),
+                                  headers=bearer(dave))
+    assert [r.status_code for r in carols] == [202, 202, 202, 429, 429]
+    assert "'carol' has 3 open orders" in carols[3].json()["error"]
+    assert int(carols[3].headers["Retry-After"]) >= 1
+    assert daves.status_code == 202  # another account is not affected
+    assert order_count(db) == before + 4  # a refused order left nothing behind
