@@ -1,0 +1,501 @@
+"""The local Solana cluster's state: LiteSVM, plus what a cluster has and LiteSVM does not.
+
+LiteSVM (solders.litesvm) runs transactions for real: signatures, fees, the System, SPL Token,
+Token-2022, Associated Token and Memo programs. It keeps one blockhash and a short signature
+history, so the ledger owns the rest: slots on a clock (one every `slot_s`), a blockhash per
+slot valid for `valid_blocks` blocks, every signature it ever executed (a duplicate send runs
+once), confirmation levels by slot age, and token balances before and after each transaction.
+
+No registry ships the venues' programs, so the ledger plays Raydium CPMM itself
+(gateways.solana.cpmm): it checks the instruction as the program would, prices it with the
+program's math, and moves real SPL token balances. A transaction is split at its venue
+instructions; the other pieces run in LiteSVM (signatures were checked on the original
+message first, so LiteSVM's own check is off). Solana's atomicity holds: every account the
+message names is saved first, and when any piece fails, all of them are restored and only
+the fee is charged, with the error recorded under the signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from solders.account import Account
+from solders.hash import Hash
+from solders.instruction import AccountMeta, Instruction
+from solders.litesvm import LiteSVM
+from solders.message import Message, MessageV0
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.token import ID as TOKEN_PROGRAM
+from solders.token.associated import get_associated_token_address
+from solders.token.state import Mint, TokenAccount, TokenAccountState
+from solders.transaction import Transaction, VersionedTransaction
+from solders.transaction_metadata import FailedTransactionMetadata
+
+from gateways.solana import cpmm
+
+SIGNATURE_FEE = 5000
+TOKEN_ACCOUNT_LEN = 165
+MINT_LEN = 82
+FINALIZED_AFTER = 32  # slots
+COMPUTE_BUDGET = Pubkey.from_string("ComputeBudget111111111111111111111111111111")
+
+# JSON-RPC error codes a Solana node answers with
+PREFLIGHT_FAILED = -32002
+SIGNATURE_INVALID = -32003
+INVALID_PARAMS = -32602
+
+
+class RpcError(Exception):
+    """An error a Solana JSON-RPC server answers (code, message, optional data)."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def as_json(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+@dataclass
+class Executed:
+    """One executed transaction, as getTransaction and getSignatureStatuses report it."""
+
+    signature: str
+    slot: int
+    block_time: int
+    tx_bytes: bytes
+    err: Any  # the RPC JSON form, e.g. {"InstructionError": [2, {"Custom": 6005}]}, or None
+    fee: int
+    logs: list[str]
+    units: int
+    pre_balances: list[int]
+    post_balances: list[int]
+    pre_token_balances: list[dict[str, Any]]
+    post_token_balances: list[dict[str, Any]]
+
+
+@dataclass
+class _Outcome:
+    err: Any = None
+    logs: list[str] = field(default_factory=list)
+    units: int = 0
+
+
+class Ledger:
+    """A Solana cluster in one process: RPC answers from LiteSVM and the ledger's own books."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, slot_s: float = 0.4,
+                 valid_blocks: int = 150, genesis_slot: int = 1000, seed: str = "dexec") -> None:
+        self._clock = clock
+        self._slot_s = slot_s
+        self._valid_blocks = valid_blocks
+        self._genesis = genesis_slot
+        self._t0 = clock()
+        self._seed = seed
+        self.svm = (LiteSVM().with_sigverify(False).with_blockhash_check(False)
+                    .with_transaction_history(0))
+        self.executed: dict[str, Executed] = {}
+        self.pools: set[Pubkey] = set()  # CPMM pools; their state lives in their accounts
+        self.decimals: dict[Pubkey, int] = {}
+
+    # -- slots and blockhashes -----------------------------------------------------------
+
+    def slot(self) -> int:
+        return self._genesis + int((self._clock() - self._t0) / self._slot_s)
+
+    def block_height(self) -> int:
+        return self.slot()  # no skipped slots here
+
+    def blockhash_at(self, slot: int) -> Hash:
+        return Hash(hashlib.sha256(f"{self._seed}:{slot}".encode()).digest())
+
+    def latest_blockhash(self) -> tuple[str, int]:
+        slot = self.slot()
+        return str(self.blockhash_at(slot)), slot + self._valid_blocks
+
+    def _blockhash_slot(self, blockhash: Hash) -> int | None:
+        """The slot whose blockhash this is, if it is still valid."""
+        now = self.slot()
+        for slot in range(now, max(self._genesis, now - self._valid_blocks) - 1, -1):
+            if self.blockhash_at(slot) == blockhash:
+                return slot
+        return None
+
+    # -- accounts ------------------------------------------------------------------------
+
+    def account(self, key: Pubkey) -> Account | None:
+        found = self.svm.get_account(key)
+        return found if found is not None and found.lamports > 0 else None
+
+    def balance(self, key: Pubkey) -> int:
+        return self.svm.get_balance(key) or 0
+
+    def airdrop(self, key: Pubkey, lamports: int) -> str:
+        result = self.svm.airdrop(key, lamports)
+        if isinstance(result, FailedTransactionMetadata):
+            raise RpcError(-32603, f"airdrop failed: {result.err()}")
+        signature = str(result.signature())
+        self.executed[signature] = Executed(
+            signature, self.slot(), int(self._clock()), b"", None, 0, [], 0, [], [], [], [])
+        return signature
+
+    def create_mint(self, mint: Pubkey, decimals: int, supply: int = 0) -> None:
+        data = bytes(Mint(mint_authority=None, supply=supply, decimals=decimals,
+                          is_initialized=True, freeze_authority=None))
+        self._put(mint, data, TOKEN_PROGRAM)
+        self.decimals[mint] = decimals
+
+    def set_token_account(self, address: Pubkey, mint: Pubkey, owner: Pubkey, amount: int,
+                          ) -> None:
+        data = bytes(TokenAccount(mint=mint, owner=owner, amount=amount, delegate=None,
+                                  state=TokenAccountState.Initialized, is_native=None,
+                                  delegated_amount=0))
+        self._put(address, data, TOKEN_PROGRAM)
+
+    def fund_tokens(self, owner: Pubkey, mint: Pubkey, amount: int) -> Pubkey:
+        """Give `owner` `amount` more of `mint` in its associated token account."""
+        ata = get_associated_token_address(owner, mint)
+        held = self.token_amount(ata) or 0
+        self.set_token_account(ata, mint, owner, held + amount)
+        return ata
+
+    def token_amount(self, address: Pubkey) -> int | None:
+        found = self.account(address)
+        if found is None or found.owner != TOKEN_PROGRAM or len(found.data) != TOKEN_ACCOUNT_LEN:
+            return None
+        return TokenAccount.from_bytes(bytes(found.data)).amount
+
+    def _put(self, address: Pubkey, data: bytes, owner: Pubkey) -> None:
+        lamports = self.svm.minimum_balance_for_rent_exemption(len(data))
+        self.svm.set_account(address, Account(lamports=lamports, data=data, owner=owner,
+                                              executable=False))
+
+    # -- pools ---------------------------------------------------------------------------
+
+    def add_cpmm_pool(self, mint_0: Pubkey, mint_1: Pubkey, reserve_0: int, reserve_1: int,
+                      trade_fee_rate: int = 2500) -> Pubkey:
+        """Create a CPMM pool (config, state, vaults, observation) holding the reserves."""
+        config = Pubkey.find_program_address(
+            [b"amm_config", trade_fee_rate.to_bytes(2, "big")], cpmm.PROGRAM_ID)[0]
+        if self.account(config) is None:
+            self._put(config, cpmm.AmmConfig(trade_fee_rate).encode(), cpmm.PROGRAM_ID)
+        address = Pubkey.find_program_address(
+            [b"pool", bytes(config), bytes(mint_0), bytes(mint_1)], cpmm.PROGRAM_ID)[0]
+        vaults = [Pubkey.find_program_address([b"pool_vault", bytes(address), bytes(m)],
+                                              cpmm.PROGRAM_ID)[0] for m in (mint_0, mint_1)]
+        observation = Pubkey.find_program_address([b"observation", bytes(address)],
+                                                  cpmm.PROGRAM_ID)[0]
+        authority, bump = cpmm.authority()
+        state = cpmm.PoolState(
+            amm_config=config, token_0_vault=vaults[0], token_1_vault=vaults[1],
+            token_0_mint=mint_0, token_1_mint=mint_1, observation_key=observation,
+            mint_0_decimals=self.decimals[mint_0], mint_1_decimals=self.decimals[mint_1],
+            auth_bump=bump,
+        )
+        self._put(address, state.encode(), cpmm.PROGRAM_ID)
+        self._put(observation, bytes(8), cpmm.PROGRAM_ID)
+        self.set_token_account(vaults[0], mint_0, authority, reserve_0)
+        self.set_token_account(vaults[1], mint_1, authority, reserve_1)
+        self.pools.add(address)
+        return address
+
+    def pool_state(self, address: Pubkey) -> cpmm.PoolState:
+        return cpmm.PoolState.decode(bytes(self._existing(address).data))
+
+    # -- transactions --------------------------------------------------------------------
+
+    def send(self, tx_bytes: bytes, *, skip_preflight: bool = False) -> str:
+        """Execute a signed transaction once; answer its signature (sendTransaction)."""
+        tx = self._parse(tx_bytes)
+        signature = str(tx.signatures[0])
+        if not all(tx.verify_with_results()):
+            raise RpcError(SIGNATURE_INVALID, "Transaction signature verification failure")
+        if signature in self.executed:
+            if skip_preflight:
+                return signature  # a duplicate: the cluster executes it once
+            raise RpcError(PREFLIGHT_FAILED, "Transaction simulation failed: This transaction"
+                           " has already been processed", {"err": "AlreadyProcessed",
+                                                            "logs": []})
+        if self._blockhash_slot(tx.message.recent_blockhash) is None:
+            if skip_preflight:
+                return signature  # accepted, and never lands: the sender learns by height
+            raise RpcError(PREFLIGHT_FAILED, "Transaction simulation failed: Blockhash not"
+                           " found", {"err": "BlockhashNotFound", "logs": []})
+        fee = self._fee(tx)
+        if self.balance(tx.message.account_keys[0]) < fee:
+            if skip_preflight:
+                return signature  # a payer that cannot pay the fee: nothing lands
+            raise RpcError(PREFLIGHT_FAILED, "Transaction simulation failed: Attempt to debit"
+                           " an account but found no record of a prior credit.",
+                           {"err": "InsufficientFundsForFee", "logs": []})
+        if not skip_preflight:
+            trial = self._run(tx, commit=False)
+            if trial.err is not None:
+                raise RpcError(PREFLIGHT_FAILED, "Transaction simulation failed: Error"
+                               f" processing Instruction: {json.dumps(trial.err)}",
+                               {"err": trial.err, "logs": trial.logs})
+        self._run(tx, commit=True, tx_bytes=tx_bytes)
+        return signature
+
+    def simulate(self, tx_bytes: bytes) -> dict[str, Any]:
+        """Run without keeping anything (simulateTransaction; no signature check)."""
+        tx = self._parse(tx_bytes)
+        outcome = self._run(tx, commit=False)
+        return {"err": outcome.err, "logs": outcome.logs, "accounts": None,
+                "unitsConsumed": outcome.units, "returnData": None}
+
+    def statuses(self, signatures: list[str]) -> list[dict[str, Any] | None]:
+        now = self.slot()
+        answers: list[dict[str, Any] | None] = []
+        for signature in signatures:
+            found = self.executed.get(signature)
+            if found is None:
+                answers.append(None)
+                continue
+            age = now - found.slot
+            level = ("finalized" if age >= FINALIZED_AFTER else
+                     "confirmed" if age >= 1 else "processed")
+            answers.append({
+                "slot": found.slot,
+                "confirmations": None if level == "finalized" else age,
+                "err": found.err,
+                "status": {"Ok": None} if found.err is None else {"Err": found.err},
+                "confirmationStatus": level,
+            })
+        return answers
+
+    @staticmethod
+    def _fee(tx: VersionedTransaction) -> int:
+        return SIGNATURE_FEE * tx.message.header.num_required_signatures
+
+    @staticmethod
+    def _parse(tx_bytes: bytes) -> VersionedTransaction:
+        try:
+            tx = VersionedTransaction.from_bytes(tx_bytes)
+        except Exception as exc:
+            raise RpcError(INVALID_PARAMS, f"failed to deserialize transaction: {exc}") from None
+        if isinstance(tx.message, MessageV0) and tx.message.address_table_lookups:
+            raise RpcError(INVALID_PARAMS, "address lookup tables are not supported here")
+        return tx
+
+    def _run(self, tx: VersionedTransaction, *, commit: bool, tx_bytes: bytes = b"",
+             ) -> _Outcome:
+        message = tx.message
+        keys = list(message.account_keys)
+        payer = keys[0]
+        saved = {key: self.svm.get_account(key) for key in keys}
+        pre_tokens = self._token_balances(keys)
+        pre_balances = [self.balance(k) for k in keys]
+        fee = self._fee(tx)
+        outcome = self._execute(message, keys)
+        if outcome.err is not None or not commit:
+            self._restore(saved)  # a transaction lands whole or not at all
+        if commit:
+            self._charge(payer, fee)  # paid even when it failed
+            signature = str(tx.signatures[0])
+            self.executed[signature] = Executed(
+                signature, self.slot(), int(self._clock()), tx_bytes, outcome.err, fee,
+                outcome.logs, outcome.units, pre_balances, [self.balance(k) for k in keys],
+                pre_tokens, self._token_balances(keys))
+        return outcome
+
+    def _execute(self, message: Any, keys: list[Pubkey]) -> _Outcome:
+        """Run the instructions in order: venue ones here, runs of the others in LiteSVM."""
+        outcome = _Outcome()
+        pending: list[tuple[int, Instruction]] = []
+        for index, compiled in enumerate(message.instructions):
+            program = keys[compiled.program_id_index]
+            accounts = [keys[i] for i in compiled.accounts]
+            if program == cpmm.PROGRAM_ID:
+                if pending and not self._run_native(pending, keys[0], outcome):
+                    return outcome
+                pending = []
+                code, logs = self._play_cpmm(bytes(compiled.data), accounts, keys[0])
+                outcome.logs += logs
+                if code is not None:
+                    outcome.err = {"InstructionError": [index, {"Custom": code}]}
+                    return outcome
+            else:
+                metas = [AccountMeta(keys[i], message.is_signer(i), _is_writable(message, i))
+                         for i in compiled.accounts]
+                pending.append((index, Instruction(program, bytes(compiled.data), metas)))
+        if pending:
+            self._run_native(pending, keys[0], outcome)
+        return outcome
+
+    def _run_native(self, pending: list[tuple[int, Instruction]], payer: Pubkey,
+                    outcome: _Outcome) -> bool:
+        """Run instructions in LiteSVM; give back the fee it takes (charged once, later)."""
+        msg = Message.new_with_blockhash([ix for _, ix in pending], payer,
+                                         self.svm.latest_blockhash())
+        tx = Transaction.populate(msg, [Signature.default()] * msg.header.num_required_signatures)
+        before = self.balance(payer)
+        result = self.svm.send_transaction(tx)
+        if isinstance(result, FailedTransactionMetadata):
+            meta = result.meta()
+            outcome.logs += list(meta.logs())
+            outcome.units += meta.compute_units_consumed()
+            err = json.loads(result.to_json())["err"]
+            if isinstance(err, dict) and "InstructionError" in err:
+                err["InstructionError"][0] = pending[err["InstructionError"][0]][0]
+            outcome.err = err
+            return False
+        outcome.logs += list(result.logs())
+        outcome.units += result.compute_units_consumed()
+        taken = before - self.balance(payer)
+        if taken > 0:
+            self._charge(payer, -min(taken, result.fee()))
+        return True
+
+    def _play_cpmm(self, data: bytes, accounts: list[Pubkey], payer: Pubkey,
+                   ) -> tuple[int | None, list[str]]:
+        """Raydium CPMM `swap_base_input`, as the program runs it; (error code, logs)."""
+        logs = [f"Program {cpmm.PROGRAM_ID} invoke [1]", "Program log: Instruction: SwapBaseInput"]
+
+        def fail(code: int, why: str) -> tuple[int, list[str]]:
+            return code, [*logs, f"Program log: {why}",
+                          f"Program {cpmm.PROGRAM_ID} failed: custom program error: {code:#x}"]
+
+        try:
+            acc, amount_in, minimum_out = cpmm.decode_swap_base_input(data, accounts)
+        except ValueError as exc:
+            return fail(cpmm.INVALID_INPUT, str(exc))
+        if acc.pool_state not in self.pools:
+            return fail(cpmm.INVALID_INPUT, "unknown pool")
+        state = self.pool_state(acc.pool_state)
+        if acc.amm_config != state.amm_config:
+            return fail(cpmm.INVALID_INPUT, "wrong config")
+        if acc.payer != payer or acc.authority != cpmm.authority()[0] \
+                or acc.observation_state != state.observation_key:
+            return fail(cpmm.INVALID_INPUT, "wrong payer, authority or observation account")
+        vaults = (state.token_0_vault, state.token_1_vault)
+        if {acc.input_vault, acc.output_vault} != set(vaults):
+            return fail(cpmm.INVALID_VAULT, "vaults are not the pool's")
+        side_in = vaults.index(acc.input_vault)
+        mints = (state.token_0_mint, state.token_1_mint)
+        if acc.input_token_mint != mints[side_in] or acc.output_token_mint != mints[1 - side_in]:
+            return fail(cpmm.INVALID_INPUT, "mints do not match the vaults")
+        if state.status & cpmm.SWAP_DISABLED_BIT:
+            return fail(cpmm.NOT_APPROVED, "swaps are disabled")
+        if amount_in == 0:
+            return fail(cpmm.ZERO_TRADING_TOKENS, "amount_in is zero")
+        user_in = self._token(acc.input_token_account)
+        user_out = self._token(acc.output_token_account)
+        if user_in is None or user_out is None or user_in.owner != payer \
+                or user_in.mint != acc.input_token_mint or user_out.mint != acc.output_token_mint:
+            # The token program's transfer fails: the source must be the signer's.
+            return fail(4, "owner does not match")  # SPL Token OwnerMismatch
+        if user_in.amount < amount_in:
+            return 1, [*logs, "Program log: Error: insufficient funds",
+                       f"Program {cpmm.PROGRAM_ID} failed: custom program error: 0x1"]
+        vault_in = self.token_amount(acc.input_vault) or 0
+        vault_out = self.token_amount(acc.output_vault) or 0
+        reserve_in = vault_in - state.owed(side_in)
+        reserve_out = vault_out - state.owed(1 - side_in)
+        if reserve_in < 0 or reserve_out <= 0:
+            return fail(cpmm.INSUFFICIENT_VAULT, "vault holds less than the fees owed")
+        config = cpmm.AmmConfig.decode(bytes(self._existing(state.amm_config).data))
+        math = cpmm.swap_out(amount_in, reserve_in, reserve_out, config)
+        if math.amount_out < minimum_out:
+            return fail(cpmm.EXCEEDED_SLIPPAGE,
+                        f"Error: exceeds desired slippage limit {math.amount_out} < {minimum_out}")
+        if math.amount_out >= reserve_out:
+            return fail(cpmm.INSUFFICIENT_VAULT, "not enough liquidity")
+        self._move(acc.input_token_account, -amount_in)
+        self._move(acc.input_vault, amount_in)
+        self._move(acc.output_vault, -math.amount_out)
+        self._move(acc.output_token_account, math.amount_out)
+        fees = [list(state.protocol_fees), list(state.fund_fees)]
+        fees[0][side_in] += math.protocol_fee
+        fees[1][side_in] += math.fund_fee
+        self._put_data(acc.pool_state, _replace_fees(state, fees).encode())
+        return None, [*logs, f"Program log: swap in {amount_in} out {math.amount_out}",
+                      f"Program {cpmm.PROGRAM_ID} success"]
+
+    def _token(self, address: Pubkey) -> TokenAccount | None:
+        found = self.account(address)
+        if found is None or found.owner != TOKEN_PROGRAM or len(found.data) != TOKEN_ACCOUNT_LEN:
+            return None
+        return TokenAccount.from_bytes(bytes(found.data))
+
+    def _move(self, address: Pubkey, delta: int) -> None:
+        found = self._existing(address)
+        data = bytearray(found.data)
+        amount = int.from_bytes(data[64:72], "little") + delta
+        data[64:72] = amount.to_bytes(8, "little")
+        self.svm.set_account(address, Account(found.lamports, bytes(data), found.owner,
+                                              found.executable, found.rent_epoch))
+
+    def _put_data(self, address: Pubkey, data: bytes) -> None:
+        found = self._existing(address)
+        self.svm.set_account(address, Account(found.lamports, data, found.owner,
+                                              found.executable, found.rent_epoch))
+
+    def _existing(self, address: Pubkey) -> Account:
+        found = self.svm.get_account(address)
+        if found is None:
+            raise RuntimeError(f"account {address} vanished mid-transaction")
+        return found
+
+    def _charge(self, payer: Pubkey, lamports: int) -> None:
+        found = self.svm.get_account(payer)
+        if found is None:
+            return
+        self.svm.set_account(payer, Account(max(0, found.lamports - lamports), found.data,
+                                            found.owner, found.executable, found.rent_epoch))
+
+    def _restore(self, saved: dict[Pubkey, Account | None]) -> None:
+        for key, account in saved.items():
+            self.svm.set_account(key, account if account is not None else Account.default())
+
+    def _token_balances(self, keys: list[Pubkey]) -> list[dict[str, Any]]:
+        balances = []
+        for index, key in enumerate(keys):
+            token = self._token(key)
+            if token is None:
+                continue
+            decimals = self.decimals.get(token.mint, 0)
+            amount = token.amount
+            ui = amount / 10 ** decimals
+            balances.append({
+                "accountIndex": index, "mint": str(token.mint), "owner": str(token.owner),
+                "programId": str(TOKEN_PROGRAM),
+                "uiTokenAmount": {"amount": str(amount), "decimals": decimals,
+                                  "uiAmount": ui, "uiAmountString": _ui_string(amount, decimals)},
+            })
+        return balances
+
+
+def _is_writable(message: Any, index: int) -> bool:
+    header = message.header
+    signed = header.num_required_signatures
+    if index < signed:
+        return bool(index < signed - header.num_readonly_signed_accounts)
+    unsigned = len(message.account_keys) - signed
+    return bool(index - signed < unsigned - header.num_readonly_unsigned_accounts)
+
+
+def _replace_fees(state: cpmm.PoolState, fees: list[list[int]]) -> cpmm.PoolState:
+    from dataclasses import replace
+
+    return replace(state, protocol_fees=(fees[0][0], fees[0][1]),
+                   fund_fees=(fees[1][0], fees[1][1]))
+
+
+def _ui_string(amount: int, decimals: int) -> str:
+    if decimals == 0:
+        return str(amount)
+    whole, frac = divmod(amount, 10 ** decimals)
+    text = f"{whole}.{frac:0{decimals}d}".rstrip("0").rstrip(".")
+    return text
