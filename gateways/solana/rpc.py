@@ -1,0 +1,283 @@
+"""The engine's one way to a Solana cluster: JSON-RPC through solana-py, errors translated here.
+
+Local cluster, devnet or mainnet: the same calls. What the exactly-once rule needs
+(../shared/reference/dex-apis.md): a blockhash with its `lastValidBlockHeight` (asked at most
+once a slot), sends with `maxRetries: 0` (the engine rebroadcasts the same bytes itself),
+signature statuses in batches of 256 (with history when reconciling after a restart), the
+block height once per poll round, and each landed swap's real output from its token balance
+change. Whatever solana-py or its transport raises leaves this module as a core DexecError.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from solana.exceptions import SolanaRpcException
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Confirmed
+from solana.rpc.core import RPCException, RPCNoResultException
+from solana.rpc.models import TxOpts
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction_status import (
+    InstructionErrorCustom,
+    TransactionErrorFieldless,
+    TransactionErrorInstructionError,
+)
+
+from core.errors import (
+    BlockhashExpired,
+    DexecError,
+    InsufficientFunds,
+    InvalidInput,
+    RateLimited,
+    SlippageExceeded,
+    TerminalError,
+    VenueTimeout,
+    VenueUnavailable,
+)
+
+SLOT_S = 0.4
+MAX_STATUSES = 256  # signatures per getSignatureStatuses
+# Program errors that mean "the output fell below the minimum": Raydium AMM v4 30, CPMM 6005,
+# CLMM 6022 (6018 in newer source); Meteora DLMM 6003, 6004; Jupiter 6001.
+SLIPPAGE_CODES = frozenset({30, 6005, 6022, 6018, 6003, 6004, 6001})
+SLIPPAGE_TEXT = ("slippage", "too little output")
+TOKEN_INSUFFICIENT_FUNDS = 1  # SPL Token error 1, also the System program's
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SignatureState:
+    """What the cluster says about one signature it knows."""
+
+    signature: str
+    slot: int
+    confirmation: str  # processed | confirmed | finalized
+    err: Any  # the RPC's JSON error, None when the transaction succeeded
+
+    @property
+    def confirmed(self) -> bool:
+        return self.confirmation in ("confirmed", "finalized")
+
+
+def transaction_error(err: Any, logs: Sequence[str] = ()) -> DexecError:
+    """Translate a transaction's error (RPC JSON form) into the engine's terms."""
+    text = " ".join(logs).lower()
+    if err == "BlockhashNotFound":
+        return BlockhashExpired("the transaction's blockhash expired")
+    if err in ("InsufficientFundsForFee", "InsufficientFundsForRent"):
+        return InsufficientFunds(f"the wallet cannot pay the network fee ({err})")
+    if isinstance(err, dict) and "InstructionError" in err:
+        index, inner = err["InstructionError"]
+        code = inner.get("Custom") if isinstance(inner, dict) else None
+        if code in SLIPPAGE_CODES or any(t in text for t in SLIPPAGE_TEXT):
+            return SlippageExceeded(f"slippage exceeded (instruction {index}, error {code})")
+        if code == TOKEN_INSUFFICIENT_FUNDS or "insufficient" in text:
+            return InsufficientFunds(f"insufficient funds (instruction {index})")
+        return TerminalError(f"transaction failed: instruction {index}: {json.dumps(inner)}")
+    return TerminalError(f"transaction failed: {json.dumps(err)}")
+
+
+def rpc_error_json(err: Any) -> Any:
+    """A solders TransactionError as the RPC's JSON: "BlockhashNotFound",
+    {"InstructionError": [i, {"Custom": n}]}, {"InstructionError": [i, "InvalidAccountData"]}."""
+    if err is None or isinstance(err, (str, dict)):
+        return err
+    if isinstance(err, TransactionErrorInstructionError):
+        inner = err.err
+        if isinstance(inner, InstructionErrorCustom):
+            return {"InstructionError": [err.index, {"Custom": inner.code}]}
+        return {"InstructionError": [err.index, str(inner).rsplit(".", 1)[-1]]}
+    if isinstance(err, TransactionErrorFieldless):
+        return str(err).rsplit(".", 1)[-1]
+    return type(err).__name__.removeprefix("TransactionError")
+
+
+def _rpc_error_json(exc: RPCException) -> tuple[int | None, str, Any, list[str]]:
+    """(code, message, err, logs) of a JSON-RPC error that solana-py raised."""
+    payload = exc.args[0] if exc.args else None
+    to_json = getattr(payload, "to_json", None)
+    raw: Any = json.loads(to_json()) if callable(to_json) else payload
+    if not isinstance(raw, dict):
+        return None, str(payload), None, []
+    found = raw.get("data")
+    data: dict[str, Any] = found if isinstance(found, dict) else {}
+    return raw.get("code"), str(raw.get("message", "")), data.get("err"), list(
+        data.get("logs") or [])
+
+
+def translate(exc: BaseException, what: str) -> DexecError:
+    """Any error of a call into a DexecError: retryable, terminal, or expiry."""
+    if isinstance(exc, DexecError):
+        return exc
+    if isinstance(exc, RPCException):
+        code, message, err, logs = _rpc_error_json(exc)
+        if err is not None:
+            return transaction_error(err, logs)
+        if code in (-32005, -32016, -32004, -32014):  # unhealthy, behind, block not available
+            return VenueUnavailable(f"rpc {what}: {message}")
+        if code == -32003:
+            return InvalidInput(f"rpc {what}: signature verification failed")
+        return TerminalError(f"rpc {what}: {message}")
+    if isinstance(exc, SolanaRpcException):
+        cause = exc.__cause__ or exc.__context__
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+        if status == 429:
+            return RateLimited(f"rpc {what}: HTTP 429")
+        if cause is not None and "timeout" in type(cause).__name__.lower():
+            return VenueTimeout(f"rpc {what}: timed out")
+        return VenueUnavailable(f"rpc {what}: {type(cause).__name__ if cause else exc}")
+    if isinstance(exc, RPCNoResultException):
+        return VenueUnavailable(f"rpc {what}: no result")
+    if isinstance(exc, TimeoutError):
+        return VenueTimeout(f"rpc {what}: timed out")
+    if isinstance(exc, (ValueError, KeyError, TypeError)):  # a malformed answer
+        return VenueUnavailable(f"rpc {what}: malformed answer ({type(exc).__name__})")
+    return VenueUnavailable(f"rpc {what}: {type(exc).__name__}")
+
+
+class SolanaRpc:
+    """A Solana JSON-RPC endpoint, as the engine uses it."""
+
+    def __init__(self, url: str, *, timeout_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = url
+        self._client = AsyncClient(url, commitment=Confirmed, timeout=timeout_s,
+                                   max_transport_retries=0)
+        self._blockhash: PerSlot[tuple[str, int]] = PerSlot(self._fetch_blockhash, clock)
+        self._height: PerSlot[int] = PerSlot(self._fetch_height, clock)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _call(self, what: str, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except Exception as exc:
+            raise translate(exc, what) from None
+
+    # -- blocks --------------------------------------------------------------------------
+
+    async def latest_blockhash(self) -> tuple[str, int]:
+        """(blockhash, lastValidBlockHeight), asked of the cluster at most once a slot."""
+        return await self._blockhash.get()
+
+    async def block_height(self) -> int:
+        """The confirmed block height, at most a slot old."""
+        return await self._height.get()
+
+    async def _fetch_blockhash(self) -> tuple[str, int]:
+        answer = await self._call("getLatestBlockhash",
+                                  self._client.get_latest_blockhash(Confirmed))
+        return str(answer.value.blockhash), int(answer.value.last_valid_block_height)
+
+    async def _fetch_height(self) -> int:
+        answer = await self._call("getBlockHeight", self._client.get_block_height(Confirmed))
+        return int(answer.value)
+
+    # -- transactions --------------------------------------------------------------------
+
+    async def send(self, tx_bytes: bytes, *, preflight: bool = True) -> str:
+        """Send signed bytes once (maxRetries 0); answer the signature.
+
+        A cluster that already has the transaction answers AlreadyProcessed: that is success
+        here (the same bytes, sent again). A preflight failure raises its translation.
+        """
+        opts = TxOpts(skip_preflight=not preflight, preflight_commitment=Confirmed,
+                      max_retries=0)
+        try:
+            answer = await self._client.send_raw_transaction(tx_bytes, opts)
+        except RPCException as exc:
+            _, _, err, _ = _rpc_error_json(exc)
+            if err == "AlreadyProcessed":
+                from solders.transaction import VersionedTransaction
+
+                return str(VersionedTransaction.from_bytes(tx_bytes).signatures[0])
+            raise translate(exc, "sendTransaction") from None
+        except Exception as exc:
+            raise translate(exc, "sendTransaction") from None
+        return str(answer.value)
+
+    async def statuses(self, signatures: Sequence[str], *, search_history: bool = False,
+                       ) -> list[SignatureState | None]:
+        """Each signature's state, None where the cluster has no record (batches of 256)."""
+        states: list[SignatureState | None] = []
+        for start in range(0, len(signatures), MAX_STATUSES):
+            chunk = list(signatures[start:start + MAX_STATUSES])
+            answer = await self._call("getSignatureStatuses", self._client.get_signature_statuses(
+                [Signature.from_string(s) for s in chunk], search_history))
+            for signature, status in zip(chunk, answer.value, strict=True):
+                if status is None:
+                    states.append(None)
+                    continue
+                level = status.confirmation_status
+                states.append(SignatureState(
+                    signature, int(status.slot),
+                    str(level).rsplit(".", 1)[-1].lower() if level is not None else "processed",
+                    rpc_error_json(status.err)))
+        return states
+
+    async def token_delta(self, signature: str, owner: str, mint: str) -> int:
+        """How much `owner`'s balance of `mint` changed in a landed transaction."""
+        answer = await self._call("getTransaction", self._client.get_transaction(
+            Signature.from_string(signature), "base64", Confirmed, 0))
+        if answer.value is None or answer.value.transaction.meta is None:
+            raise VenueUnavailable(f"rpc getTransaction: {signature} not available yet")
+        meta = answer.value.transaction.meta
+
+        def held(balances: Any) -> int:
+            return sum(int(b.ui_token_amount.amount) for b in balances or []
+                       if str(b.owner) == owner and str(b.mint) == mint)
+
+        return held(meta.post_token_balances) - held(meta.pre_token_balances)
+
+    # -- accounts ------------------------------------------------------------------------
+
+    async def balance(self, pubkey: str) -> int:
+        answer = await self._call("getBalance", self._client.get_balance(
+            Pubkey.from_string(pubkey), Confirmed))
+        return int(answer.value)
+
+    async def token_balance(self, account: str) -> int | None:
+        """A token account's raw amount; None when there is no such token account."""
+        try:
+            answer = await self._client.get_token_account_balance(
+                Pubkey.from_string(account), Confirmed)
+        except RPCException:
+            return None  # "could not find account" / "not a Token account"
+        except Exception as exc:
+            raise translate(exc, "getTokenAccountBalance") from None
+        return int(answer.value.amount)
+
+    async def accounts(self, pubkeys: Sequence[str]) -> list[bytes | None]:
+        """The data of each account (None where absent), 100 a call."""
+        found: list[bytes | None] = []
+        for start in range(0, len(pubkeys), 100):
+            chunk = [Pubkey.from_string(k) for k in pubkeys[start:start + 100]]
+            answer = await self._call("getMultipleAccounts", self._client.get_multiple_accounts(
+                chunk, Confirmed, "base64"))
+            found += [bytes(a.data) if a is not None else None for a in answer.value]
+        return found
+
+
+class PerSlot(Generic[T]):
+    """The answer of `fetch`, asked anew only once it is more than a slot old."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[T]], clock: Callable[[], float],
+                 max_age_s: float = SLOT_S) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._max_age = max_age_s
+        self._answer: tuple[T, float] | None = None
+
+    async def get(self) -> T:
+        now = self._clock()
+        if self._answer is None or now - self._answer[1] > self._max_age:
+            self._answer = (await self._fetch(), now)
+        return self._answer[0]

@@ -1,0 +1,92 @@
+"""A local cluster (Ledger + JSON-RPC server) on a loopback port, inside the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import uvicorn
+from solders.hash import Hash
+from solders.instruction import AccountMeta, Instruction
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.token.associated import get_associated_token_address
+from solders.transaction import Transaction
+
+from gateways.localnet.ledger import Ledger
+from gateways.localnet.server import Faults, RpcServer
+from gateways.solana import cpmm
+
+SOL = Pubkey.from_string("So11111111111111111111111111111111111111112")
+USDC = Pubkey.from_string("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v")
+MEMO = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
+
+
+@dataclass
+class Cluster:
+    url: str
+    server: RpcServer
+    wallet: Keypair
+    pool: Pubkey
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.server.ledger
+
+    def swap(self, amount_in: int, minimum_out: int, blockhash: str, memo: str = "o-1") -> bytes:
+        me = self.wallet.pubkey()
+        accounts = cpmm.SwapAccounts.for_pool(self.pool, self.ledger.pool_state(self.pool), me,
+                                              SOL)
+        ixs = [Instruction(MEMO, memo.encode(), [AccountMeta(me, True, False)]),
+               cpmm.swap_base_input(accounts, amount_in, minimum_out)]
+        return bytes(Transaction.new_signed_with_payer(ixs, me, [self.wallet],
+                                                       Hash.from_string(blockhash)))
+
+    def tokens(self, mint: Pubkey) -> int:
+        ata = get_associated_token_address(self.wallet.pubkey(), mint)
+        return self.ledger.token_amount(ata) or 0
+
+    def set_faults(self, **changes: object) -> None:
+        self.server.faults = Faults(**changes)  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_server(server: uvicorn.Server) -> asyncio.Task[None]:
+    """Serve in this loop; return once it listens."""
+    task = asyncio.get_running_loop().create_task(server.serve())
+    for _ in range(500):
+        if server.started:
+            return task
+        await asyncio.sleep(0.01)
+    raise RuntimeError("the server did not start")
+
+
+@contextlib.asynccontextmanager
+async def local_cluster(slot_s: float = 0.05) -> AsyncIterator[Cluster]:
+    """A seeded cluster: SOL and USDC mints, one CPMM pool, a funded wallet."""
+    ledger = Ledger(slot_s=slot_s)
+    ledger.create_mint(SOL, 9)
+    ledger.create_mint(USDC, 6)
+    pool = ledger.add_cpmm_pool(SOL, USDC, 200_000 * 10**9, 30_000_000 * 10**6)
+    wallet = Keypair()
+    ledger.airdrop(wallet.pubkey(), 10 * 10**9)
+    ledger.fund_tokens(wallet.pubkey(), SOL, 5 * 10**9)
+    ledger.fund_tokens(wallet.pubkey(), USDC, 0)
+    server = RpcServer(ledger, test_hooks=True)
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(server.app(), host="127.0.0.1", port=port,
+                                       log_level="warning", lifespan="off"))
+    task = await start_server(uv)
+    try:
+        yield Cluster(f"http://127.0.0.1:{port}", server, wallet, pool)
+    finally:
+        uv.should_exit = True
+        await task

@@ -1,0 +1,168 @@
+"""The engine's Solana RPC client against the local cluster's JSON-RPC server (loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from solders.keypair import Keypair
+
+from core.errors import (
+    BlockhashExpired,
+    InsufficientFunds,
+    RateLimited,
+    SlippageExceeded,
+    VenueTimeout,
+    VenueUnavailable,
+)
+from gateways.solana import cpmm
+from gateways.solana.rpc import SolanaRpc, transaction_error
+from tests.kit.localnet import SOL, USDC, Cluster, local_cluster
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    async with local_cluster() as c:
+        yield c
+
+
+@pytest.fixture
+async def rpc(cluster: Cluster) -> AsyncIterator[SolanaRpc]:
+    client = SolanaRpc(cluster.url, timeout_s=1.0)
+    yield client
+    await client.close()
+
+
+async def until_confirmed(rpc: SolanaRpc, signature: str) -> None:
+    for _ in range(100):
+        (state,) = await rpc.statuses([signature])
+        if state is not None and state.confirmed:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{signature} never confirmed")
+
+
+async def test_a_swap_lands_and_its_output_is_read_from_the_token_balances(
+        cluster: Cluster, rpc: SolanaRpc) -> None:
+    pool = cluster.ledger.pool_state(cluster.pool)
+    expected = cpmm.swap_out(10**9, cluster.ledger.token_amount(pool.token_0_vault) or 0,
+                             cluster.ledger.token_amount(pool.token_1_vault) or 0,
+                             cpmm.AmmConfig(2500)).amount_out
+    blockhash, last_valid = await rpc.latest_blockhash()
+    assert last_valid - await rpc.block_height() == 150
+
+    signature = await rpc.send(cluster.swap(10**9, 1, blockhash))
+    await until_confirmed(rpc, signature)
+
+    me = str(cluster.wallet.pubkey())
+    assert await rpc.token_delta(signature, me, str(USDC)) == expected
+    assert await rpc.token_delta(signature, me, str(SOL)) == -(10**9)
+    from solders.token.associated import get_associated_token_address
+    ata = str(get_associated_token_address(cluster.wallet.pubkey(), USDC))
+    assert await rpc.token_balance(ata) == expected == cluster.tokens(USDC)
+    assert await rpc.token_balance(str(Keypair().pubkey())) is None
+
+
+async def test_the_same_bytes_sent_again_are_the_same_signature_executed_once(
+        cluster: Cluster, rpc: SolanaRpc) -> None:
+    blockhash, _ = await rpc.latest_blockhash()
+    tx = cluster.swap(10**9, 1, blockhash)
+    first = await rpc.send(tx)
+    again = await rpc.send(tx)  # AlreadyProcessed: the engine's rebroadcast
+    unchecked = await rpc.send(tx, preflight=False)
+    assert first == again == unchecked
+    assert cluster.tokens(SOL) == 4 * 10**9
+
+
+async def test_slippage_is_terminal_and_moves_nothing(cluster: Cluster, rpc: SolanaRpc) -> None:
+    blockhash, _ = await rpc.latest_blockhash()
+    tx = cluster.swap(10**9, 10**12, blockhash)
+    with pytest.raises(SlippageExceeded):
+        await rpc.send(tx)
+    signature = await rpc.send(tx, preflight=False)
+    await until_confirmed(rpc, signature)
+    (state,) = await rpc.statuses([signature])
+    assert state is not None
+    assert isinstance(transaction_error(state.err), SlippageExceeded)
+    assert cluster.tokens(SOL) == 5 * 10**9 and cluster.tokens(USDC) == 0
+
+
+async def test_an_expired_blockhash_is_expiry_and_never_lands(
+        cluster: Cluster, rpc: SolanaRpc) -> None:
+    old = str(cluster.ledger.blockhash_at(cluster.ledger.slot() - 151))
+    with pytest.raises(BlockhashExpired):
+        await rpc.send(cluster.swap(10**9, 1, old))
+    signature = await rpc.send(cluster.swap(10**9, 1, old, memo="o-2"), preflight=False)
+    await asyncio.sleep(0.1)
+    assert await rpc.statuses([signature], search_history=True) == [None]
+
+
+async def test_more_than_the_wallet_holds_is_insufficient_funds(
+        cluster: Cluster, rpc: SolanaRpc) -> None:
+    blockhash, _ = await rpc.latest_blockhash()
+    with pytest.raises(InsufficientFunds):
+        await rpc.send(cluster.swap(50 * 10**9, 1, blockhash))
+
+
+@pytest.mark.parametrize(("faults", "error"), [
+    ({"http_429_rate": 1.0}, RateLimited),
+    ({"http_503_rate": 1.0}, VenueUnavailable),
+    ({"delay_ms": 1500}, VenueTimeout),
+])
+async def test_transport_failures_are_retryable_and_change_nothing(
+        cluster: Cluster, rpc: SolanaRpc, faults: dict[str, object],
+        error: type[Exception]) -> None:
+    blockhash, _ = await rpc.latest_blockhash()
+    tx = cluster.swap(10**9, 1, blockhash)
+    cluster.set_faults(**faults)
+    with pytest.raises(error) as raised:
+        await rpc.send(tx)
+    assert raised.value.retryable  # type: ignore[attr-defined]
+    cluster.set_faults()
+    if "delay_ms" not in faults:
+        assert cluster.tokens(SOL) == 5 * 10**9  # refused before it reached the ledger
+
+
+async def test_a_dropped_send_answers_its_signature_and_a_resend_lands_it(
+        cluster: Cluster, rpc: SolanaRpc) -> None:
+    blockhash, _ = await rpc.latest_blockhash()
+    tx = cluster.swap(10**9, 1, blockhash)
+    cluster.set_faults(drop_send_rate=1.0)
+    signature = await rpc.send(tx)
+    assert await rpc.statuses([signature]) == [None]
+    cluster.set_faults()
+    assert await rpc.send(tx) == signature  # the engine rebroadcasts the same bytes
+    await until_confirmed(rpc, signature)
+    assert cluster.tokens(SOL) == 4 * 10**9
+
+
+async def test_statuses_travel_in_batches_of_256(cluster: Cluster, rpc: SolanaRpc) -> None:
+    unknown = [str(Keypair().sign_message(bytes([i % 256, i // 256]))) for i in range(600)]
+    assert await rpc.statuses(unknown) == [None] * 600
+
+
+async def test_a_malformed_answer_is_retryable(rpc: SolanaRpc) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from tests.kit.localnet import free_port, start_server
+
+    async def garbage(_: object) -> PlainTextResponse:
+        return PlainTextResponse("{not json")
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/", garbage,
+                                                                   methods=["POST"])]),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    task = await start_server(server)
+    bad = SolanaRpc(f"http://127.0.0.1:{port}", timeout_s=1.0)
+    try:
+        with pytest.raises(VenueUnavailable):
+            await bad.block_height()
+    finally:
+        await bad.close()
+        server.should_exit = True
+        await task
