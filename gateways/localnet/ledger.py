@@ -43,7 +43,7 @@ SIGNATURE_FEE = 5000
 TOKEN_ACCOUNT_LEN = 165
 MINT_LEN = 82
 FINALIZED_AFTER = 32  # slots
-COMPUTE_BUDGET = Pubkey.from_string("ComputeBudget111111111111111111111111111111")
+NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
 
 # JSON-RPC error codes a Solana node answers with
 PREFLIGHT_FAILED = -32002
@@ -158,10 +158,15 @@ class Ledger:
 
     def set_token_account(self, address: Pubkey, mint: Pubkey, owner: Pubkey, amount: int,
                           ) -> None:
+        """Write a token account; for the native mint, a wrapped-SOL account (its lamports
+        are the rent reserve plus the amount, as SyncNative expects)."""
+        rent = self.svm.minimum_balance_for_rent_exemption(TOKEN_ACCOUNT_LEN)
+        native = mint == NATIVE_MINT
         data = bytes(TokenAccount(mint=mint, owner=owner, amount=amount, delegate=None,
-                                  state=TokenAccountState.Initialized, is_native=None,
-                                  delegated_amount=0))
-        self._put(address, data, TOKEN_PROGRAM)
+                                  state=TokenAccountState.Initialized,
+                                  is_native=rent if native else None, delegated_amount=0))
+        self.svm.set_account(address, Account(lamports=rent + (amount if native else 0),
+                                              data=data, owner=TOKEN_PROGRAM, executable=False))
 
     def fund_tokens(self, owner: Pubkey, mint: Pubkey, amount: int) -> Pubkey:
         """Give `owner` `amount` more of `mint` in its associated token account."""
@@ -434,7 +439,9 @@ class Ledger:
         data = bytearray(found.data)
         amount = int.from_bytes(data[64:72], "little") + delta
         data[64:72] = amount.to_bytes(8, "little")
-        self.svm.set_account(address, Account(found.lamports, bytes(data), found.owner,
+        # Wrapped SOL is lamports: the account's lamports follow its token amount.
+        lamports = found.lamports + (delta if bytes(data[:32]) == bytes(NATIVE_MINT) else 0)
+        self.svm.set_account(address, Account(lamports, bytes(data), found.owner,
                                               found.executable, found.rent_epoch))
 
     def _put_data(self, address: Pubkey, data: bytes) -> None:

@@ -225,17 +225,36 @@ class SolanaRpc:
 
     async def token_delta(self, signature: str, owner: str, mint: str) -> int:
         """How much `owner`'s balance of `mint` changed in a landed transaction."""
-        answer = await self._call("getTransaction", self._client.get_transaction(
-            Signature.from_string(signature), "base64", Confirmed, 0))
-        if answer.value is None or answer.value.transaction.meta is None:
-            raise VenueUnavailable(f"rpc getTransaction: {signature} not available yet")
-        meta = answer.value.transaction.meta
+        meta = await self._meta(signature)
 
         def held(balances: Any) -> int:
             return sum(int(b.ui_token_amount.amount) for b in balances or []
                        if str(b.owner) == owner and str(b.mint) == mint)
 
         return held(meta.post_token_balances) - held(meta.pre_token_balances)
+
+    async def largest_gain(self, signature: str, owner: str) -> int:
+        """The largest increase of any of `owner`'s token balances in a landed transaction
+        (a swap's output: its input balance only falls)."""
+        meta = await self._meta(signature)
+
+        def held(balances: Any) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for b in balances or []:
+                if str(b.owner) == owner:
+                    found[str(b.mint)] = found.get(str(b.mint), 0) + int(b.ui_token_amount.amount)
+            return found
+
+        before, after = held(meta.pre_token_balances), held(meta.post_token_balances)
+        gains = [after[m] - before.get(m, 0) for m in after]
+        return max([0, *gains])
+
+    async def _meta(self, signature: str) -> Any:
+        answer = await self._call("getTransaction", self._client.get_transaction(
+            Signature.from_string(signature), "base64", Confirmed, 0))
+        if answer.value is None or answer.value.transaction.meta is None:
+            raise VenueUnavailable(f"rpc getTransaction: {signature} not available yet")
+        return answer.value.transaction.meta
 
     # -- accounts ------------------------------------------------------------------------
 

@@ -1,0 +1,235 @@
+"""A venue gateway on a real Solana cluster: quotes from pool accounts, swaps as transactions.
+
+One class for every on-chain venue; what differs per program (which accounts to read, the
+pool math, the swap instruction) is a `PoolProgram` (Raydium CPMM in gateways.solana.cpmm,
+Meteora DLMM in gateways.solana.dlmm). The gateway reads the pool's accounts over RPC in one
+`getMultipleAccounts`, prices the swap with the program's own math, and builds the
+transaction the program expects: the order memo (every transaction unique), the output token
+account created when missing (idempotent), SOL wrapped when it is the input, then the swap.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from solders.hash import Hash
+from solders.instruction import AccountMeta, Instruction
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.system_program import ID as SYSTEM_PROGRAM
+from solders.system_program import TransferParams, transfer
+from solders.token import ID as TOKEN_PROGRAM
+from solders.token.associated import get_associated_token_address
+from solders.transaction import Transaction
+
+from core.errors import InsufficientFunds, InvalidInput, NoRoute, NotPermitted
+from core.quotes import Quote, SignedSwap, TxStatus
+from gateways.base import VenueCalls, VenueMetrics
+from gateways.ratelimit import TokenBucket
+from gateways.solana.rpc import SolanaRpc, transaction_error
+
+QUOTE_TTL_S = 30.0
+NETWORK_FEE_LAMPORTS = 5000
+NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
+MEMO_PROGRAM = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
+ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
+SYNC_NATIVE = bytes([17])
+CREATE_IDEMPOTENT = bytes([1])
+
+
+@dataclass(frozen=True)
+class PoolQuote:
+    amount_out: int
+    fee: int  # input token base units
+    fee_bps: Decimal
+    price_impact_bps: int
+    route: str  # what the program needs again to build the swap (JSON text)
+
+
+class NeedAccounts(Exception):
+    """The program must read other accounts first (e.g. a pool's vaults once it knows them)."""
+
+
+Accounts = tuple[list[Pubkey], list[bytes | None]]  # keys read, and their data
+
+
+class PoolProgram(Protocol):
+    """One venue program, as a gateway needs it."""
+
+    def accounts(self, pool: Pubkey, last: Accounts | None) -> list[Pubkey]:
+        """The accounts a quote reads in one getMultipleAccounts, given the last ones read."""
+        ...
+
+    def quote(self, pool: Pubkey, read: Accounts, input_mint: Pubkey,
+              amount_in: int) -> PoolQuote:
+        """Price the swap from the accounts read; NeedAccounts when they are not enough."""
+        ...
+
+    def swap(self, pool: Pubkey, route: str, wallet: Pubkey, input_mint: Pubkey,
+             amount_in: int, min_amount_out: int) -> Instruction: ...
+
+
+@dataclass(frozen=True)
+class Pool:
+    address: Pubkey
+    mint_x: Pubkey
+    mint_y: Pubkey
+
+    def has(self, a: Pubkey, b: Pubkey) -> bool:
+        return {a, b} == {self.mint_x, self.mint_y}
+
+
+def create_ata_idempotent(payer: Pubkey, owner: Pubkey, mint: Pubkey) -> Instruction:
+    """Associated Token Account program: create `owner`'s account for `mint` unless it exists."""
+    ata = get_associated_token_address(owner, mint)
+    return Instruction(ATA_PROGRAM, CREATE_IDEMPOTENT, [
+        AccountMeta(payer, True, True), AccountMeta(ata, False, True),
+        AccountMeta(owner, False, False), AccountMeta(mint, False, False),
+        AccountMeta(SYSTEM_PROGRAM, False, False), AccountMeta(TOKEN_PROGRAM, False, False),
+    ])
+
+
+def memo_instruction(text: str, signer: Pubkey) -> Instruction:
+    return Instruction(MEMO_PROGRAM, text.encode(), [AccountMeta(signer, True, False)])
+
+
+class ChainVenue:
+    """Quotes from and swaps against one venue's pools on a Solana cluster, over RPC."""
+
+    def __init__(self, name: str, program: PoolProgram, rpc: SolanaRpc, pools: Sequence[Pool],
+                 wallet: Keypair | None, *, rate_limit_per_s: float = 0.0,
+                 metrics: VenueMetrics | None = None) -> None:
+        self.name = name
+        self._program = program
+        self._rpc = rpc
+        self._pools = list(pools)
+        self._wallet = wallet
+        self._limit = TokenBucket(rate_limit_per_s)
+        self._calls = VenueCalls(name, metrics)
+        self._sent: set[str] = set()  # signatures sent once: resends skip preflight
+        self._last: dict[Pubkey, Accounts] = {}  # per pool: the accounts its last quote read
+
+    def _pool(self, input_mint: Pubkey, output_mint: Pubkey) -> Pool:
+        for pool in self._pools:
+            if pool.has(input_mint, output_mint):
+                return pool
+        raise NoRoute(f"{self.name} has no pool for this pair", venue=self.name)
+
+    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+        async with self._calls.call("quote"):
+            await self._limit.acquire()
+            started = time.perf_counter()
+            mint_in, mint_out = Pubkey.from_string(input_mint), Pubkey.from_string(output_mint)
+            pool = self._pool(mint_in, mint_out)
+            priced = await self._price(pool.address, mint_in, amount_in)
+            return Quote(
+                venue=self.name, pool=str(pool.address), input_mint=input_mint,
+                output_mint=output_mint, amount_in=amount_in, amount_out=priced.amount_out,
+                fee=priced.fee, fee_bps=priced.fee_bps,
+                price_impact_bps=priced.price_impact_bps,
+                network_fee_lamports=NETWORK_FEE_LAMPORTS,
+                expires_at=time.time() + QUOTE_TTL_S, payload=priced.route,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+
+    async def _price(self, pool: Pubkey, mint_in: Pubkey, amount_in: int) -> PoolQuote:
+        last = self._last.get(pool)
+        for _ in range(3):
+            keys = self._program.accounts(pool, last)
+            read = (keys, await self._rpc.accounts([str(k) for k in keys]))
+            try:
+                priced = self._program.quote(pool, read, mint_in, amount_in)
+            except NeedAccounts:
+                last = read
+                continue
+            self._last[pool] = read
+            return priced
+        raise NoRoute(f"{self.name}: pool {pool} cannot be read", venue=self.name)
+
+    async def check_funds(self, input_mint: str, amount_in: int) -> None:
+        """Raise InsufficientFunds unless the wallet holds `amount_in` (plus fees for SOL)."""
+        if self._wallet is None:
+            return
+        owner = self._wallet.pubkey()
+        mint = Pubkey.from_string(input_mint)
+        lamports = await self._rpc.balance(str(owner))
+        if mint == NATIVE_MINT:
+            held = lamports - 3 * NETWORK_FEE_LAMPORTS - 2_100_000  # fees and rent reserve
+        else:
+            held = await self._rpc.token_balance(
+                str(get_associated_token_address(owner, mint))) or 0
+            if lamports < 3 * NETWORK_FEE_LAMPORTS:
+                raise InsufficientFunds("the wallet cannot pay the network fee",
+                                        venue=self.name)
+        if held < amount_in:
+            raise InsufficientFunds(f"the wallet holds {max(held, 0)} base units, the order"
+                                    f" needs {amount_in}", venue=self.name)
+
+    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
+        async with self._calls.call("build"):
+            if self._wallet is None:
+                raise NotPermitted(f"{self.name}: this process only quotes; it holds no wallet")
+            if quote.venue != self.name:
+                raise InvalidInput(f"quote from {quote.venue} sent to {self.name}")
+            me = self._wallet.pubkey()
+            mint_in = Pubkey.from_string(quote.input_mint)
+            mint_out = Pubkey.from_string(quote.output_mint)
+            ixs = [memo_instruction(memo, me), create_ata_idempotent(me, me, mint_out)]
+            if mint_in == NATIVE_MINT:  # wrap: the wallet's SOL becomes its wSOL account's
+                wsol = get_associated_token_address(me, NATIVE_MINT)
+                ixs += [create_ata_idempotent(me, me, NATIVE_MINT),
+                        transfer(TransferParams(from_pubkey=me, to_pubkey=wsol,
+                                                lamports=quote.amount_in)),
+                        Instruction(TOKEN_PROGRAM, SYNC_NATIVE, [AccountMeta(wsol, False, True)])]
+            try:
+                ixs.append(self._program.swap(Pubkey.from_string(quote.pool), quote.payload, me,
+                                              mint_in, quote.amount_in, min_amount_out))
+            except (ValueError, KeyError, json.JSONDecodeError) as exc:
+                raise InvalidInput(f"cannot build the swap: {exc}", venue=self.name) from None
+            blockhash, last_valid = await self._rpc.latest_blockhash()
+            tx = Transaction.new_signed_with_payer(ixs, me, [self._wallet],
+                                                   Hash.from_string(blockhash))
+            return SignedSwap(self.name, str(tx.signatures[0]), bytes(tx), last_valid,
+                              min_amount_out)
+
+    async def send(self, swap: SignedSwap) -> None:
+        """Send the signed bytes: checked by the node the first time, rebroadcast as they are."""
+        async with self._calls.call("send"):
+            await self._limit.acquire()
+            first = swap.signature not in self._sent
+            self._sent.add(swap.signature)
+            await self._rpc.send(swap.tx_bytes, preflight=first)
+
+    async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
+        """Landed (confirmed) signatures with their real output; None while not landed."""
+        async with self._calls.call("status"):
+            await self._limit.acquire()
+            states = await self._rpc.statuses(signatures, search_history=True)
+            answers: list[TxStatus | None] = []
+            for signature, state in zip(signatures, states, strict=True):
+                if state is None or not state.confirmed:
+                    answers.append(None)
+                elif state.err is not None:
+                    error = transaction_error(state.err)
+                    answers.append(TxStatus(signature, False, state.slot, error=str(error),
+                                            error_code=error.code))
+                else:
+                    self._sent.discard(signature)
+                    answers.append(TxStatus(signature, True, state.slot,
+                                            amount_out=await self._received(signature)))
+            return answers
+
+    async def _received(self, signature: str) -> int:
+        """What the wallet received: its token balance that grew in this transaction."""
+        if self._wallet is None:
+            return 0
+        return await self._rpc.largest_gain(signature, str(self._wallet.pubkey()))
+
+    async def block_height(self) -> int:
+        async with self._calls.call("height"):
+            return await self._rpc.block_height()
