@@ -17,6 +17,7 @@ the fee is charged, with the error recorded under the signature.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -96,23 +97,26 @@ class Ledger:
     """A Solana cluster in one process: RPC answers from LiteSVM and the ledger's own books."""
 
     def __init__(self, *, clock: Callable[[], float] = time.time, slot_s: float = 0.4,
-                 valid_blocks: int = 150, genesis_slot: int = 1000, seed: str = "dexec") -> None:
+                 valid_blocks: int = 150, genesis_slot: int = 1000, seed: str = "dexec",
+                 t0: float | None = None) -> None:
         self._clock = clock
         self._slot_s = slot_s
         self._valid_blocks = valid_blocks
         self._genesis = genesis_slot
-        self._t0 = clock()
+        self.t0 = clock() if t0 is None else t0  # when the genesis slot began
         self._seed = seed
         self.svm = (LiteSVM().with_sigverify(False).with_blockhash_check(False)
                     .with_transaction_history(0))
         self.executed: dict[str, Executed] = {}
         self.pools: set[Pubkey] = set()  # CPMM pools; their state lives in their accounts
         self.decimals: dict[Pubkey, int] = {}
+        # Told every committed transaction (gateways.localnet.cluster keeps a journal of them).
+        self.journal: Callable[[dict[str, Any]], None] | None = None
 
     # -- slots and blockhashes -----------------------------------------------------------
 
     def slot(self) -> int:
-        return self._genesis + int((self._clock() - self._t0) / self._slot_s)
+        return self._genesis + int((self._clock() - self.t0) / self._slot_s)
 
     def block_height(self) -> int:
         return self.slot()  # no skipped slots here
@@ -215,6 +219,14 @@ class Ledger:
         self.pools.add(address)
         return address
 
+    def set_cpmm_reserves(self, address: Pubkey, reserve_0: int, reserve_1: int) -> None:
+        """Set a pool's vault balances (the price walk: what arbitrage would have traded)."""
+        state = self.pool_state(address)
+        owed0, owed1 = state.owed(0), state.owed(1)
+        for vault, amount in ((state.token_0_vault, reserve_0 + owed0),
+                              (state.token_1_vault, reserve_1 + owed1)):
+            self._move(vault, amount - (self.token_amount(vault) or 0))
+
     def pool_state(self, address: Pubkey) -> cpmm.PoolState:
         return cpmm.PoolState.decode(bytes(self._existing(address).data))
 
@@ -308,6 +320,8 @@ class Ledger:
             self._restore(saved)  # a transaction lands whole or not at all
         if commit:
             self._charge(payer, fee)  # paid even when it failed
+            if self.journal is not None:
+                self.journal({"op": "tx", "b": base64.b64encode(bytes(tx)).decode()})
             signature = str(tx.signatures[0])
             self.executed[signature] = Executed(
                 signature, self.slot(), int(self._clock()), tx_bytes, outcome.err, fee,

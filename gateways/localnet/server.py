@@ -50,6 +50,8 @@ class RpcServer:
         self.faults = faults or Faults()
         self._test_hooks = test_hooks
         self._rng = rng or random.Random()  # noqa: S311 (fault injection, not secrets)
+        # requestAirdrop: the cluster process routes it through its journal
+        self.on_airdrop: Callable[[Pubkey, int], str] = lambda key, n: self.ledger.airdrop(key, n)
         self._methods: dict[str, Callable[[list[Any]], Any]] = {
             "getHealth": lambda _: "ok",
             "getVersion": lambda _: {"solana-core": "2.2.0-dexec-localnet", "feature-set": 0},
@@ -205,7 +207,7 @@ class RpcServer:
         lamports = int(_param(params, 1))
         if not 0 < lamports <= 1_000 * 10**9:
             raise RpcError(INVALID_PARAMS, "airdrop of 0 < lamports <= 1000 SOL only")
-        return self.ledger.airdrop(_pubkey(params, 0), lamports)
+        return self.on_airdrop(_pubkey(params, 0), lamports)
 
 
 def _param(params: list[Any], index: int) -> Any:

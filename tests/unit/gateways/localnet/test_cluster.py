@@ -1,0 +1,129 @@
+"""The local cluster process: seeded pools, faucet, price walk, and a journal that brings its
+state back after its own restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from solders.hash import Hash
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.token.associated import get_associated_token_address
+from solders.transaction import Transaction
+
+from gateways.localnet.cluster import MINTS, Localnet
+from gateways.solana import cpmm
+from gateways.solana.venue import create_ata_idempotent, memo_instruction
+from tests.kit.localnet import free_port, start_server
+
+
+def swap_tx(net: Localnet, wallet: Keypair, pool: Pubkey, amount: int) -> bytes:
+    state = net.ledger.pool_state(pool)
+    accounts = cpmm.SwapAccounts.for_pool(pool, state, wallet.pubkey(), MINTS["USDC"])
+    blockhash = Hash.from_string(net.ledger.latest_blockhash()[0])
+    return bytes(Transaction.new_signed_with_payer(
+        [memo_instruction("o-1", wallet.pubkey()),
+         create_ata_idempotent(wallet.pubkey(), wallet.pubkey(), MINTS["SOL"]),
+         cpmm.swap_base_input(accounts, amount, 1)],
+        wallet.pubkey(), [wallet], blockhash))
+
+
+def usdc_sol_pool(net: Localnet) -> Pubkey:
+    (listed,) = [p for p in net.pools if {p.mint_x, p.mint_y} ==
+                 {str(MINTS["SOL"]), str(MINTS["USDC"])}]
+    return Pubkey.from_string(listed.address)
+
+
+def test_every_default_pair_has_a_seeded_pool_near_its_reference_price() -> None:
+    net = Localnet(None, profile="zero")
+    assert len(net.pools) == 5
+    state = net.ledger.pool_state(usdc_sol_pool(net))
+    sol = net.ledger.token_amount(state.token_0_vault) or 0
+    usdc = net.ledger.token_amount(state.token_1_vault) or 0
+    assert 147 < (usdc / 1e6) / (sol / 1e9) < 153  # 150 USDC per SOL, +-2 %
+
+
+def test_the_journal_brings_balances_signatures_and_slots_back(tmp_path: Path) -> None:
+    net = Localnet(tmp_path, profile="zero", drift_bps=0)
+    net.open()
+    wallet = Keypair()
+    net.airdrop(wallet.pubkey(), 10**9)
+    net.fund(wallet.pubkey(), MINTS["USDC"], 500 * 10**6)
+    pool = usdc_sol_pool(net)
+    signature = net.ledger.send(swap_tx(net, wallet, pool, 100 * 10**6))
+    net.drift()
+    usdc_ata = get_associated_token_address(wallet.pubkey(), MINTS["USDC"])
+    sol_ata = get_associated_token_address(wallet.pubkey(), MINTS["SOL"])
+    before = (net.ledger.token_amount(usdc_ata), net.ledger.token_amount(sol_ata),
+              net.ledger.balance(wallet.pubkey()), net.ledger.pool_state(pool))
+    vaults = [net.ledger.token_amount(v) for v in (before[3].token_0_vault,
+                                                   before[3].token_1_vault)]
+    slot = net.ledger.slot()
+    net.close()
+
+    again = Localnet(tmp_path, profile="zero", drift_bps=0)
+    assert again.open() == 8  # airdrop, fund, the swap, five price moves
+
+    assert (again.ledger.token_amount(usdc_ata), again.ledger.token_amount(sol_ata),
+            again.ledger.balance(wallet.pubkey()), again.ledger.pool_state(pool)) == before
+    assert [again.ledger.token_amount(v) for v in (before[3].token_0_vault,
+                                                   before[3].token_1_vault)] == vaults
+    assert again.ledger.statuses([signature])[0] is not None  # the history survived
+    assert again.ledger.slot() >= slot  # time went on from where it was
+    assert before[0] == 400 * 10**6 and (before[1] or 0) > 0
+
+
+def test_the_price_walks_and_keeps_the_product(tmp_path: Path) -> None:
+    net = Localnet(None, profile="zero", drift_bps=50)
+    state = net.ledger.pool_state(usdc_sol_pool(net))
+
+    def reserves() -> tuple[int, int]:
+        return (net.ledger.token_amount(state.token_0_vault) or 0,
+                net.ledger.token_amount(state.token_1_vault) or 0)
+
+    r0, r1 = reserves()
+    prices = set()
+    for _ in range(5):
+        net.drift()
+        a, b = reserves()
+        prices.add(b / a)
+        assert abs(a * b / (r0 * r1) - 1) < 1e-6
+    assert len(prices) == 5
+
+
+async def test_faucet_pools_and_rpc_over_http(tmp_path: Path) -> None:
+    import uvicorn
+
+    net = Localnet(tmp_path, profile="zero", drift_bps=0)
+    net.open()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(net.app(), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    task = await start_server(server)
+    owner = Keypair().pubkey()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            pools = (await client.get("/localnet/pools")).json()["pools"]
+            funded = await client.post("/localnet/fund", json={
+                "owner": str(owner), "tokens": {"USDC": "250.5"}})
+            refused = await client.post("/localnet/fund", json={
+                "owner": str(owner), "tokens": {"DOGE": "1"}})
+            airdrop = (await client.post("/", json={
+                "jsonrpc": "2.0", "id": 1, "method": "requestAirdrop",
+                "params": [str(owner), 2 * 10**9]})).json()
+            health = (await client.post("/", json={"jsonrpc": "2.0", "id": 2,
+                                                    "method": "getHealth"})).json()
+    finally:
+        server.should_exit = True
+        await task
+        net.close()
+    assert {p["venue"] for p in pools} == {"raydium"} and len(pools) == 5
+    assert funded.status_code == 200 and refused.status_code == 400
+    ata = get_associated_token_address(owner, MINTS["USDC"])
+    assert net.ledger.token_amount(ata) == 250_500_000
+    assert "result" in airdrop and net.ledger.balance(owner) == 2 * 10**9
+    assert health["result"] == "ok"
+    journal = (tmp_path / "journal.jsonl").read_text().splitlines()
+    assert [line.split('"op": "')[1].split('"')[0] for line in journal] == \
+        ["genesis", "fund", "airdrop"]
