@@ -12,6 +12,7 @@ from solders.keypair import Keypair
 
 from core.accounts import Scope
 from core.settings import Settings
+from gateways.solana.wallet import load_keypair
 from storage.database import Database
 from storage.embedded import EmbeddedPostgres
 from storage.keys import KeyStore
@@ -62,15 +63,21 @@ def seal_secrets(settings: Settings) -> Settings:
 def resolve_wallet(settings: Settings) -> Settings:
     """Use the configured wallet, or a dev wallet kept in the data folder (it holds no value)."""
     if settings.wallet_keypair is not None:
-        return settings
+        # A solana-keygen file, its JSON array or base58: the actors get base58.
+        wallet = load_keypair(settings.wallet_keypair.get_secret_value())
+        return settings.model_copy(update={"wallet_keypair": SecretStr(str(wallet)),
+                                           "wallet_address": str(wallet.pubkey())})
     path = Path(settings.data_dir) / "dev-wallet.json"
     if path.exists():
         secret = json.loads(path.read_text())["secret"]
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         secret = str(Keypair())
-        write_private(path, json.dumps({"secret": secret, "note": "simulated chain only"}))
-    return settings.model_copy(update={"wallet_keypair": SecretStr(secret)})
+        write_private(path, json.dumps({"secret": secret,
+                                        "note": "dev wallet: simulated and local chains only"}))
+    return settings.model_copy(update={
+        "wallet_keypair": SecretStr(secret),
+        "wallet_address": str(Keypair.from_base58_string(secret).pubkey())})
 
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})

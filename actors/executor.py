@@ -265,6 +265,10 @@ class OrderExecutor:
                     error_class="retryable",
                 ),
             )
+        # One wallet pays on every venue: an order it cannot pay for fails now, terminal,
+        # before any quote or retry.
+        for gateway in list(self._gateways.values())[:1]:
+            await gateway.check_funds(order.input_mint, order.amount_in)
         quotes = await self._route(order)
         best = choose_best(quotes)
         if best is None:  # _route raises before this; kept for the type checker

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+from solders.pubkey import Pubkey
+
 from actors.metrics import RayVenueMetrics
 from actors.shell import wallet_secret
 from actors.simulated_chain import RayChainClient
@@ -13,10 +16,45 @@ from core.tokens import TokenRegistry
 from gateways.base import VenueGateway
 from gateways.simulated.chain import dev_wallet
 from gateways.simulated.venue import SimulatedVenue
+from gateways.solana.programs import CpmmProgram
+from gateways.solana.rpc import SolanaRpc
+from gateways.solana.venue import ChainVenue, Pool
+from gateways.solana.wallet import load_keypair
 
 
 def venue_gateways(settings: Settings, chain: Any, stats: BatchStats | None = None, *,
                    signing: bool = True) -> list[VenueGateway]:
+    """Return a gateway for every configured venue: on the simulated chain (the chain actor's
+    handle `chain`) or, on any other network, on a Solana cluster over JSON-RPC."""
+    if settings.network != "sim":
+        return chain_gateways(settings, signing=signing)
+    return simulated_gateways(settings, chain, stats, signing=signing)
+
+
+def chain_gateways(settings: Settings, *, signing: bool) -> list[VenueGateway]:
+    """Gateways on a Solana cluster: one RPC client for the process, one venue per program.
+
+    The pools come from the local cluster's directory (`/localnet/pools`); a live network's
+    pool APIs are the live venues' work (issue 14).
+    """
+    rpc = SolanaRpc(settings.rpc_endpoint, timeout_s=settings.quote_timeout_s)
+    listed = httpx.get(f"{settings.rpc_endpoint}/localnet/pools", timeout=10.0).json()["pools"]
+    wallet = load_keypair(secret) if signing and (secret := wallet_secret(settings)) else None
+    metrics = RayVenueMetrics()
+    programs = {"raydium": CpmmProgram()}
+    gateways: list[VenueGateway] = []
+    for venue in settings.venues:
+        pools = [Pool(Pubkey.from_string(p["address"]), Pubkey.from_string(p["mint_x"]),
+                      Pubkey.from_string(p["mint_y"])) for p in listed if p["venue"] == venue]
+        if venue in programs and pools:
+            gateways.append(ChainVenue(venue, programs[venue], rpc, pools, wallet,
+                                       rate_limit_per_s=settings.venue_rate_limit_per_s,
+                                       metrics=metrics))
+    return gateways
+
+
+def simulated_gateways(settings: Settings, chain: Any, stats: BatchStats | None = None, *,
+                       signing: bool = True) -> list[VenueGateway]:
     """Return a gateway for every configured venue, over the chain actor's handle `chain`.
 
     Gateways run in-process, as concurrent asyncio tasks: they hold no order state, and a

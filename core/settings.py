@@ -86,6 +86,25 @@ class Settings(BaseSettings):
     # (Ray keeps those in its GCS). Every node must have this file at this path.
     secrets_file: Path | None = None
 
+    # The chain. "sim": the in-process simulated chain (actors.simulated_chain); "localnet":
+    # the local Solana cluster (`dexec localnet`, started by `dexec up` when absent);
+    # "devnet" / "mainnet-beta": a live cluster at `rpc_url`. Every chain but "sim" is
+    # reached the same way, over Solana JSON-RPC (gateways.solana).
+    network: Literal["sim", "localnet", "devnet", "mainnet-beta"] = "sim"
+    rpc_url: str | None = None  # unset: the network's default endpoint
+    localnet_port: int = 8899
+    localnet_profile: Literal["zero", "realistic"] = "realistic"
+    # The wallet's public address: set by the launcher from the key (not a secret).
+    wallet_address: str | None = None
+
+    @property
+    def rpc_endpoint(self) -> str:
+        if self.rpc_url:
+            return self.rpc_url
+        return {"localnet": f"http://127.0.0.1:{self.localnet_port}",
+                "devnet": "https://api.devnet.solana.com"}.get(
+            self.network, "https://api.mainnet-beta.solana.com")
+
     # Simulated chain and venues (the default set-up)
     sim_seed: int = 7
     sim_quote_latency_ms: tuple[int, int] = (50, 200)
@@ -106,5 +125,6 @@ class Settings(BaseSettings):
     def zero_latency(self) -> Settings:
         """Return a copy with simulated latency switched off (tests and benchmarks)."""
         return self.model_copy(
-            update={"sim_quote_latency_ms": (0, 0), "sim_swap_latency_ms": (0, 0)}
+            update={"sim_quote_latency_ms": (0, 0), "sim_swap_latency_ms": (0, 0),
+                    "localnet_profile": "zero"}
         )

@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--zero-latency", action="store_true",
                     help="simulated venues answer at once (tests and benchmarks)")
 
+    localnet = sub.add_parser("localnet", help="run the local Solana cluster alone",
+                              add_help=False)
+    localnet.add_argument("rest", nargs=argparse.REMAINDER)
+
     submit = sub.add_parser("submit", help="submit a market order")
     submit.add_argument("input_token")
     submit.add_argument("output_token")
@@ -60,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "up":
         return _up(args)
+    if args.command == "localnet":
+        from gateways.localnet.__main__ import main as localnet_main
+
+        localnet_main(args.rest)
+        return 0
     if args.command == "keys":
         return _keys(args)
     if args.command == "bench":

@@ -23,6 +23,7 @@ from actors.bootstrap import resolve_database, resolve_dev_key, resolve_wallet, 
 from actors.stack import Stack, start_stack, stop_stack
 from core.settings import Settings
 from dexec.haproxy_guard import Hardening
+from dexec.localnet import EmbeddedLocalnet, fund_dev_wallet
 from storage.embedded import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Engine:
     owns_ray: bool = False
     urls: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None  # the dev key (loopback only), also in <data_dir>/api-key
+    localnet: EmbeddedLocalnet | None = None  # the local Solana cluster this process started
 
     @property
     def api_url(self) -> str:
@@ -58,15 +60,36 @@ def start_engine(
     """Start or join Ray, create the actors, deploy the ingress, and wait until it answers."""
     settings, embedded = resolve_database(settings)
     ray_was_up = ray.is_initialized()
+    localnet: EmbeddedLocalnet | None = None
     try:
-        return _start(settings, embedded, address, num_cpus, dashboard)
+        settings, localnet = _resolve_chain(settings)
+        engine = _start(settings, embedded, address, num_cpus, dashboard)
+        engine.localnet = localnet
+        return engine
     except BaseException:
-        # Leave nothing behind: a failed start must not keep Ray or the database running.
+        # Leave nothing behind: a failed start must not keep Ray, the database or the local
+        # cluster running.
         if not ray_was_up and ray.is_initialized():
             ray.shutdown()
         if embedded is not None:
             embedded.stop()
+        if localnet is not None:
+            localnet.stop()
         raise
+
+
+def _resolve_chain(settings: Settings) -> tuple[Settings, EmbeddedLocalnet | None]:
+    """On the local network: join or start the local Solana cluster and fund the dev wallet."""
+    if settings.network != "localnet" or settings.rpc_url:
+        return settings, None
+    dev_wallet = settings.wallet_keypair is None
+    settings = resolve_wallet(settings)
+    localnet = EmbeddedLocalnet(settings.data_dir, settings.localnet_port,
+                                settings.localnet_profile, test_hooks=settings.test_hooks)
+    url = localnet.start()
+    if dev_wallet and settings.wallet_address:
+        fund_dev_wallet(url, settings.wallet_address)
+    return settings.model_copy(update={"rpc_url": url}), localnet
 
 
 def _start(settings: Settings, embedded: EmbeddedPostgres | None, address: str | None,
@@ -236,3 +259,5 @@ def stop_engine(engine: Engine) -> None:
         ray.shutdown()
     if engine.embedded is not None:
         engine.embedded.stop()
+    if engine.localnet is not None:
+        engine.localnet.stop()

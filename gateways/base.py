@@ -25,6 +25,10 @@ class VenueGateway(Protocol):
         """Return what the venue would pay now; execute nothing."""
         ...
 
+    async def check_funds(self, input_mint: str, amount_in: int) -> None:
+        """Raise InsufficientFunds unless the wallet can pay `amount_in` and the fees."""
+        ...
+
     async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
         """Return a signed transaction for `quote` that refuses to pay less than the minimum.
 

@@ -37,6 +37,8 @@ from core.orders import NewOrder, OrderStatus, Submission
 from core.settings import Settings
 from core.tokens import TokenRegistry, parse_amount
 from gateways.quotes import collect_quotes
+from gateways.solana.rpc import SolanaRpc
+from gateways.solana.wallet import associated_account
 from serve.auth import Authenticator, key_from_header, request_principal
 from serve.body_limit import BodyLimit
 from serve.browser_rules import BrowserRules, allowed_hosts
@@ -51,6 +53,7 @@ from serve.models import (
     QuotesView,
     ReadyView,
     TokensView,
+    WalletView,
     order_json,
     parse_order_request,
     quotes_json,
@@ -142,6 +145,8 @@ class DexecIngress:
         # The ingress only quotes: its gateways hold no wallet and cannot sign.
         self.gateways = venue_gateways(settings, ray.get_actor(CHAIN, namespace=ns), batches,
                                        signing=False)
+        # Balances for /api/wallet (a Solana network only; it holds no key).
+        self._rpc = SolanaRpc(settings.rpc_endpoint) if settings.network != "sim" else None
         self.hub = StreamHub(NotifierClient(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
         self.metrics = IngressMetrics()
         self._ws_accounts: Counter[str] = Counter()  # open connections per account, here
@@ -226,6 +231,23 @@ class DexecIngress:
     async def tokens_list(self) -> Response:
         return JSONResponse({"tokens": [{"symbol": t.symbol, "mint": t.mint, "decimals": t.decimals}
                                  for t in self.tokens.tokens]})
+
+    @app.get("/api/wallet", response_model=WalletView,
+             summary="The trading wallet: its address and balances")
+    async def wallet(self, caller: Caller) -> Response:
+        s = self.settings
+        view: dict[str, Any] = {"address": s.wallet_address, "network": s.network, "sol": None,
+                                "tokens": []}
+        if self._rpc is not None and s.wallet_address:
+            owner = s.wallet_address
+            sol = self.tokens.resolve("SOL")
+            view["sol"] = f"{sol.to_ui(await self._rpc.balance(owner)):f}"
+            for token in self.tokens.tokens:
+                held = await self._rpc.token_balance(associated_account(owner, token.mint))
+                if held is not None:
+                    view["tokens"].append({"symbol": token.symbol, "mint": token.mint,
+                                           "amount": f"{token.to_ui(held):f}"})
+        return JSONResponse(view)
 
     @app.get("/healthz", response_model=HealthView, summary="The ingress process is up")
     async def healthz(self) -> Response:

@@ -198,6 +198,23 @@ class TokensView(BaseModel):
     tokens: list[TokenView]
 
 
+class WalletTokenView(BaseModel):
+    model_config = _VIEW
+
+    symbol: str
+    mint: str
+    amount: str
+
+
+class WalletView(BaseModel):
+    model_config = _VIEW
+
+    address: str | None
+    network: str
+    sol: str | None = Field(description="SOL balance; null on the simulated chain")
+    tokens: list[WalletTokenView]
+
+
 class HealthView(BaseModel):
     model_config = _VIEW
 

@@ -18,10 +18,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="realistic")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--drift-bps", type=float, default=5.0)
+    parser.add_argument("--test-hooks", action="store_true",
+                        help="allow POST /localnet/faults (fault injection for tests)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     localnet = Localnet(args.data_dir, profile=args.profile, seed=args.seed,
-                        drift_bps=args.drift_bps)
+                        drift_bps=args.drift_bps, test_hooks=args.test_hooks)
     asyncio.run(serve(localnet, args.host, args.port))
 
 

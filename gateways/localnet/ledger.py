@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ class Ledger:
         self.executed: dict[str, Executed] = {}
         self.pools: set[Pubkey] = set()  # CPMM pools; their state lives in their accounts
         self.decimals: dict[Pubkey, int] = {}
+        self.adverse_bps = 0  # test hook: every swap is front-run by this much
         # Told every committed transaction (gateways.localnet.cluster keeps a journal of them).
         self.journal: Callable[[dict[str, Any]], None] | None = None
 
@@ -226,6 +228,14 @@ class Ledger:
         for vault, amount in ((state.token_0_vault, reserve_0 + owed0),
                               (state.token_1_vault, reserve_1 + owed1)):
             self._move(vault, amount - (self.token_amount(vault) or 0))
+
+    def _front_run(self, pool: Pubkey, state: cpmm.PoolState, side_in: int, bps: int) -> None:
+        """Make `bps` worse the output per input of a swap selling token `side_in` (k kept)."""
+        vaults = (state.token_0_vault, state.token_1_vault)
+        r = [(self.token_amount(v) or 0) - state.owed(i) for i, v in enumerate(vaults)]
+        root = math.sqrt(1 + bps / 10_000)
+        r[side_in], r[1 - side_in] = int(r[side_in] * root), int(r[1 - side_in] / root)
+        self.set_cpmm_reserves(pool, r[0], r[1])
 
     def pool_state(self, address: Pubkey) -> cpmm.PoolState:
         return cpmm.PoolState.decode(bytes(self._existing(address).data))
@@ -418,6 +428,8 @@ class Ledger:
         if user_in.amount < amount_in:
             return 1, [*logs, "Program log: Error: insufficient funds",
                        f"Program {cpmm.PROGRAM_ID} failed: custom program error: 0x1"]
+        if self.adverse_bps:  # a front-runner moves the price against this swap first
+            self._front_run(acc.pool_state, state, side_in, self.adverse_bps)
         vault_in = self.token_amount(acc.input_vault) or 0
         vault_out = self.token_amount(acc.output_vault) or 0
         reserve_in = vault_in - state.owed(side_in)

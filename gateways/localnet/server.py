@@ -99,9 +99,12 @@ class RpcServer:
         return JSONResponse(self.call(body))
 
     async def _set_faults(self, request: Request) -> Response:
+        """Test mode: change the faults; `adverse_bps` front-runs every swap by that much."""
         changes = json.loads(await request.body())
+        if "adverse_bps" in changes:
+            self.ledger.adverse_bps = int(changes.pop("adverse_bps"))
         self.faults = replace(self.faults, **changes)
-        return JSONResponse(asdict(self.faults))
+        return JSONResponse({**asdict(self.faults), "adverse_bps": self.ledger.adverse_bps})
 
     def call(self, request: Any) -> dict[str, Any]:
         """Answer one JSON-RPC request object."""

@@ -96,6 +96,10 @@ class SimulatedVenue:
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
             )
 
+    async def check_funds(self, input_mint: str, amount_in: int) -> None:
+        """The simulated chain funds its wallet without limit: nothing to check."""
+        return None
+
     async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
         async with self._calls.call("build"):
             if self._wallet is None:

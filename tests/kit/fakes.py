@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-from core.errors import BlockhashExpired
+from core.errors import BlockhashExpired, InsufficientFunds
 from core.quotes import Quote, SignedSwap, TxStatus
 from tests.kit.clock import FakeClock
 
@@ -40,6 +40,8 @@ class FakeVenue:
         self.sent: list[str] = []
         self.landed: dict[str, TxStatus] = {}
         self._doomed: set[str] = set()
+        self.funds: int | None = None  # the wallet's balance of any input; None: unlimited
+        self.funds_checked = 0
 
     def height(self) -> int:
         return START_HEIGHT + int(self.clock.now / BLOCK_TIME_S)
@@ -56,6 +58,11 @@ class FakeVenue:
             fee=amount_in // 400, fee_bps=Decimal(25), price_impact_bps=2,
             payload=f"route:{self.name}",
         )
+
+    async def check_funds(self, input_mint: str, amount_in: int) -> None:
+        self.funds_checked += 1  # not in `calls`: those list the venue traffic
+        if self.funds is not None and amount_in > self.funds:
+            raise InsufficientFunds(f"the wallet holds {self.funds}, the order needs {amount_in}")
 
     async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
         self.calls.append(("build_swap", self.name))

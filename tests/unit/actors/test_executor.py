@@ -379,6 +379,26 @@ async def test_every_venue_refusing_for_good_fails_at_once(world: World) -> None
     assert world.clock.sleeps == []
 
 
+async def test_an_order_the_wallet_cannot_pay_for_fails_at_once_without_quotes(
+        world: World) -> None:
+    world.raydium.funds = ONE_SOL - 1
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.FAILED
+
+    final = world.store.rows[order.order_id]
+    assert final.attempt == 1 and final.failure_reason is not None
+    assert "the wallet holds" in final.failure_reason
+    assert not [c for c in world.calls if c[0] == "quote"]  # no venue was asked
+    assert world.clock.sleeps == []  # and nothing was retried
+
+
+async def test_the_funds_are_checked_once_per_attempt(world: World) -> None:
+    order = world.store.create()
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+    assert world.raydium.funds_checked == 1
+
+
 # --- chain failures ------------------------------------------------------------------------
 
 

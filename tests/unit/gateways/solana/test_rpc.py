@@ -50,7 +50,7 @@ async def test_a_swap_lands_and_its_output_is_read_from_the_token_balances(
                              cluster.ledger.token_amount(pool.token_1_vault) or 0,
                              cpmm.AmmConfig(2500)).amount_out
     blockhash, last_valid = await rpc.latest_blockhash()
-    assert last_valid - await rpc.block_height() == 150
+    assert 145 <= last_valid - await rpc.block_height() <= 150  # 150 blocks, a slot or two on
 
     signature = await rpc.send(cluster.swap(10**9, 1, blockhash))
     await until_confirmed(rpc, signature)
