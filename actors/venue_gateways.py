@@ -16,9 +16,9 @@ from core.tokens import TokenRegistry
 from gateways.base import VenueGateway
 from gateways.simulated.chain import dev_wallet
 from gateways.simulated.venue import SimulatedVenue
-from gateways.solana.programs import CpmmProgram
+from gateways.solana.programs import CpmmProgram, DlmmProgram
 from gateways.solana.rpc import SolanaRpc
-from gateways.solana.venue import ChainVenue, Pool
+from gateways.solana.venue import ChainVenue, Pool, PoolProgram
 from gateways.solana.wallet import load_keypair
 
 
@@ -41,7 +41,7 @@ def chain_gateways(settings: Settings, *, signing: bool) -> list[VenueGateway]:
     listed = httpx.get(f"{settings.rpc_endpoint}/localnet/pools", timeout=10.0).json()["pools"]
     wallet = load_keypair(secret) if signing and (secret := wallet_secret(settings)) else None
     metrics = RayVenueMetrics()
-    programs = {"raydium": CpmmProgram()}
+    programs: dict[str, PoolProgram] = {"raydium": CpmmProgram(), "meteora": DlmmProgram()}
     gateways: list[VenueGateway] = []
     for venue in settings.venues:
         pools = [Pool(Pubkey.from_string(p["address"]), Pubkey.from_string(p["mint_x"]),

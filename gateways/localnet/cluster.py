@@ -36,7 +36,7 @@ from core.tokens import DEFAULT_TOKENS
 from gateways.localnet.ledger import Ledger
 from gateways.localnet.server import Faults, RpcServer
 from gateways.simulated.chain import PAIRS, REFERENCE_USD
-from gateways.solana import cpmm
+from gateways.solana import cpmm, dlmm
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,24 @@ class Localnet:
             ledger.create_mint(mint, DECIMALS[symbol])
         rng = random.Random(self._seed)  # noqa: S311 (seeded pools, not secrets)
         self.pools = []
-        for x, y, reserve_x_ui, _bin_step, _x_per_bin in PAIRS:
-            fair = REFERENCE_USD[x] / REFERENCE_USD[y]
-            offset = Decimal(rng.uniform(-0.02, 0.02)).quantize(Decimal("1e-6"))
+        for x, y, reserve_x_ui, bin_step, x_per_bin_ui in PAIRS:
+            fair = REFERENCE_USD[x] / REFERENCE_USD[y]  # y per x, UI units
+            # The venues start a few percent apart, either way: either one can win.
+            offsets = [Decimal(rng.uniform(-0.02, 0.02)).quantize(Decimal("1e-6"))
+                       for _ in range(2)]
             reserve_x = reserve_x_ui * 10 ** DECIMALS[x]
-            reserve_y = int(Decimal(reserve_x_ui) * fair * (1 + offset) * 10 ** DECIMALS[y])
+            reserve_y = int(Decimal(reserve_x_ui) * fair * (1 + offsets[0]) * 10 ** DECIMALS[y])
             address = ledger.add_cpmm_pool(MINTS[x], MINTS[y], reserve_x, reserve_y)
             self.pools.append(ListedPool("raydium", str(cpmm.PROGRAM_ID), str(address),
+                                         str(MINTS[x]), str(MINTS[y])))
+            price = fair * (1 + offsets[1])
+            seeded = dlmm.seed_pool(
+                MINTS[x], MINTS[y], decimals_x=DECIMALS[x], decimals_y=DECIMALS[y],
+                price=price, bin_step=bin_step, x_per_bin=x_per_bin_ui * 10 ** DECIMALS[x],
+                y_per_bin=int(x_per_bin_ui * price * 10 ** DECIMALS[y]), bins_each_side=120,
+                now_ts=int(t0))
+            ledger.add_dlmm_pool(seeded)
+            self.pools.append(ListedPool("meteora", str(dlmm.PROGRAM_ID), str(seeded.address),
                                          str(MINTS[x]), str(MINTS[y])))
         return ledger
 
@@ -162,8 +173,13 @@ class Localnet:
         self._record({"op": "fund", "to": str(to), "mint": str(mint), "amount": amount})
 
     def drift(self) -> None:
-        """Move every pool's price a random step (an arbitrageur's trade, k kept)."""
+        """Move every CPMM pool's price a random step (an arbitrageur's trade, k kept).
+
+        DLMM pairs keep their bins: their price moves only with the swaps they fill.
+        """
         for listed in self.pools:
+            if listed.venue != "raydium":
+                continue
             pool = Pubkey.from_string(listed.address)
             state = self.ledger.pool_state(pool)
             r0 = self.ledger.token_amount(state.token_0_vault) or 0

@@ -39,7 +39,7 @@ from solders.token.state import Mint, TokenAccount, TokenAccountState
 from solders.transaction import Transaction, VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
-from gateways.solana import cpmm
+from gateways.solana import cpmm, dlmm
 
 SIGNATURE_FEE = 5000
 TOKEN_ACCOUNT_LEN = 165
@@ -110,6 +110,7 @@ class Ledger:
                     .with_transaction_history(0))
         self.executed: dict[str, Executed] = {}
         self.pools: set[Pubkey] = set()  # CPMM pools; their state lives in their accounts
+        self.dlmm_pools: set[Pubkey] = set()  # Meteora DLMM pairs, likewise
         self.decimals: dict[Pubkey, int] = {}
         self.adverse_bps = 0  # test hook: every swap is front-run by this much
         # Told every committed transaction (gateways.localnet.cluster keeps a journal of them).
@@ -220,6 +221,21 @@ class Ledger:
         self.set_token_account(vaults[1], mint_1, authority, reserve_1)
         self.pools.add(address)
         return address
+
+    def add_dlmm_pool(self, seeded: dlmm.SeededPool) -> Pubkey:
+        """Create a Meteora DLMM pair: its LbPair, bin arrays, oracle and reserve accounts."""
+        pair = seeded.pair
+        self._put(seeded.address, pair.encode(), dlmm.PROGRAM_ID)
+        for array in seeded.arrays:
+            self._put(seeded.array_address(array.index), array.encode(), dlmm.PROGRAM_ID)
+        self._put(pair.oracle, bytes(8), dlmm.PROGRAM_ID)
+        # The program's reserves are token accounts owned by the pair itself.
+        self.set_token_account(pair.reserve_x, pair.token_x_mint, seeded.address,
+                               seeded.amount_x)
+        self.set_token_account(pair.reserve_y, pair.token_y_mint, seeded.address,
+                               seeded.amount_y)
+        self.dlmm_pools.add(seeded.address)
+        return seeded.address
 
     def set_cpmm_reserves(self, address: Pubkey, reserve_0: int, reserve_1: int) -> None:
         """Set a pool's vault balances (the price walk: what arbitrage would have traded)."""
@@ -346,11 +362,12 @@ class Ledger:
         for index, compiled in enumerate(message.instructions):
             program = keys[compiled.program_id_index]
             accounts = [keys[i] for i in compiled.accounts]
-            if program == cpmm.PROGRAM_ID:
+            if program in (cpmm.PROGRAM_ID, dlmm.PROGRAM_ID):
                 if pending and not self._run_native(pending, keys[0], outcome):
                     return outcome
                 pending = []
-                code, logs = self._play_cpmm(bytes(compiled.data), accounts, keys[0])
+                play = self._play_cpmm if program == cpmm.PROGRAM_ID else self._play_dlmm
+                code, logs = play(bytes(compiled.data), accounts, keys[0])
                 outcome.logs += logs
                 if code is not None:
                     outcome.err = {"InstructionError": [index, {"Custom": code}]}
@@ -453,6 +470,62 @@ class Ledger:
         self._put_data(acc.pool_state, _replace_fees(state, fees).encode())
         return None, [*logs, f"Program log: swap in {amount_in} out {math.amount_out}",
                       f"Program {cpmm.PROGRAM_ID} success"]
+
+    def _play_dlmm(self, data: bytes, accounts: list[Pubkey], payer: Pubkey,
+                   ) -> tuple[int | None, list[str]]:
+        """Meteora DLMM `swap`, as the program runs it; (error code, logs)."""
+        program = dlmm.PROGRAM_ID
+        logs = [f"Program {program} invoke [1]", "Program log: Instruction: Swap"]
+
+        def fail(code: int, why: str) -> tuple[int, list[str]]:
+            return code, [*logs, f"Program log: {why}",
+                          f"Program {program} failed: custom program error: {code:#x}"]
+
+        try:
+            acc, amount_in, minimum_out, array_keys = dlmm.decode_swap(data, accounts)
+        except ValueError as exc:
+            return fail(dlmm.INVALID_INPUT, str(exc))
+        if acc.lb_pair not in self.dlmm_pools or acc.user != payer:
+            return fail(dlmm.INVALID_INPUT, "unknown pair or wrong user")
+        pair = dlmm.LbPair.decode(bytes(self._existing(acc.lb_pair).data))
+        if (acc.reserve_x, acc.reserve_y) != (pair.reserve_x, pair.reserve_y) \
+                or (acc.token_x_mint, acc.token_y_mint) != (pair.token_x_mint, pair.token_y_mint):
+            return fail(dlmm.INVALID_INPUT, "reserves or mints are not the pair's")
+        user_in, user_out = self._token(acc.user_token_in), self._token(acc.user_token_out)
+        if user_in is None or user_out is None or user_in.owner != payer:
+            return fail(4, "owner does not match")  # the token program's transfer fails
+        if {user_in.mint, user_out.mint} != {pair.token_x_mint, pair.token_y_mint} \
+                or user_in.mint == user_out.mint:
+            return fail(dlmm.INVALID_TOKEN_MINT, "user accounts are not for the pair's mints")
+        swap_for_y = user_in.mint == pair.token_x_mint
+        if user_in.amount < amount_in:
+            return 1, [*logs, "Program log: Error: insufficient funds",
+                       f"Program {program} failed: custom program error: 0x1"]
+        arrays = []
+        for key in array_keys:
+            found = self.account(key)
+            if found is None or found.owner != program:
+                return fail(dlmm.BIN_ARRAY_NOT_FOUND, f"bin array {key} missing")
+            arrays.append(dlmm.BinArray.decode(bytes(found.data)))
+        try:
+            result = dlmm.quote(pair, arrays, amount_in, swap_for_y, int(self._clock()))
+        except dlmm.DlmmError as exc:
+            return fail(exc.code, exc.message)
+        if result.amount_out < minimum_out:
+            return fail(dlmm.EXCEEDED_AMOUNT_SLIPPAGE,
+                        f"Error: exceeded amount slippage tolerance {result.amount_out}"
+                        f" < {minimum_out}")
+        reserve_in, reserve_out = ((pair.reserve_x, pair.reserve_y) if swap_for_y
+                                   else (pair.reserve_y, pair.reserve_x))
+        self._move(acc.user_token_in, -amount_in)
+        self._move(reserve_in, amount_in)
+        self._move(reserve_out, -result.amount_out)
+        self._move(acc.user_token_out, result.amount_out)
+        self._put_data(acc.lb_pair, result.pair.encode())
+        for array in dlmm.apply(arrays, result):
+            self._put_data(dlmm.bin_array_address(acc.lb_pair, array.index), array.encode())
+        return None, [*logs, f"Program log: swap in {amount_in} out {result.amount_out}",
+                      f"Program {program} success"]
 
     def _token(self, address: Pubkey) -> TokenAccount | None:
         found = self.account(address)

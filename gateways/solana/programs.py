@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
 
@@ -10,8 +12,10 @@ from solders.instruction import Instruction
 from solders.pubkey import Pubkey
 
 from core.errors import InsufficientLiquidity, NoRoute
-from gateways.solana import cpmm
+from gateways.solana import cpmm, dlmm
 from gateways.solana.venue import Accounts, NeedAccounts, PoolQuote
+
+ARRAYS_EACH_SIDE = 1  # bin arrays read beside the active one (70 bins each)
 
 
 class CpmmProgram:
@@ -66,3 +70,64 @@ def _token_amount(data: bytes | None) -> int:
     if data is None or len(data) < 72:
         raise NeedAccounts
     return int.from_bytes(data[64:72], "little")
+
+
+class DlmmProgram:
+    """Meteora DLMM: read the pair and the bin arrays around its active bin; walk the bins."""
+
+    def __init__(self, program: Pubkey = dlmm.PROGRAM_ID,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._program = program
+        self._clock = clock
+
+    def _arrays_around(self, pool: Pubkey, pair: dlmm.LbPair) -> list[Pubkey]:
+        centre = dlmm.bin_array_index(pair.active_id)
+        return [dlmm.bin_array_address(pool, i, self._program) for i in
+                range(centre - ARRAYS_EACH_SIDE, centre + ARRAYS_EACH_SIDE + 1)
+                if pair.bin_array_bitmap >> (i + dlmm.BITMAP_HALF) & 1]
+
+    def accounts(self, pool: Pubkey, last: Accounts | None) -> list[Pubkey]:
+        if last is None or last[1][0] is None:
+            return [pool]
+        return [pool, *self._arrays_around(pool, dlmm.LbPair.decode(last[1][0]))]
+
+    def quote(self, pool: Pubkey, read: Accounts, input_mint: Pubkey,
+              amount_in: int) -> PoolQuote:
+        keys, data = read
+        if data[0] is None:
+            raise NoRoute(f"pair {pool} does not exist")
+        pair = dlmm.LbPair.decode(data[0])
+        if keys[1:] != self._arrays_around(pool, pair):
+            raise NeedAccounts  # first read, or the active bin moved to other arrays
+        arrays = [dlmm.BinArray.decode(d) for d in data[1:] if d is not None]
+        swap_for_y = input_mint == pair.token_x_mint
+        try:
+            result = dlmm.quote(pair, arrays, amount_in, swap_for_y, int(self._clock()))
+        except dlmm.DlmmError as exc:
+            raise InsufficientLiquidity(f"pair {pool}: {exc.message}") from None
+        if result.amount_out <= 0:
+            raise InsufficientLiquidity(f"pair {pool} pays nothing for {amount_in}")
+        price = Fraction(dlmm.price_of(pair.active_id, pair.bin_step), dlmm.Q64)
+        spot = price if swap_for_y else 1 / price
+        ideal = (amount_in - result.fee) * spot
+        impact = int((1 - Fraction(result.amount_out) / ideal) * 10_000) if ideal else 0
+        # The arrays the swap walks, and one more in its direction: the price may move on.
+        used = sorted({dlmm.bin_array_index(b) for b in result.bins}, reverse=swap_for_y)
+        step = -1 if swap_for_y else 1
+        walk = [*used, used[-1] + step] if used else []
+        addresses = [str(dlmm.bin_array_address(pool, i, self._program)) for i in walk
+                     if pair.bin_array_bitmap >> (i + dlmm.BITMAP_HALF) & 1]
+        return PoolQuote(
+            amount_out=result.amount_out, fee=result.fee,
+            fee_bps=Decimal(pair.fee_rate(pair.volatility_accumulator)) / 100_000,
+            price_impact_bps=max(impact, 0),
+            route=json.dumps({"program": "dlmm", "pair": data[0].hex(), "arrays": addresses}),
+        )
+
+    def swap(self, pool: Pubkey, route: str, wallet: Pubkey, input_mint: Pubkey,
+             amount_in: int, min_amount_out: int) -> Instruction:
+        decoded = json.loads(route)
+        pair = dlmm.LbPair.decode(bytes.fromhex(decoded["pair"]))
+        accounts = dlmm.SwapAccounts.for_pair(pool, pair, wallet, input_mint, self._program)
+        return dlmm.swap_instruction(accounts, amount_in, min_amount_out,
+                                     [Pubkey.from_string(a) for a in decoded["arrays"]])

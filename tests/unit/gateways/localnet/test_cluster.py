@@ -30,14 +30,15 @@ def swap_tx(net: Localnet, wallet: Keypair, pool: Pubkey, amount: int) -> bytes:
 
 
 def usdc_sol_pool(net: Localnet) -> Pubkey:
-    (listed,) = [p for p in net.pools if {p.mint_x, p.mint_y} ==
+    (listed,) = [p for p in net.pools if p.venue == "raydium" and {p.mint_x, p.mint_y} ==
                  {str(MINTS["SOL"]), str(MINTS["USDC"])}]
     return Pubkey.from_string(listed.address)
 
 
 def test_every_default_pair_has_a_seeded_pool_near_its_reference_price() -> None:
     net = Localnet(None, profile="zero")
-    assert len(net.pools) == 5
+    assert len(net.pools) == 10  # five pairs, on both venues
+    assert sorted({p.venue for p in net.pools}) == ["meteora", "raydium"]
     state = net.ledger.pool_state(usdc_sol_pool(net))
     sol = net.ledger.token_amount(state.token_0_vault) or 0
     usdc = net.ledger.token_amount(state.token_1_vault) or 0
@@ -63,7 +64,7 @@ def test_the_journal_brings_balances_signatures_and_slots_back(tmp_path: Path) -
     net.close()
 
     again = Localnet(tmp_path, profile="zero", drift_bps=0)
-    assert again.open() == 8  # airdrop, fund, the swap, five price moves
+    assert again.open() == 8  # airdrop, fund, the swap, five price moves (CPMM pools)
 
     assert (again.ledger.token_amount(usdc_ata), again.ledger.token_amount(sol_ata),
             again.ledger.balance(wallet.pubkey()), again.ledger.pool_state(pool)) == before
@@ -118,7 +119,7 @@ async def test_faucet_pools_and_rpc_over_http(tmp_path: Path) -> None:
         server.should_exit = True
         await task
         net.close()
-    assert {p["venue"] for p in pools} == {"raydium"} and len(pools) == 5
+    assert {p["venue"] for p in pools} == {"raydium", "meteora"} and len(pools) == 10
     assert funded.status_code == 200 and refused.status_code == 400
     ata = get_associated_token_address(owner, MINTS["USDC"])
     assert net.ledger.token_amount(ata) == 250_500_000

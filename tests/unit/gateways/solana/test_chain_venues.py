@@ -1,0 +1,118 @@
+"""Both venues of the local cluster through ChainVenue: Raydium CPMM and Meteora DLMM pools,
+seeded as `dexec localnet` seeds them, quoted from their accounts and swapped for real."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.token.associated import get_associated_token_address
+
+from core.errors import SlippageExceeded
+from core.quotes import TxStatus, choose_best, min_amount_out
+from gateways.localnet.cluster import MINTS, Localnet
+from gateways.solana import dlmm
+from gateways.solana.programs import CpmmProgram, DlmmProgram
+from gateways.solana.rpc import SolanaRpc
+from gateways.solana.venue import ChainVenue, Pool, PoolProgram
+from tests.kit.localnet import free_port, start_server
+
+SOL, USDC, RAY = (str(MINTS[s]) for s in ("SOL", "USDC", "RAY"))
+
+
+@dataclass
+class World:
+    net: Localnet
+    wallet: Keypair
+    venues: dict[str, ChainVenue]
+
+    def tokens(self, mint: str) -> int:
+        ata = get_associated_token_address(self.wallet.pubkey(), Pubkey.from_string(mint))
+        return self.net.ledger.token_amount(ata) or 0
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    net = Localnet(None, profile="zero", drift_bps=0)
+    wallet = Keypair()
+    net.airdrop(wallet.pubkey(), 5_000 * 10**9)
+    net.fund(wallet.pubkey(), MINTS["USDC"], 10_000 * 10**6)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(net.app(), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    task = await start_server(server)
+    rpc = SolanaRpc(f"http://127.0.0.1:{port}", timeout_s=2.0)
+    programs: dict[str, PoolProgram] = {"raydium": CpmmProgram(), "meteora": DlmmProgram()}
+    venues = {name: ChainVenue(name, program, rpc,
+                               [Pool(Pubkey.from_string(p.address), Pubkey.from_string(p.mint_x),
+                                     Pubkey.from_string(p.mint_y))
+                                for p in net.pools if p.venue == name], wallet)
+              for name, program in programs.items()}
+    yield World(net, wallet, venues)
+    await rpc.close()
+    server.should_exit = True
+    await task
+
+
+async def landed(venue: ChainVenue, signature: str) -> TxStatus:
+    for _ in range(200):
+        (status,) = await venue.statuses([signature])
+        if status is not None:
+            return status
+        await asyncio.sleep(0.02)
+    raise AssertionError("never landed")
+
+
+@pytest.mark.parametrize(("venue", "mint_in", "mint_out", "amount"), [
+    ("meteora", SOL, USDC, 2 * 10**9),
+    ("meteora", USDC, SOL, 300 * 10**6),
+    ("raydium", USDC, SOL, 300 * 10**6),
+    ("meteora", SOL, RAY, 10**9),
+])
+async def test_a_quoted_swap_lands_paying_exactly_the_quote(
+        world: World, venue: str, mint_in: str, mint_out: str, amount: int) -> None:
+    gateway = world.venues[venue]
+    before_out = world.tokens(mint_out)
+    quote = await gateway.quote(mint_in, mint_out, amount)
+    swap = await gateway.build_swap(quote, min_amount_out(quote.amount_out, 50), "dexec:t:1")
+    await gateway.send(swap)
+    status = await landed(gateway, swap.signature)
+    assert status.confirmed, status.error
+    assert status.amount_out == quote.amount_out == world.tokens(mint_out) - before_out
+
+
+async def test_a_dlmm_swap_crossing_bins_moves_the_active_bin(world: World) -> None:
+    gateway = world.venues["meteora"]
+    (listed,) = [p for p in world.net.pools if p.venue == "meteora"
+                 and {p.mint_x, p.mint_y} == {SOL, USDC}]
+    address = Pubkey.from_string(listed.address)
+    before = dlmm.LbPair.decode(bytes(world.net.ledger._existing(address).data)).active_id
+    quote = await gateway.quote(SOL, USDC, 2_000 * 10**9)  # 60,000 USDC a bin: 5 bins
+    swap = await gateway.build_swap(quote, min_amount_out(quote.amount_out, 50), "dexec:t:2")
+    await gateway.send(swap)
+    assert (await landed(gateway, swap.signature)).confirmed
+    after = dlmm.LbPair.decode(bytes(world.net.ledger._existing(address).data)).active_id
+    assert after < before - 3  # selling X walks down
+
+
+async def test_a_dlmm_swap_below_its_minimum_is_the_program_s_slippage_error(
+        world: World) -> None:
+    gateway = world.venues["meteora"]
+    quote = await gateway.quote(SOL, USDC, 10**9)
+    swap = await gateway.build_swap(quote, quote.amount_out + 1, "dexec:t:3")
+    with pytest.raises(SlippageExceeded):
+        await gateway.send(swap)
+    assert world.tokens(USDC) == 10_000 * 10**6
+
+
+async def test_both_venues_quote_and_the_best_wins(world: World) -> None:
+    quotes = [await v.quote(SOL, USDC, 10**9) for v in world.venues.values()]
+    assert {q.venue for q in quotes} == {"raydium", "meteora"}
+    assert all(140 * 10**6 < q.amount_out < 160 * 10**6 for q in quotes)
+    best = choose_best(quotes)
+    assert best is not None and best.amount_out == max(q.amount_out for q in quotes)
