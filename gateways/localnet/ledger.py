@@ -253,6 +253,34 @@ class Ledger:
         r[side_in], r[1 - side_in] = int(r[side_in] * root), int(r[1 - side_in] / root)
         self.set_cpmm_reserves(pool, r[0], r[1])
 
+    def _front_run_dlmm(self, address: Pubkey, pair: dlmm.LbPair, arrays: list[dlmm.BinArray],
+                        amount_in: int, swap_for_y: bool, now: int,
+                        ) -> tuple[dlmm.LbPair, list[dlmm.BinArray]]:
+        """Trade ahead of a swap until it would get `adverse_bps` less; keep that trade."""
+        fair = dlmm.quote(pair, arrays, amount_in, swap_for_y, now).amount_out
+        target = fair * (10_000 - self.adverse_bps) // 10_000
+        low, high = 0, amount_in
+        while dlmm.quote(*_after(pair, arrays, high, swap_for_y, now), amount_in, swap_for_y,
+                         now).amount_out > target:
+            low, high = high, high * 2
+        for _ in range(40):  # the smallest front-run that does it, within 1/2**40
+            middle = (low + high) // 2
+            if middle in (low, high):
+                break
+            moved = dlmm.quote(*_after(pair, arrays, middle, swap_for_y, now), amount_in,
+                               swap_for_y, now).amount_out
+            low, high = (middle, high) if moved > target else (low, middle)
+        ahead = dlmm.quote(pair, arrays, high, swap_for_y, now)
+        reserve_in, reserve_out = ((pair.reserve_x, pair.reserve_y) if swap_for_y
+                                   else (pair.reserve_y, pair.reserve_x))
+        self._move(reserve_in, ahead.amount_in)
+        self._move(reserve_out, -ahead.amount_out)
+        changed = {a.index: a for a in dlmm.apply(arrays, ahead)}
+        self._put_data(address, ahead.pair.encode())
+        for array in changed.values():
+            self._put_data(dlmm.bin_array_address(address, array.index), array.encode())
+        return ahead.pair, [changed.get(a.index, a) for a in arrays]
+
     def pool_state(self, address: Pubkey) -> cpmm.PoolState:
         return cpmm.PoolState.decode(bytes(self._existing(address).data))
 
@@ -507,8 +535,12 @@ class Ledger:
             if found is None or found.owner != program:
                 return fail(dlmm.BIN_ARRAY_NOT_FOUND, f"bin array {key} missing")
             arrays.append(dlmm.BinArray.decode(bytes(found.data)))
+        now = int(self._clock())
         try:
-            result = dlmm.quote(pair, arrays, amount_in, swap_for_y, int(self._clock()))
+            if self.adverse_bps:  # a front-runner trades first, the same way
+                pair, arrays = self._front_run_dlmm(acc.lb_pair, pair, arrays, amount_in,
+                                                    swap_for_y, now)
+            result = dlmm.quote(pair, arrays, amount_in, swap_for_y, now)
         except dlmm.DlmmError as exc:
             return fail(exc.code, exc.message)
         if result.amount_out < minimum_out:
@@ -605,3 +637,13 @@ def _ui_string(amount: int, decimals: int) -> str:
     whole, frac = divmod(amount, 10 ** decimals)
     text = f"{whole}.{frac:0{decimals}d}".rstrip("0").rstrip(".")
     return text
+
+
+def _after(pair: dlmm.LbPair, arrays: list[dlmm.BinArray], amount: int, swap_for_y: bool,
+           now: int) -> tuple[dlmm.LbPair, list[dlmm.BinArray]]:
+    """The pair and arrays after a swap of `amount` (nothing when it is 0)."""
+    if amount <= 0:
+        return pair, arrays
+    result = dlmm.quote(pair, arrays, amount, swap_for_y, now)
+    changed = {a.index: a for a in dlmm.apply(arrays, result)}
+    return result.pair, [changed.get(a.index, a) for a in arrays]

@@ -116,3 +116,21 @@ async def test_both_venues_quote_and_the_best_wins(world: World) -> None:
     assert all(140 * 10**6 < q.amount_out < 160 * 10**6 for q in quotes)
     best = choose_best(quotes)
     assert best is not None and best.amount_out == max(q.amount_out for q in quotes)
+
+
+@pytest.mark.parametrize("venue", ["raydium", "meteora"])
+async def test_a_front_run_past_the_slippage_fails_the_swap_with_nothing_moved(
+        world: World, venue: str) -> None:
+    gateway = world.venues[venue]
+    quote = await gateway.quote(USDC, SOL, 50 * 10**6)
+    swap = await gateway.build_swap(quote, min_amount_out(quote.amount_out, 50), "dexec:t:4")
+    world.net.ledger.adverse_bps = 100
+    with pytest.raises(SlippageExceeded):
+        await gateway.send(swap)
+    assert world.tokens(USDC) == 10_000 * 10**6
+    world.net.ledger.adverse_bps = 30  # within the 50 bps allowed: it fills, 30 bps worse
+    await gateway.send(swap)
+    status = await landed(gateway, swap.signature)
+    assert status.confirmed
+    assert status.amount_out < quote.amount_out
+    assert status.amount_out >= min_amount_out(quote.amount_out, 50)

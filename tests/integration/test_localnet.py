@@ -1,0 +1,135 @@
+"""`dexec up` on the local Solana cluster (DEXEC_NETWORK=localnet): orders over REST and
+WebSocket reach `confirmed` through solana-py, and the wallet's token balances, read back
+over RPC, change by exactly what the orders say. One `dexec up` process for the module."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from solders.transaction import VersionedTransaction
+
+from gateways.localnet.cluster import MINTS
+from gateways.solana.rpc import SolanaRpc
+from gateways.solana.venue import MEMO_PROGRAM
+from gateways.solana.wallet import associated_account
+from tests.conftest import with_key
+from tests.integration.client import order_body, wait_terminal, ws_submit
+from tests.kit.app import App
+from tests.kit.localnet import free_port
+
+pytestmark = pytest.mark.integration
+
+PORT = 18_200
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    data_dir: Path = tmp_path_factory.mktemp("dexec-localnet")
+    running = App(data_dir, port=PORT, namespace="dexec-localnet", env={
+        "DEXEC_NETWORK": "localnet",
+        "DEXEC_LOCALNET_PORT": str(free_port()),
+        "DEXEC_LOCALNET_PROFILE": "zero",
+        "DEXEC_TEST_HOOKS": "1",
+    })
+    running.start("up.log")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def client(app: App) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=app.url, headers=app.auth(), timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+async def rpc(client: httpx.AsyncClient, app: App) -> AsyncIterator[SolanaRpc]:
+    port = json.loads(app.env["DEXEC_LOCALNET_PORT"])
+    chain = SolanaRpc(f"http://127.0.0.1:{port}")
+    yield chain
+    await chain.close()
+
+
+async def balances(rpc: SolanaRpc, owner: str) -> dict[str, int]:
+    found = {"lamports": await rpc.balance(owner)}
+    for symbol in ("SOL", "USDC", "RAY"):
+        found[symbol] = await rpc.token_balance(associated_account(owner, str(MINTS[symbol]))) or 0
+    return found
+
+
+def memos(app: App) -> list[tuple[str, str]]:
+    """(signature, memo) of every transaction the cluster executed, from its journal."""
+    found = []
+    journal = app.data_dir / "localnet" / "journal.jsonl"
+    for line in journal.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["op"] != "tx":
+            continue
+        tx = VersionedTransaction.from_bytes(base64.b64decode(entry["b"]))
+        keys = tx.message.account_keys
+        for ix in tx.message.instructions:
+            if keys[ix.program_id_index] == MEMO_PROGRAM:
+                found.append((str(tx.signatures[0]), bytes(ix.data).decode()))
+    return found
+
+
+async def test_rest_and_websocket_orders_settle_on_chain_with_exact_balances(
+        app: App, client: httpx.AsyncClient, rpc: SolanaRpc) -> None:
+    wallet = (await client.get("/api/wallet")).json()
+    assert wallet["network"] == "localnet" and float(wallet["sol"]) > 100
+    owner = wallet["address"]
+    before = await balances(rpc, owner)
+
+    accepted = await client.post("/api/orders", json=order_body(amount="1.5"))
+    assert accepted.status_code == 202, accepted.text
+    sold = await wait_terminal(client, accepted.json()["order_id"])
+    middle = await balances(rpc, owner)
+    key = app.auth()["Authorization"].removeprefix("Bearer ")
+    ws_url = with_key(app.url.replace("http://", "ws://") + "/ws", key)
+    bought, events = await ws_submit(ws_url, order_body(input_mint="USDC", output_mint="RAY",
+                                                        amount="100"))
+    final = await wait_terminal(client, bought["order_id"])
+    after = await balances(rpc, owner)
+
+    assert sold["status"] == "confirmed", sold
+    assert events[-1]["status"] == "confirmed" and final["status"] == "confirmed", final
+    # SOL -> USDC: exactly the order's output arrived; the SOL left as lamports (wrapped).
+    assert middle["USDC"] - before["USDC"] == int(sold["amount_out_base"])
+    assert before["lamports"] - middle["lamports"] >= 1_500_000_000
+    assert middle["SOL"] == before["SOL"]
+    # USDC -> RAY (over the WebSocket): exactly 100 USDC left, exactly the output arrived.
+    assert middle["USDC"] - after["USDC"] == 100 * 10**6
+    assert after["RAY"] - middle["RAY"] == int(final["amount_out_base"])
+
+    # Exactly one executed swap per order on the chain, carrying the order's memo.
+    for order in (sold, final):
+        mine = [s for s, memo in memos(app) if memo.startswith(f"dexec:{order['order_id']}:")]
+        states = await rpc.statuses(mine, search_history=True)
+        assert len([s for s in states if s is not None and s.err is None]) == 1, mine
+
+
+async def test_a_swap_the_price_ran_away_from_fails_and_moves_no_token(
+        app: App, client: httpx.AsyncClient, rpc: SolanaRpc) -> None:
+    port = json.loads(app.env["DEXEC_LOCALNET_PORT"])
+    owner = (await client.get("/api/wallet")).json()["address"]
+    before = await balances(rpc, owner)
+    async with httpx.AsyncClient() as chain:
+        await chain.post(f"http://127.0.0.1:{port}/localnet/faults", json={"adverse_bps": 300})
+        try:
+            accepted = await client.post("/api/orders", json=order_body(
+                input_mint="USDC", output_mint="SOL", amount="50", slippage_bps=50))
+            order = await wait_terminal(client, accepted.json()["order_id"])
+        finally:
+            await chain.post(f"http://127.0.0.1:{port}/localnet/faults",
+                             json={"adverse_bps": 0})
+    await asyncio.sleep(0.2)
+    after = await balances(rpc, owner)
+
+    assert order["status"] == "failed" and "slippage" in (order["failure_reason"] or "")
+    assert after["USDC"] == before["USDC"] and after["SOL"] == before["SOL"]
