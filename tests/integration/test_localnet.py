@@ -133,3 +133,72 @@ async def test_a_swap_the_price_ran_away_from_fails_and_moves_no_token(
 
     assert order["status"] == "failed" and "slippage" in (order["failure_reason"] or "")
     assert after["USDC"] == before["USDC"] and after["SOL"] == before["SOL"]
+
+
+NO_FAULTS = {"http_429_rate": 0.0, "http_503_rate": 0.0, "drop_send_rate": 0.0,
+             "delay_ms": 0, "adverse_bps": 0}
+
+
+async def set_faults(app: App, **faults: object) -> None:
+    """Set the local cluster's faults; with none given, clear them all."""
+    faults = faults or dict(NO_FAULTS)
+    port = json.loads(app.env["DEXEC_LOCALNET_PORT"])
+    async with httpx.AsyncClient() as chain:
+        answer = await chain.post(f"http://127.0.0.1:{port}/localnet/faults", json=faults)
+        answer.raise_for_status()
+
+
+async def landed_swaps(app: App, rpc: SolanaRpc, order_id: str) -> list[str]:
+    """The order's transactions that executed successfully on the chain."""
+    mine = [s for s, memo in memos(app) if memo.startswith(f"dexec:{order_id}:")]
+    states = await rpc.statuses(mine, search_history=True) if mine else []
+    return [s.signature for s in states if s is not None and s.err is None]
+
+
+async def test_rpc_errors_never_lose_an_order_or_fill_it_twice(
+        app: App, client: httpx.AsyncClient, rpc: SolanaRpc) -> None:
+    await set_faults(app, http_429_rate=0.1, http_503_rate=0.1)
+    try:
+        responses = await asyncio.gather(*(client.post("/api/orders", json=order_body(
+            amount="0.01", client_order_id=f"flaky-{i}")) for i in range(12)))
+        orders = [await wait_terminal(client, r.json()["order_id"], timeout_s=90)
+                  for r in responses]
+    finally:
+        await set_faults(app)
+    for order in orders:
+        landed = await landed_swaps(app, rpc, order["order_id"])
+        if order["status"] == "confirmed":
+            assert len(landed) == 1, order
+        else:  # retries ran out: then nothing of it executed
+            assert landed == [], order
+    # One call in five fails; an attempt makes about eight: most orders still fill.
+    assert sum(o["status"] == "confirmed" for o in orders) >= 6, [
+        o["failure_reason"] for o in orders]
+
+
+async def test_dropped_sends_are_rebroadcast_and_only_an_expired_swap_is_signed_anew(
+        app: App, client: httpx.AsyncClient, rpc: SolanaRpc) -> None:
+    # Every send is dropped for longer than a blockhash lives (150 slots of 50 ms): the first
+    # signature expires unlanded, and only then may a second be signed.
+    await set_faults(app, drop_send_rate=1.0)
+    accepted = await client.post("/api/orders", json=order_body(amount="0.02"))
+    order_id = accepted.json()["order_id"]
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            order = (await client.get(f"/api/orders/{order_id}")).json()
+            if order["attempts"] >= 2 and order["status"] == "submitted":
+                break
+            assert asyncio.get_running_loop().time() < deadline, order
+            await asyncio.sleep(0.2)
+    finally:
+        await set_faults(app)
+    final = await wait_terminal(client, order_id, timeout_s=60)
+
+    assert final["status"] == "confirmed", final
+    landed = await landed_swaps(app, rpc, order_id)
+    assert len(landed) == 1 and landed == [final["signature"]]
+    first = [e for e in final["events"] if e["attempt"] == 1 and e.get("signature")]
+    assert first and first[0]["signature"] != final["signature"]
+    (state,) = await rpc.statuses([first[0]["signature"]], search_history=True)
+    assert state is None  # the expired one never landed
