@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -202,3 +205,56 @@ async def test_dropped_sends_are_rebroadcast_and_only_an_expired_swap_is_signed_
     assert first and first[0]["signature"] != final["signature"]
     (state,) = await rpc.statuses([first[0]["signature"]], search_history=True)
     assert state is None  # the expired one never landed
+
+
+def stop_localnet(data_dir: Path) -> None:
+    """Stop the local cluster a killed app left running (its own session outlives the app)."""
+    pid_file = data_dir / "localnet" / "pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+
+
+async def test_whole_app_sigkilled_mid_flight_fills_every_order_once_on_chain(
+        tmp_path: Path) -> None:
+    """SIGKILL `dexec up` with orders in flight; the cluster lives on, like a real one; the
+    restarted app finishes every order with exactly one executed swap on the chain."""
+    restarting = App(tmp_path, port=18_250, namespace="dexec-localnet-kill", env={
+        "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
+        "DEXEC_LOCALNET_PROFILE": "realistic", "DEXEC_TEST_HOOKS": "1"})
+    try:
+        restarting.start("first.log")
+        async with httpx.AsyncClient(base_url=restarting.url, timeout=60,
+                                     headers=restarting.auth()) as client:
+            responses = await asyncio.gather(*(client.post("/api/orders", json=order_body(
+                amount="0.02", client_order_id=f"kill-{i}")) for i in range(60)))
+        assert [r.status_code for r in responses] == [202] * 60
+        ids = [r.json()["order_id"] for r in responses]
+        restarting.kill()
+        with restarting.database() as db:
+            row = db.execute("SELECT count(*) FROM orders WHERE status NOT IN"
+                             " ('confirmed', 'failed')").fetchone()
+        assert row is not None and row[0] > 0, "the kill came too late to prove anything"
+
+        restarting.start("second.log")
+        port = json.loads(restarting.env["DEXEC_LOCALNET_PORT"])
+        chain = SolanaRpc(f"http://127.0.0.1:{port}")
+        async with httpx.AsyncClient(base_url=restarting.url, timeout=60,
+                                     headers=restarting.auth()) as client:
+            orders = [await wait_terminal(client, i, timeout_s=120) for i in ids]
+        try:
+            for order in orders:
+                assert order["status"] == "confirmed", order["failure_reason"]
+                assert await landed_swaps(restarting, chain, order["order_id"]) == [
+                    order["signature"]]
+        finally:
+            await chain.close()
+    finally:
+        restarting.stop()
+        stop_localnet(tmp_path)
+        from storage.embedded import EmbeddedPostgres
+
+        left = EmbeddedPostgres(tmp_path)
+        if (left.data_dir / "postmaster.pid").exists():
+            left.start()
+            left.stop()
