@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     # the local Solana cluster (`dexec localnet`, started by `dexec up` when absent);
     # "devnet" / "mainnet-beta": a live cluster at `rpc_url`. Every chain but "sim" is
     # reached the same way, over Solana JSON-RPC (gateways.solana).
-    network: Literal["sim", "localnet", "devnet", "mainnet-beta"] = "sim"
+    network: Literal["sim", "localnet", "devnet", "mainnet-beta"] = "localnet"
     rpc_url: str | None = None  # unset: the network's default endpoint
     localnet_port: int = 8899
     localnet_profile: Literal["zero", "realistic"] = "realistic"

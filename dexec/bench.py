@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import sys
 import time
@@ -45,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="with --url: where to read outcomes from")
     parser.add_argument("--api-key", help="with --url: a trade key (default: DEXEC_API_KEY,"
                         " else the dev key in .dexec/api-key)")
+    parser.add_argument("--network", choices=("sim", "localnet"), default="sim",
+                        help="the chain of a started stack: the in-process simulated chain"
+                             " (the engine's own cost) or the local Solana cluster")
+    parser.add_argument("--rpc-url", help="with --url on a Solana network: where to count"
+                                          " the executed swaps")
     parser.add_argument("--workers", type=int, default=2, help="workers of a started stack")
     parser.add_argument("--worker-concurrency", type=int, default=0,
                         help="orders each worker executes at once (started stack; 0: the"
@@ -351,6 +357,8 @@ def print_report(result: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; return a process exit code (1 if anything was lost or duplicated)."""
+    for noisy in ("httpx", "httpx2"):  # one line per RPC call when counting on the chain
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     engine = None
     database_url = args.database_url
     url = args.url
@@ -369,7 +377,8 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings(
             data_dir=data_dir, port=18_500, namespace=f"dexec-bench-{uuid.uuid4().hex[:6]}",
             workers=args.workers, max_open_orders=0, account_orders_per_minute=0,
-            sim_drift_interval_s=1.0,
+            sim_drift_interval_s=1.0, network=args.network,
+            localnet_port=18_899,
         )
         if args.worker_concurrency:
             settings = settings.model_copy(
@@ -382,6 +391,8 @@ def run(args: argparse.Namespace) -> int:
         args.api_key = engine.api_key
         assert engine.settings.database_url is not None  # noqa: S101 - resolved at start
         database_url = engine.settings.database_url.get_secret_value()
+        if args.network != "sim":
+            args.rpc_url = engine.settings.rpc_endpoint
     if database_url is None:
         print("--url needs --database-url to check outcomes", file=sys.stderr)
         return 2
@@ -401,6 +412,22 @@ def run(args: argparse.Namespace) -> int:
         plot(result, args.plot)
         print(f"plot written to {args.plot}")
     return 1 if result["lost"] or result["duplicate_executions"] else 0
+
+
+async def count_on_chain(rpc_url: str, database_url: str, prefix: str,
+                         found: dict[str, dict[str, Any]]) -> None:
+    from gateways.solana.rpc import SolanaRpc
+    from storage.reports import swap_signatures
+
+    signatures = await swap_signatures(database_url, prefix)
+    rpc = SolanaRpc(rpc_url, timeout_s=30.0)
+    try:
+        for order_id, order in found.items():
+            mine = signatures.get(order_id, [])
+            states = await rpc.statuses(mine, search_history=True) if mine else []
+            order["executed"] = sum(1 for st in states if st is not None and st.err is None)
+    finally:
+        await rpc.close()
 
 
 async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: str
@@ -441,6 +468,8 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
     stop.set()  # the sampler takes one more full sample
     await sampler
     found = await outcomes(database_url, f"bench-{run_id}-")
+    if args.rpc_url:  # a Solana cluster: count each order's executed swaps on the chain
+        await count_on_chain(args.rpc_url, database_url, f"bench-{run_id}-", found)
     machine = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total
                                                               / 2**30, 1),
                "python": sys.version.split()[0]}

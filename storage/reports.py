@@ -51,3 +51,17 @@ async def count_terminal(database_url: str, client_id_prefix: str) -> int:
             (f"{client_id_prefix}%", sorted(str(s) for s in TERMINAL)))
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+async def swap_signatures(database_url: str, client_id_prefix: str) -> dict[str, list[str]]:
+    """Every signature recorded for each order whose client_order_id starts with the prefix
+    (to count on a Solana cluster which of them executed)."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            "SELECT s.order_id::text, s.signature FROM swap_transactions s"
+            " JOIN orders o USING (order_id) WHERE o.client_order_id LIKE %s",
+            (f"{client_id_prefix}%",))
+        found: dict[str, list[str]] = {}
+        for order_id, signature in await cur.fetchall():
+            found.setdefault(order_id, []).append(signature)
+    return found

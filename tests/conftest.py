@@ -36,6 +36,10 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         confirm_poll_s=0.02,
         sim_drift_interval_s=0.5,
         namespace="dexec-test",
+        # The suite's shared engine runs on the simulated chain, whose faults, latency and
+        # price moves the tests steer; tests/integration/test_localnet.py covers the local
+        # Solana cluster with `dexec up` processes of its own.
+        network="sim",
         test_hooks=True,
         ws_idle_timeout_s=5.0,  # short, so that tests/security can watch it close
         http_request_timeout_s=2,  # short, so that tests/security can watch a slow client go

@@ -16,6 +16,7 @@ from gateways.solana import cpmm, dlmm
 from gateways.solana.venue import Accounts, NeedAccounts, PoolQuote
 
 ARRAYS_EACH_SIDE = 1  # bin arrays read beside the active one (70 bins each)
+DECODED_ARRAYS = 256  # bin arrays kept decoded, by content
 
 
 class CpmmProgram:
@@ -79,6 +80,16 @@ class DlmmProgram:
                  clock: Callable[[], float] = time.time) -> None:
         self._program = program
         self._clock = clock
+        self._cache: dict[bytes, dlmm.BinArray] = {}  # by account data, oldest first
+
+    def _decoded(self, data: bytes) -> dlmm.BinArray:
+        """Decode a bin array once per content: most quotes read arrays no swap has touched."""
+        found = self._cache.get(data)
+        if found is None:
+            if len(self._cache) >= DECODED_ARRAYS:
+                self._cache.pop(next(iter(self._cache)))
+            found = self._cache[data] = dlmm.BinArray.decode(data)
+        return found
 
     def _arrays_around(self, pool: Pubkey, pair: dlmm.LbPair) -> list[Pubkey]:
         centre = dlmm.bin_array_index(pair.active_id)
@@ -99,7 +110,7 @@ class DlmmProgram:
         pair = dlmm.LbPair.decode(data[0])
         if keys[1:] != self._arrays_around(pool, pair):
             raise NeedAccounts  # first read, or the active bin moved to other arrays
-        arrays = [dlmm.BinArray.decode(d) for d in data[1:] if d is not None]
+        arrays = [self._decoded(d) for d in data[1:] if d is not None]
         swap_for_y = input_mint == pair.token_x_mint
         try:
             result = dlmm.quote(pair, arrays, amount_in, swap_for_y, int(self._clock()))

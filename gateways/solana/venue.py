@@ -10,9 +10,10 @@ account created when missing (idempotent), SOL wrapped when it is the input, the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
@@ -31,9 +32,10 @@ from core.errors import InsufficientFunds, InvalidInput, NoRoute, NotPermitted
 from core.quotes import Quote, SignedSwap, TxStatus
 from gateways.base import VenueCalls, VenueMetrics
 from gateways.ratelimit import TokenBucket
-from gateways.solana.rpc import SolanaRpc, transaction_error
+from gateways.solana.rpc import SLOT_S, SolanaRpc, transaction_error
 
 QUOTE_TTL_S = 30.0
+TRANSACTION_LOOKUPS = 32  # getTransaction calls in flight at once per status round
 NETWORK_FEE_LAMPORTS = 5000
 NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
 MEMO_PROGRAM = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
@@ -113,6 +115,7 @@ class ChainVenue:
         self._calls = VenueCalls(name, metrics)
         self._sent: set[str] = set()  # signatures sent once: resends skip preflight
         self._last: dict[Pubkey, Accounts] = {}  # per pool: the accounts its last quote read
+        self._balances = SlotCache()
 
     def _pool(self, input_mint: Pubkey, output_mint: Pubkey) -> Pool:
         for pool in self._pools:
@@ -157,18 +160,23 @@ class ChainVenue:
             return
         owner = self._wallet.pubkey()
         mint = Pubkey.from_string(input_mint)
-        lamports = await self._rpc.balance(str(owner))
+        # Balances at most a slot old: a pre-check (the chain has the last word), and one
+        # that costs a couple of calls a slot, not per order.
+        lamports = await self._balances.get(str(owner), self._rpc.balance)
         if mint == NATIVE_MINT:
             held = lamports - 3 * NETWORK_FEE_LAMPORTS - 2_100_000  # fees and rent reserve
         else:
-            held = await self._rpc.token_balance(
-                str(get_associated_token_address(owner, mint))) or 0
+            held = await self._balances.get(str(get_associated_token_address(owner, mint)),
+                                            self._token_amount)
             if lamports < 3 * NETWORK_FEE_LAMPORTS:
                 raise InsufficientFunds("the wallet cannot pay the network fee",
                                         venue=self.name)
         if held < amount_in:
             raise InsufficientFunds(f"the wallet holds {max(held, 0)} base units, the order"
                                     f" needs {amount_in}", venue=self.name)
+
+    async def _token_amount(self, account: str) -> int:
+        return await self._rpc.token_balance(account) or 0
 
     async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
         async with self._calls.call("build"):
@@ -210,6 +218,17 @@ class ChainVenue:
         async with self._calls.call("status"):
             await self._limit.acquire()
             states = await self._rpc.statuses(signatures, search_history=True)
+            landed = [s for s in states if s is not None and s.confirmed and s.err is None]
+            # Each landed swap's output, read from its transaction: the lookups run together
+            # (a poll round may find hundreds landed), a bounded number at a time.
+            gate = asyncio.Semaphore(TRANSACTION_LOOKUPS)
+
+            async def received(signature: str) -> int:
+                async with gate:
+                    return await self._received(signature)
+
+            outputs = dict(zip([s.signature for s in landed], await asyncio.gather(
+                *(received(s.signature) for s in landed)), strict=True))
             answers: list[TxStatus | None] = []
             for signature, state in zip(signatures, states, strict=True):
                 if state is None or not state.confirmed:
@@ -221,7 +240,7 @@ class ChainVenue:
                 else:
                     self._sent.discard(signature)
                     answers.append(TxStatus(signature, True, state.slot,
-                                            amount_out=await self._received(signature)))
+                                            amount_out=outputs[signature]))
             return answers
 
     async def _received(self, signature: str) -> int:
@@ -233,3 +252,21 @@ class ChainVenue:
     async def block_height(self) -> int:
         async with self._calls.call("height"):
             return await self._rpc.block_height()
+
+
+class SlotCache:
+    """Values by key, each fetched anew once it is more than a slot old."""
+
+    def __init__(self, max_age_s: float = SLOT_S, clock: Callable[[], float] = time.monotonic,
+                 ) -> None:
+        self._max_age = max_age_s
+        self._clock = clock
+        self._values: dict[str, tuple[int, float]] = {}
+
+    async def get(self, key: str, fetch: Callable[[str], Awaitable[int]]) -> int:
+        found = self._values.get(key)
+        now = self._clock()
+        if found is None or now - found[1] > self._max_age:
+            found = (await fetch(key), now)
+            self._values[key] = found
+        return found[0]

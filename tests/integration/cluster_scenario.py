@@ -78,6 +78,7 @@ def main(out: Path, data_dir: Path) -> None:
     }
     settings = Settings(
         data_dir=data_dir, port=18_300, namespace="dexec-cluster", workers_per_node=1,
+        network="sim",
         proxy_location="HeadOnly", sim_quote_latency_ms=(0, 20), sim_swap_latency_ms=(300, 900),
         confirm_poll_s=0.05, retry_base_delay_s=0.05, sim_block_time_ms=100,
         sim_blockhash_valid_blocks=50,

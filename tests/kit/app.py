@@ -29,6 +29,7 @@ class App:
             "DEXEC_DATA_DIR": str(data_dir),
             "DEXEC_PORT": str(port),
             "DEXEC_NAMESPACE": namespace,
+            "DEXEC_NETWORK": "sim",  # env may choose another
             "DEXEC_SIM_QUOTE_LATENCY_MS": "[0,20]",
             # Swaps take long enough that the kill surely finds orders in flight.
             "DEXEC_SIM_SWAP_LATENCY_MS": "[1500,3000]",
