@@ -5,26 +5,20 @@ over RPC, change by exactly what the orders say. One `dexec up` process for the 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
-import os
-import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from solders.transaction import VersionedTransaction
 
 from gateways.localnet.cluster import MINTS
 from gateways.solana.rpc import SolanaRpc
-from gateways.solana.venue import MEMO_PROGRAM
 from gateways.solana.wallet import associated_account
 from tests.conftest import with_key
 from tests.integration.client import order_body, wait_terminal, ws_submit
 from tests.kit.app import App
-from tests.kit.localnet import free_port
+from tests.kit.localnet import free_port, landed_swaps
 
 pytestmark = pytest.mark.integration
 
@@ -66,22 +60,6 @@ async def balances(rpc: SolanaRpc, owner: str) -> dict[str, int]:
     return found
 
 
-def memos(app: App) -> list[tuple[str, str]]:
-    """(signature, memo) of every transaction the cluster executed, from its journal."""
-    found = []
-    journal = app.data_dir / "localnet" / "journal.jsonl"
-    for line in journal.read_text().splitlines():
-        entry = json.loads(line)
-        if entry["op"] != "tx":
-            continue
-        tx = VersionedTransaction.from_bytes(base64.b64decode(entry["b"]))
-        keys = tx.message.account_keys
-        for ix in tx.message.instructions:
-            if keys[ix.program_id_index] == MEMO_PROGRAM:
-                found.append((str(tx.signatures[0]), bytes(ix.data).decode()))
-    return found
-
-
 async def test_rest_and_websocket_orders_settle_on_chain_with_exact_balances(
         app: App, client: httpx.AsyncClient, rpc: SolanaRpc) -> None:
     wallet = (await client.get("/api/wallet")).json()
@@ -112,9 +90,7 @@ async def test_rest_and_websocket_orders_settle_on_chain_with_exact_balances(
 
     # Exactly one executed swap per order on the chain, carrying the order's memo.
     for order in (sold, final):
-        mine = [s for s, memo in memos(app) if memo.startswith(f"dexec:{order['order_id']}:")]
-        states = await rpc.statuses(mine, search_history=True)
-        assert len([s for s in states if s is not None and s.err is None]) == 1, mine
+        assert await landed_swaps(app.data_dir, rpc, order["order_id"]) == [order["signature"]]
 
 
 async def test_a_swap_the_price_ran_away_from_fails_and_moves_no_token(
@@ -151,13 +127,6 @@ async def set_faults(app: App, **faults: object) -> None:
         answer.raise_for_status()
 
 
-async def landed_swaps(app: App, rpc: SolanaRpc, order_id: str) -> list[str]:
-    """The order's transactions that executed successfully on the chain."""
-    mine = [s for s, memo in memos(app) if memo.startswith(f"dexec:{order_id}:")]
-    states = await rpc.statuses(mine, search_history=True) if mine else []
-    return [s.signature for s in states if s is not None and s.err is None]
-
-
 async def test_rpc_errors_never_lose_an_order_or_fill_it_twice(
         app: App, client: httpx.AsyncClient, rpc: SolanaRpc) -> None:
     await set_faults(app, http_429_rate=0.1, http_503_rate=0.1)
@@ -169,7 +138,7 @@ async def test_rpc_errors_never_lose_an_order_or_fill_it_twice(
     finally:
         await set_faults(app)
     for order in orders:
-        landed = await landed_swaps(app, rpc, order["order_id"])
+        landed = await landed_swaps(app.data_dir, rpc, order["order_id"])
         if order["status"] == "confirmed":
             assert len(landed) == 1, order
         else:  # retries ran out: then nothing of it executed
@@ -199,62 +168,9 @@ async def test_dropped_sends_are_rebroadcast_and_only_an_expired_swap_is_signed_
     final = await wait_terminal(client, order_id, timeout_s=60)
 
     assert final["status"] == "confirmed", final
-    landed = await landed_swaps(app, rpc, order_id)
+    landed = await landed_swaps(app.data_dir, rpc, order_id)
     assert len(landed) == 1 and landed == [final["signature"]]
     first = [e for e in final["events"] if e["attempt"] == 1 and e.get("signature")]
     assert first and first[0]["signature"] != final["signature"]
     (state,) = await rpc.statuses([first[0]["signature"]], search_history=True)
     assert state is None  # the expired one never landed
-
-
-def stop_localnet(data_dir: Path) -> None:
-    """Stop the local cluster a killed app left running (its own session outlives the app)."""
-    pid_file = data_dir / "localnet" / "pid"
-    if pid_file.exists():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
-
-
-async def test_whole_app_sigkilled_mid_flight_fills_every_order_once_on_chain(
-        tmp_path: Path) -> None:
-    """SIGKILL `dexec up` with orders in flight; the cluster lives on, like a real one; the
-    restarted app finishes every order with exactly one executed swap on the chain."""
-    restarting = App(tmp_path, port=18_250, namespace="dexec-localnet-kill", env={
-        "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
-        "DEXEC_LOCALNET_PROFILE": "realistic", "DEXEC_TEST_HOOKS": "1"})
-    try:
-        restarting.start("first.log")
-        async with httpx.AsyncClient(base_url=restarting.url, timeout=60,
-                                     headers=restarting.auth()) as client:
-            responses = await asyncio.gather(*(client.post("/api/orders", json=order_body(
-                amount="0.02", client_order_id=f"kill-{i}")) for i in range(60)))
-        assert [r.status_code for r in responses] == [202] * 60
-        ids = [r.json()["order_id"] for r in responses]
-        restarting.kill()
-        with restarting.database() as db:
-            row = db.execute("SELECT count(*) FROM orders WHERE status NOT IN"
-                             " ('confirmed', 'failed')").fetchone()
-        assert row is not None and row[0] > 0, "the kill came too late to prove anything"
-
-        restarting.start("second.log")
-        port = json.loads(restarting.env["DEXEC_LOCALNET_PORT"])
-        chain = SolanaRpc(f"http://127.0.0.1:{port}")
-        async with httpx.AsyncClient(base_url=restarting.url, timeout=60,
-                                     headers=restarting.auth()) as client:
-            orders = [await wait_terminal(client, i, timeout_s=120) for i in ids]
-        try:
-            for order in orders:
-                assert order["status"] == "confirmed", order["failure_reason"]
-                assert await landed_swaps(restarting, chain, order["order_id"]) == [
-                    order["signature"]]
-        finally:
-            await chain.close()
-    finally:
-        restarting.stop()
-        stop_localnet(tmp_path)
-        from storage.embedded import EmbeddedPostgres
-
-        left = EmbeddedPostgres(tmp_path)
-        if (left.data_dir / "postmaster.pid").exists():
-            left.start()
-            left.stop()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 from solders.hash import Hash
@@ -14,11 +17,12 @@ from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.token.associated import get_associated_token_address
-from solders.transaction import Transaction
+from solders.transaction import Transaction, VersionedTransaction
 
 from gateways.localnet.ledger import Ledger
 from gateways.localnet.server import Faults, RpcServer
 from gateways.solana import cpmm
+from gateways.solana.rpc import SolanaRpc
 
 SOL = Pubkey.from_string("So11111111111111111111111111111111111111112")
 USDC = Pubkey.from_string("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v")
@@ -90,3 +94,26 @@ async def local_cluster(slot_s: float = 0.05) -> AsyncIterator[Cluster]:
     finally:
         uv.should_exit = True
         await task
+
+
+def memos(data_dir: Path) -> list[tuple[str, str]]:
+    """(signature, memo) of every transaction the cluster executed, from its journal."""
+    found = []
+    journal = data_dir / "localnet" / "journal.jsonl"
+    for line in journal.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["op"] != "tx":
+            continue
+        tx = VersionedTransaction.from_bytes(base64.b64decode(entry["b"]))
+        keys = tx.message.account_keys
+        for ix in tx.message.instructions:
+            if keys[ix.program_id_index] == MEMO:
+                found.append((str(tx.signatures[0]), bytes(ix.data).decode()))
+    return found
+
+
+async def landed_swaps(data_dir: Path, rpc: SolanaRpc, order_id: str) -> list[str]:
+    """The order's transactions that executed successfully on the chain."""
+    mine = [s for s, memo in memos(data_dir) if memo.startswith(f"dexec:{order_id}:")]
+    states = await rpc.statuses(mine, search_history=True) if mine else []
+    return [s.signature for s in states if s is not None and s.err is None]

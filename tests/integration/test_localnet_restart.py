@@ -1,0 +1,76 @@
+"""The whole app SIGKILLed mid-flight on the local Solana cluster, which lives on, as a real
+cluster would; the restarted app fills every order exactly once, counted on the chain.
+
+A module of its own: its `dexec up` processes must not run beside test_localnet.py's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateways.solana.rpc import SolanaRpc
+from tests.integration.client import order_body, wait_terminal
+from tests.kit.app import App
+from tests.kit.localnet import free_port, landed_swaps
+
+pytestmark = pytest.mark.integration
+
+
+def stop_localnet(data_dir: Path) -> None:
+    """Stop the local cluster a killed app left running (its own session outlives the app)."""
+    pid_file = data_dir / "localnet" / "pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+
+
+async def test_whole_app_sigkilled_mid_flight_fills_every_order_once_on_chain(
+        tmp_path: Path) -> None:
+    """SIGKILL `dexec up` with orders in flight; the cluster lives on, like a real one; the
+    restarted app finishes every order with exactly one executed swap on the chain."""
+    restarting = App(tmp_path, port=18_250, namespace="dexec-localnet-kill", env={
+        "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
+        "DEXEC_LOCALNET_PROFILE": "realistic", "DEXEC_TEST_HOOKS": "1"})
+    try:
+        restarting.start("first.log")
+        async with httpx.AsyncClient(base_url=restarting.url, timeout=60,
+                                     headers=restarting.auth()) as client:
+            responses = await asyncio.gather(*(client.post("/api/orders", json=order_body(
+                amount="0.02", client_order_id=f"kill-{i}")) for i in range(60)))
+        assert [r.status_code for r in responses] == [202] * 60
+        ids = [r.json()["order_id"] for r in responses]
+        restarting.kill()
+        with restarting.database() as db:
+            row = db.execute("SELECT count(*) FROM orders WHERE status NOT IN"
+                             " ('confirmed', 'failed')").fetchone()
+        assert row is not None and row[0] > 0, "the kill came too late to prove anything"
+
+        restarting.start("second.log")
+        port = json.loads(restarting.env["DEXEC_LOCALNET_PORT"])
+        chain = SolanaRpc(f"http://127.0.0.1:{port}")
+        async with httpx.AsyncClient(base_url=restarting.url, timeout=60,
+                                     headers=restarting.auth()) as client:
+            orders = [await wait_terminal(client, i, timeout_s=120) for i in ids]
+        try:
+            for order in orders:
+                assert order["status"] == "confirmed", order["failure_reason"]
+                assert await landed_swaps(restarting.data_dir, chain, order["order_id"]) == [
+                    order["signature"]]
+        finally:
+            await chain.close()
+    finally:
+        restarting.stop()
+        stop_localnet(tmp_path)
+        from storage.embedded import EmbeddedPostgres
+
+        left = EmbeddedPostgres(tmp_path)
+        if (left.data_dir / "postmaster.pid").exists():
+            left.start()
+            left.stop()
