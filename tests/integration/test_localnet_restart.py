@@ -74,3 +74,45 @@ async def test_whole_app_sigkilled_mid_flight_fills_every_order_once_on_chain(
         if (left.data_dir / "postmaster.pid").exists():
             left.start()
             left.stop()
+
+
+@pytest.mark.parametrize("victim", ["ray::ExecutionWorker", "ray::OrderManager"])
+async def test_a_killed_worker_or_manager_loses_nothing_and_fills_nothing_twice(
+        tmp_path: Path, victim: str) -> None:
+    """SIGKILL every process of the kind while 40 orders are in flight (Ray restarts them)."""
+    import psutil
+
+    app = App(tmp_path, port=18_260, namespace="dexec-localnet-kill2", env={
+        "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
+        "DEXEC_LOCALNET_PROFILE": "realistic", "DEXEC_TEST_HOOKS": "1"})
+    try:
+        app.start("up.log")
+        assert app.proc is not None
+        async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth()) as client:
+            responses = await asyncio.gather(*(client.post("/api/orders", json=order_body(
+                amount="0.02", client_order_id=f"victim-{i}")) for i in range(40)))
+            assert [r.status_code for r in responses] == [202] * 40
+            await asyncio.sleep(0.5)
+            killed = [p for p in psutil.Process(app.proc.pid).children(recursive=True)
+                      if victim in " ".join(p.cmdline())]
+            assert killed, f"no {victim} process found"
+            for process in killed:
+                process.kill()
+            with app.database() as db:
+                row = db.execute("SELECT count(*) FROM orders WHERE status NOT IN"
+                                 " ('confirmed', 'failed')").fetchone()
+            assert row is not None and row[0] > 0, "the kill came too late to prove anything"
+            orders = [await wait_terminal(client, r.json()["order_id"], timeout_s=120)
+                      for r in responses]
+        port = json.loads(app.env["DEXEC_LOCALNET_PORT"])
+        chain = SolanaRpc(f"http://127.0.0.1:{port}")
+        try:
+            for order in orders:
+                assert order["status"] == "confirmed", order["failure_reason"]
+                assert await landed_swaps(app.data_dir, chain, order["order_id"]) == [
+                    order["signature"]]
+        finally:
+            await chain.close()
+    finally:
+        app.stop()
+        stop_localnet(tmp_path)
