@@ -378,7 +378,7 @@ def run(args: argparse.Namespace) -> int:
             data_dir=data_dir, port=18_500, namespace=f"dexec-bench-{uuid.uuid4().hex[:6]}",
             workers=args.workers, max_open_orders=0, account_orders_per_minute=0,
             sim_drift_interval_s=1.0, network=args.network,
-            localnet_port=18_899,
+            localnet_port=19_899,
         )
         if args.worker_concurrency:
             settings = settings.model_copy(

@@ -22,7 +22,7 @@ from tests.kit.localnet import free_port, landed_swaps
 
 pytestmark = pytest.mark.integration
 
-PORT = 18_200
+PORT = 18_600  # a stack opens PORT..PORT+99: clear of every other test's
 
 
 @pytest.fixture(scope="module")

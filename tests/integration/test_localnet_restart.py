@@ -35,7 +35,7 @@ async def test_whole_app_sigkilled_mid_flight_fills_every_order_once_on_chain(
         tmp_path: Path) -> None:
     """SIGKILL `dexec up` with orders in flight; the cluster lives on, like a real one; the
     restarted app finishes every order with exactly one executed swap on the chain."""
-    restarting = App(tmp_path, port=18_250, namespace="dexec-localnet-kill", env={
+    restarting = App(tmp_path, port=18_700, namespace="dexec-localnet-kill", env={
         "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
         "DEXEC_LOCALNET_PROFILE": "realistic", "DEXEC_TEST_HOOKS": "1"})
     try:
@@ -82,7 +82,10 @@ async def test_a_killed_worker_or_manager_loses_nothing_and_fills_nothing_twice(
     """SIGKILL every process of the kind while 40 orders are in flight (Ray restarts them)."""
     import psutil
 
-    app = App(tmp_path, port=18_260, namespace="dexec-localnet-kill2", env={
+    # Each stack opens its port..port+99, and a stopped one's HAProxy may linger a moment:
+    # each case gets ports of its own.
+    port = 18_800 if victim == "ray::ExecutionWorker" else 18_900
+    app = App(tmp_path, port=port, namespace="dexec-localnet-kill2", env={
         "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
         "DEXEC_LOCALNET_PROFILE": "realistic", "DEXEC_TEST_HOOKS": "1"})
     try:
