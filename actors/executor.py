@@ -343,17 +343,20 @@ class OrderExecutor:
             )
         status = await self._status(gateway, swap.signature)
         while True:
-            if status is not None:
+            if status is not None and status.landed:
                 return await self._landed(lease, order, swap, status)
-            if await gateway.block_height() > swap.last_valid_block_height:
+            if status is None and await gateway.block_height() > swap.last_valid_block_height:
                 # Expired: ask once more, since it may have landed just before expiry. Only a
                 # real "unknown" answer proves absence; a failed lookup propagates, and the
-                # caller reconciles this same signature again instead of signing anew.
+                # caller reconciles this same signature again instead of signing anew. A
+                # signature the cluster has seen but not confirmed is not absent: poll on.
                 status = (await gateway.statuses([swap.signature]))[0]
-                if status is not None:
+                if status is not None and status.landed:
                     return await self._landed(lease, order, swap, status)
-                await self._store.set_swap_status(swap.signature, SwapStatus.EXPIRED)
-                raise BlockhashExpired(f"transaction {swap.signature} expired without landing")
+                if status is None:
+                    await self._store.set_swap_status(swap.signature, SwapStatus.EXPIRED)
+                    raise BlockhashExpired(
+                        f"transaction {swap.signature} expired without landing")
             if self._clock() - last_send >= self._resend_interval:
                 last_send = self._clock()
                 try:

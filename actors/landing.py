@@ -74,7 +74,7 @@ class LandingWatcher:
             return
         for signature, status in zip(signatures, statuses, strict=True):
             entry = self._waiting.get(signature)
-            if status is None or entry is None:
+            if status is None or not status.landed or entry is None:
                 continue
             for future in entry[1]:
                 if not future.done():

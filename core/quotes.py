@@ -84,7 +84,11 @@ def execution_price(
 
 @dataclass(frozen=True)
 class TxStatus:
-    """What the chain says about a signature that it has seen (unknown ones are None)."""
+    """What the chain says about a signature that it has seen (unknown ones are None).
+
+    `pending`: seen (e.g. `processed`) but not yet confirmed. Not landed, and not absent
+    either: it may still land, so it must never be taken for expired.
+    """
 
     signature: str
     confirmed: bool
@@ -92,3 +96,8 @@ class TxStatus:
     amount_out: int = 0
     error: str | None = None
     error_code: str | None = None  # a dexec error code, e.g. "slippage_exceeded"
+    pending: bool = False
+
+    @property
+    def landed(self) -> bool:
+        return not self.pending

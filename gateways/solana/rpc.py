@@ -10,6 +10,7 @@ change. Whatever solana-py or its transport raises leaves this module as a core 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,7 +34,6 @@ from core.errors import (
     BlockhashExpired,
     DexecError,
     InsufficientFunds,
-    InvalidInput,
     RateLimited,
     SlippageExceeded,
     TerminalError,
@@ -48,6 +48,8 @@ MAX_STATUSES = 256  # signatures per getSignatureStatuses
 SLIPPAGE_CODES = frozenset({30, 6005, 6022, 6018, 6003, 6004, 6001})
 SLIPPAGE_TEXT = ("slippage", "too little output")
 TOKEN_INSUFFICIENT_FUNDS = 1  # SPL Token error 1, also the System program's
+# What a node answers getTokenAccountBalance for an account that is not a token account.
+NO_TOKEN_ACCOUNT = ("could not find account", "not a token account", "invalid param")
 
 T = TypeVar("T")
 
@@ -117,14 +119,14 @@ def translate(exc: BaseException, what: str) -> DexecError:
     if isinstance(exc, DexecError):
         return exc
     if isinstance(exc, RPCException):
-        code, message, err, logs = _rpc_error_json(exc)
-        if err is not None:
+        _code, message, err, logs = _rpc_error_json(exc)
+        if err is not None:  # the transaction itself failed (a preflight's verdict)
             return transaction_error(err, logs)
-        if code in (-32005, -32016, -32004, -32014):  # unhealthy, behind, block not available
-            return VenueUnavailable(f"rpc {what}: {message}")
-        if code == -32003:
-            return InvalidInput(f"rpc {what}: signature verification failed")
-        return TerminalError(f"rpc {what}: {message}")
+        # Anything else is the node not answering now: unhealthy, behind, a block or the
+        # history not available, an internal error, a rate limit in the body. solders'
+        # error objects do not carry the JSON-RPC code, and none of these says anything
+        # about a transaction's fate: retryable, so the caller reconciles by signature.
+        return VenueUnavailable(f"rpc {what}: {message or type(exc).__name__}")
     if isinstance(exc, SolanaRpcException):
         cause = exc.__cause__ or exc.__context__
         status = getattr(getattr(cause, "response", None), "status_code", None)
@@ -137,7 +139,7 @@ def translate(exc: BaseException, what: str) -> DexecError:
         return VenueUnavailable(f"rpc {what}: no result")
     if isinstance(exc, TimeoutError):
         return VenueTimeout(f"rpc {what}: timed out")
-    if isinstance(exc, (ValueError, KeyError, TypeError)):  # a malformed answer
+    if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):  # malformed
         return VenueUnavailable(f"rpc {what}: malformed answer ({type(exc).__name__})")
     return VenueUnavailable(f"rpc {what}: {type(exc).__name__}")
 
@@ -156,10 +158,15 @@ class SolanaRpc:
     async def close(self) -> None:
         await self._client.close()
 
-    async def _call(self, what: str, call: Awaitable[T]) -> T:
+    async def _call(self, what: str, call: Awaitable[Any], pick: Callable[[Any], T]) -> T:
+        """Await a solana-py call and pick what is wanted from its answer; whatever either
+        raises leaves as a DexecError (solders' parser can raise a pyo3 PanicException,
+        a BaseException, on an answer it does not expect)."""
         try:
-            return await call
-        except Exception as exc:
+            return pick(await call)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:
             raise translate(exc, what) from None
 
     # -- blocks --------------------------------------------------------------------------
@@ -173,13 +180,13 @@ class SolanaRpc:
         return await self._height.get()
 
     async def _fetch_blockhash(self) -> tuple[str, int]:
-        answer = await self._call("getLatestBlockhash",
-                                  self._client.get_latest_blockhash(Confirmed))
-        return str(answer.value.blockhash), int(answer.value.last_valid_block_height)
+        return await self._call(
+            "getLatestBlockhash", self._client.get_latest_blockhash(Confirmed),
+            lambda a: (str(a.value.blockhash), int(a.value.last_valid_block_height)))
 
     async def _fetch_height(self) -> int:
-        answer = await self._call("getBlockHeight", self._client.get_block_height(Confirmed))
-        return int(answer.value)
+        return await self._call("getBlockHeight", self._client.get_block_height(Confirmed),
+                                lambda a: int(a.value))
 
     # -- transactions --------------------------------------------------------------------
 
@@ -192,7 +199,7 @@ class SolanaRpc:
         opts = TxOpts(skip_preflight=not preflight, preflight_commitment=Confirmed,
                       max_retries=0)
         try:
-            answer = await self._client.send_raw_transaction(tx_bytes, opts)
+            return str((await self._client.send_raw_transaction(tx_bytes, opts)).value)
         except RPCException as exc:
             _, _, err, _ = _rpc_error_json(exc)
             if err == "AlreadyProcessed":
@@ -200,9 +207,10 @@ class SolanaRpc:
 
                 return str(VersionedTransaction.from_bytes(tx_bytes).signatures[0])
             raise translate(exc, "sendTransaction") from None
-        except Exception as exc:
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:
             raise translate(exc, "sendTransaction") from None
-        return str(answer.value)
 
     async def statuses(self, signatures: Sequence[str], *, search_history: bool = False,
                        ) -> list[SignatureState | None]:
@@ -210,17 +218,20 @@ class SolanaRpc:
         states: list[SignatureState | None] = []
         for start in range(0, len(signatures), MAX_STATUSES):
             chunk = list(signatures[start:start + MAX_STATUSES])
-            answer = await self._call("getSignatureStatuses", self._client.get_signature_statuses(
-                [Signature.from_string(s) for s in chunk], search_history))
-            for signature, status in zip(chunk, answer.value, strict=True):
+            found = await self._call("getSignatureStatuses", self._client.get_signature_statuses(
+                [Signature.from_string(s) for s in chunk], search_history),
+                lambda a: list(a.value))
+            for signature, status in zip(chunk, found, strict=True):
                 if status is None:
                     states.append(None)
                     continue
                 level = status.confirmation_status
-                states.append(SignatureState(
-                    signature, int(status.slot),
-                    str(level).rsplit(".", 1)[-1].lower() if level is not None else "processed",
-                    rpc_error_json(status.err)))
+                if level is not None:
+                    name = str(level).rsplit(".", 1)[-1].lower()
+                else:  # older nodes: no level; null confirmations means rooted (finalized)
+                    name = "finalized" if status.confirmations is None else "processed"
+                states.append(SignatureState(signature, int(status.slot), name,
+                                             rpc_error_json(status.err)))
         return states
 
     async def token_delta(self, signature: str, owner: str, mint: str) -> int:
@@ -250,38 +261,47 @@ class SolanaRpc:
         return max([0, *gains])
 
     async def _meta(self, signature: str) -> Any:
-        answer = await self._call("getTransaction", self._client.get_transaction(
-            Signature.from_string(signature), "base64", Confirmed, 0))
-        if answer.value is None or answer.value.transaction.meta is None:
+        meta = await self._call("getTransaction", self._client.get_transaction(
+            Signature.from_string(signature), "base64", Confirmed, 0),
+            lambda a: None if a.value is None else a.value.transaction.meta)
+        if meta is None:
             raise VenueUnavailable(f"rpc getTransaction: {signature} not available yet")
-        return answer.value.transaction.meta
+        return meta
 
     # -- accounts ------------------------------------------------------------------------
 
     async def balance(self, pubkey: str) -> int:
-        answer = await self._call("getBalance", self._client.get_balance(
-            Pubkey.from_string(pubkey), Confirmed))
-        return int(answer.value)
+        return await self._call("getBalance", self._client.get_balance(
+            Pubkey.from_string(pubkey), Confirmed), lambda a: int(a.value))
 
     async def token_balance(self, account: str) -> int | None:
         """A token account's raw amount; None when there is no such token account."""
         try:
             answer = await self._client.get_token_account_balance(
                 Pubkey.from_string(account), Confirmed)
-        except RPCException:
-            return None  # "could not find account" / "not a Token account"
-        except Exception as exc:
+        except RPCException as exc:
+            _, message, _, _ = _rpc_error_json(exc)
+            if any(t in message.lower() for t in NO_TOKEN_ACCOUNT):
+                return None
+            raise translate(exc, "getTokenAccountBalance") from None  # the node, not the account
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:
             raise translate(exc, "getTokenAccountBalance") from None
-        return int(answer.value.amount)
+        try:
+            return int(answer.value.amount)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise translate(exc, "getTokenAccountBalance") from None
 
     async def accounts(self, pubkeys: Sequence[str]) -> list[bytes | None]:
         """The data of each account (None where absent), 100 a call."""
         found: list[bytes | None] = []
         for start in range(0, len(pubkeys), 100):
             chunk = [Pubkey.from_string(k) for k in pubkeys[start:start + 100]]
-            answer = await self._call("getMultipleAccounts", self._client.get_multiple_accounts(
-                chunk, Confirmed, "base64"))
-            found += [bytes(a.data) if a is not None else None for a in answer.value]
+            found += await self._call(
+                "getMultipleAccounts", self._client.get_multiple_accounts(chunk, Confirmed,
+                                                                          "base64"),
+                lambda a: [bytes(x.data) if x is not None else None for x in a.value])
         return found
 
 

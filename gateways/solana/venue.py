@@ -231,8 +231,10 @@ class ChainVenue:
                 *(received(s.signature) for s in landed)), strict=True))
             answers: list[TxStatus | None] = []
             for signature, state in zip(signatures, states, strict=True):
-                if state is None or not state.confirmed:
+                if state is None:
                     answers.append(None)
+                elif not state.confirmed:  # seen, not yet confirmed: it may still land
+                    answers.append(TxStatus(signature, False, state.slot, pending=True))
                 elif state.err is not None:
                     error = transaction_error(state.err)
                     answers.append(TxStatus(signature, False, state.slot, error=str(error),

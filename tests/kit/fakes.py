@@ -41,6 +41,9 @@ class FakeVenue:
         self.landed: dict[str, TxStatus] = {}
         self._doomed: set[str] = set()
         self.funds: int | None = None  # the wallet's balance of any input; None: unlimited
+        # Seen but unconfirmed for this many status calls, then landing (a slow confirmation).
+        self.pending_polls: dict[str, int] = {}
+        self.pending_swaps: dict[str, SignedSwap] = {}
         self.funds_checked = 0
 
     def height(self) -> int:
@@ -119,7 +122,19 @@ class FakeVenue:
                 self.execute_swap(swap)
             else:
                 self.in_flight[signature] = (swap, polls - 1)
-        return [self.landed.get(s) for s in signatures]
+        answers: list[TxStatus | None] = []
+        for s in signatures:
+            polls = self.pending_polls.get(s, 0)
+            if polls > 0 and s not in self.landed:  # seen at `processed`, not confirmed yet
+                self.pending_polls[s] = polls - 1
+                if polls == 1:  # it was in a block before expiry: it confirms, however late
+                    self.pending_polls.pop(s)
+                    self.pending_swaps.pop(s)
+                    self.landed[s] = TxStatus(s, True, self.height(), self.amount_out)
+                answers.append(TxStatus(s, False, self.height(), pending=True))
+            else:
+                answers.append(self.landed.get(s))
+        return answers
 
     def executed(self) -> list[str]:
         """Return the signatures that executed a swap, once everything in flight landed."""

@@ -548,6 +548,22 @@ async def test_expired_and_absent_swap_leads_to_a_new_attempt(world: World) -> N
     assert world.store.rows[order.order_id].signature == new_swap.signature
 
 
+async def test_a_swap_seen_but_unconfirmed_after_expiry_is_never_signed_anew(
+        world: World) -> None:
+    """`processed` is not absence: a swap the cluster has seen may still land, however late."""
+    world.clock.now = 200 * BLOCK_TIME_S  # the recorded swap's blockhash expired long ago
+    swap = recorded_swap(START_HEIGHT)
+    world.raydium.pending_polls[swap.signature] = 5
+    world.raydium.pending_swaps[swap.signature] = swap
+    order = await submitted_order(world, swap)
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    assert world.raydium.built == []  # nothing was signed anew
+    assert world.store.swap_status == {swap.signature: "confirmed"}
+    assert world.store.rows[order.order_id].signature == swap.signature
+
+
 async def test_a_swap_that_never_lands_expires_then_is_retried(world: World) -> None:
     world.raydium.never_land_next_builds = 1
     order = world.store.create()

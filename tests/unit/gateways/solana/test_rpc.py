@@ -10,6 +10,7 @@ from solders.keypair import Keypair
 
 from core.errors import (
     BlockhashExpired,
+    DexecError,
     InsufficientFunds,
     RateLimited,
     SlippageExceeded,
@@ -164,5 +165,47 @@ async def test_a_malformed_answer_is_retryable(rpc: SolanaRpc) -> None:
             await bad.block_height()
     finally:
         await bad.close()
+        server.should_exit = True
+        await task
+
+
+@pytest.mark.parametrize("error", [
+    {"code": -32005, "message": "Node is unhealthy", "data": {"numSlotsBehind": 5}},
+    {"code": -32016, "message": "Minimum context slot has not been reached",
+     "data": {"contextSlot": 5}},
+    {"code": -32603, "message": "Internal error"},
+])
+async def test_a_node_that_cannot_answer_now_is_retryable_never_terminal(
+        error: dict[str, object]) -> None:
+    """Such answers say nothing about a transaction's fate: the engine must reconcile."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tests.kit.localnet import free_port, start_server
+
+    async def unhealthy(request: Request) -> JSONResponse:
+        rid = (await request.json()).get("id")
+        return JSONResponse({"jsonrpc": "2.0", "id": rid, "error": error})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/", unhealthy,
+                                                                   methods=["POST"])]),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    task = await start_server(server)
+    node = SolanaRpc(f"http://127.0.0.1:{port}", timeout_s=1.0)
+    signature = str(Keypair().sign_message(b"x"))
+    try:
+        for call in (node.block_height(), node.statuses([signature]),
+                     node.token_balance(str(Keypair().pubkey())),
+                     node.largest_gain(signature, str(Keypair().pubkey())),
+                     node.send(b"\x01" + bytes(64) + b"not a transaction")):
+            with pytest.raises(DexecError) as raised:
+                await call
+            assert raised.value.retryable, (call, raised.value)
+    finally:
+        await node.close()
         server.should_exit = True
         await task

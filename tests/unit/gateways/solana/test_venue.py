@@ -37,7 +37,7 @@ async def venue(cluster: Cluster) -> AsyncIterator[ChainVenue]:
 async def landed(venue: ChainVenue, signature: str) -> TxStatus:
     for _ in range(200):
         (status,) = await venue.statuses([signature])
-        if status is not None:
+        if status is not None and status.landed:
             return status
         await asyncio.sleep(0.02)
     raise AssertionError("never landed")
