@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -21,6 +22,8 @@ from gateways.solana.rpc import SolanaRpc
 from gateways.solana.venue import ChainVenue, Pool, PoolProgram
 from gateways.solana.wallet import load_keypair
 
+log = logging.getLogger(__name__)
+
 
 def venue_gateways(settings: Settings, chain: Any, stats: BatchStats | None = None, *,
                    signing: bool = True) -> list[VenueGateway]:
@@ -38,7 +41,13 @@ def chain_gateways(settings: Settings, *, signing: bool) -> list[VenueGateway]:
     pool APIs are the live venues' work (issue 14).
     """
     rpc = SolanaRpc(settings.rpc_endpoint, timeout_s=settings.quote_timeout_s)
-    listed = httpx.get(f"{settings.rpc_endpoint}/localnet/pools", timeout=10.0).json()["pools"]
+    listed: list[dict[str, str]] = []
+    if settings.network == "localnet":  # never trust a live RPC provider for pools
+        listed = httpx.get(f"{settings.rpc_endpoint}/localnet/pools", timeout=10.0
+                           ).json()["pools"]
+    else:
+        log.warning("no pool discovery on %s yet (live venues): no venue can quote",
+                    settings.network)
     wallet = load_keypair(secret) if signing and (secret := wallet_secret(settings)) else None
     metrics = RayVenueMetrics()
     programs: dict[str, PoolProgram] = {"raydium": CpmmProgram(), "meteora": DlmmProgram()}

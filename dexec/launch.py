@@ -79,7 +79,15 @@ def start_engine(
 
 
 def _resolve_chain(settings: Settings) -> tuple[Settings, EmbeddedLocalnet | None]:
-    """On the local network: join or start the local Solana cluster and fund the dev wallet."""
+    """On the local network: join or start the local Solana cluster and fund the dev wallet.
+
+    On a live network the wallet must be the operator's own: the dev wallet (a file in the
+    data folder, made for local chains) never trades there.
+    """
+    if settings.network in ("devnet", "mainnet-beta") and settings.wallet_keypair is None:
+        raise RuntimeError(f"DEXEC_NETWORK={settings.network} needs DEXEC_WALLET_KEYPAIR (a"
+                           " solana-keygen file or a base58 key): the dev wallet is for local"
+                           " chains only")
     if settings.network != "localnet" or settings.rpc_url:
         return settings, None
     dev_wallet = settings.wallet_keypair is None

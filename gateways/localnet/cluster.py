@@ -88,9 +88,9 @@ class Localnet:
 
     # -- genesis and journal -------------------------------------------------------------
 
-    def _genesis(self, t0: float) -> Ledger:
-        ledger = Ledger(clock=self._now, slot_s=self.profile.slot_s, seed=f"localnet-{self._seed}",
-                        t0=t0)
+    def _genesis(self, t0: float, slot_s: float | None = None) -> Ledger:
+        ledger = Ledger(clock=self._now, slot_s=slot_s or self.profile.slot_s,
+                        seed=f"localnet-{self._seed}", t0=t0)
         for symbol, mint in MINTS.items():
             ledger.create_mint(mint, DECIMALS[symbol])
         rng = random.Random(self._seed)  # noqa: S311 (seeded pools, not secrets)
@@ -125,16 +125,24 @@ class Localnet:
         entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
             if path.exists() else []
         if entries and entries[0].get("op") == "genesis" and entries[0].get("seed") == self._seed:
-            self.ledger = self._genesis(float(entries[0]["t0"]))
+            # The slot length of the chain as it was made, whatever the profile now: slots,
+            # and so every recorded blockhash, must come back the same.
+            genesis = entries[0]
+            self.ledger = self._genesis(float(genesis["t0"]), genesis.get("slot_s"))
             self.server.ledger = self.ledger
+            lost = 0
             for entry in entries[1:]:
                 self._pinned = float(entry["t"])
-                self._apply(entry)
+                lost += not self._apply(entry)
             self._pinned = None
+            if lost:
+                log.error("%d journaled transactions did not execute again on replay: the"
+                          " local cluster's state differs from before its restart", lost)
         else:
             entries = []
             path.write_text(json.dumps({"op": "genesis", "seed": self._seed,
-                                        "t0": self.ledger.t0}) + "\n")
+                                        "t0": self.ledger.t0,
+                                        "slot_s": self.profile.slot_s}) + "\n")
         self._journal_file = path.open("a", buffering=1)
         self.ledger.journal = self._record
         return max(len(entries) - 1, 0)
@@ -146,12 +154,18 @@ class Localnet:
 
     def _record(self, entry: dict[str, Any]) -> None:
         if self._journal_file is not None:
-            self._journal_file.write(json.dumps({**entry, "t": self._now()}) + "\n")
+            self._journal_file.write(json.dumps({"t": self._now(), **entry}) + "\n")
 
-    def _apply(self, entry: dict[str, Any]) -> None:
+    def _apply(self, entry: dict[str, Any]) -> bool:
+        """Do a journal entry again; False if a transaction did not execute as it had."""
         op = entry["op"]
         if op == "tx":
-            self.ledger.send(base64.b64decode(entry["b"]), skip_preflight=True)
+            self.ledger.adverse_bps = int(entry.get("adverse", 0))
+            try:
+                signature = self.ledger.send(base64.b64decode(entry["b"]), skip_preflight=True)
+            finally:
+                self.ledger.adverse_bps = 0
+            return signature in self.ledger.executed
         elif op == "airdrop":
             self.ledger.airdrop(Pubkey.from_string(entry["to"]), int(entry["lamports"]))
         elif op == "fund":
@@ -160,6 +174,7 @@ class Localnet:
         elif op == "reserves":
             self.ledger.set_cpmm_reserves(Pubkey.from_string(entry["pool"]), int(entry["r0"]),
                                           int(entry["r1"]))
+        return True
 
     # -- operations from outside the chain -----------------------------------------------
 

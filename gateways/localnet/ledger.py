@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ from solders.transaction import Transaction, VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
 from gateways.solana import cpmm, dlmm
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_FEE = 5000
 TOKEN_ACCOUNT_LEN = 165
@@ -105,6 +108,8 @@ class Ledger:
         self._valid_blocks = valid_blocks
         self._genesis = genesis_slot
         self.t0 = clock() if t0 is None else t0  # when the genesis slot began
+        self._latest = self.t0
+        self._pinned: float | None = None
         self._seed = seed
         self.svm = (LiteSVM().with_sigverify(False).with_blockhash_check(False)
                     .with_transaction_history(0))
@@ -118,8 +123,16 @@ class Ledger:
 
     # -- slots and blockhashes -----------------------------------------------------------
 
+    def now(self) -> float:
+        """The cluster's time: pinned for the whole of a transaction, and never going back
+        (a wall clock stepped backwards must not make an expired blockhash valid again)."""
+        if self._pinned is not None:
+            return self._pinned
+        self._latest = max(self._latest, self._clock())
+        return self._latest
+
     def slot(self) -> int:
-        return self._genesis + int((self._clock() - self.t0) / self._slot_s)
+        return self._genesis + int((self.now() - self.t0) / self._slot_s)
 
     def block_height(self) -> int:
         return self.slot()  # no skipped slots here
@@ -154,7 +167,7 @@ class Ledger:
             raise RpcError(-32603, f"airdrop failed: {result.err()}")
         signature = str(result.signature())
         self.executed[signature] = Executed(
-            signature, self.slot(), int(self._clock()), b"", None, 0, [], 0, [], [], [], [])
+            signature, self.slot(), int(self.now()), b"", None, 0, [], 0, [], [], [], [])
         return signature
 
     def create_mint(self, mint: Pubkey, decimals: int, supply: int = 0) -> None:
@@ -287,7 +300,20 @@ class Ledger:
     # -- transactions --------------------------------------------------------------------
 
     def send(self, tx_bytes: bytes, *, skip_preflight: bool = False) -> str:
-        """Execute a signed transaction once; answer its signature (sendTransaction)."""
+        """Execute a signed transaction once; answer its signature (sendTransaction).
+
+        One moment for the whole transaction (its blockhash check, the programs' clocks,
+        its slot, its journal entry), so a replay at that moment runs it the same way.
+        """
+        if self._pinned is not None:  # a replay pinned it already
+            return self._send(tx_bytes, skip_preflight)
+        self._pinned = self.now()
+        try:
+            return self._send(tx_bytes, skip_preflight)
+        finally:
+            self._pinned = None
+
+    def _send(self, tx_bytes: bytes, skip_preflight: bool) -> str:
         tx = self._parse(tx_bytes)
         signature = str(tx.signatures[0])
         if not all(tx.verify_with_results()):
@@ -369,16 +395,23 @@ class Ledger:
         pre_tokens = self._token_balances(keys)
         pre_balances = [self.balance(k) for k in keys]
         fee = self._fee(tx)
-        outcome = self._execute(message, keys)
+        try:
+            outcome = self._execute(message, keys)
+        except Exception as exc:  # a bug here must not leave half a transaction behind
+            log.exception("transaction %s failed inside the cluster", tx.signatures[0])
+            outcome = _Outcome(err="ProgramFailedToComplete", logs=[f"cluster error: {exc}"])
         if outcome.err is not None or not commit:
             self._restore(saved)  # a transaction lands whole or not at all
         if commit:
             self._charge(payer, fee)  # paid even when it failed
             if self.journal is not None:
-                self.journal({"op": "tx", "b": base64.b64encode(bytes(tx)).decode()})
+                entry = {"op": "tx", "b": base64.b64encode(bytes(tx)).decode(), "t": self.now()}
+                if self.adverse_bps:
+                    entry["adverse"] = self.adverse_bps
+                self.journal(entry)
             signature = str(tx.signatures[0])
             self.executed[signature] = Executed(
-                signature, self.slot(), int(self._clock()), tx_bytes, outcome.err, fee,
+                signature, self.slot(), int(self.now()), tx_bytes, outcome.err, fee,
                 outcome.logs, outcome.units, pre_balances, [self.balance(k) for k in keys],
                 pre_tokens, self._token_balances(keys))
         return outcome
@@ -414,7 +447,6 @@ class Ledger:
         msg = Message.new_with_blockhash([ix for _, ix in pending], payer,
                                          self.svm.latest_blockhash())
         tx = Transaction.populate(msg, [Signature.default()] * msg.header.num_required_signatures)
-        before = self.balance(payer)
         result = self.svm.send_transaction(tx)
         if isinstance(result, FailedTransactionMetadata):
             meta = result.meta()
@@ -427,9 +459,7 @@ class Ledger:
             return False
         outcome.logs += list(result.logs())
         outcome.units += result.compute_units_consumed()
-        taken = before - self.balance(payer)
-        if taken > 0:
-            self._charge(payer, -min(taken, result.fee()))
+        self._charge(payer, -result.fee())  # given back: the fee is charged once, in _run
         return True
 
     def _play_cpmm(self, data: bytes, accounts: list[Pubkey], payer: Pubkey,
@@ -534,8 +564,12 @@ class Ledger:
             found = self.account(key)
             if found is None or found.owner != program:
                 return fail(dlmm.BIN_ARRAY_NOT_FOUND, f"bin array {key} missing")
-            arrays.append(dlmm.BinArray.decode(bytes(found.data)))
-        now = int(self._clock())
+            array = dlmm.BinArray.decode(bytes(found.data))
+            if array.lb_pair != acc.lb_pair or key != dlmm.bin_array_address(acc.lb_pair,
+                                                                             array.index):
+                return fail(dlmm.INVALID_INPUT, f"bin array {key} is not this pair's")
+            arrays.append(array)
+        now = int(self.now())
         try:
             if self.adverse_bps:  # a front-runner trades first, the same way
                 pair, arrays = self._front_run_dlmm(acc.lb_pair, pair, arrays, amount_in,

@@ -61,3 +61,12 @@ def test_actors_get_settings_without_secrets_and_read_them_from_a_private_file(
     again = seal_secrets(full)  # a restart replaces the file
     assert again.secrets_file == sealed.secrets_file
     assert list(tmp_path.glob(".secrets.json.*")) == []
+
+
+@pytest.mark.parametrize("network", ["devnet", "mainnet-beta"])
+def test_a_live_network_never_trades_from_the_dev_wallet(tmp_path: Path, network: str) -> None:
+    from dexec.launch import _resolve_chain
+
+    with pytest.raises(RuntimeError, match="needs DEXEC_WALLET_KEYPAIR"):
+        _resolve_chain(Settings(data_dir=tmp_path, network=network))  # type: ignore[arg-type]
+    assert not (tmp_path / "dev-wallet.json").exists()

@@ -3,6 +3,7 @@ state back after its own restart."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -128,3 +129,38 @@ async def test_faucet_pools_and_rpc_over_http(tmp_path: Path) -> None:
     journal = (tmp_path / "journal.jsonl").read_text().splitlines()
     assert [line.split('"op": "')[1].split('"')[0] for line in journal] == \
         ["genesis", "fund", "airdrop"]
+
+
+def test_a_restart_under_another_profile_replays_every_transaction(tmp_path: Path) -> None:
+    """The chain keeps the slot length it was made with: its recorded blockhashes stay valid."""
+    net = Localnet(tmp_path, profile="zero", drift_bps=0)
+    net.open()
+    wallet = Keypair()
+    net.airdrop(wallet.pubkey(), 10**9)
+    net.fund(wallet.pubkey(), MINTS["USDC"], 500 * 10**6)
+    pool = usdc_sol_pool(net)
+    time.sleep(0.2)  # four 50 ms slots in: at 400 ms slots this blockhash would not exist yet
+    net.ledger.adverse_bps = 40  # a front-run swap must come back front-run
+    signature = net.ledger.send(swap_tx(net, wallet, pool, 100 * 10**6))
+    net.ledger.adverse_bps = 0
+    state = net.ledger.pool_state(pool)
+    vaults = [net.ledger.token_amount(v) for v in (state.token_0_vault, state.token_1_vault)]
+    net.close()
+
+    again = Localnet(tmp_path, profile="realistic", drift_bps=0)
+    again.open()
+
+    assert again.ledger.statuses([signature])[0] is not None
+    assert [again.ledger.token_amount(v) for v in (state.token_0_vault,
+                                                   state.token_1_vault)] == vaults
+
+
+def test_slots_never_go_back_when_the_wall_clock_does() -> None:
+    from gateways.localnet.ledger import Ledger
+
+    now = [1000.0]
+    ledger = Ledger(clock=lambda: now[0], slot_s=0.4)
+    now[0] += 80.0
+    ahead = ledger.slot()
+    now[0] -= 60.0  # an NTP step backwards
+    assert ledger.slot() == ahead
