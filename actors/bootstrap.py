@@ -49,7 +49,8 @@ def seal_secrets(settings: Settings) -> Settings:
     """
     secrets = {name: value.get_secret_value() for name, value in
                (("database_url", settings.database_url),
-                ("wallet_keypair", settings.wallet_keypair)) if value is not None}
+                ("wallet_keypair", settings.wallet_keypair),
+                ("rpc_url", settings.rpc_url)) if value is not None}
     path = (Path(settings.data_dir) / SECRETS_FILE).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     fresh = path.with_name(f".{path.name}.{os.getpid()}")
@@ -57,7 +58,7 @@ def seal_secrets(settings: Settings) -> Settings:
     write_private(fresh, json.dumps(secrets))
     fresh.replace(path)
     return settings.model_copy(update={"database_url": None, "wallet_keypair": None,
-                                       "secrets_file": path})
+                                       "rpc_url": None, "secrets_file": path})
 
 
 def resolve_wallet(settings: Settings) -> Settings:

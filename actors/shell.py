@@ -37,11 +37,17 @@ def wallet_secret(settings: Settings) -> str | None:
     return _secrets(settings).get("wallet_keypair")
 
 
+def rpc_endpoint(settings: Settings) -> str:
+    """Return the Solana RPC URL (it may carry a provider's API key: kept with the secrets)."""
+    return _secrets(settings).get("rpc_url") or settings.rpc_endpoint
+
+
 def _secrets(settings: Settings) -> dict[str, str]:
     if settings.secrets_file is not None:
         loaded: dict[str, str] = json.loads(Path(settings.secrets_file).read_text())
         return loaded
-    found = {"database_url": settings.database_url, "wallet_keypair": settings.wallet_keypair}
+    found = {"database_url": settings.database_url, "wallet_keypair": settings.wallet_keypair,
+             "rpc_url": settings.rpc_url}
     return {k: v.get_secret_value() for k, v in found.items() if v is not None}
 
 

@@ -9,7 +9,7 @@ import httpx
 from solders.pubkey import Pubkey
 
 from actors.metrics import RayVenueMetrics
-from actors.shell import wallet_secret
+from actors.shell import rpc_endpoint, wallet_secret
 from actors.simulated_chain import RayChainClient
 from actors.telemetry import BatchStats
 from core.settings import Settings
@@ -40,10 +40,11 @@ def chain_gateways(settings: Settings, *, signing: bool) -> list[VenueGateway]:
     The pools come from the local cluster's directory (`/localnet/pools`); a live network's
     pool APIs are the live venues' work (issue 14).
     """
-    rpc = SolanaRpc(settings.rpc_endpoint, timeout_s=settings.quote_timeout_s)
+    url = rpc_endpoint(settings)
+    rpc = SolanaRpc(url, timeout_s=settings.quote_timeout_s)
     listed: list[dict[str, str]] = []
     if settings.network == "localnet":  # never trust a live RPC provider for pools
-        listed = httpx.get(f"{settings.rpc_endpoint}/localnet/pools", timeout=10.0
+        listed = httpx.get(f"{url}/localnet/pools", timeout=10.0
                            ).json()["pools"]
     else:
         log.warning("no pool discovery on %s yet (live venues): no venue can quote",

@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     # "devnet" / "mainnet-beta": a live cluster at `rpc_url`. Every chain but "sim" is
     # reached the same way, over Solana JSON-RPC (gateways.solana).
     network: Literal["sim", "localnet", "devnet", "mainnet-beta"] = "localnet"
-    rpc_url: str | None = None  # unset: the network's default endpoint
+    # Unset: the network's default endpoint. A secret: providers put API keys in the URL.
+    rpc_url: SecretStr | None = None
     localnet_port: int = 8899
     localnet_profile: Literal["zero", "realistic"] = "realistic"
     # The wallet's public address: set by the launcher from the key (not a secret).
@@ -99,8 +100,8 @@ class Settings(BaseSettings):
 
     @property
     def rpc_endpoint(self) -> str:
-        if self.rpc_url:
-            return self.rpc_url
+        if self.rpc_url is not None:
+            return self.rpc_url.get_secret_value()
         return {"localnet": f"http://127.0.0.1:{self.localnet_port}",
                 "devnet": "https://api.devnet.solana.com"}.get(
             self.network, "https://api.mainnet-beta.solana.com")

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import psutil
 import ray
+from pydantic import SecretStr
 from ray import serve
 
 from actors.bootstrap import resolve_database, resolve_dev_key, resolve_wallet, seal_secrets
@@ -88,7 +89,7 @@ def _resolve_chain(settings: Settings) -> tuple[Settings, EmbeddedLocalnet | Non
         raise RuntimeError(f"DEXEC_NETWORK={settings.network} needs DEXEC_WALLET_KEYPAIR (a"
                            " solana-keygen file or a base58 key): the dev wallet is for local"
                            " chains only")
-    if settings.network != "localnet" or settings.rpc_url:
+    if settings.network != "localnet" or settings.rpc_url is not None:
         return settings, None
     dev_wallet = settings.wallet_keypair is None
     settings = resolve_wallet(settings)
@@ -97,7 +98,7 @@ def _resolve_chain(settings: Settings) -> tuple[Settings, EmbeddedLocalnet | Non
     url = localnet.start()
     if dev_wallet and settings.wallet_address:
         fund_dev_wallet(url, settings.wallet_address)
-    return settings.model_copy(update={"rpc_url": url}), localnet
+    return settings.model_copy(update={"rpc_url": SecretStr(url)}), localnet
 
 
 def _start(settings: Settings, embedded: EmbeddedPostgres | None, address: str | None,

@@ -19,7 +19,15 @@ from actors.batching import Coalescer
 from actors.bootstrap import resolve_database, resolve_dev_key, resolve_wallet, seal_secrets
 from actors.metrics import IngressMetrics, batch_stats
 from actors.notifier import NotifierClient
-from actors.shell import ACTOR_GONE, CHAIN, MANAGER, NOTIFIER, database_url, tune_gc
+from actors.shell import (
+    ACTOR_GONE,
+    CHAIN,
+    MANAGER,
+    NOTIFIER,
+    database_url,
+    rpc_endpoint,
+    tune_gc,
+)
 from actors.stack import start_stack
 from actors.venue_gateways import venue_gateways
 from core.accounts import Principal
@@ -146,7 +154,7 @@ class DexecIngress:
         self.gateways = venue_gateways(settings, ray.get_actor(CHAIN, namespace=ns), batches,
                                        signing=False)
         # Balances for /api/wallet (a Solana network only; it holds no key).
-        self._rpc = SolanaRpc(settings.rpc_endpoint) if settings.network != "sim" else None
+        self._rpc = SolanaRpc(rpc_endpoint(settings)) if settings.network != "sim" else None
         self.hub = StreamHub(NotifierClient(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
         self.metrics = IngressMetrics()
         self._ws_accounts: Counter[str] = Counter()  # open connections per account, here

@@ -35,6 +35,9 @@ from gateways.ratelimit import TokenBucket
 from gateways.solana.rpc import SLOT_S, SolanaRpc, transaction_error
 
 QUOTE_TTL_S = 30.0
+# Rent for two new token accounts (the output's and wrapped SOL's, 2,039,280 lamports each).
+RENT_RESERVE_LAMPORTS = 2 * 2_039_280
+SENT_REMEMBERED = 100_000  # signatures whose resends skip preflight
 TRANSACTION_LOOKUPS = 32  # getTransaction calls in flight at once per status round
 NETWORK_FEE_LAMPORTS = 5000
 NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
@@ -113,7 +116,8 @@ class ChainVenue:
         self._wallet = wallet
         self._limit = TokenBucket(rate_limit_per_s)
         self._calls = VenueCalls(name, metrics)
-        self._sent: set[str] = set()  # signatures sent once: resends skip preflight
+        self._sent: dict[str, None] = {}  # signatures sent once (oldest first): resends skip
+        # preflight
         self._last: dict[Pubkey, Accounts] = {}  # per pool: the accounts its last quote read
         self._balances = SlotCache()
 
@@ -154,23 +158,32 @@ class ChainVenue:
             return priced
         raise NoRoute(f"{self.name}: pool {pool} cannot be read", venue=self.name)
 
-    async def check_funds(self, input_mint: str, amount_in: int) -> None:
-        """Raise InsufficientFunds unless the wallet holds `amount_in` (plus fees for SOL)."""
+    async def check_funds(self, input_mint: str, amount_in: int, *, fresh: bool = False,
+                          ) -> None:
+        """Raise InsufficientFunds unless the wallet holds `amount_in` (plus fees for SOL).
+
+        Balances at most a slot old: a pre-check (the chain has the last word) that costs a
+        couple of calls a slot, not per order. A shortfall is looked at again, fresh, before
+        it fails an order: a slot-old balance may miss what the wallet just received.
+        """
         if self._wallet is None:
             return
         owner = self._wallet.pubkey()
         mint = Pubkey.from_string(input_mint)
-        # Balances at most a slot old: a pre-check (the chain has the last word), and one
-        # that costs a couple of calls a slot, not per order.
         lamports = await self._balances.get(str(owner), self._rpc.balance)
         if mint == NATIVE_MINT:
-            held = lamports - 3 * NETWORK_FEE_LAMPORTS - 2_100_000  # fees and rent reserve
+            held = lamports - 3 * NETWORK_FEE_LAMPORTS - RENT_RESERVE_LAMPORTS
+            fee_short = False
         else:
             held = await self._balances.get(str(get_associated_token_address(owner, mint)),
                                             self._token_amount)
-            if lamports < 3 * NETWORK_FEE_LAMPORTS:
-                raise InsufficientFunds("the wallet cannot pay the network fee",
-                                        venue=self.name)
+            fee_short = lamports < 3 * NETWORK_FEE_LAMPORTS
+        if (held < amount_in or fee_short) and not fresh:
+            self._balances.clear()
+            await self.check_funds(input_mint, amount_in, fresh=True)
+            return
+        if fee_short:
+            raise InsufficientFunds("the wallet cannot pay the network fee", venue=self.name)
         if held < amount_in:
             raise InsufficientFunds(f"the wallet holds {max(held, 0)} base units, the order"
                                     f" needs {amount_in}", venue=self.name)
@@ -210,7 +223,9 @@ class ChainVenue:
         async with self._calls.call("send"):
             await self._limit.acquire()
             first = swap.signature not in self._sent
-            self._sent.add(swap.signature)
+            self._sent[swap.signature] = None
+            while len(self._sent) > SENT_REMEMBERED:  # oldest first: long expired by now
+                self._sent.pop(next(iter(self._sent)))
             await self._rpc.send(swap.tx_bytes, preflight=first)
 
     async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
@@ -240,7 +255,7 @@ class ChainVenue:
                     answers.append(TxStatus(signature, False, state.slot, error=str(error),
                                             error_code=error.code))
                 else:
-                    self._sent.discard(signature)
+                    self._sent.pop(signature, None)
                     answers.append(TxStatus(signature, True, state.slot,
                                             amount_out=outputs[signature]))
             return answers
@@ -264,6 +279,9 @@ class SlotCache:
         self._max_age = max_age_s
         self._clock = clock
         self._values: dict[str, tuple[int, float]] = {}
+
+    def clear(self) -> None:
+        self._values.clear()
 
     async def get(self, key: str, fetch: Callable[[str], Awaitable[int]]) -> int:
         found = self._values.get(key)

@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from actors.bootstrap import resolve_wallet, seal_secrets, write_private
-from actors.shell import database_url, require_test_hooks, wallet_secret
+from actors.shell import database_url, require_test_hooks, rpc_endpoint, wallet_secret
 from core.errors import NotPermitted
 from core.settings import Settings
 
@@ -48,7 +48,8 @@ def test_test_hooks_are_refused_unless_the_stack_turned_them_on() -> None:
 def test_actors_get_settings_without_secrets_and_read_them_from_a_private_file(
         tmp_path: Path) -> None:
     full = Settings(data_dir=tmp_path, database_url=SecretStr("postgresql://u:pw@db/x"),
-                    wallet_keypair=SecretStr("base58-secret"))
+                    wallet_keypair=SecretStr("base58-secret"), network="devnet",
+                    rpc_url=SecretStr("https://rpc.example/?api-key=k3y"))
 
     sealed = seal_secrets(full)
 
@@ -58,6 +59,9 @@ def test_actors_get_settings_without_secrets_and_read_them_from_a_private_file(
     assert stat.S_IMODE(sealed.secrets_file.stat().st_mode) == 0o600
     assert database_url(sealed) == "postgresql://u:pw@db/x"
     assert wallet_secret(sealed) == "base58-secret"
+    # An RPC provider's URL carries its API key: it is a secret too.
+    assert sealed.rpc_url is None and "k3y" not in sealed.model_dump_json()
+    assert rpc_endpoint(sealed) == "https://rpc.example/?api-key=k3y"
     again = seal_secrets(full)  # a restart replaces the file
     assert again.secrets_file == sealed.secrets_file
     assert list(tmp_path.glob(".secrets.json.*")) == []
