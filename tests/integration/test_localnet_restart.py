@@ -23,6 +23,15 @@ from tests.kit.localnet import free_port, landed_swaps
 pytestmark = pytest.mark.integration
 
 
+async def slow_chain(app: App, delay_ms: int) -> None:
+    """Make every answer of the app's local cluster `delay_ms` late (its test hook)."""
+    port = json.loads(app.env["DEXEC_LOCALNET_PORT"])
+    async with httpx.AsyncClient() as chain:
+        answer = await chain.post(f"http://127.0.0.1:{port}/localnet/faults",
+                                  json={"delay_ms": delay_ms})
+        answer.raise_for_status()
+
+
 def stop_localnet(data_dir: Path) -> None:
     """Stop the local cluster a killed app left running (its own session outlives the app)."""
     pid_file = data_dir / "localnet" / "pid"
@@ -40,6 +49,8 @@ async def test_whole_app_sigkilled_mid_flight_fills_every_order_once_on_chain(
         "DEXEC_LOCALNET_PROFILE": "realistic", "DEXEC_TEST_HOOKS": "1"})
     try:
         restarting.start("first.log")
+        # Every RPC answer 300 ms late: orders surely in flight when the kill comes.
+        await slow_chain(restarting, 300)
         async with httpx.AsyncClient(base_url=restarting.url, timeout=60,
                                      headers=restarting.auth()) as client:
             responses = await asyncio.gather(*(client.post("/api/orders", json=order_body(
@@ -53,6 +64,7 @@ async def test_whole_app_sigkilled_mid_flight_fills_every_order_once_on_chain(
         assert row is not None and row[0] > 0, "the kill came too late to prove anything"
 
         restarting.start("second.log")
+        await slow_chain(restarting, 0)  # the cluster lived on, and its faults with it
         port = json.loads(restarting.env["DEXEC_LOCALNET_PORT"])
         chain = SolanaRpc(f"http://127.0.0.1:{port}")
         async with httpx.AsyncClient(base_url=restarting.url, timeout=60,
@@ -90,6 +102,7 @@ async def test_a_killed_worker_or_manager_loses_nothing_and_fills_nothing_twice(
         "DEXEC_LOCALNET_PROFILE": "realistic", "DEXEC_TEST_HOOKS": "1"})
     try:
         app.start("up.log")
+        await slow_chain(app, 200)
         assert app.proc is not None
         async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth()) as client:
             responses = await asyncio.gather(*(client.post("/api/orders", json=order_body(
@@ -101,6 +114,7 @@ async def test_a_killed_worker_or_manager_loses_nothing_and_fills_nothing_twice(
             assert killed, f"no {victim} process found"
             for process in killed:
                 process.kill()
+            await slow_chain(app, 0)
             with app.database() as db:
                 row = db.execute("SELECT count(*) FROM orders WHERE status NOT IN"
                                  " ('confirmed', 'failed')").fetchone()
