@@ -133,3 +133,63 @@ async def test_a_killed_worker_or_manager_loses_nothing_and_fills_nothing_twice(
     finally:
         app.stop()
         stop_localnet(tmp_path)
+
+
+async def test_a_database_outage_mid_flight_loses_nothing_and_fills_nothing_twice(
+        tmp_path: Path) -> None:
+    """PostgreSQL stops with orders in flight on the local cluster: requests get 503, and
+    when it is back every order fills exactly once, counted on the chain."""
+    from storage.embedded import EmbeddedPostgres
+
+    def pg_ctl(*args: str) -> None:
+        """pg_ctl on the app's embedded server, as the user pgserver runs it as."""
+        from pgserver._commands import pg_ctl as run  # type: ignore[import-untyped]
+
+        pgdata = tmp_path / "pgdata"
+        run(["-w", *args], pgdata=pgdata, user="pgserver" if os.geteuid() == 0 else None)
+
+    app = App(tmp_path, port=19_100, namespace="dexec-localnet-db", env={
+        "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
+        "DEXEC_LOCALNET_PROFILE": "realistic", "DEXEC_TEST_HOOKS": "1"})
+    database = EmbeddedPostgres(tmp_path)
+    try:
+        app.start("up.log")
+        await slow_chain(app, 300)
+        async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth()) as client:
+            in_flight = [(await client.post("/api/orders", json=order_body(
+                amount="0.02", client_order_id=f"outage-{i}"))).json()["order_id"]
+                for i in range(5)]
+            pg_ctl("-m", "fast", "stop")
+            try:
+                during = [await client.post("/api/orders", json=order_body(amount="0.02"))
+                          for _ in range(3)]
+            finally:
+                pgdata = tmp_path / "pgdata"
+                pg_ctl("-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start")
+                await slow_chain(app, 0)
+            assert all(r.status_code == 503 for r in during), [r.text for r in during]
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:
+                response = await client.post("/api/orders", json=order_body(amount="0.02"))
+                if response.status_code == 202:
+                    break
+                assert response.status_code == 503, response.text
+                assert asyncio.get_running_loop().time() < deadline, response.text
+                await asyncio.sleep(0.5)
+            orders = [await wait_terminal(client, i, timeout_s=120)
+                      for i in [*in_flight, response.json()["order_id"]]]
+        port = json.loads(app.env["DEXEC_LOCALNET_PORT"])
+        chain = SolanaRpc(f"http://127.0.0.1:{port}")
+        try:
+            for order in orders:
+                assert order["status"] == "confirmed", order["failure_reason"]
+                assert await landed_swaps(app.data_dir, chain, order["order_id"]) == [
+                    order["signature"]]
+        finally:
+            await chain.close()
+    finally:
+        app.stop()
+        stop_localnet(tmp_path)
+        if (database.data_dir / "postmaster.pid").exists():
+            database.start()
+            database.stop()
