@@ -17,6 +17,7 @@ from gateways.solana.venue import Accounts, NeedAccounts, PoolQuote
 
 ARRAYS_EACH_SIDE = 1  # bin arrays read beside the active one (70 bins each)
 DECODED_ARRAYS = 256  # bin arrays kept decoded, by content
+MAX_ARRAYS_EACH_SIDE = 7  # 15 arrays, 1,050 bins: about what one transaction can name
 
 
 class CpmmProgram:
@@ -81,6 +82,7 @@ class DlmmProgram:
         self._program = program
         self._clock = clock
         self._cache: dict[bytes, dlmm.BinArray] = {}  # by account data, oldest first
+        self._span: dict[Pubkey, int] = {}  # per pair, bin arrays read each side if not 1
 
     def _decoded(self, data: bytes) -> dlmm.BinArray:
         """Decode a bin array once per content: most quotes read arrays no swap has touched."""
@@ -93,8 +95,9 @@ class DlmmProgram:
 
     def _arrays_around(self, pool: Pubkey, pair: dlmm.LbPair) -> list[Pubkey]:
         centre = dlmm.bin_array_index(pair.active_id)
+        span = self._span.get(pool, ARRAYS_EACH_SIDE)
         return [dlmm.bin_array_address(pool, i, self._program) for i in
-                range(centre - ARRAYS_EACH_SIDE, centre + ARRAYS_EACH_SIDE + 1)
+                range(centre - span, centre + span + 1)
                 if pair.bin_array_bitmap >> (i + dlmm.BITMAP_HALF) & 1]
 
     def accounts(self, pool: Pubkey, last: Accounts | None) -> list[Pubkey]:
@@ -115,6 +118,11 @@ class DlmmProgram:
         try:
             result = dlmm.quote(pair, arrays, amount_in, swap_for_y, int(self._clock()))
         except dlmm.DlmmError as exc:
+            span = self._span.get(pool, ARRAYS_EACH_SIDE)
+            if exc.code == dlmm.BIN_ARRAY_NOT_FOUND and span < MAX_ARRAYS_EACH_SIDE:
+                # A large swap walks past the arrays read: read wider (for this pair, on).
+                self._span[pool] = min(span * 2 + 1, MAX_ARRAYS_EACH_SIDE)
+                raise NeedAccounts from None
             raise InsufficientLiquidity(f"pair {pool}: {exc.message}") from None
         if result.amount_out <= 0:
             raise InsufficientLiquidity(f"pair {pool} pays nothing for {amount_in}")

@@ -146,7 +146,7 @@ class ChainVenue:
 
     async def _price(self, pool: Pubkey, mint_in: Pubkey, amount_in: int) -> PoolQuote:
         last = self._last.get(pool)
-        for _ in range(3):
+        for _ in range(5):  # a first read, then wider ones (a DLMM walk past its arrays)
             keys = self._program.accounts(pool, last)
             read = (keys, await self._rpc.accounts([str(k) for k in keys]))
             try:
