@@ -24,6 +24,7 @@ from solana.rpc.core import RPCException, RPCNoResultException
 from solana.rpc.models import TxOpts
 from solders.pubkey import Pubkey
 from solders.signature import Signature
+from solders.token.associated import get_associated_token_address
 from solders.transaction_status import (
     InstructionErrorCustom,
     TransactionErrorFieldless,
@@ -42,6 +43,7 @@ from core.errors import (
 )
 
 SLOT_S = 0.4
+NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
 MAX_STATUSES = 256  # signatures per getSignatureStatuses
 # Program errors that mean "the output fell below the minimum": Raydium AMM v4 30, CPMM 6005,
 # CLMM 6022 (6018 in newer source); Meteora DLMM 6003, 6004; Jupiter 6001.
@@ -236,7 +238,7 @@ class SolanaRpc:
 
     async def token_delta(self, signature: str, owner: str, mint: str) -> int:
         """How much `owner`'s balance of `mint` changed in a landed transaction."""
-        meta = await self._meta(signature)
+        _, meta = await self._landed(signature)
 
         def held(balances: Any) -> int:
             return sum(int(b.ui_token_amount.amount) for b in balances or []
@@ -244,10 +246,15 @@ class SolanaRpc:
 
         return held(meta.post_token_balances) - held(meta.pre_token_balances)
 
-    async def largest_gain(self, signature: str, owner: str) -> int:
-        """The largest increase of any of `owner`'s token balances in a landed transaction
-        (a swap's output: its input balance only falls)."""
-        meta = await self._meta(signature)
+    async def swap_output(self, signature: str, owner: str) -> int:
+        """A landed swap's output to `owner`, from the transaction's balance changes.
+
+        A token output: the largest increase of one of `owner`'s token balances (its input
+        only falls). SOL unwrapped in the same transaction (its wSOL account closed, so no
+        token balance after): what reached the wallet in lamports, plus the fee it paid,
+        less what the wSOL account held before (its rent, and any earlier wSOL).
+        """
+        tx, meta = await self._landed(signature)
 
         def held(balances: Any) -> dict[str, int]:
             found: dict[str, int] = {}
@@ -257,16 +264,27 @@ class SolanaRpc:
             return found
 
         before, after = held(meta.pre_token_balances), held(meta.post_token_balances)
-        gains = [after[m] - before.get(m, 0) for m in after]
-        return max([0, *gains])
+        gain = max([0, *(after[m] - before.get(m, 0) for m in after)])
+        if gain:
+            return gain
+        keys = [str(k) for k in tx.message.account_keys]
+        if owner not in keys:
+            return 0
+        me = keys.index(owner)
+        wsol = str(get_associated_token_address(Pubkey.from_string(owner), NATIVE_MINT))
+        wsol_before = meta.pre_balances[keys.index(wsol)] if wsol in keys else 0
+        received = meta.post_balances[me] - meta.pre_balances[me] + meta.fee - wsol_before
+        return max(0, int(received))
 
-    async def _meta(self, signature: str) -> Any:
-        meta = await self._call("getTransaction", self._client.get_transaction(
+    async def _landed(self, signature: str) -> tuple[Any, Any]:
+        """(transaction, meta) of a landed transaction."""
+        found = await self._call("getTransaction", self._client.get_transaction(
             Signature.from_string(signature), "base64", Confirmed, 0),
-            lambda a: None if a.value is None else a.value.transaction.meta)
-        if meta is None:
+            lambda a: None if a.value is None else (a.value.transaction.transaction,
+                                                   a.value.transaction.meta))
+        if found is None or found[1] is None:
             raise VenueUnavailable(f"rpc getTransaction: {signature} not available yet")
-        return meta
+        return found
 
     # -- accounts ------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
 MEMO_PROGRAM = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
 SYNC_NATIVE = bytes([17])
+CLOSE_ACCOUNT = bytes([9])
 CREATE_IDEMPOTENT = bytes([1])
 
 
@@ -212,6 +213,11 @@ class ChainVenue:
                                               mint_in, quote.amount_in, min_amount_out))
             except (ValueError, KeyError, json.JSONDecodeError) as exc:
                 raise InvalidInput(f"cannot build the swap: {exc}", venue=self.name) from None
+            if mint_out == NATIVE_MINT:  # unwrap: close the wSOL account, its lamports home
+                wsol = get_associated_token_address(me, NATIVE_MINT)
+                ixs.append(Instruction(TOKEN_PROGRAM, CLOSE_ACCOUNT, [
+                    AccountMeta(wsol, False, True), AccountMeta(me, False, True),
+                    AccountMeta(me, True, False)]))
             blockhash, last_valid = await self._rpc.latest_blockhash()
             tx = Transaction.new_signed_with_payer(ixs, me, [self._wallet],
                                                    Hash.from_string(blockhash))
@@ -261,10 +267,12 @@ class ChainVenue:
             return answers
 
     async def _received(self, signature: str) -> int:
-        """What the wallet received: its token balance that grew in this transaction."""
+        """What the wallet received, from the transaction's token balances: the wallet's
+        balance that grew or, when the output was SOL unwrapped in the same transaction
+        (its wSOL account closed), what the pool paid out."""
         if self._wallet is None:
             return 0
-        return await self._rpc.largest_gain(signature, str(self._wallet.pubkey()))
+        return await self._rpc.swap_output(signature, str(self._wallet.pubkey()))
 
     async def block_height(self) -> int:
         async with self._calls.call("height"):

@@ -31,6 +31,9 @@ class World:
     wallet: Keypair
     venues: dict[str, ChainVenue]
 
+    def lamports(self) -> int:
+        return self.net.ledger.balance(self.wallet.pubkey())
+
     def tokens(self, mint: str) -> int:
         ata = get_associated_token_address(self.wallet.pubkey(), Pubkey.from_string(mint))
         return self.net.ledger.token_amount(ata) or 0
@@ -77,13 +80,17 @@ async def landed(venue: ChainVenue, signature: str) -> TxStatus:
 async def test_a_quoted_swap_lands_paying_exactly_the_quote(
         world: World, venue: str, mint_in: str, mint_out: str, amount: int) -> None:
     gateway = world.venues[venue]
-    before_out = world.tokens(mint_out)
+    before_out, lamports = world.tokens(mint_out), world.lamports()
     quote = await gateway.quote(mint_in, mint_out, amount)
     swap = await gateway.build_swap(quote, min_amount_out(quote.amount_out, 50), "dexec:t:1")
     await gateway.send(swap)
     status = await landed(gateway, swap.signature)
     assert status.confirmed, status.error
-    assert status.amount_out == quote.amount_out == world.tokens(mint_out) - before_out
+    if mint_out == SOL:  # unwrapped in the same transaction: it arrives as lamports
+        assert world.tokens(SOL) == 0
+        assert status.amount_out == quote.amount_out == world.lamports() - lamports + 5000
+    else:
+        assert status.amount_out == quote.amount_out == world.tokens(mint_out) - before_out
 
 
 async def test_a_dlmm_swap_crossing_bins_moves_the_active_bin(world: World) -> None:
@@ -129,8 +136,34 @@ async def test_a_front_run_past_the_slippage_fails_the_swap_with_nothing_moved(
         await gateway.send(swap)
     assert world.tokens(USDC) == 10_000 * 10**6
     world.net.ledger.adverse_bps = 30  # within the 50 bps allowed: it fills, 30 bps worse
+    lamports = world.lamports()
     await gateway.send(swap)
     status = await landed(gateway, swap.signature)
     assert status.confirmed
+    assert status.amount_out == world.lamports() - lamports + 5000  # unwrapped SOL
     assert status.amount_out < quote.amount_out
     assert status.amount_out >= min_amount_out(quote.amount_out, 50)
+
+
+async def test_sol_bought_after_sol_was_sold_arrives_exactly_with_the_rent_back(
+        world: World) -> None:
+    """Selling SOL leaves the wallet's (empty) wSOL account open; buying SOL closes it: the
+    output is still exactly the quote, and the account's rent comes home too."""
+    gateway = world.venues["raydium"]
+    sold = await gateway.quote(SOL, USDC, 10**9)
+    swap = await gateway.build_swap(sold, min_amount_out(sold.amount_out, 50), "dexec:t:5")
+    await gateway.send(swap)
+    assert (await landed(gateway, swap.signature)).confirmed
+    wsol = get_associated_token_address(world.wallet.pubkey(), MINTS["SOL"])
+    rent = world.net.ledger.balance(wsol)
+    assert rent > 0 and world.tokens(SOL) == 0  # open, empty
+
+    lamports = world.lamports()
+    bought = await gateway.quote(USDC, SOL, 100 * 10**6)
+    swap = await gateway.build_swap(bought, min_amount_out(bought.amount_out, 50), "dexec:t:6")
+    await gateway.send(swap)
+    status = await landed(gateway, swap.signature)
+
+    assert status.amount_out == bought.amount_out
+    assert world.lamports() - lamports == bought.amount_out - 5000 + rent
+    assert world.net.ledger.account(wsol) is None  # closed

@@ -200,7 +200,7 @@ async def test_a_node_that_cannot_answer_now_is_retryable_never_terminal(
     try:
         for call in (node.block_height(), node.statuses([signature]),
                      node.token_balance(str(Keypair().pubkey())),
-                     node.largest_gain(signature, str(Keypair().pubkey())),
+                     node.swap_output(signature, str(Keypair().pubkey())),
                      node.send(b"\x01" + bytes(64) + b"not a transaction")):
             with pytest.raises(DexecError) as raised:
                 await call
