@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import uuid
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -55,6 +56,8 @@ class ExecutionWorker:
         self._executor: OrderExecutor | None = None
         self._lock = asyncio.Lock()
         self._crash_at: str | None = None
+        if settings.test_hooks and settings.test_crash_once_at:
+            self._crash_at = settings.test_crash_once_at
         self._incarnation = uuid.uuid4().hex
         self._running: set[asyncio.Task[None]] = set()
         self._finished: list[tuple[str, Outcome]] = []
@@ -132,9 +135,14 @@ class ExecutionWorker:
         self._crash_at = point
 
     async def _checkpoint(self, point: str, order_id: str) -> None:
-        if self._crash_at == point:
-            order_log(order_id).warning("order %s: crash injected at %s", order_id, point)
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self._crash_at != point:
+            return
+        if self._settings.test_crash_once_at == point and not _first_crash(self._settings,
+                                                                           point):
+            self._crash_at = None  # a worker already died here: once per data folder
+            return
+        order_log(order_id).warning("order %s: crash injected at %s", order_id, point)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def ping(self) -> str:
         return self.name
@@ -166,3 +174,15 @@ class WorkerClient:
         except ACTOR_GONE as exc:
             raise WorkerLost(reason(exc)) from None
         return answer
+
+
+def _first_crash(settings: Settings, point: str) -> bool:
+    """Claim the one crash at `point` for this data folder (a marker file made exclusively)."""
+    folder = (Path(settings.secrets_file).parent if settings.secrets_file is not None
+              else Path(settings.data_dir).resolve())
+    try:
+        os.close(os.open(folder / f"crashed-at-{point}", os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                         0o600))
+    except FileExistsError:
+        return False
+    return True

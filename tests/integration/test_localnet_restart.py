@@ -193,3 +193,38 @@ async def test_a_database_outage_mid_flight_loses_nothing_and_fills_nothing_twic
         if (database.data_dir / "postmaster.pid").exists():
             database.start()
             database.stop()
+
+
+@pytest.mark.parametrize(("point", "port"), [("routing", 19_200), ("signed", 19_300),
+                                             ("sent", 19_400)])
+async def test_a_worker_killed_at_each_step_fills_the_order_exactly_once_on_chain(
+        tmp_path: Path, point: str, port: int) -> None:
+    """The worker dies (SIGKILL) as the order reaches `point`; the order still fills once,
+    and from `signed` on, by the signature recorded before the kill: nothing signed anew."""
+    app = App(tmp_path, port=port, namespace=f"dexec-localnet-{point}", env={
+        "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
+        "DEXEC_LOCALNET_PROFILE": "zero", "DEXEC_TEST_HOOKS": "1",
+        "DEXEC_TEST_CRASH_ONCE_AT": point})
+    try:
+        app.start("up.log")
+        async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth()) as client:
+            accepted = await client.post("/api/orders", json=order_body(amount="0.75"))
+            order = await wait_terminal(client, accepted.json()["order_id"], timeout_s=120)
+        assert (tmp_path / f"crashed-at-{point}").exists(), "no worker was killed"
+        assert order["status"] == "confirmed", order["failure_reason"]
+        port_rpc = json.loads(app.env["DEXEC_LOCALNET_PORT"])
+        chain = SolanaRpc(f"http://127.0.0.1:{port_rpc}")
+        try:
+            assert await landed_swaps(app.data_dir, chain, order["order_id"]) == [
+                order["signature"]]
+        finally:
+            await chain.close()
+        with app.database() as db:
+            signed = db.execute("SELECT count(*) FROM swap_transactions WHERE order_id = %s",
+                                (order["order_id"],)).fetchone()
+        assert signed is not None
+        if point != "routing":  # the recorded signature decided: nothing was re-signed
+            assert signed[0] == 1
+    finally:
+        app.stop()
+        stop_localnet(tmp_path)
