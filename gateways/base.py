@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Generic, Protocol, TypeVar
 
-from core.errors import DexecError, VenueUnavailable, reason
+from core.errors import DexecError, InvalidInput, NotPermitted, VenueUnavailable, reason
 from core.quotes import Quote, SignedSwap, TxStatus
+
+SLOT_S = 0.4  # a Solana slot: blockhashes and block heights are asked at most this often
+
+T = TypeVar("T")
+W = TypeVar("W")
 
 
 class VenueGateway(Protocol):
@@ -87,3 +92,33 @@ class VenueCalls:
                                    venue=self._venue) from None
         finally:
             self._metrics.call(self._venue, name, time.perf_counter() - started, code)
+
+
+def signing_wallet(venue: str, wallet: W | None, quote: Quote) -> W:
+    """The wallet to sign the swap of `quote` with at `venue`, or why this gateway may not."""
+    if wallet is None:
+        raise NotPermitted(f"{venue}: this process only quotes; it holds no wallet")
+    if quote.venue != venue:
+        raise InvalidInput(f"quote from {quote.venue} sent to {venue}")
+    return wallet
+
+
+class PerSlot(Generic[T]):
+    """The answer of `fetch`, asked anew only once it is more than `max_age_s` (a slot) old.
+
+    A blockhash stays valid for about 150 slots, and a height a slot behind merely finds an
+    expiry a slot later: both are asked of the chain at most once a slot.
+    """
+
+    def __init__(self, fetch: Callable[[], Awaitable[T]], clock: Callable[[], float],
+                 max_age_s: float = SLOT_S) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._max_age = max_age_s
+        self._answer: tuple[T, float] | None = None
+
+    async def get(self) -> T:
+        now = self._clock()
+        if self._answer is None or now - self._answer[1] > self._max_age:
+            self._answer = (await self._fetch(), now)
+        return self._answer[0]

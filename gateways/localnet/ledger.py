@@ -196,10 +196,15 @@ class Ledger:
         return ata
 
     def token_amount(self, address: Pubkey) -> int | None:
-        found = self.account(address)
-        if found is None or found.owner != TOKEN_PROGRAM or len(found.data) != TOKEN_ACCOUNT_LEN:
-            return None
-        return TokenAccount.from_bytes(bytes(found.data)).amount
+        token = self.token(address)
+        return None if token is None else token.amount
+
+    def ui_token_amount(self, token: TokenAccount) -> dict[str, Any]:
+        """A token account's balance as the RPC shows it (`uiTokenAmount`)."""
+        decimals = self.decimals.get(token.mint, 0)
+        return {"amount": str(token.amount), "decimals": decimals,
+                "uiAmount": token.amount / 10 ** decimals,
+                "uiAmountString": _ui_string(token.amount, decimals)}
 
     def _put(self, address: Pubkey, data: bytes, owner: Pubkey) -> None:
         lamports = self.svm.minimum_balance_for_rent_exemption(len(data))
@@ -314,7 +319,7 @@ class Ledger:
             self._pinned = None
 
     def _send(self, tx_bytes: bytes, skip_preflight: bool) -> str:
-        tx = self._parse(tx_bytes)
+        tx = self.parse(tx_bytes)
         signature = str(tx.signatures[0])
         if not all(tx.verify_with_results()):
             raise RpcError(SIGNATURE_INVALID, "Transaction signature verification failure")
@@ -347,7 +352,7 @@ class Ledger:
 
     def simulate(self, tx_bytes: bytes) -> dict[str, Any]:
         """Run without keeping anything (simulateTransaction; no signature check)."""
-        tx = self._parse(tx_bytes)
+        tx = self.parse(tx_bytes)
         outcome = self._run(tx, commit=False)
         return {"err": outcome.err, "logs": outcome.logs, "accounts": None,
                 "unitsConsumed": outcome.units, "returnData": None}
@@ -377,7 +382,8 @@ class Ledger:
         return SIGNATURE_FEE * tx.message.header.num_required_signatures
 
     @staticmethod
-    def _parse(tx_bytes: bytes) -> VersionedTransaction:
+    def parse(tx_bytes: bytes) -> VersionedTransaction:
+        """The transaction in `tx_bytes`, or the RPC error a node answers for it."""
         try:
             tx = VersionedTransaction.from_bytes(tx_bytes)
         except Exception as exc:
@@ -494,8 +500,8 @@ class Ledger:
             return fail(cpmm.NOT_APPROVED, "swaps are disabled")
         if amount_in == 0:
             return fail(cpmm.ZERO_TRADING_TOKENS, "amount_in is zero")
-        user_in = self._token(acc.input_token_account)
-        user_out = self._token(acc.output_token_account)
+        user_in = self.token(acc.input_token_account)
+        user_out = self.token(acc.output_token_account)
         if user_in is None or user_out is None or user_in.owner != payer \
                 or user_in.mint != acc.input_token_mint or user_out.mint != acc.output_token_mint:
             # The token program's transfer fails: the source must be the signer's.
@@ -549,7 +555,7 @@ class Ledger:
         if (acc.reserve_x, acc.reserve_y) != (pair.reserve_x, pair.reserve_y) \
                 or (acc.token_x_mint, acc.token_y_mint) != (pair.token_x_mint, pair.token_y_mint):
             return fail(dlmm.INVALID_INPUT, "reserves or mints are not the pair's")
-        user_in, user_out = self._token(acc.user_token_in), self._token(acc.user_token_out)
+        user_in, user_out = self.token(acc.user_token_in), self.token(acc.user_token_out)
         if user_in is None or user_out is None or user_in.owner != payer:
             return fail(4, "owner does not match")  # the token program's transfer fails
         if {user_in.mint, user_out.mint} != {pair.token_x_mint, pair.token_y_mint} \
@@ -593,7 +599,8 @@ class Ledger:
         return None, [*logs, f"Program log: swap in {amount_in} out {result.amount_out}",
                       f"Program {program} success"]
 
-    def _token(self, address: Pubkey) -> TokenAccount | None:
+    def token(self, address: Pubkey) -> TokenAccount | None:
+        """The token account at `address`, or None when there is no token account there."""
         found = self.account(address)
         if found is None or found.owner != TOKEN_PROGRAM or len(found.data) != TOKEN_ACCOUNT_LEN:
             return None
@@ -634,17 +641,12 @@ class Ledger:
     def _token_balances(self, keys: list[Pubkey]) -> list[dict[str, Any]]:
         balances = []
         for index, key in enumerate(keys):
-            token = self._token(key)
+            token = self.token(key)
             if token is None:
                 continue
-            decimals = self.decimals.get(token.mint, 0)
-            amount = token.amount
-            ui = amount / 10 ** decimals
             balances.append({
                 "accountIndex": index, "mint": str(token.mint), "owner": str(token.owner),
-                "programId": str(TOKEN_PROGRAM),
-                "uiTokenAmount": {"amount": str(amount), "decimals": decimals,
-                                  "uiAmount": ui, "uiAmountString": _ui_string(amount, decimals)},
+                "programId": str(TOKEN_PROGRAM), "uiTokenAmount": self.ui_token_amount(token),
             })
         return balances
 

@@ -138,7 +138,7 @@ class RpcServer:
         tx_bytes = _decode_tx(params, config)
         skip = bool(config.get("skipPreflight", False))
         if self.faults.drop_send_rate and self._rng.random() < self.faults.drop_send_rate:
-            tx = self.ledger._parse(tx_bytes)  # still a valid transaction, still its signature
+            tx = self.ledger.parse(tx_bytes)  # still a valid transaction, still its signature
             return str(tx.signatures[0])
         return self.ledger.send(tx_bytes, skip_preflight=skip)
 
@@ -197,14 +197,10 @@ class RpcServer:
 
     def _token_balance(self, params: list[Any]) -> dict[str, Any]:
         key = _pubkey(params, 0)
-        token = self.ledger._token(key)
+        token = self.ledger.token(key)
         if token is None:
             raise RpcError(INVALID_PARAMS, "Invalid param: not a Token account")
-        decimals = self.ledger.decimals.get(token.mint, 0)
-        amount = token.amount
-        return self._context({"amount": str(amount), "decimals": decimals,
-                              "uiAmount": amount / 10 ** decimals,
-                              "uiAmountString": _ui(amount, decimals)})
+        return self._context(self.ledger.ui_token_amount(token))
 
     def _airdrop(self, params: list[Any]) -> str:
         lamports = int(_param(params, 1))
@@ -258,9 +254,5 @@ def _b58decode(text: str) -> bytes:
 def _error(rid: Any, exc: RpcError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": rid, "error": exc.as_json()}
 
-
-def _ui(amount: int, decimals: int) -> str:
-    whole, frac = divmod(amount, 10 ** decimals)
-    return f"{whole}.{frac:0{decimals}d}".rstrip("0").rstrip(".") if decimals else str(whole)
 
 

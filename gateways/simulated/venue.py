@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from solders.keypair import Keypair
 
-from core.errors import InvalidInput, NotPermitted
+from core.errors import InvalidInput
 from core.quotes import Quote, SignedSwap, TxStatus
 from core.tokens import TokenRegistry
-from gateways.base import VenueCalls, VenueMetrics
+from gateways.base import PerSlot, VenueCalls, VenueMetrics, signing_wallet
 from gateways.ratelimit import TokenBucket
 from gateways.simulated.program import build_swap_transaction
 from gateways.simulated.schema import PoolQuote, SwapRoute
 
 QUOTE_TTL_S = 30.0
-BLOCKHASH_REUSE_S = 0.4  # a slot
 
 T = TypeVar("T")
 
@@ -71,8 +70,8 @@ class SimulatedVenue:
         # Every build needs a blockhash, valid for about 150 slots; an expiry check needs the
         # height, and one a slot behind merely finds an expiry a slot later. Both are asked of
         # the chain at most once a slot.
-        self._blockhash: _PerSlot[tuple[str, int]] = _PerSlot(chain.latest_blockhash, clock)
-        self._height: _PerSlot[int] = _PerSlot(self._fetch_height, clock)
+        self._blockhash: PerSlot[tuple[str, int]] = PerSlot(chain.latest_blockhash, clock)
+        self._height: PerSlot[int] = PerSlot(self._fetch_height, clock)
 
     async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
         async with self._calls.call("quote"):
@@ -102,15 +101,12 @@ class SimulatedVenue:
 
     async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
         async with self._calls.call("build"):
-            if self._wallet is None:
-                raise NotPermitted(f"{self.name}: this process only quotes; it holds no wallet")
-            if quote.venue != self.name:
-                raise InvalidInput(f"quote from {quote.venue} sent to {self.name}")
+            wallet = signing_wallet(self.name, self._wallet, quote)
             blockhash, last_valid = await self._blockhash.get()
             try:
                 route = SwapRoute.decode(quote.payload)
                 tx = build_swap_transaction(
-                    self._wallet, route.pool, quote.amount_in, min_amount_out, route.x_to_y,
+                    wallet, route.pool, quote.amount_in, min_amount_out, route.x_to_y,
                     blockhash, memo,
                 )
             except (struct.error, ValueError) as exc:
@@ -136,18 +132,3 @@ class SimulatedVenue:
         async with self._calls.call("height"):
             await self._limit.acquire()
             return await self._chain.block_height()
-
-
-class _PerSlot(Generic[T]):
-    """The answer of `fetch`, asked anew only once it is more than BLOCKHASH_REUSE_S old."""
-
-    def __init__(self, fetch: Callable[[], Awaitable[T]], clock: Callable[[], float]) -> None:
-        self._fetch = fetch
-        self._clock = clock
-        self._answer: tuple[T, float] | None = None  # (answer, fetched at)
-
-    async def get(self) -> T:
-        now = self._clock()
-        if self._answer is None or now - self._answer[1] > BLOCKHASH_REUSE_S:
-            self._answer = (await self._fetch(), now)
-        return self._answer[0]

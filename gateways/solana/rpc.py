@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
@@ -41,8 +41,8 @@ from core.errors import (
     VenueTimeout,
     VenueUnavailable,
 )
+from gateways.base import PerSlot
 
-SLOT_S = 0.4
 NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
 MAX_STATUSES = 256  # signatures per getSignatureStatuses
 # Program errors that mean "the output fell below the minimum": Raydium AMM v4 30, CPMM 6005,
@@ -321,20 +321,3 @@ class SolanaRpc:
                                                                           "base64"),
                 lambda a: [bytes(x.data) if x is not None else None for x in a.value])
         return found
-
-
-class PerSlot(Generic[T]):
-    """The answer of `fetch`, asked anew only once it is more than a slot old."""
-
-    def __init__(self, fetch: Callable[[], Awaitable[T]], clock: Callable[[], float],
-                 max_age_s: float = SLOT_S) -> None:
-        self._fetch = fetch
-        self._clock = clock
-        self._max_age = max_age_s
-        self._answer: tuple[T, float] | None = None
-
-    async def get(self) -> T:
-        now = self._clock()
-        if self._answer is None or now - self._answer[1] > self._max_age:
-            self._answer = (await self._fetch(), now)
-        return self._answer[0]

@@ -28,11 +28,11 @@ from solders.token import ID as TOKEN_PROGRAM
 from solders.token.associated import get_associated_token_address
 from solders.transaction import Transaction
 
-from core.errors import InsufficientFunds, InvalidInput, NoRoute, NotPermitted
+from core.errors import InsufficientFunds, InvalidInput, NoRoute
 from core.quotes import Quote, SignedSwap, TxStatus
-from gateways.base import VenueCalls, VenueMetrics
+from gateways.base import SLOT_S, VenueCalls, VenueMetrics, signing_wallet
 from gateways.ratelimit import TokenBucket
-from gateways.solana.rpc import SLOT_S, SolanaRpc, transaction_error
+from gateways.solana.rpc import SolanaRpc, transaction_error
 
 QUOTE_TTL_S = 30.0
 # Rent for two new token accounts (the output's and wrapped SOL's, 2,039,280 lamports each).
@@ -194,11 +194,8 @@ class ChainVenue:
 
     async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
         async with self._calls.call("build"):
-            if self._wallet is None:
-                raise NotPermitted(f"{self.name}: this process only quotes; it holds no wallet")
-            if quote.venue != self.name:
-                raise InvalidInput(f"quote from {quote.venue} sent to {self.name}")
-            me = self._wallet.pubkey()
+            wallet = signing_wallet(self.name, self._wallet, quote)
+            me = wallet.pubkey()
             mint_in = Pubkey.from_string(quote.input_mint)
             mint_out = Pubkey.from_string(quote.output_mint)
             ixs = [memo_instruction(memo, me), create_ata_idempotent(me, me, mint_out)]
@@ -219,7 +216,7 @@ class ChainVenue:
                     AccountMeta(wsol, False, True), AccountMeta(me, False, True),
                     AccountMeta(me, True, False)]))
             blockhash, last_valid = await self._rpc.latest_blockhash()
-            tx = Transaction.new_signed_with_payer(ixs, me, [self._wallet],
+            tx = Transaction.new_signed_with_payer(ixs, me, [wallet],
                                                    Hash.from_string(blockhash))
             return SignedSwap(self.name, str(tx.signatures[0]), bytes(tx), last_valid,
                               min_amount_out)
