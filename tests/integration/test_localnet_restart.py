@@ -1,5 +1,6 @@
-"""The whole app SIGKILLed mid-flight on the local Solana cluster, which lives on, as a real
-cluster would; the restarted app fills every order exactly once, counted on the chain.
+"""Processes killed mid-flight on the local Solana cluster, which lives on, as a real cluster
+would: the whole app, the workers, the OrderManager, a worker at each step, and PostgreSQL.
+Every order still fills exactly once, counted on the chain.
 
 A module of its own: its `dexec up` processes must not run beside test_localnet.py's."""
 
@@ -10,7 +11,9 @@ import contextlib
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,13 +26,37 @@ from tests.kit.localnet import free_port, landed_swaps
 pytestmark = pytest.mark.integration
 
 
+@contextlib.contextmanager
+def localnet_app(tmp_path: Path, port: int, namespace: str, *, profile: str = "realistic",
+                 **env: str) -> Iterator[App]:
+    """A `dexec up` on a local cluster of its own (test hooks on); afterwards everything it
+    left running is stopped: the app, the cluster, the embedded PostgreSQL."""
+    app = App(tmp_path, port=port, namespace=namespace, env={
+        "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
+        "DEXEC_LOCALNET_PROFILE": profile, "DEXEC_TEST_HOOKS": "1", **env})
+    try:
+        yield app
+    finally:
+        from storage.embedded import EmbeddedPostgres
+
+        app.stop()
+        stop_localnet(tmp_path)
+        left = EmbeddedPostgres(tmp_path)  # a killed app's, or one the test restarted
+        if (left.data_dir / "postmaster.pid").exists():
+            left.start()
+            left.stop()
+
+
 async def slow_chain(app: App, delay_ms: int) -> None:
     """Make every answer of the app's local cluster `delay_ms` late (its test hook)."""
-    port = json.loads(app.env["DEXEC_LOCALNET_PORT"])
     async with httpx.AsyncClient() as chain:
-        answer = await chain.post(f"http://127.0.0.1:{port}/localnet/faults",
+        answer = await chain.post(f"{rpc_url(app)}/localnet/faults",
                                   json={"delay_ms": delay_ms})
         answer.raise_for_status()
+
+
+def rpc_url(app: App) -> str:
+    return f"http://127.0.0.1:{json.loads(app.env['DEXEC_LOCALNET_PORT'])}"
 
 
 def stop_localnet(data_dir: Path) -> None:
@@ -40,52 +67,46 @@ def stop_localnet(data_dir: Path) -> None:
             os.killpg(int(pid_file.read_text()), signal.SIGTERM)
 
 
+def assert_in_flight(app: App) -> None:
+    with app.database() as db:
+        row = db.execute("SELECT count(*) FROM orders WHERE status NOT IN"
+                         " ('confirmed', 'failed')").fetchone()
+    assert row is not None and row[0] > 0, "the kill came too late to prove anything"
+
+
+async def assert_each_filled_once_on_chain(app: App, orders: list[dict[str, Any]]) -> None:
+    """Every order confirmed, with exactly one executed swap on the chain: its own."""
+    chain = SolanaRpc(rpc_url(app))
+    try:
+        for order in orders:
+            assert order["status"] == "confirmed", order["failure_reason"]
+            assert await landed_swaps(app.data_dir, chain, order["order_id"]) == [
+                order["signature"]]
+    finally:
+        await chain.close()
+
+
 async def test_whole_app_sigkilled_mid_flight_fills_every_order_once_on_chain(
         tmp_path: Path) -> None:
     """SIGKILL `dexec up` with orders in flight; the cluster lives on, like a real one; the
     restarted app finishes every order with exactly one executed swap on the chain."""
-    restarting = App(tmp_path, port=18_700, namespace="dexec-localnet-kill", env={
-        "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
-        "DEXEC_LOCALNET_PROFILE": "realistic", "DEXEC_TEST_HOOKS": "1"})
-    try:
-        restarting.start("first.log")
+    with localnet_app(tmp_path, 18_700, "dexec-localnet-kill") as app:
+        app.start("first.log")
         # Every RPC answer 300 ms late: orders surely in flight when the kill comes.
-        await slow_chain(restarting, 300)
-        async with httpx.AsyncClient(base_url=restarting.url, timeout=60,
-                                     headers=restarting.auth()) as client:
+        await slow_chain(app, 300)
+        async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth()) as client:
             responses = await asyncio.gather(*(client.post("/api/orders", json=order_body(
                 amount="0.02", client_order_id=f"kill-{i}")) for i in range(60)))
         assert [r.status_code for r in responses] == [202] * 60
         ids = [r.json()["order_id"] for r in responses]
-        restarting.kill()
-        with restarting.database() as db:
-            row = db.execute("SELECT count(*) FROM orders WHERE status NOT IN"
-                             " ('confirmed', 'failed')").fetchone()
-        assert row is not None and row[0] > 0, "the kill came too late to prove anything"
+        app.kill()
+        assert_in_flight(app)
 
-        restarting.start("second.log")
-        await slow_chain(restarting, 0)  # the cluster lived on, and its faults with it
-        port = json.loads(restarting.env["DEXEC_LOCALNET_PORT"])
-        chain = SolanaRpc(f"http://127.0.0.1:{port}")
-        async with httpx.AsyncClient(base_url=restarting.url, timeout=60,
-                                     headers=restarting.auth()) as client:
+        app.start("second.log")
+        await slow_chain(app, 0)  # the cluster lived on, and its faults with it
+        async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth()) as client:
             orders = [await wait_terminal(client, i, timeout_s=120) for i in ids]
-        try:
-            for order in orders:
-                assert order["status"] == "confirmed", order["failure_reason"]
-                assert await landed_swaps(restarting.data_dir, chain, order["order_id"]) == [
-                    order["signature"]]
-        finally:
-            await chain.close()
-    finally:
-        restarting.stop()
-        stop_localnet(tmp_path)
-        from storage.embedded import EmbeddedPostgres
-
-        left = EmbeddedPostgres(tmp_path)
-        if (left.data_dir / "postmaster.pid").exists():
-            left.start()
-            left.stop()
+        await assert_each_filled_once_on_chain(app, orders)
 
 
 @pytest.mark.parametrize("victim", ["ray::ExecutionWorker", "ray::OrderManager"])
@@ -97,10 +118,7 @@ async def test_a_killed_worker_or_manager_loses_nothing_and_fills_nothing_twice(
     # Each stack opens its port..port+99, and a stopped one's HAProxy may linger a moment:
     # each case gets ports of its own.
     port = 18_800 if victim == "ray::ExecutionWorker" else 18_900
-    app = App(tmp_path, port=port, namespace="dexec-localnet-kill2", env={
-        "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
-        "DEXEC_LOCALNET_PROFILE": "realistic", "DEXEC_TEST_HOOKS": "1"})
-    try:
+    with localnet_app(tmp_path, port, "dexec-localnet-kill2") as app:
         app.start("up.log")
         await slow_chain(app, 200)
         assert app.proc is not None
@@ -115,44 +133,25 @@ async def test_a_killed_worker_or_manager_loses_nothing_and_fills_nothing_twice(
             for process in killed:
                 process.kill()
             await slow_chain(app, 0)
-            with app.database() as db:
-                row = db.execute("SELECT count(*) FROM orders WHERE status NOT IN"
-                                 " ('confirmed', 'failed')").fetchone()
-            assert row is not None and row[0] > 0, "the kill came too late to prove anything"
+            assert_in_flight(app)
             orders = [await wait_terminal(client, r.json()["order_id"], timeout_s=120)
                       for r in responses]
-        port = json.loads(app.env["DEXEC_LOCALNET_PORT"])
-        chain = SolanaRpc(f"http://127.0.0.1:{port}")
-        try:
-            for order in orders:
-                assert order["status"] == "confirmed", order["failure_reason"]
-                assert await landed_swaps(app.data_dir, chain, order["order_id"]) == [
-                    order["signature"]]
-        finally:
-            await chain.close()
-    finally:
-        app.stop()
-        stop_localnet(tmp_path)
+        await assert_each_filled_once_on_chain(app, orders)
 
 
 async def test_a_database_outage_mid_flight_loses_nothing_and_fills_nothing_twice(
         tmp_path: Path) -> None:
     """PostgreSQL stops with orders in flight on the local cluster: requests get 503, and
     when it is back every order fills exactly once, counted on the chain."""
-    from storage.embedded import EmbeddedPostgres
+    pgdata = tmp_path / "pgdata"
 
     def pg_ctl(*args: str) -> None:
         """pg_ctl on the app's embedded server, as the user pgserver runs it as."""
-        from pgserver._commands import pg_ctl as run  # type: ignore[import-untyped]
+        from pgserver._commands import pg_ctl as run  # type: ignore[attr-defined]
 
-        pgdata = tmp_path / "pgdata"
         run(["-w", *args], pgdata=pgdata, user="pgserver" if os.geteuid() == 0 else None)
 
-    app = App(tmp_path, port=19_100, namespace="dexec-localnet-db", env={
-        "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
-        "DEXEC_LOCALNET_PROFILE": "realistic", "DEXEC_TEST_HOOKS": "1"})
-    database = EmbeddedPostgres(tmp_path)
-    try:
+    with localnet_app(tmp_path, 19_100, "dexec-localnet-db") as app:
         app.start("up.log")
         await slow_chain(app, 300)
         async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth()) as client:
@@ -164,7 +163,6 @@ async def test_a_database_outage_mid_flight_loses_nothing_and_fills_nothing_twic
                 during = [await client.post("/api/orders", json=order_body(amount="0.02"))
                           for _ in range(3)]
             finally:
-                pgdata = tmp_path / "pgdata"
                 pg_ctl("-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start")
                 await slow_chain(app, 0)
             assert all(r.status_code == 503 for r in during), [r.text for r in during]
@@ -178,21 +176,7 @@ async def test_a_database_outage_mid_flight_loses_nothing_and_fills_nothing_twic
                 await asyncio.sleep(0.5)
             orders = [await wait_terminal(client, i, timeout_s=120)
                       for i in [*in_flight, response.json()["order_id"]]]
-        port = json.loads(app.env["DEXEC_LOCALNET_PORT"])
-        chain = SolanaRpc(f"http://127.0.0.1:{port}")
-        try:
-            for order in orders:
-                assert order["status"] == "confirmed", order["failure_reason"]
-                assert await landed_swaps(app.data_dir, chain, order["order_id"]) == [
-                    order["signature"]]
-        finally:
-            await chain.close()
-    finally:
-        app.stop()
-        stop_localnet(tmp_path)
-        if (database.data_dir / "postmaster.pid").exists():
-            database.start()
-            database.stop()
+        await assert_each_filled_once_on_chain(app, orders)
 
 
 @pytest.mark.parametrize(("point", "port"), [("routing", 19_200), ("signed", 19_300),
@@ -201,30 +185,17 @@ async def test_a_worker_killed_at_each_step_fills_the_order_exactly_once_on_chai
         tmp_path: Path, point: str, port: int) -> None:
     """The worker dies (SIGKILL) as the order reaches `point`; the order still fills once,
     and from `signed` on, by the signature recorded before the kill: nothing signed anew."""
-    app = App(tmp_path, port=port, namespace=f"dexec-localnet-{point}", env={
-        "DEXEC_NETWORK": "localnet", "DEXEC_LOCALNET_PORT": str(free_port()),
-        "DEXEC_LOCALNET_PROFILE": "zero", "DEXEC_TEST_HOOKS": "1",
-        "DEXEC_TEST_CRASH_ONCE_AT": point})
-    try:
+    with localnet_app(tmp_path, port, f"dexec-localnet-{point}", profile="zero",
+                      DEXEC_TEST_CRASH_ONCE_AT=point) as app:
         app.start("up.log")
         async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth()) as client:
             accepted = await client.post("/api/orders", json=order_body(amount="0.75"))
             order = await wait_terminal(client, accepted.json()["order_id"], timeout_s=120)
         assert (tmp_path / f"crashed-at-{point}").exists(), "no worker was killed"
-        assert order["status"] == "confirmed", order["failure_reason"]
-        port_rpc = json.loads(app.env["DEXEC_LOCALNET_PORT"])
-        chain = SolanaRpc(f"http://127.0.0.1:{port_rpc}")
-        try:
-            assert await landed_swaps(app.data_dir, chain, order["order_id"]) == [
-                order["signature"]]
-        finally:
-            await chain.close()
+        await assert_each_filled_once_on_chain(app, [order])
         with app.database() as db:
             signed = db.execute("SELECT count(*) FROM swap_transactions WHERE order_id = %s",
                                 (order["order_id"],)).fetchone()
         assert signed is not None
         if point != "routing":  # the recorded signature decided: nothing was re-signed
             assert signed[0] == 1
-    finally:
-        app.stop()
-        stop_localnet(tmp_path)

@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from solders.hash import Hash
@@ -18,7 +19,10 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.token.associated import get_associated_token_address
 from solders.transaction import Transaction, VersionedTransaction
+from starlette.types import ASGIApp
 
+from core.quotes import TxStatus
+from gateways.base import VenueGateway
 from gateways.localnet.ledger import Ledger
 from gateways.localnet.server import Faults, RpcServer
 from gateways.solana import cpmm
@@ -74,9 +78,23 @@ async def start_server(server: uvicorn.Server) -> asyncio.Task[None]:
 
 
 @contextlib.asynccontextmanager
-async def local_cluster(slot_s: float = 0.05) -> AsyncIterator[Cluster]:
-    """A seeded cluster: SOL and USDC mints, one CPMM pool, a funded wallet."""
-    ledger = Ledger(slot_s=slot_s)
+async def serving(app: ASGIApp) -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port inside this loop; yield its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    task = await start_server(server)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def seeded_ledger(**options: Any) -> tuple[Ledger, Pubkey, Keypair]:
+    """A ledger with SOL and USDC mints, one CPMM pool and a wallet holding 10 SOL in
+    lamports, 5 wrapped SOL and an empty USDC account: (ledger, pool, wallet)."""
+    ledger = Ledger(**options)
     ledger.create_mint(SOL, 9)
     ledger.create_mint(USDC, 6)
     pool = ledger.add_cpmm_pool(SOL, USDC, 200_000 * 10**9, 30_000_000 * 10**6)
@@ -84,16 +102,26 @@ async def local_cluster(slot_s: float = 0.05) -> AsyncIterator[Cluster]:
     ledger.airdrop(wallet.pubkey(), 10 * 10**9)
     ledger.fund_tokens(wallet.pubkey(), SOL, 5 * 10**9)
     ledger.fund_tokens(wallet.pubkey(), USDC, 0)
+    return ledger, pool, wallet
+
+
+@contextlib.asynccontextmanager
+async def local_cluster(slot_s: float = 0.05) -> AsyncIterator[Cluster]:
+    """A seeded cluster (`seeded_ledger`) behind its JSON-RPC server."""
+    ledger, pool, wallet = seeded_ledger(slot_s=slot_s)
     server = RpcServer(ledger, test_hooks=True)
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(server.app(), host="127.0.0.1", port=port,
-                                       log_level="warning", lifespan="off"))
-    task = await start_server(uv)
-    try:
-        yield Cluster(f"http://127.0.0.1:{port}", server, wallet, pool)
-    finally:
-        uv.should_exit = True
-        await task
+    async with serving(server.app()) as url:
+        yield Cluster(url, server, wallet, pool)
+
+
+async def landed(venue: VenueGateway, signature: str) -> TxStatus:
+    """The signature's status once it landed (confirmed, or failed on chain)."""
+    for _ in range(200):
+        (status,) = await venue.statuses([signature])
+        if status is not None and status.landed:
+            return status
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{signature} never landed")
 
 
 def memos(data_dir: Path) -> list[tuple[str, str]]:

@@ -16,7 +16,7 @@ from solders.transaction import Transaction
 from gateways.localnet.cluster import MINTS, Localnet
 from gateways.solana import cpmm
 from gateways.solana.venue import create_ata_idempotent, memo_instruction
-from tests.kit.localnet import free_port, start_server
+from tests.kit.localnet import serving
 
 
 def swap_tx(net: Localnet, wallet: Keypair, pool: Pubkey, amount: int) -> bytes:
@@ -46,13 +46,19 @@ def test_every_default_pair_has_a_seeded_pool_near_its_reference_price() -> None
     assert 147 < (usdc / 1e6) / (sol / 1e9) < 153  # 150 USDC per SOL, +-2 %
 
 
-def test_the_journal_brings_balances_signatures_and_slots_back(tmp_path: Path) -> None:
+def journaled(tmp_path: Path) -> tuple[Localnet, Keypair, Pubkey]:
+    """A journaling cluster whose new wallet got 1 SOL (airdrop) and 500 USDC (faucet):
+    (cluster, wallet, its SOL/USDC CPMM pool)."""
     net = Localnet(tmp_path, profile="zero", drift_bps=0)
     net.open()
     wallet = Keypair()
     net.airdrop(wallet.pubkey(), 10**9)
     net.fund(wallet.pubkey(), MINTS["USDC"], 500 * 10**6)
-    pool = usdc_sol_pool(net)
+    return net, wallet, usdc_sol_pool(net)
+
+
+def test_the_journal_brings_balances_signatures_and_slots_back(tmp_path: Path) -> None:
+    net, wallet, pool = journaled(tmp_path)
     signature = net.ledger.send(swap_tx(net, wallet, pool, 100 * 10**6))
     net.drift()
     usdc_ata = get_associated_token_address(wallet.pubkey(), MINTS["USDC"])
@@ -95,17 +101,11 @@ def test_the_price_walks_and_keeps_the_product(tmp_path: Path) -> None:
 
 
 async def test_faucet_pools_and_rpc_over_http(tmp_path: Path) -> None:
-    import uvicorn
-
     net = Localnet(tmp_path, profile="zero", drift_bps=0)
     net.open()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(net.app(), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    task = await start_server(server)
     owner = Keypair().pubkey()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with serving(net.app()) as url, httpx.AsyncClient(base_url=url) as client:
             pools = (await client.get("/localnet/pools")).json()["pools"]
             funded = await client.post("/localnet/fund", json={
                 "owner": str(owner), "tokens": {"USDC": "250.5"}})
@@ -117,8 +117,6 @@ async def test_faucet_pools_and_rpc_over_http(tmp_path: Path) -> None:
             health = (await client.post("/", json={"jsonrpc": "2.0", "id": 2,
                                                     "method": "getHealth"})).json()
     finally:
-        server.should_exit = True
-        await task
         net.close()
     assert {p["venue"] for p in pools} == {"raydium", "meteora"} and len(pools) == 10
     assert funded.status_code == 200 and refused.status_code == 400
@@ -133,12 +131,7 @@ async def test_faucet_pools_and_rpc_over_http(tmp_path: Path) -> None:
 
 def test_a_restart_under_another_profile_replays_every_transaction(tmp_path: Path) -> None:
     """The chain keeps the slot length it was made with: its recorded blockhashes stay valid."""
-    net = Localnet(tmp_path, profile="zero", drift_bps=0)
-    net.open()
-    wallet = Keypair()
-    net.airdrop(wallet.pubkey(), 10**9)
-    net.fund(wallet.pubkey(), MINTS["USDC"], 500 * 10**6)
-    pool = usdc_sol_pool(net)
+    net, wallet, pool = journaled(tmp_path)
     time.sleep(0.2)  # four 50 ms slots in: at 400 ms slots this blockhash would not exist yet
     net.ledger.adverse_bps = 40  # a front-run swap must come back front-run
     signature = net.ledger.send(swap_tx(net, wallet, pool, 100 * 10**6))

@@ -15,10 +15,7 @@ from solders.transaction import Transaction
 
 from gateways.localnet.ledger import PREFLIGHT_FAILED, SIGNATURE_FEE, Ledger, RpcError
 from gateways.solana import cpmm
-
-SOL = Pubkey.from_string("So11111111111111111111111111111111111111112")
-USDC = Pubkey.from_string("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v")
-MEMO = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
+from tests.kit.localnet import MEMO, SOL, USDC, seeded_ledger
 
 
 class Clock:
@@ -60,14 +57,7 @@ class World:
 @pytest.fixture
 def world() -> World:
     clock = Clock()
-    ledger = Ledger(clock=clock)
-    ledger.create_mint(SOL, 9)
-    ledger.create_mint(USDC, 6)
-    pool = ledger.add_cpmm_pool(SOL, USDC, 200_000 * 10**9, 30_000_000 * 10**6)
-    wallet = Keypair()
-    ledger.airdrop(wallet.pubkey(), 10 * 10**9)
-    ledger.fund_tokens(wallet.pubkey(), SOL, 5 * 10**9)
-    ledger.fund_tokens(wallet.pubkey(), USDC, 0)
+    ledger, pool, wallet = seeded_ledger(clock=clock)
     return World(ledger, clock, wallet, pool)
 
 

@@ -3,24 +3,22 @@ seeded as `dexec localnet` seeds them, quoted from their accounts and swapped fo
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-import uvicorn
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.token.associated import get_associated_token_address
 
 from core.errors import SlippageExceeded
-from core.quotes import TxStatus, choose_best, min_amount_out
+from core.quotes import choose_best, min_amount_out
 from gateways.localnet.cluster import MINTS, Localnet
 from gateways.solana import dlmm
 from gateways.solana.programs import CpmmProgram, DlmmProgram
 from gateways.solana.rpc import SolanaRpc
 from gateways.solana.venue import ChainVenue, Pool, PoolProgram
-from tests.kit.localnet import free_port, start_server
+from tests.kit.localnet import landed, serving
 
 SOL, USDC, RAY = (str(MINTS[s]) for s in ("SOL", "USDC", "RAY"))
 
@@ -45,30 +43,17 @@ async def world() -> AsyncIterator[World]:
     wallet = Keypair()
     net.airdrop(wallet.pubkey(), 5_000 * 10**9)
     net.fund(wallet.pubkey(), MINTS["USDC"], 10_000 * 10**6)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(net.app(), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    task = await start_server(server)
-    rpc = SolanaRpc(f"http://127.0.0.1:{port}", timeout_s=2.0)
     programs: dict[str, PoolProgram] = {"raydium": CpmmProgram(), "meteora": DlmmProgram()}
-    venues = {name: ChainVenue(name, program, rpc,
-                               [Pool(Pubkey.from_string(p.address), Pubkey.from_string(p.mint_x),
-                                     Pubkey.from_string(p.mint_y))
-                                for p in net.pools if p.venue == name], wallet)
-              for name, program in programs.items()}
-    yield World(net, wallet, venues)
-    await rpc.close()
-    server.should_exit = True
-    await task
-
-
-async def landed(venue: ChainVenue, signature: str) -> TxStatus:
-    for _ in range(200):
-        (status,) = await venue.statuses([signature])
-        if status is not None and status.landed:
-            return status
-        await asyncio.sleep(0.02)
-    raise AssertionError("never landed")
+    async with serving(net.app()) as url:
+        rpc = SolanaRpc(url, timeout_s=2.0)
+        venues = {name: ChainVenue(name, program, rpc,
+                                   [Pool(Pubkey.from_string(p.address),
+                                         Pubkey.from_string(p.mint_x),
+                                         Pubkey.from_string(p.mint_y))
+                                    for p in net.pools if p.venue == name], wallet)
+                  for name, program in programs.items()}
+        yield World(net, wallet, venues)
+        await rpc.close()
 
 
 @pytest.mark.parametrize(("venue", "mint_in", "mint_out", "amount"), [

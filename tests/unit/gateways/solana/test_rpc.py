@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from solders.keypair import Keypair
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
 from core.errors import (
     BlockhashExpired,
@@ -19,13 +24,7 @@ from core.errors import (
 )
 from gateways.solana import cpmm
 from gateways.solana.rpc import SolanaRpc, transaction_error
-from tests.kit.localnet import SOL, USDC, Cluster, local_cluster
-
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[Cluster]:
-    async with local_cluster() as c:
-        yield c
+from tests.kit.localnet import SOL, USDC, Cluster, serving
 
 
 @pytest.fixture
@@ -143,30 +142,25 @@ async def test_statuses_travel_in_batches_of_256(cluster: Cluster, rpc: SolanaRp
     assert await rpc.statuses(unknown) == [None] * 600
 
 
-async def test_a_malformed_answer_is_retryable(rpc: SolanaRpc) -> None:
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
+@contextlib.asynccontextmanager
+async def node_answering(handler: Callable[[Request], Awaitable[Response]],
+                         ) -> AsyncIterator[SolanaRpc]:
+    """A SolanaRpc client of a fake node whose every answer `handler` gives."""
+    async with serving(Starlette(routes=[Route("/", handler, methods=["POST"])])) as url:
+        node = SolanaRpc(url, timeout_s=1.0)
+        try:
+            yield node
+        finally:
+            await node.close()
 
-    from tests.kit.localnet import free_port, start_server
 
-    async def garbage(_: object) -> PlainTextResponse:
+async def test_a_malformed_answer_is_retryable() -> None:
+    async def garbage(_: Request) -> Response:
         return PlainTextResponse("{not json")
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/", garbage,
-                                                                   methods=["POST"])]),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    task = await start_server(server)
-    bad = SolanaRpc(f"http://127.0.0.1:{port}", timeout_s=1.0)
-    try:
+    async with node_answering(garbage) as bad:
         with pytest.raises(VenueUnavailable):
             await bad.block_height()
-    finally:
-        await bad.close()
-        server.should_exit = True
-        await task
 
 
 @pytest.mark.parametrize("error", [
@@ -178,26 +172,12 @@ async def test_a_malformed_answer_is_retryable(rpc: SolanaRpc) -> None:
 async def test_a_node_that_cannot_answer_now_is_retryable_never_terminal(
         error: dict[str, object]) -> None:
     """Such answers say nothing about a transaction's fate: the engine must reconcile."""
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    from tests.kit.localnet import free_port, start_server
-
-    async def unhealthy(request: Request) -> JSONResponse:
+    async def unhealthy(request: Request) -> Response:
         rid = (await request.json()).get("id")
         return JSONResponse({"jsonrpc": "2.0", "id": rid, "error": error})
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/", unhealthy,
-                                                                   methods=["POST"])]),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    task = await start_server(server)
-    node = SolanaRpc(f"http://127.0.0.1:{port}", timeout_s=1.0)
     signature = str(Keypair().sign_message(b"x"))
-    try:
+    async with node_answering(unhealthy) as node:
         for call in (node.block_height(), node.statuses([signature]),
                      node.token_balance(str(Keypair().pubkey())),
                      node.swap_output(signature, str(Keypair().pubkey())),
@@ -205,7 +185,3 @@ async def test_a_node_that_cannot_answer_now_is_retryable_never_terminal(
             with pytest.raises(DexecError) as raised:
                 await call
             assert raised.value.retryable, (call, raised.value)
-    finally:
-        await node.close()
-        server.should_exit = True
-        await task

@@ -3,27 +3,20 @@ real output, SOL wrapped from the wallet's lamports, and what the wallet cannot 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from solders.keypair import Keypair
 
 from core.errors import InsufficientFunds, NoRoute, SlippageExceeded
-from core.quotes import TxStatus, min_amount_out
+from core.quotes import min_amount_out
 from gateways.solana import cpmm
 from gateways.solana.programs import CpmmProgram
 from gateways.solana.rpc import SolanaRpc
 from gateways.solana.venue import ChainVenue, Pool
-from tests.kit.localnet import SOL, USDC, Cluster, local_cluster
+from tests.kit.localnet import SOL, USDC, Cluster, landed
 
 RAY = "4k3Dyjzvzp8eMZWUXbBCjEvwSkkk59S5iCNLY3QrkX6R"
-
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[Cluster]:
-    async with local_cluster() as c:
-        yield c
 
 
 @pytest.fixture
@@ -32,15 +25,6 @@ async def venue(cluster: Cluster) -> AsyncIterator[ChainVenue]:
     yield ChainVenue("raydium", CpmmProgram(), rpc, [Pool(cluster.pool, SOL, USDC)],
                      cluster.wallet)
     await rpc.close()
-
-
-async def landed(venue: ChainVenue, signature: str) -> TxStatus:
-    for _ in range(200):
-        (status,) = await venue.statuses([signature])
-        if status is not None and status.landed:
-            return status
-        await asyncio.sleep(0.02)
-    raise AssertionError("never landed")
 
 
 async def test_a_quote_is_the_program_s_own_price(cluster: Cluster, venue: ChainVenue) -> None:
