@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     rpc_url: SecretStr | None = None
     localnet_port: int = 8899
     localnet_profile: Literal["zero", "realistic"] = "realistic"
+    # Faults the local cluster `dexec up` starts injects, e.g. "drop_send_rate=0.05,
+    # http_429_rate=0.02,timeout_rate=0.01" (fields of gateways.localnet.server.Faults).
+    localnet_faults: str = ""
     # The wallet's public address: set by the launcher from the key (not a secret).
     wallet_address: str | None = None
 

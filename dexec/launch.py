@@ -25,6 +25,7 @@ from actors.stack import Stack, start_stack, stop_stack
 from core.settings import Settings
 from dexec.haproxy_guard import Hardening
 from dexec.localnet import EmbeddedLocalnet, fund_dev_wallet
+from gateways.localnet.server import Faults
 from storage.embedded import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,15 @@ def _resolve_chain(settings: Settings) -> tuple[Settings, EmbeddedLocalnet | Non
                            " chains only")
     if settings.network != "localnet" or settings.rpc_url is not None:
         return settings, None
+    try:
+        Faults.parse(settings.localnet_faults)
+    except ValueError as exc:
+        raise RuntimeError(f"DEXEC_LOCALNET_FAULTS: {exc}") from None
     dev_wallet = settings.wallet_keypair is None
     settings = resolve_wallet(settings)
     localnet = EmbeddedLocalnet(settings.data_dir, settings.localnet_port,
-                                settings.localnet_profile, test_hooks=settings.test_hooks)
+                                settings.localnet_profile, faults=settings.localnet_faults,
+                                test_hooks=settings.test_hooks)
     url = localnet.start()
     if dev_wallet and settings.wallet_address:
         fund_dev_wallet(url, settings.wallet_address)

@@ -32,7 +32,7 @@ def healthy(url: str) -> bool:
 class EmbeddedLocalnet:
     """Start (or join) `python -m gateways.localnet` on a loopback port."""
 
-    def __init__(self, data_dir: Path, port: int, profile: str, *,
+    def __init__(self, data_dir: Path, port: int, profile: str, *, faults: str = "",
                  test_hooks: bool = False) -> None:
         self.data_dir = Path(data_dir).resolve() / "localnet"
         self.port = port
@@ -40,6 +40,7 @@ class EmbeddedLocalnet:
         self.url = f"http://127.0.0.1:{port}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._test_hooks = test_hooks
+        self._faults = faults
 
     def start(self, timeout_s: float = 60.0) -> str:
         if healthy(self.url):
@@ -50,6 +51,7 @@ class EmbeddedLocalnet:
             self._proc = subprocess.Popen(  # noqa: S603 (this Python, our module)
                 [sys.executable, "-m", "gateways.localnet", "--port", str(self.port),
                  "--data-dir", str(self.data_dir), "--profile", self.profile,
+                 *(["--faults", self._faults] if self._faults else []),
                  *(["--test-hooks"] if self._test_hooks else [])],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         (self.data_dir / "pid").write_text(str(self._proc.pid))

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from gateways.localnet.cluster import PROFILES, Localnet, serve
+from gateways.localnet.server import Faults
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,12 +19,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="realistic")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--drift-bps", type=float, default=5.0)
+    parser.add_argument("--faults", default="",
+                        help="faults to inject, e.g. drop_send_rate=0.05,http_429_rate=0.02"
+                             " (also timeout_rate, hang_s, malformed_rate, http_503_rate,"
+                             " delay_ms)")
     parser.add_argument("--test-hooks", action="store_true",
                         help="allow POST /localnet/faults (fault injection for tests)")
     args = parser.parse_args(argv)
+    try:
+        faults = Faults.parse(args.faults, Faults(delay_ms=PROFILES[args.profile].delay_ms))
+    except ValueError as exc:
+        parser.error(f"--faults: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     localnet = Localnet(args.data_dir, profile=args.profile, seed=args.seed,
-                        drift_bps=args.drift_bps, test_hooks=args.test_hooks)
+                        drift_bps=args.drift_bps, faults=faults, test_hooks=args.test_hooks)
     asyncio.run(serve(localnet, args.host, args.port))
 
 

@@ -44,6 +44,8 @@ MINTS = {t.symbol: Pubkey.from_string(t.mint) for t in DEFAULT_TOKENS}
 DECIMALS = {t.symbol: t.decimals for t in DEFAULT_TOKENS}
 JOURNAL = "journal.jsonl"
 MAX_FAUCET_UI = 1_000_000  # per token and request
+REVERSION_S = 600.0  # a pool's price is pulled back to its seeded one over about this long
+MAX_BINS_A_STEP = 10  # a DLMM pair moves at most this many bins a price step
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class Localnet:
         self._pinned: float | None = None  # the clock during replay
         self._journal_file: Any = None
         self.pools: list[ListedPool] = []
+        self._anchors: dict[str, float] = {}  # each pool's seeded log price
+        self._dlmm_walk: dict[str, float] = {}  # each DLMM pair's walk, between its bins
         self.ledger = self._genesis(time.time())
         faults = faults or Faults(delay_ms=self.profile.delay_ms)
         self.server = RpcServer(self.ledger, faults=faults, test_hooks=test_hooks)
@@ -95,6 +99,7 @@ class Localnet:
             ledger.create_mint(mint, DECIMALS[symbol])
         rng = random.Random(self._seed)  # noqa: S311 (seeded pools, not secrets)
         self.pools = []
+        self._anchors = {}
         for x, y, reserve_x_ui, bin_step, x_per_bin_ui in PAIRS:
             fair = REFERENCE_USD[x] / REFERENCE_USD[y]  # y per x, UI units
             # The venues start a few percent apart, either way: either one can win.
@@ -114,7 +119,19 @@ class Localnet:
             ledger.add_dlmm_pool(seeded)
             self.pools.append(ListedPool("meteora", str(dlmm.PROGRAM_ID), str(seeded.address),
                                          str(MINTS[x]), str(MINTS[y])))
+        for listed in self.pools:  # where each pool's walk reverts to
+            self._anchors[listed.address] = self._log_price(ledger, listed)
         return ledger
+
+    @staticmethod
+    def _log_price(ledger: Ledger, listed: ListedPool) -> float:
+        pool = Pubkey.from_string(listed.address)
+        if listed.venue == "raydium":
+            state = ledger.pool_state(pool)
+            return math.log((ledger.token_amount(state.token_1_vault) or 1)
+                            / (ledger.token_amount(state.token_0_vault) or 1))
+        pair, _ = ledger.dlmm_state(pool)
+        return pair.active_id * math.log1p(pair.bin_step / 10_000)
 
     def open(self) -> int:
         """Replay the journal (if any) and keep writing it; return the entries replayed."""
@@ -171,6 +188,9 @@ class Localnet:
         elif op == "fund":
             self.ledger.fund_tokens(Pubkey.from_string(entry["to"]),
                                     Pubkey.from_string(entry["mint"]), int(entry["amount"]))
+        elif op == "dlmm":
+            self.ledger.fill_dlmm(Pubkey.from_string(entry["pool"]), int(entry["amount"]),
+                                  bool(entry["for_y"]))
         elif op == "reserves":
             self.ledger.set_cpmm_reserves(Pubkey.from_string(entry["pool"]), int(entry["r0"]),
                                           int(entry["r1"]))
@@ -188,21 +208,34 @@ class Localnet:
         self._record({"op": "fund", "to": str(to), "mint": str(mint), "amount": amount})
 
     def drift(self) -> None:
-        """Move every CPMM pool's price a random step (an arbitrageur's trade, k kept).
-
-        DLMM pairs keep their bins: their price moves only with the swaps they fill.
-        """
+        """Move every pool's price a step of a mean-reverting random walk, by the trade an
+        arbitrageur would make: CPMM reserves keep their product; a DLMM pair's active bin
+        moves by a real swap through its bins. Each pool reverts to its seeded price over
+        `REVERSION_S`, so a long-running cluster stays inside the DLMM pairs' bins."""
+        sigma = self._drift_bps / 10_000
+        keep = min(self._drift_interval / REVERSION_S, 1.0)
         for listed in self.pools:
-            if listed.venue != "raydium":
-                continue
             pool = Pubkey.from_string(listed.address)
-            state = self.ledger.pool_state(pool)
-            r0 = self.ledger.token_amount(state.token_0_vault) or 0
-            r1 = self.ledger.token_amount(state.token_1_vault) or 0
-            step = math.exp(self._rng.gauss(0.0, self._drift_bps / 10_000))
-            new0, new1 = int(r0 / math.sqrt(step)), int(r1 * math.sqrt(step))
-            self.ledger.set_cpmm_reserves(pool, new0, new1)
-            self._record({"op": "reserves", "pool": listed.address, "r0": new0, "r1": new1})
+            anchor = self._anchors[listed.address]
+            if listed.venue == "raydium":
+                state = self.ledger.pool_state(pool)
+                r0 = self.ledger.token_amount(state.token_0_vault) or 0
+                r1 = self.ledger.token_amount(state.token_1_vault) or 0
+                now = math.log(r1 / r0)
+                step = math.exp(self._rng.gauss(0.0, sigma) - keep * (now - anchor))
+                new0, new1 = int(r0 / math.sqrt(step)), int(r1 * math.sqrt(step))
+                self.ledger.set_cpmm_reserves(pool, new0, new1)
+                self._record({"op": "reserves", "pool": listed.address, "r0": new0, "r1": new1})
+            else:
+                pair, _ = self.ledger.dlmm_state(pool)
+                bin_log = math.log1p(pair.bin_step / 10_000)
+                # The walk is continuous; the pair follows it in whole bins.
+                now = self._dlmm_walk.get(listed.address, pair.active_id * bin_log)
+                now += self._rng.gauss(0.0, sigma) - keep * (now - anchor)
+                self._dlmm_walk[listed.address] = now
+                target = round(now / bin_log)
+                step = max(-MAX_BINS_A_STEP, min(MAX_BINS_A_STEP, target - pair.active_id))
+                self.ledger.move_dlmm_to(pool, pair.active_id + step)  # journals itself
 
     async def drift_forever(self) -> None:
         if self._drift_bps <= 0:

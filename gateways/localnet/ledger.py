@@ -288,7 +288,14 @@ class Ledger:
             moved = dlmm.quote(*_after(pair, arrays, middle, swap_for_y, now), amount_in,
                                swap_for_y, now).amount_out
             low, high = (middle, high) if moved > target else (low, middle)
-        ahead = dlmm.quote(pair, arrays, high, swap_for_y, now)
+        return self._dlmm_fill(address, pair, arrays, high, swap_for_y, now)
+
+    def _dlmm_fill(self, address: Pubkey, pair: dlmm.LbPair, arrays: list[dlmm.BinArray],
+                   amount_in: int, swap_for_y: bool, now: int,
+                   ) -> tuple[dlmm.LbPair, list[dlmm.BinArray]]:
+        """Fill a trade of someone outside the wallet's view against the pair (its tokens
+        come from and go nowhere); return the pair and arrays after it."""
+        ahead = dlmm.quote(pair, arrays, amount_in, swap_for_y, now)
         reserve_in, reserve_out = ((pair.reserve_x, pair.reserve_y) if swap_for_y
                                    else (pair.reserve_y, pair.reserve_x))
         self._move(reserve_in, ahead.amount_in)
@@ -298,6 +305,52 @@ class Ledger:
         for array in changed.values():
             self._put_data(dlmm.bin_array_address(address, array.index), array.encode())
         return ahead.pair, [changed.get(a.index, a) for a in arrays]
+
+    def dlmm_state(self, address: Pubkey) -> tuple[dlmm.LbPair, list[dlmm.BinArray]]:
+        """A DLMM pair and every bin array its bitmap names."""
+        pair = dlmm.LbPair.decode(bytes(self._existing(address).data))
+        arrays = []
+        for bit in range(pair.bin_array_bitmap.bit_length()):
+            if pair.bin_array_bitmap >> bit & 1:
+                key = dlmm.bin_array_address(address, bit - dlmm.BITMAP_HALF)
+                arrays.append(dlmm.BinArray.decode(bytes(self._existing(key).data)))
+        return pair, arrays
+
+    def move_dlmm_to(self, address: Pubkey, target_id: int) -> int:
+        """An arbitrageur's trade that brings the pair's active bin to `target_id` (or as far
+        as its liquidity goes); return the amount traded in (0: nothing to do)."""
+        pair, arrays = self.dlmm_state(address)
+        if target_id == pair.active_id:
+            return 0
+        swap_for_y = target_id < pair.active_id  # selling X walks the price down
+        now = int(self.now())
+
+        def reaches(amount: int) -> bool:
+            try:
+                active = dlmm.quote(pair, arrays, amount, swap_for_y, now).pair.active_id
+            except dlmm.DlmmError:  # past the liquidity: it goes at least that far
+                return True
+            return active <= target_id if swap_for_y else active >= target_id
+
+        low, high = 0, 1
+        while not reaches(high):
+            low, high = high, high * 2
+        while high - low > 1:  # the smallest trade that gets there
+            middle = (low + high) // 2
+            low, high = (low, middle) if reaches(middle) else (middle, high)
+        try:
+            self._dlmm_fill(address, pair, arrays, high, swap_for_y, now)
+        except dlmm.DlmmError:
+            return 0  # the bins run out before the target: leave the pair where it is
+        if self.journal is not None:
+            self.journal({"op": "dlmm", "pool": str(address), "amount": high,
+                          "for_y": swap_for_y})
+        return high
+
+    def fill_dlmm(self, address: Pubkey, amount_in: int, swap_for_y: bool) -> None:
+        """Do a journaled `move_dlmm_to` trade again (the journal's replay)."""
+        pair, arrays = self.dlmm_state(address)
+        self._dlmm_fill(address, pair, arrays, amount_in, swap_for_y, int(self.now()))
 
     def pool_state(self, address: Pubkey) -> cpmm.PoolState:
         return cpmm.PoolState.decode(bytes(self._existing(address).data))

@@ -2,8 +2,9 @@
 
 One process, one event loop, one Ledger: every request is answered whole before the next
 (the ledger is synchronous and fast, ~0.1 ms a transaction), so no transaction ever sees
-half of another. Faults (dropped sends, HTTP 429/503, delays) come from `Faults`, set at
-start or, in test mode, through `POST /localnet/faults`.
+half of another. Faults (dropped sends, HTTP 429/503, delays, timeouts, malformed answers)
+come from `Faults`, set at start (`--faults`, `DEXEC_LOCALNET_FAULTS`) or, in test mode,
+through `POST /localnet/faults`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import base64
 import json
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from solders.pubkey import Pubkey
@@ -38,7 +39,34 @@ class Faults:
     drop_send_rate: float = 0.0  # accept a send, answer its signature, never execute it
     http_429_rate: float = 0.0
     http_503_rate: float = 0.0
+    # The request is carried out (a send executes) but its answer comes `hang_s` late, past
+    # any client's timeout: the outcome is unknown to the caller, as after a real timeout.
+    timeout_rate: float = 0.0
+    hang_s: float = 10.0
+    # The request is carried out and answered with a truncated JSON body (a broken proxy).
+    malformed_rate: float = 0.0
     delay_ms: int = 0  # added to every answer
+
+    def __post_init__(self) -> None:
+        for name in ("drop_send_rate", "http_429_rate", "http_503_rate", "timeout_rate",
+                     "malformed_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.delay_ms < 0 or self.hang_s < 0:
+            raise ValueError("delay_ms and hang_s must not be negative")
+
+    @classmethod
+    def parse(cls, spec: str, base: Faults | None = None) -> Faults:
+        """`"drop_send_rate=0.05,http_429_rate=0.02"` over `base`; a bad spec is a ValueError."""
+        known = {f.name: f.type for f in fields(cls)}
+        changes: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            name, sep, value = item.partition("=")
+            name = name.strip()
+            if not sep or name not in known:
+                raise ValueError(f"unknown fault {name!r}: one of {', '.join(known)}")
+            changes[name] = int(value) if name == "delay_ms" else float(value)
+        return replace(base or cls(), **changes)
 
 
 class RpcServer:
@@ -95,15 +123,26 @@ class RpcServer:
         if isinstance(body, list):
             if not body or len(body) > MAX_BATCH:
                 return JSONResponse(_error(None, RpcError(-32600, "Invalid request")))
-            return JSONResponse([self.call(item) for item in body])
-        return JSONResponse(self.call(body))
+            answer: Any = [self.call(item) for item in body]
+        else:
+            answer = self.call(body)
+        # Both faults below come after the work is done: the caller cannot know its outcome.
+        if f.timeout_rate and self._rng.random() < f.timeout_rate:
+            await asyncio.sleep(f.hang_s)
+        if f.malformed_rate and self._rng.random() < f.malformed_rate:
+            text = json.dumps(answer)
+            return Response(text[: len(text) // 2], media_type="application/json")
+        return JSONResponse(answer)
 
     async def _set_faults(self, request: Request) -> Response:
         """Test mode: change the faults; `adverse_bps` front-runs every swap by that much."""
         changes = json.loads(await request.body())
         if "adverse_bps" in changes:
             self.ledger.adverse_bps = int(changes.pop("adverse_bps"))
-        self.faults = replace(self.faults, **changes)
+        try:
+            self.faults = replace(self.faults, **changes)
+        except (TypeError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({**asdict(self.faults), "adverse_bps": self.ledger.adverse_bps})
 
     def call(self, request: Any) -> dict[str, Any]:

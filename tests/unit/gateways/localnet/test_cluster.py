@@ -157,3 +157,51 @@ def test_slots_never_go_back_when_the_wall_clock_does() -> None:
     ahead = ledger.slot()
     now[0] -= 60.0  # an NTP step backwards
     assert ledger.slot() == ahead
+
+
+def dlmm_pairs(net: Localnet) -> list[Pubkey]:
+    return [Pubkey.from_string(p.address) for p in net.pools if p.venue == "meteora"]
+
+
+def test_dlmm_pairs_walk_in_bins_by_real_swaps_and_stay_near_their_price(
+        tmp_path: Path) -> None:
+    net = Localnet(tmp_path, profile="zero", drift_bps=30)
+    net.open()
+    seeded = {pool: net.ledger.dlmm_state(pool)[0] for pool in dlmm_pairs(net)}
+    seen: dict[Pubkey, set[int]] = {pool: set() for pool in seeded}
+    for _ in range(60):
+        net.drift()
+        for pool in seeded:
+            seen[pool].add(net.ledger.dlmm_state(pool)[0].active_id)
+    moved = {pool: net.ledger.dlmm_state(pool)[0] for pool in seeded}
+    net.close()
+
+    assert all(len(ids) > 1 for ids in seen.values()), seen  # every pair moved
+    for pool, pair in moved.items():
+        before = seeded[pool]
+        # the bins it moved by were traded through: its reserves changed, and its price
+        # stays within what a 30 bps walk reverting to the seeded price reaches
+        reserves = [net.ledger.token_amount(k) for k in (pair.reserve_x, pair.reserve_y)]
+        assert reserves != [None, None]
+        assert abs(pair.active_id - before.active_id) * before.bin_step < 1_000
+
+    again = Localnet(tmp_path, profile="zero", drift_bps=0)
+    again.open()  # the walk's trades come back from the journal
+    for pool, pair in moved.items():
+        after = again.ledger.dlmm_state(pool)[0]
+        assert (after.active_id, after.encode()) == (pair.active_id, pair.encode())
+    again.close()
+
+
+def test_fault_specs_parse_and_bad_ones_are_refused() -> None:
+    import pytest
+
+    from gateways.localnet.server import Faults
+
+    faults = Faults.parse("drop_send_rate=0.05, http_429_rate=0.02,delay_ms=20",
+                          Faults(delay_ms=5))
+    assert (faults.drop_send_rate, faults.http_429_rate, faults.delay_ms) == (0.05, 0.02, 20)
+    assert Faults.parse("") == Faults()
+    for bad in ("drop_send_rate", "nope=1", "timeout_rate=2", "delay_ms=-1", "hang_s=x"):
+        with pytest.raises(ValueError):
+            Faults.parse(bad)

@@ -137,6 +137,27 @@ async def test_a_dropped_send_answers_its_signature_and_a_resend_lands_it(
     assert cluster.tokens(SOL) == 4 * 10**9
 
 
+@pytest.mark.parametrize(("faults", "error"), [
+    ({"timeout_rate": 1.0, "hang_s": 3.0}, VenueTimeout),
+    ({"malformed_rate": 1.0}, VenueUnavailable),
+])
+async def test_a_send_whose_answer_is_lost_may_have_landed_and_lands_once(
+        cluster: Cluster, rpc: SolanaRpc, faults: dict[str, object],
+        error: type[Exception]) -> None:
+    """The cluster executes the send and the answer never arrives whole: the error is
+    retryable, and rebroadcasting the same bytes finds it done (one fill, not two)."""
+    blockhash, _ = await rpc.latest_blockhash()
+    tx = cluster.swap(10**9, 1, blockhash)
+    cluster.set_faults(**faults)
+    with pytest.raises(error) as raised:
+        await rpc.send(tx)
+    assert raised.value.retryable  # type: ignore[attr-defined]
+    cluster.set_faults()
+    signature = await rpc.send(tx)  # AlreadyProcessed: the first one had executed
+    await until_confirmed(rpc, signature)
+    assert cluster.tokens(SOL) == 4 * 10**9  # it had executed, and only once
+
+
 async def test_statuses_travel_in_batches_of_256(cluster: Cluster, rpc: SolanaRpc) -> None:
     unknown = [str(Keypair().sign_message(bytes([i % 256, i // 256]))) for i in range(600)]
     assert await rpc.statuses(unknown) == [None] * 600
