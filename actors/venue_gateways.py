@@ -5,9 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
-from solders.pubkey import Pubkey
-
 from actors.metrics import RayVenueMetrics
 from actors.shell import rpc_endpoint, wallet_secret
 from actors.simulated_chain import RayChainClient
@@ -15,11 +12,13 @@ from actors.telemetry import BatchStats
 from core.settings import Settings
 from core.tokens import TokenRegistry
 from gateways.base import VenueGateway
+from gateways.meteora.pools import MeteoraPairs
+from gateways.raydium.venue import RaydiumTradeVenue
 from gateways.simulated.chain import dev_wallet
 from gateways.simulated.venue import SimulatedVenue
-from gateways.solana.programs import CpmmProgram, DlmmProgram
+from gateways.solana.programs import DlmmProgram
 from gateways.solana.rpc import SolanaRpc
-from gateways.solana.venue import ChainVenue, Pool, PoolProgram
+from gateways.solana.venue import ChainVenue
 from gateways.solana.wallet import load_keypair
 
 log = logging.getLogger(__name__)
@@ -35,31 +34,39 @@ def venue_gateways(settings: Settings, chain: Any, stats: BatchStats | None = No
 
 
 def chain_gateways(settings: Settings, *, signing: bool) -> list[VenueGateway]:
-    """Gateways on a Solana cluster: one RPC client for the process, one venue per program.
-
-    The pools come from the local cluster's directory (`/localnet/pools`); a live network's
-    pool APIs are the live venues' work (issue 14).
-    """
+    """Gateways on a Solana cluster, one RPC client for the process: Raydium through its
+    Trade API, Meteora DLMM from its pool API and the pairs' accounts. The same code on
+    every network; on localnet the APIs are the local cluster's."""
     url = rpc_endpoint(settings)
     rpc = SolanaRpc(url, timeout_s=settings.quote_timeout_s)
-    listed: list[dict[str, str]] = []
-    if settings.network == "localnet":  # never trust a live RPC provider for pools
-        listed = httpx.get(f"{url}/localnet/pools", timeout=10.0
-                           ).json()["pools"]
-    else:
-        log.warning("no pool discovery on %s yet (live venues): no venue can quote",
-                    settings.network)
     wallet = load_keypair(secret) if signing and (secret := wallet_secret(settings)) else None
     metrics = RayVenueMetrics()
-    programs: dict[str, PoolProgram] = {"raydium": CpmmProgram(), "meteora": DlmmProgram()}
     gateways: list[VenueGateway] = []
     for venue in settings.venues:
-        pools = [Pool(Pubkey.from_string(p["address"]), Pubkey.from_string(p["mint_x"]),
-                      Pubkey.from_string(p["mint_y"])) for p in listed if p["venue"] == venue]
-        if venue in programs and pools:
-            gateways.append(ChainVenue(venue, programs[venue], rpc, pools, wallet,
-                                       rate_limit_per_s=settings.venue_rate_limit_per_s,
-                                       metrics=metrics))
+        if venue == "raydium":
+            trade, api = settings.venue_url("raydium_trade", url), settings.venue_url(
+                "raydium_api", url)
+            if trade and api:
+                gateways.append(RaydiumTradeVenue(
+                    rpc, wallet, trade_url=trade, api_url=api,
+                    tx_version=settings.raydium_tx_version,
+                    priority_level=settings.priority_fee_level,
+                    priority_cap_micro_lamports=settings.priority_fee_cap_micro_lamports,
+                    timeout_s=settings.quote_timeout_s,
+                    rate_limit_per_s=settings.venue_rate_limit_per_s, metrics=metrics))
+                continue
+        elif venue == "meteora":
+            api = settings.venue_url("meteora_api", url)
+            if api:
+                pairs = MeteoraPairs(api, settings.meteora_pairs,
+                                     timeout_s=settings.quote_timeout_s)
+                gateways.append(ChainVenue(
+                    venue, DlmmProgram(), rpc, pairs, wallet,
+                    rate_limit_per_s=settings.venue_rate_limit_per_s, metrics=metrics,
+                    priority_micro_lamports=settings.priority_fee_micro_lamports))
+                continue
+        log.warning("venue %s has no API on %s: set its URL to trade there", venue,
+                    settings.network)
     return gateways
 
 

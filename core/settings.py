@@ -11,6 +11,24 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.quotes import VENUES
 
+# Each live network's endpoints. None: no public default (set the URL to use that venue).
+NETWORK_DEFAULTS: dict[str, dict[str, str | None]] = {
+    "devnet": {
+        "rpc": "https://api.devnet.solana.com",
+        "raydium_trade": "https://transaction-v1-devnet.raydium.io",
+        "raydium_api": "https://api-v3-devnet.raydium.io",
+        "meteora_api": None,
+    },
+    "mainnet-beta": {
+        "rpc": "https://api.mainnet-beta.solana.com",
+        "raydium_trade": "https://transaction-v1.raydium.io",
+        "raydium_api": "https://api-v3.raydium.io",
+        "meteora_api": "https://dlmm-api.meteora.ag",
+    },
+}
+LOCALNET_VENUE_PATHS = {"raydium_trade": "/raydium/trade", "raydium_api": "/raydium/api",
+                        "meteora_api": "/meteora"}
+
 
 class Settings(BaseSettings):
     """Every setting of dexec; the README's table lists them."""
@@ -104,14 +122,37 @@ class Settings(BaseSettings):
     localnet_faults: str = ""
     # The wallet's public address: set by the launcher from the key (not a secret).
     wallet_address: str | None = None
+    # The venues' APIs; unset: the network's (NETWORK_DEFAULTS). On localnet they are the
+    # local cluster's own servers, which speak the live APIs' shapes.
+    raydium_trade_url: str | None = None  # Raydium Trade API (quotes and swap transactions)
+    raydium_api_url: str | None = None  # Raydium API v3 (the priority fee)
+    raydium_tx_version: Literal["V0", "LEGACY"] = "V0"
+    meteora_api_url: str | None = None  # Meteora's DLMM pool API
+    meteora_pairs: tuple[str, ...] = ()  # DLMM pair addresses; empty: the API's best per pair
+    # Priority fees (micro-lamports per compute unit): Raydium's auto-fee ("m", "h", "vh")
+    # capped at this, which also bounds what a venue-built transaction may charge; 0: none.
+    priority_fee_level: Literal["m", "h", "vh"] = "h"
+    priority_fee_cap_micro_lamports: int = Field(default=100_000, ge=0, le=50_000_000)
+    # The price of the transactions dexec builds itself (Meteora DLMM swaps).
+    priority_fee_micro_lamports: int = Field(default=0, ge=0, le=50_000_000)
 
     @property
     def rpc_endpoint(self) -> str:
         if self.rpc_url is not None:
             return self.rpc_url.get_secret_value()
-        return {"localnet": f"http://127.0.0.1:{self.localnet_port}",
-                "devnet": "https://api.devnet.solana.com"}.get(
-            self.network, "https://api.mainnet-beta.solana.com")
+        if self.network == "localnet":
+            return f"http://127.0.0.1:{self.localnet_port}"
+        return NETWORK_DEFAULTS[self.network]["rpc"] or ""
+
+    def venue_url(self, name: str, rpc: str) -> str | None:
+        """A venue API's URL (`raydium_trade`, `raydium_api`, `meteora_api`): the setting,
+        else the network's default (on localnet, under the local cluster's `rpc` URL)."""
+        configured: str | None = getattr(self, f"{name}_url")
+        if configured:
+            return configured
+        if self.network == "localnet":
+            return rpc.rstrip("/") + LOCALNET_VENUE_PATHS[name]
+        return NETWORK_DEFAULTS.get(self.network, {}).get(name)
 
     # Simulated chain and venues (the default set-up)
     sim_seed: int = 7

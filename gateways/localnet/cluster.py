@@ -35,6 +35,7 @@ from starlette.routing import Route
 from core.tokens import DEFAULT_TOKENS
 from gateways.localnet.ledger import Ledger
 from gateways.localnet.server import Faults, RpcServer
+from gateways.localnet.venues import LocalVenueApis
 from gateways.simulated.chain import PAIRS, REFERENCE_USD
 from gateways.solana import cpmm, dlmm
 
@@ -85,6 +86,9 @@ class Localnet:
         self.ledger = self._genesis(time.time())
         faults = faults or Faults(delay_ms=self.profile.delay_ms)
         self.server = RpcServer(self.ledger, faults=faults, test_hooks=test_hooks)
+        self.venues = LocalVenueApis(lambda: self.ledger, lambda: self.pools,
+                                     delay_ms=self.profile.delay_ms)
+        self._test_hooks = test_hooks
         self._rng = random.Random(seed)  # noqa: S311 (a price walk, not a secret)
 
     def _now(self) -> float:
@@ -251,9 +255,22 @@ class Localnet:
         app.router.routes += [
             Route("/localnet/pools", self._pools, methods=["GET"]),
             Route("/localnet/fund", self._fund, methods=["POST"]),
+            *self.venues.routes(),
         ]
+        if self._test_hooks:
+            app.router.routes.append(Route("/localnet/venue-faults", self._venue_faults,
+                                           methods=["POST"]))
         self.server.on_airdrop = self.airdrop  # requestAirdrop goes through the journal too
         return app
+
+    async def _venue_faults(self, request: Request) -> Response:
+        """Test mode: {"venue": "raydium", "http_503_rate": 1.0, "tamper": "drain", ...}."""
+        try:
+            changes = dict(json.loads(await request.body()))
+            faults = self.venues.set_faults(str(changes.pop("venue")), changes)
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": f"bad venue faults: {exc}"}, status_code=400)
+        return JSONResponse(faults.__dict__)
 
     async def _pools(self, _: Request) -> Response:
         return JSONResponse({"pools": [listed.__dict__ for listed in self.pools]})

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from solders.account import Account
+from solders.compute_budget import ID as COMPUTE_BUDGET
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.litesvm import LiteSVM
@@ -432,7 +433,22 @@ class Ledger:
 
     @staticmethod
     def _fee(tx: VersionedTransaction) -> int:
-        return SIGNATURE_FEE * tx.message.header.num_required_signatures
+        """5,000 lamports a signature, plus the priority fee: the compute unit limit (200,000
+        an instruction when unset, at most 1.4M) times its price in micro-lamports."""
+        message = tx.message
+        keys = list(message.account_keys)
+        limit, price, count = None, 0, 0
+        for compiled in message.instructions:
+            data = bytes(compiled.data)
+            if keys[compiled.program_id_index] != COMPUTE_BUDGET:
+                count += 1
+            elif len(data) == 5 and data[0] == 2:
+                limit = int.from_bytes(data[1:5], "little")
+            elif len(data) == 9 and data[0] == 3:
+                price = int.from_bytes(data[1:9], "little")
+        units = min(limit if limit is not None else 200_000 * count, 1_400_000)
+        return SIGNATURE_FEE * message.header.num_required_signatures + \
+            -(-units * price // 1_000_000)
 
     @staticmethod
     def parse(tx_bytes: bytes) -> VersionedTransaction:

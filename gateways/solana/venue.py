@@ -16,8 +16,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
@@ -46,6 +47,7 @@ ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
 SYNC_NATIVE = bytes([17])
 CLOSE_ACCOUNT = bytes([9])
 CREATE_IDEMPOTENT = bytes([1])
+SWAP_COMPUTE_UNITS = 300_000  # the compute unit limit of a swap with a priority fee
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,21 @@ class Pool:
         return {a, b} == {self.mint_x, self.mint_y}
 
 
+@runtime_checkable
+class PoolSource(Protocol):
+    """Where a venue's pools come from (a pool API, refreshed): `pools()` lists them."""
+
+    async def pools(self) -> list[Pool]: ...
+
+
+class StaticPools:
+    def __init__(self, pools: Sequence[Pool]) -> None:
+        self._pools = list(pools)
+
+    async def pools(self) -> list[Pool]:
+        return self._pools
+
+
 def create_ata_idempotent(payer: Pubkey, owner: Pubkey, mint: Pubkey) -> Instruction:
     """Associated Token Account program: create `owner`'s account for `mint` unless it exists."""
     ata = get_associated_token_address(owner, mint)
@@ -104,60 +121,48 @@ def memo_instruction(text: str, signer: Pubkey) -> Instruction:
     return Instruction(MEMO_PROGRAM, text.encode(), [AccountMeta(signer, True, False)])
 
 
-class ChainVenue:
-    """Quotes from and swaps against one venue's pools on a Solana cluster, over RPC."""
+def swap_instructions(me: Pubkey, mint_in: Pubkey, mint_out: Pubkey, amount_in: int,
+                      swap: Instruction, *, priority_micro_lamports: int = 0,
+                      wrap_sol: bool = True, unwrap_sol: bool = True) -> list[Instruction]:
+    """A swap as a wallet sends it: the priority fee (when one is set), the output account
+    created when missing (idempotent), SOL wrapped when it is the input (transfer and
+    SyncNative), the swap, and SOL unwrapped when it is the output (the wSOL account closed,
+    its lamports home), as Raydium's `wrapSol`/`unwrapSol` do."""
+    ixs = []
+    if priority_micro_lamports > 0:
+        ixs += [set_compute_unit_limit(SWAP_COMPUTE_UNITS),
+                set_compute_unit_price(priority_micro_lamports)]
+    ixs.append(create_ata_idempotent(me, me, mint_out))
+    wsol = get_associated_token_address(me, NATIVE_MINT)
+    if mint_in == NATIVE_MINT and wrap_sol:
+        ixs += [create_ata_idempotent(me, me, NATIVE_MINT),
+                transfer(TransferParams(from_pubkey=me, to_pubkey=wsol, lamports=amount_in)),
+                Instruction(TOKEN_PROGRAM, SYNC_NATIVE, [AccountMeta(wsol, False, True)])]
+    ixs.append(swap)
+    if mint_out == NATIVE_MINT and unwrap_sol:
+        ixs.append(Instruction(TOKEN_PROGRAM, CLOSE_ACCOUNT, [
+            AccountMeta(wsol, False, True), AccountMeta(me, False, True),
+            AccountMeta(me, True, False)]))
+    return ixs
 
-    def __init__(self, name: str, program: PoolProgram, rpc: SolanaRpc, pools: Sequence[Pool],
-                 wallet: Keypair | None, *, rate_limit_per_s: float = 0.0,
-                 metrics: VenueMetrics | None = None) -> None:
+
+class SolanaVenue:
+    """What every venue gateway on a Solana cluster shares: the wallet's funds check, the
+    exactly-once send (preflight the first time, the same bytes rebroadcast after), and the
+    landing statuses with each landed swap's real output. Subclasses quote and build."""
+
+    def __init__(self, name: str, rpc: SolanaRpc, wallet: Keypair | None, *,
+                 rate_limit_per_s: float = 0.0, metrics: VenueMetrics | None = None,
+                 priority_micro_lamports: int = 0) -> None:
         self.name = name
-        self._program = program
         self._rpc = rpc
-        self._pools = list(pools)
         self._wallet = wallet
         self._limit = TokenBucket(rate_limit_per_s)
         self._calls = VenueCalls(name, metrics)
         self._sent: dict[str, None] = {}  # signatures sent once (oldest first): resends skip
         # preflight
-        self._last: dict[Pubkey, Accounts] = {}  # per pool: the accounts its last quote read
         self._balances = SlotCache()
-
-    def _pool(self, input_mint: Pubkey, output_mint: Pubkey) -> Pool:
-        for pool in self._pools:
-            if pool.has(input_mint, output_mint):
-                return pool
-        raise NoRoute(f"{self.name} has no pool for this pair", venue=self.name)
-
-    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
-        async with self._calls.call("quote"):
-            await self._limit.acquire()
-            started = time.perf_counter()
-            mint_in, mint_out = Pubkey.from_string(input_mint), Pubkey.from_string(output_mint)
-            pool = self._pool(mint_in, mint_out)
-            priced = await self._price(pool.address, mint_in, amount_in)
-            return Quote(
-                venue=self.name, pool=str(pool.address), input_mint=input_mint,
-                output_mint=output_mint, amount_in=amount_in, amount_out=priced.amount_out,
-                fee=priced.fee, fee_bps=priced.fee_bps,
-                price_impact_bps=priced.price_impact_bps,
-                network_fee_lamports=NETWORK_FEE_LAMPORTS,
-                expires_at=time.time() + QUOTE_TTL_S, payload=priced.route,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
-
-    async def _price(self, pool: Pubkey, mint_in: Pubkey, amount_in: int) -> PoolQuote:
-        last = self._last.get(pool)
-        for _ in range(5):  # a first read, then wider ones (a DLMM walk past its arrays)
-            keys = self._program.accounts(pool, last)
-            read = (keys, await self._rpc.accounts([str(k) for k in keys]))
-            try:
-                priced = self._program.quote(pool, read, mint_in, amount_in)
-            except NeedAccounts:
-                last = read
-                continue
-            self._last[pool] = read
-            return priced
-        raise NoRoute(f"{self.name}: pool {pool} cannot be read", venue=self.name)
+        self._priority = priority_micro_lamports
 
     async def check_funds(self, input_mint: str, amount_in: int, *, fresh: bool = False,
                           ) -> None:
@@ -191,35 +196,6 @@ class ChainVenue:
 
     async def _token_amount(self, account: str) -> int:
         return await self._rpc.token_balance(account) or 0
-
-    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
-        async with self._calls.call("build"):
-            wallet = signing_wallet(self.name, self._wallet, quote)
-            me = wallet.pubkey()
-            mint_in = Pubkey.from_string(quote.input_mint)
-            mint_out = Pubkey.from_string(quote.output_mint)
-            ixs = [memo_instruction(memo, me), create_ata_idempotent(me, me, mint_out)]
-            if mint_in == NATIVE_MINT:  # wrap: the wallet's SOL becomes its wSOL account's
-                wsol = get_associated_token_address(me, NATIVE_MINT)
-                ixs += [create_ata_idempotent(me, me, NATIVE_MINT),
-                        transfer(TransferParams(from_pubkey=me, to_pubkey=wsol,
-                                                lamports=quote.amount_in)),
-                        Instruction(TOKEN_PROGRAM, SYNC_NATIVE, [AccountMeta(wsol, False, True)])]
-            try:
-                ixs.append(self._program.swap(Pubkey.from_string(quote.pool), quote.payload, me,
-                                              mint_in, quote.amount_in, min_amount_out))
-            except (ValueError, KeyError, json.JSONDecodeError) as exc:
-                raise InvalidInput(f"cannot build the swap: {exc}", venue=self.name) from None
-            if mint_out == NATIVE_MINT:  # unwrap: close the wSOL account, its lamports home
-                wsol = get_associated_token_address(me, NATIVE_MINT)
-                ixs.append(Instruction(TOKEN_PROGRAM, CLOSE_ACCOUNT, [
-                    AccountMeta(wsol, False, True), AccountMeta(me, False, True),
-                    AccountMeta(me, True, False)]))
-            blockhash, last_valid = await self._rpc.latest_blockhash()
-            tx = Transaction.new_signed_with_payer(ixs, me, [wallet],
-                                                   Hash.from_string(blockhash))
-            return SignedSwap(self.name, str(tx.signatures[0]), bytes(tx), last_valid,
-                              min_amount_out)
 
     async def send(self, swap: SignedSwap) -> None:
         """Send the signed bytes: checked by the node the first time, rebroadcast as they are."""
@@ -275,6 +251,76 @@ class ChainVenue:
         async with self._calls.call("height"):
             return await self._rpc.block_height()
 
+
+class ChainVenue(SolanaVenue):
+    """Quotes from and swaps against one venue's pools on a Solana cluster, over RPC: the
+    pool's accounts priced with the program's math, the swap instruction built here."""
+
+    def __init__(self, name: str, program: PoolProgram, rpc: SolanaRpc,
+                 pools: Sequence[Pool] | PoolSource, wallet: Keypair | None, *,
+                 rate_limit_per_s: float = 0.0, metrics: VenueMetrics | None = None,
+                 priority_micro_lamports: int = 0) -> None:
+        super().__init__(name, rpc, wallet, rate_limit_per_s=rate_limit_per_s,
+                         metrics=metrics, priority_micro_lamports=priority_micro_lamports)
+        self._program = program
+        self._pools: PoolSource = pools if isinstance(pools, PoolSource) else StaticPools(pools)
+        self._last: dict[Pubkey, Accounts] = {}  # per pool: the accounts its last quote read
+
+    async def _pool(self, input_mint: Pubkey, output_mint: Pubkey) -> Pool:
+        for pool in await self._pools.pools():
+            if pool.has(input_mint, output_mint):
+                return pool
+        raise NoRoute(f"{self.name} has no pool for this pair", venue=self.name)
+
+    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+        async with self._calls.call("quote"):
+            await self._limit.acquire()
+            started = time.perf_counter()
+            mint_in, mint_out = Pubkey.from_string(input_mint), Pubkey.from_string(output_mint)
+            pool = await self._pool(mint_in, mint_out)
+            priced = await self._price(pool.address, mint_in, amount_in)
+            return Quote(
+                venue=self.name, pool=str(pool.address), input_mint=input_mint,
+                output_mint=output_mint, amount_in=amount_in, amount_out=priced.amount_out,
+                fee=priced.fee, fee_bps=priced.fee_bps,
+                price_impact_bps=priced.price_impact_bps,
+                network_fee_lamports=NETWORK_FEE_LAMPORTS,
+                expires_at=time.time() + QUOTE_TTL_S, payload=priced.route,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+
+    async def _price(self, pool: Pubkey, mint_in: Pubkey, amount_in: int) -> PoolQuote:
+        last = self._last.get(pool)
+        for _ in range(5):  # a first read, then wider ones (a DLMM walk past its arrays)
+            keys = self._program.accounts(pool, last)
+            read = (keys, await self._rpc.accounts([str(k) for k in keys]))
+            try:
+                priced = self._program.quote(pool, read, mint_in, amount_in)
+            except NeedAccounts:
+                last = read
+                continue
+            self._last[pool] = read
+            return priced
+        raise NoRoute(f"{self.name}: pool {pool} cannot be read", venue=self.name)
+
+    async def build_swap(self, quote: Quote, min_amount_out: int, memo: str) -> SignedSwap:
+        async with self._calls.call("build"):
+            wallet = signing_wallet(self.name, self._wallet, quote)
+            me = wallet.pubkey()
+            mint_in = Pubkey.from_string(quote.input_mint)
+            try:
+                swap = self._program.swap(Pubkey.from_string(quote.pool), quote.payload, me,
+                                          mint_in, quote.amount_in, min_amount_out)
+            except (ValueError, KeyError, json.JSONDecodeError) as exc:
+                raise InvalidInput(f"cannot build the swap: {exc}", venue=self.name) from None
+            ixs = [memo_instruction(memo, me), *swap_instructions(
+                me, mint_in, Pubkey.from_string(quote.output_mint), quote.amount_in, swap,
+                priority_micro_lamports=self._priority)]
+            blockhash, last_valid = await self._rpc.latest_blockhash()
+            tx = Transaction.new_signed_with_payer(ixs, me, [wallet],
+                                                   Hash.from_string(blockhash))
+            return SignedSwap(self.name, str(tx.signatures[0]), bytes(tx), last_valid,
+                              min_amount_out)
 
 class SlotCache:
     """Values by key, each fetched anew once it is more than a slot old."""

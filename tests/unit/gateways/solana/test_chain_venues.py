@@ -1,5 +1,6 @@
-"""Both venues of the local cluster through ChainVenue: Raydium CPMM and Meteora DLMM pools,
-seeded as `dexec localnet` seeds them, quoted from their accounts and swapped for real."""
+"""Both venues of the local cluster as the engine reaches them on any network: Raydium through
+its Trade API (the local cluster's, building CPMM swaps), Meteora DLMM pairs from its pool API,
+quoted from their accounts; every swap signed, sent and landed for real."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from solders.token.associated import get_associated_token_address
 
 from core.errors import SlippageExceeded
 from core.quotes import choose_best, min_amount_out
+from gateways.base import VenueGateway
 from gateways.localnet.cluster import MINTS, Localnet
+from gateways.meteora.pools import MeteoraPairs
+from gateways.raydium.venue import RaydiumTradeVenue
 from gateways.solana import dlmm
-from gateways.solana.programs import CpmmProgram, DlmmProgram
+from gateways.solana.programs import DlmmProgram
 from gateways.solana.rpc import SolanaRpc
-from gateways.solana.venue import ChainVenue, Pool, PoolProgram
+from gateways.solana.venue import ChainVenue
 from tests.kit.localnet import landed, serving
 
 SOL, USDC, RAY = (str(MINTS[s]) for s in ("SOL", "USDC", "RAY"))
@@ -27,7 +31,7 @@ SOL, USDC, RAY = (str(MINTS[s]) for s in ("SOL", "USDC", "RAY"))
 class World:
     net: Localnet
     wallet: Keypair
-    venues: dict[str, ChainVenue]
+    venues: dict[str, VenueGateway]
 
     def lamports(self) -> int:
         return self.net.ledger.balance(self.wallet.pubkey())
@@ -43,15 +47,13 @@ async def world() -> AsyncIterator[World]:
     wallet = Keypair()
     net.airdrop(wallet.pubkey(), 5_000 * 10**9)
     net.fund(wallet.pubkey(), MINTS["USDC"], 10_000 * 10**6)
-    programs: dict[str, PoolProgram] = {"raydium": CpmmProgram(), "meteora": DlmmProgram()}
     async with serving(net.app()) as url:
         rpc = SolanaRpc(url, timeout_s=2.0)
-        venues = {name: ChainVenue(name, program, rpc,
-                                   [Pool(Pubkey.from_string(p.address),
-                                         Pubkey.from_string(p.mint_x),
-                                         Pubkey.from_string(p.mint_y))
-                                    for p in net.pools if p.venue == name], wallet)
-                  for name, program in programs.items()}
+        venues: dict[str, VenueGateway] = {
+            "raydium": RaydiumTradeVenue(rpc, wallet, trade_url=f"{url}/raydium/trade",
+                                         api_url=f"{url}/raydium/api"),
+            "meteora": ChainVenue("meteora", DlmmProgram(), rpc,
+                                  MeteoraPairs(f"{url}/meteora"), wallet)}
         yield World(net, wallet, venues)
         await rpc.close()
 
@@ -60,6 +62,7 @@ async def world() -> AsyncIterator[World]:
     ("meteora", SOL, USDC, 2 * 10**9),
     ("meteora", USDC, SOL, 300 * 10**6),
     ("raydium", USDC, SOL, 300 * 10**6),
+    ("raydium", SOL, USDC, 2 * 10**9),
     ("meteora", SOL, RAY, 10**9),
 ])
 async def test_a_quoted_swap_lands_paying_exactly_the_quote(
