@@ -4,58 +4,18 @@ quoted from their accounts; every swap signed, sent and landed for real."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-
 import pytest
-from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.token.associated import get_associated_token_address
 
 from core.errors import SlippageExceeded
 from core.quotes import choose_best, min_amount_out
-from gateways.base import VenueGateway
-from gateways.localnet.cluster import MINTS, Localnet
-from gateways.meteora.pools import MeteoraPairs
-from gateways.raydium.venue import RaydiumTradeVenue
+from gateways.localnet.cluster import MINTS
 from gateways.solana import dlmm
-from gateways.solana.programs import DlmmProgram
-from gateways.solana.rpc import SolanaRpc
-from gateways.solana.venue import ChainVenue
-from tests.kit.localnet import landed, serving
+from tests.kit.localnet import landed
+from tests.unit.gateways.solana.conftest import World
 
 SOL, USDC, RAY = (str(MINTS[s]) for s in ("SOL", "USDC", "RAY"))
-
-
-@dataclass
-class World:
-    net: Localnet
-    wallet: Keypair
-    venues: dict[str, VenueGateway]
-
-    def lamports(self) -> int:
-        return self.net.ledger.balance(self.wallet.pubkey())
-
-    def tokens(self, mint: str) -> int:
-        ata = get_associated_token_address(self.wallet.pubkey(), Pubkey.from_string(mint))
-        return self.net.ledger.token_amount(ata) or 0
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    net = Localnet(None, profile="zero", drift_bps=0)
-    wallet = Keypair()
-    net.airdrop(wallet.pubkey(), 5_000 * 10**9)
-    net.fund(wallet.pubkey(), MINTS["USDC"], 10_000 * 10**6)
-    async with serving(net.app()) as url:
-        rpc = SolanaRpc(url, timeout_s=2.0)
-        venues: dict[str, VenueGateway] = {
-            "raydium": RaydiumTradeVenue(rpc, wallet, trade_url=f"{url}/raydium/trade",
-                                         api_url=f"{url}/raydium/api"),
-            "meteora": ChainVenue("meteora", DlmmProgram(), rpc,
-                                  MeteoraPairs(f"{url}/meteora"), wallet)}
-        yield World(net, wallet, venues)
-        await rpc.close()
 
 
 @pytest.mark.parametrize(("venue", "mint_in", "mint_out", "amount"), [
