@@ -177,3 +177,60 @@ async def test_dropped_sends_are_rebroadcast_and_only_an_expired_swap_is_signed_
     assert first and first[0]["signature"] != final["signature"]
     (state,) = await rpc.statuses([first[0]["signature"]], search_history=True)
     assert state is None  # the expired one never landed
+
+
+async def venue_faults(app: App, venue: str, **faults: object) -> None:
+    port = json.loads(app.env["DEXEC_LOCALNET_PORT"])
+    async with httpx.AsyncClient() as chain:
+        answer = await chain.post(f"http://127.0.0.1:{port}/localnet/venue-faults",
+                                  json={"venue": venue, **faults})
+        answer.raise_for_status()
+
+
+CLEAR_VENUE = {"http_503_rate": 0.0, "timeout_rate": 0.0, "tamper": ""}
+
+
+async def a_swap_raydium_wins(client: httpx.AsyncClient) -> dict[str, str]:
+    """An order body (small, between seeded pools) whose best quote is clearly Raydium's."""
+    for x, y in (("SOL", "USDC"), ("SOL", "USDT"), ("USDC", "USDT"), ("RAY", "SOL"),
+                 ("RAY", "USDC")):
+        for a, b in ((x, y), (y, x)):
+            amount = "0.05" if a == "SOL" else "5"
+            found = (await client.get("/api/quotes", params={
+                "input_mint": a, "output_mint": b, "amount": amount})).json()
+            outs = {q["venue"]: int(q["amount_out"]) for q in found["quotes"]}
+            if len(outs) == 2 and outs["raydium"] > outs["meteora"] * 1.003:
+                return order_body(input_mint=a, output_mint=b, amount=amount)
+    raise AssertionError("no pair where Raydium is clearly best")
+
+
+@pytest.mark.parametrize("faults", [{"http_503_rate": 1.0},
+                                    {"timeout_rate": 1.0, "hang_s": 5.0}])
+async def test_a_venue_down_or_timing_out_leaves_the_order_to_the_other(
+        app: App, client: httpx.AsyncClient, rpc: SolanaRpc, faults: dict[str, object],
+        ) -> None:
+    body = await a_swap_raydium_wins(client)  # Raydium would win: now it cannot answer
+    await venue_faults(app, "raydium", **faults)
+    try:
+        accepted = await client.post("/api/orders", json=body)
+        order = await wait_terminal(client, accepted.json()["order_id"], timeout_s=60)
+    finally:
+        await venue_faults(app, "raydium", **CLEAR_VENUE)
+    assert order["status"] == "confirmed" and order["venue"] == "meteora", order
+    assert await landed_swaps(app.data_dir, rpc, order["order_id"]) == [order["signature"]]
+
+
+@pytest.mark.parametrize("tamper", ["drain", "program"])
+async def test_a_venue_transaction_sending_tokens_elsewhere_is_never_signed(
+        app: App, client: httpx.AsyncClient, rpc: SolanaRpc, tamper: str) -> None:
+    body = await a_swap_raydium_wins(client)
+    await venue_faults(app, "raydium", tamper=tamper)
+    try:
+        accepted = await client.post("/api/orders", json=body)
+        order = await wait_terminal(client, accepted.json()["order_id"], timeout_s=60)
+    finally:
+        await venue_faults(app, "raydium", **CLEAR_VENUE)
+    assert order["venue"] == "raydium" and order["status"] == "failed", order
+    assert "refused to sign" in (order["failure_reason"] or ""), order
+    assert order.get("signature") is None  # nothing was signed, let alone sent
+    assert await landed_swaps(app.data_dir, rpc, order["order_id"]) == []
