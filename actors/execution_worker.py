@@ -73,7 +73,7 @@ class ExecutionWorker:
                     BatchedStore(self._repo, window_s=s.batch_window_s, stats=batches),
                     venue_gateways(s, ray.get_actor(CHAIN, namespace=s.namespace), batches),
                     NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace)),
-                    TokenRegistry(),
+                    TokenRegistry.for_network(s.network),
                     policy=RetryPolicy(s.max_attempts, s.retry_base_delay_s, s.retry_max_delay_s),
                     quote_timeout_s=s.quote_timeout_s,
                     confirm_poll_s=s.confirm_poll_s,

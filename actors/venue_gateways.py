@@ -81,7 +81,7 @@ def simulated_gateways(settings: Settings, chain: Any, stats: BatchStats | None 
     """
     client = RayChainClient(chain, settings.batch_window_s, stats)
     wallet = dev_wallet(wallet_secret(settings)) if signing else None
-    tokens = TokenRegistry()
+    tokens = TokenRegistry.for_network(settings.network)
     metrics = RayVenueMetrics()
     return [
         SimulatedVenue(v, client, wallet, tokens, rate_limit_per_s=settings.venue_rate_limit_per_s,

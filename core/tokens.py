@@ -63,8 +63,25 @@ DEFAULT_TOKENS: tuple[Token, ...] = (
 )
 
 
+# Each network's tokens: mints differ between mainnet and devnet (devnet USDC is Circle's
+# devnet mint); the local cluster and the simulated chain use mainnet's addresses.
+NETWORK_TOKENS: dict[str, tuple[Token, ...]] = {
+    "mainnet-beta": DEFAULT_TOKENS,
+    "devnet": (
+        Token("SOL", "So11111111111111111111111111111111111111112", 9),
+        Token("USDC", "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU", 6),
+    ),
+    "localnet": DEFAULT_TOKENS,
+    "sim": DEFAULT_TOKENS,
+}
+
+
 class TokenRegistry:
     """Resolve a symbol or a base58 mint to a known token."""
+
+    @classmethod
+    def for_network(cls, network: str) -> TokenRegistry:
+        return cls(NETWORK_TOKENS[network])
 
     def __init__(self, tokens: tuple[Token, ...] = DEFAULT_TOKENS) -> None:
         self.tokens = tokens

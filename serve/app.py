@@ -135,7 +135,7 @@ class DexecIngress:
     def __init__(self, settings: Settings) -> None:
         tune_gc()
         self.settings = settings
-        self.tokens = TokenRegistry()
+        self.tokens = TokenRegistry.for_network(settings.network)
         app.state.max_body_bytes = settings.max_body_bytes
         app.state.allowed_hosts = allowed_hosts(settings.host, settings.allowed_hosts)
         app.state.allowed_origins = frozenset(settings.allowed_origins)

@@ -183,3 +183,12 @@ def test_base_units_round_trip_through_ui_amounts(units: int, decimals: int) -> 
     token = Token("TKN", SOL_MINT, decimals)
     ui = token.to_ui(units)
     assert token.to_base_units(parse_amount(str(ui))) == units
+
+
+def test_each_network_has_its_own_mints() -> None:
+    devnet, mainnet = TokenRegistry.for_network("devnet"), TokenRegistry.for_network(
+        "mainnet-beta")
+    assert devnet.resolve("USDC").mint != mainnet.resolve("USDC").mint
+    assert devnet.resolve("SOL") == mainnet.resolve("SOL")  # wrapped SOL is one mint
+    with pytest.raises(InvalidInput):
+        devnet.resolve("RAY")  # no devnet RAY in the list: refused, never guessed
