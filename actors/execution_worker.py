@@ -82,6 +82,7 @@ class ExecutionWorker:
                     checkpoint=self._checkpoint,
                     metrics=RayMetrics(),
                     landing=LandingWatcher(s.confirm_poll_s),
+                    dry_run=s.dry_run,
                 )
             return self._executor
 

@@ -154,6 +154,7 @@ class OrderExecutor:
         metrics: Metrics | None = None,
         landing: LandingWatcher | None = None,
         recheck_s: float = 1.0,
+        dry_run: bool = False,
     ) -> None:
         # With a LandingWatcher, a pending swap is checked for expiry and resent every
         # `recheck_s` and otherwise waits for the shared poll; without, it polls on its own.
@@ -166,6 +167,7 @@ class OrderExecutor:
         self._gateways = {g.name: g for g in gateways}
         self._events = events
         self._tokens = tokens
+        self._dry_run = dry_run  # DEXEC_DRY_RUN: no order is ever sent
         self._policy = policy
         self._quote_timeout = quote_timeout_s
         self._poll = confirm_poll_s
@@ -285,6 +287,8 @@ class OrderExecutor:
             min_amount_out(best.amount_out, order.slippage_bps),
             memo=f"dexec:{order.order_id}:{order.attempt}",
         )
+        if order.dry_run or self._dry_run:
+            return await self._simulated(lease, order, best, swap)
         await self._store.record_swap(order.order_id, order.attempt, swap, epoch=lease.epoch)
         await self._checkpoint("signed", order.order_id)
         self._guard(lease)
@@ -411,6 +415,18 @@ class OrderExecutor:
             ),
         )
         return confirmed
+
+    async def _simulated(self, lease: Lease, order: Order, best: Quote, swap: SignedSwap,
+                         ) -> Order:
+        """A dry run: the signed swap is simulated, never sent (nor recorded: nothing of it
+        can land). It ends `simulated` with the quote's output, or fails as a send would."""
+        await self._gateways[best.venue].simulate(swap)
+        token_in = self._tokens.by_mint(order.input_mint)
+        token_out = self._tokens.by_mint(order.output_mint)
+        return await self._change(lease, order, Change(
+            Trigger.TX_SIMULATED, order.attempt, venue=best.venue, amount_out=best.amount_out,
+            price=execution_price(order.amount_in, token_in.decimals, best.amount_out,
+                                  token_out.decimals)))
 
     async def _after_failure(self, lease: Lease, order: Order, err: DexecError) -> Order:
         current = await self._store.get_order(order.order_id) or order

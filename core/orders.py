@@ -23,6 +23,7 @@ class OrderStatus(StrEnum):
     SUBMITTED = "submitted"
     CONFIRMED = "confirmed"
     FAILED = "failed"
+    SIMULATED = "simulated"  # a dry run: built, verified and simulated, never sent
 
 
 class Trigger(StrEnum):
@@ -32,6 +33,7 @@ class Trigger(StrEnum):
     ROUTE_CHOSEN = "route_chosen"
     TX_SENT = "tx_sent"
     TX_CONFIRMED = "tx_confirmed"
+    TX_SIMULATED = "tx_simulated"
     RETRY = "retry"
     FAIL = "fail"
 
@@ -43,6 +45,8 @@ TRANSITIONS: dict[tuple[OrderStatus, Trigger], OrderStatus] = {
     (S.ROUTING, T.ROUTE_CHOSEN): S.BUILDING,
     (S.BUILDING, T.TX_SENT): S.SUBMITTED,
     (S.SUBMITTED, T.TX_CONFIRMED): S.CONFIRMED,
+    # A dry run ends where a live order would send: its transaction is simulated instead.
+    (S.BUILDING, T.TX_SIMULATED): S.SIMULATED,
     # A new attempt starts from routing. From SUBMITTED only once the sent transaction
     # provably cannot land (expired and absent); the worker decides that, not the table.
     (S.ROUTING, T.RETRY): S.ROUTING,
@@ -54,7 +58,7 @@ TRANSITIONS: dict[tuple[OrderStatus, Trigger], OrderStatus] = {
     (S.SUBMITTED, T.FAIL): S.FAILED,
 }
 
-TERMINAL: frozenset[OrderStatus] = frozenset({S.CONFIRMED, S.FAILED})
+TERMINAL: frozenset[OrderStatus] = frozenset({S.CONFIRMED, S.FAILED, S.SIMULATED})
 
 _TARGET_OF: dict[Trigger, OrderStatus] = {trigger: to for (_, trigger), to in TRANSITIONS.items()}
 
@@ -133,6 +137,8 @@ class OrderTerms:
     output_mint: str
     amount_in: int
     slippage_bps: int
+    # Route, build, verify and simulate the swap; never send it.
+    dry_run: bool = field(default=False, kw_only=True)
 
 
 _TERMS = tuple(f.name for f in fields(OrderTerms))
@@ -150,6 +156,7 @@ class NewOrder(OrderTerms):
             and self.output_mint == order.output_mint
             and self.amount_in == order.amount_in
             and self.slippage_bps == order.slippage_bps
+            and self.dry_run == order.dry_run
         )
 
 

@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     # capped at this, which also bounds what a venue-built transaction may charge; 0: none.
     priority_fee_level: Literal["m", "h", "vh"] = "h"
     priority_fee_cap_micro_lamports: int = Field(default=100_000, ge=0, le=50_000_000)
+    # Every order is a dry run: routed, built, verified and simulated, never sent (a whole
+    # deployment's switch; an order's own `dry_run` does the same for one order).
+    dry_run: bool = False
     # The price of the transactions dexec builds itself (Meteora DLMM swaps).
     priority_fee_micro_lamports: int = Field(default=0, ge=0, le=50_000_000)
 

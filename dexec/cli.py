@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--slippage-bps", type=int, default=50)
     submit.add_argument("--client-order-id")
     submit.add_argument("--watch", action="store_true", help="stream status until terminal")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="route, build, verify and simulate; never send")
     submit.add_argument("--url", default=DEFAULT_URL)
 
     orders = sub.add_parser("orders", help="list recent orders")
@@ -167,6 +169,8 @@ def _order_body(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.client_order_id:
         body["client_order_id"] = args.client_order_id
+    if args.dry_run:
+        body["dry_run"] = True
     return body
 
 
@@ -204,7 +208,7 @@ async def _submit(args: argparse.Namespace) -> int:
             for event in events:
                 print(_line(event), flush=True)
                 if event["status"] in TERMINAL:
-                    return 0 if event["status"] == "confirmed" else 1
+                    return 0 if event["status"] in ("confirmed", "simulated") else 1
 
 
 def _orders(args: argparse.Namespace) -> int:

@@ -46,6 +46,11 @@ class VenueGateway(Protocol):
         """Send the signed bytes; sending the same bytes again must be harmless."""
         ...
 
+    async def simulate(self, swap: SignedSwap) -> None:
+        """Run the signed transaction without sending it (a dry run); raise the error it
+        would fail with (e.g. SlippageExceeded), translated like a send's."""
+        ...
+
     async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
         """Return each signature's landed status, None where the chain has no record."""
         ...

@@ -201,7 +201,8 @@ class DexecIngress:
     )
     async def submit_order(self, order: OrderBody, caller: Caller) -> Response:
         _require_trade(caller)
-        command = order.to_command(self.tokens, caller.account_id)
+        command = order.to_command(self.tokens, caller.account_id,
+                                   dry_run=self.settings.dry_run)
         stored, created = await self._submit(command)
         return JSONResponse(order_json(stored, self.tokens), status_code=202 if created else 200)
 
@@ -408,7 +409,8 @@ class DexecIngress:
                 " the Authorization header")
         if op == "submit":
             _require_trade(caller)
-            command = parse_order_request(message.get("order"), self.tokens, caller.account_id)
+            command = parse_order_request(message.get("order"), self.tokens, caller.account_id,
+                                          dry_run=self.settings.dry_run)
             order, _ = await self._submit(command)
             await conn.send({"type": "accepted", "order": order_json(order, self.tokens)})
             await self.hub.subscribe(conn, order.order_id, order.seq)

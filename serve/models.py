@@ -9,6 +9,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -43,8 +44,12 @@ class OrderRequest(BaseModel):
         None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$",
         description="Your idempotency key: the same key returns the same order.",
     )
+    dry_run: StrictBool = Field(
+        False, description="Route, build, verify and simulate the swap; never send it. The"
+        " order ends `simulated` (every order is a dry run when DEXEC_DRY_RUN is set).")
 
-    def to_command(self, tokens: TokenRegistry, account_id: str) -> NewOrder:
+    def to_command(self, tokens: TokenRegistry, account_id: str, *,
+                   dry_run: bool = False) -> NewOrder:
         """Resolve tokens and amounts into a core command; raise InvalidInput naming the field."""
         token_in = _field("input_mint", lambda: tokens.resolve(self.input_mint))
         token_out = _field("output_mint", lambda: tokens.resolve(self.output_mint))
@@ -59,6 +64,7 @@ class OrderRequest(BaseModel):
             output_mint=token_out.mint,
             amount_in=amount,
             slippage_bps=self.slippage_bps,
+            dry_run=self.dry_run or dry_run,
         )
 
 
@@ -69,13 +75,14 @@ def _field(name: str, fn: Any) -> Any:
         raise InvalidInput(f"{name}: {exc.message}") from None
 
 
-def parse_order_request(body: object, tokens: TokenRegistry, account_id: str) -> NewOrder:
+def parse_order_request(body: object, tokens: TokenRegistry, account_id: str, *,
+                        dry_run: bool = False) -> NewOrder:
     """Validate a decoded JSON body into a command; raise InvalidInput with every problem."""
     try:
         request = OrderRequest.model_validate(body)
     except ValidationError as exc:
         raise InvalidInput(describe_validation_errors(exc.errors(include_url=False))) from None
-    return request.to_command(tokens, account_id)
+    return request.to_command(tokens, account_id, dry_run=dry_run)
 
 
 def ui(amount: int | None, decimals: int) -> str | None:
@@ -150,6 +157,7 @@ class OrderView(BaseModel):
     amount: str
     amount_in_base: str
     slippage_bps: int
+    dry_run: bool
     status: OrderStatus
     attempts: int
     seq: int
@@ -275,6 +283,7 @@ def order_json(order: Order, tokens: TokenRegistry) -> dict[str, Any]:
         "amount": ui(order.amount_in, token_in.decimals),
         "amount_in_base": str(order.amount_in),
         "slippage_bps": order.slippage_bps,
+        "dry_run": order.dry_run,
         "status": str(order.status),
         "attempts": order.attempt,
         "seq": order.seq,

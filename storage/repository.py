@@ -77,7 +77,7 @@ class OrderRepository:
         accounts = sorted({n.account_id for n in news} - self._accounts)
         rows = [
             (o.order_id, o.account_id, o.client_order_id, str(o.order_type), o.input_mint,
-             o.output_mint, o.amount_in, o.slippage_bps, str(o.status), now, now)
+             o.output_mint, o.amount_in, o.slippage_bps, str(o.status), now, now, o.dry_run)
             for o in orders
         ]
         async with self.db.connection() as conn:

@@ -14,7 +14,7 @@ from core.quotes import Quote, SignedSwap, SwapStatus
 ORDER_COLUMNS = (
     "order_id, account_id, client_order_id, order_type, input_mint, output_mint, amount_in,"
     " slippage_bps, status, attempt, seq, venue, signature, amount_out, price, failure_reason,"
-    " created_at, updated_at"
+    " created_at, updated_at, dry_run"
 )
 EVENT_COLUMNS = (
     "order_id, seq, status, at, attempt, venue, quotes, signature, amount_out, price, error,"
@@ -32,7 +32,7 @@ ORDER_INSERT = (
     ("order_id", "uuid"), ("account_id", "text"), ("client_order_id", "text"),
     ("order_type", "text"), ("input_mint", "text"), ("output_mint", "text"),
     ("amount_in", "numeric"), ("slippage_bps", "int"), ("status", "text"),
-    ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
+    ("created_at", "timestamptz"), ("updated_at", "timestamptz"), ("dry_run", "bool"),
 )
 EXPECTED_UPDATE = (
     ("order_id", "uuid"), ("expected_seq", "int"), ("epoch", "bigint"), ("status", "text"),
@@ -60,7 +60,7 @@ def _int(value: Decimal | None) -> int | None:
 # Columns whose stored value is the core value as it is.
 _ORDER_AS_IS = ("account_id", "client_order_id", "input_mint", "output_mint", "slippage_bps",
                 "attempt", "seq", "venue", "signature", "price", "failure_reason",
-                "created_at", "updated_at")
+                "created_at", "updated_at", "dry_run")
 _EVENT_AS_IS = ("seq", "at", "attempt", "venue", "signature", "price", "error",
                 "error_class")
 

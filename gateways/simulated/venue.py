@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from solders.keypair import Keypair
+from solders.transaction import VersionedTransaction
 
 from core.errors import InvalidInput
 from core.quotes import Quote, SignedSwap, TxStatus
@@ -118,6 +119,15 @@ class SimulatedVenue:
         async with self._calls.call("send"):
             await self._limit.acquire()
             await self._chain.send_transaction(self.name, swap.tx_bytes)
+
+    async def simulate(self, swap: SignedSwap) -> None:
+        """The simulated chain runs nothing without landing it: a dry run there checks that
+        the signed bytes are a transaction."""
+        async with self._calls.call("simulate"):
+            try:
+                VersionedTransaction.from_bytes(swap.tx_bytes)
+            except ValueError as exc:
+                raise InvalidInput(f"not a transaction: {exc}", venue=self.name) from None
 
     async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
         async with self._calls.call("status"):

@@ -214,6 +214,21 @@ class SolanaRpc:
         except BaseException as exc:
             raise translate(exc, "sendTransaction") from None
 
+    async def simulate(self, tx_bytes: bytes) -> int:
+        """simulateTransaction (signatures verified, at the confirmed state): the compute
+        units it would use; the error it would fail with, translated, if any."""
+        from solders.transaction import VersionedTransaction
+
+        try:
+            tx = VersionedTransaction.from_bytes(tx_bytes)
+        except ValueError as exc:
+            raise translate(exc, "simulateTransaction") from None
+        value = await self._call("simulateTransaction", self._client.simulate_transaction(
+            tx, sig_verify=True, commitment=Confirmed), lambda a: a.value)
+        if value.err is not None:
+            raise transaction_error(rpc_error_json(value.err))
+        return int(value.units_consumed or 0)
+
     async def statuses(self, signatures: Sequence[str], *, search_history: bool = False,
                        ) -> list[SignatureState | None]:
         """Each signature's state, None where the cluster has no record (batches of 256)."""

@@ -207,6 +207,11 @@ class SolanaVenue:
                 self._sent.pop(next(iter(self._sent)))
             await self._rpc.send(swap.tx_bytes, preflight=first)
 
+    async def simulate(self, swap: SignedSwap) -> None:
+        async with self._calls.call("simulate"):
+            await self._limit.acquire()
+            await self._rpc.simulate(swap.tx_bytes)
+
     async def statuses(self, signatures: list[str]) -> list[TxStatus | None]:
         """Landed (confirmed) signatures with their real output; None while not landed."""
         async with self._calls.call("status"):

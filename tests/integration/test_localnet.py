@@ -18,7 +18,7 @@ from gateways.solana.wallet import associated_account
 from tests.conftest import with_key
 from tests.integration.client import order_body, wait_terminal, ws_submit
 from tests.kit.app import App
-from tests.kit.localnet import free_port, landed_swaps
+from tests.kit.localnet import free_port, landed_swaps, memos
 
 pytestmark = pytest.mark.integration
 
@@ -234,3 +234,31 @@ async def test_a_venue_transaction_sending_tokens_elsewhere_is_never_signed(
     assert "refused to sign" in (order["failure_reason"] or ""), order
     assert order.get("signature") is None  # nothing was signed, let alone sent
     assert await landed_swaps(app.data_dir, rpc, order["order_id"]) == []
+
+
+async def test_a_dry_run_is_simulated_on_the_cluster_and_never_sent(
+        app: App, client: httpx.AsyncClient, rpc: SolanaRpc) -> None:
+    owner = (await client.get("/api/wallet")).json()["address"]
+    before = await balances(rpc, owner)
+    accepted = await client.post("/api/orders", json={
+        **order_body(input_mint="USDC", output_mint="RAY", amount="10"), "dry_run": True})
+    assert accepted.status_code == 202 and accepted.json()["dry_run"] is True
+    order = await wait_terminal(client, accepted.json()["order_id"])
+    assert order["status"] == "simulated", order
+    assert [e["status"] for e in order["events"]] == ["pending", "routing", "building",
+                                                      "simulated"]
+    assert int(order["amount_out_base"]) > 0 and order["signature"] is None
+    assert await landed_swaps(app.data_dir, rpc, order["order_id"]) == []
+    assert memos_of(app, order["order_id"]) == []  # not even sent, let alone landed
+    after = await balances(rpc, owner)
+    assert after["USDC"] == before["USDC"] and after["RAY"] == before["RAY"]
+
+    # A dry run that would fail on chain fails here, with the chain's reason.
+    too_much = await client.post("/api/orders", json={
+        **order_body(input_mint="USDC", output_mint="RAY", amount="5000000"), "dry_run": True})
+    failed = await wait_terminal(client, too_much.json()["order_id"])
+    assert failed["status"] == "failed", failed
+
+
+def memos_of(app: App, order_id: str) -> list[tuple[str, str]]:
+    return [(s, m) for s, m in memos(app.data_dir) if m.startswith(f"dexec:{order_id}:")]

@@ -28,6 +28,7 @@ class FakeVenue:
         self.quote_failures: list[Exception] = []  # raised by the next quote calls
         self.always_fail_quote: Exception | None = None
         self.build_failures: list[Exception] = []
+        self.simulate_failures: list[Exception] = []
         self.send_failures: list[Exception] = []  # raised by the next send calls
         self.land_despite_send_failure = False  # the bytes reached the chain anyway
         self.chain_error: tuple[str, str] | None = None  # (message, error_code) of a failed tx
@@ -81,6 +82,11 @@ class FakeVenue:
             self.never_land_next_builds -= 1
             self._doomed.add(signature)
         return swap
+
+    async def simulate(self, swap: SignedSwap) -> None:
+        self.calls.append(("simulate", swap.signature))
+        if self.simulate_failures:
+            raise self.simulate_failures.pop(0)
 
     async def send(self, swap: SignedSwap) -> None:
         self.calls.append(("send", swap.signature))

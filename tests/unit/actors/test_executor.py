@@ -66,10 +66,12 @@ class FakeStore:
         self._ticks += 1
         return T0 + timedelta(milliseconds=self._ticks)
 
-    def create(self, order_id: str = "order-1", *, slippage_bps: int = 50) -> Order:
+    def create(self, order_id: str = "order-1", *, slippage_bps: int = 50,
+               dry_run: bool = False) -> Order:
         """Persist a pending order with its first event, like OrderRepository.create_orders."""
         now = self._now()
-        order = make_order(order_id=order_id, slippage_bps=slippage_bps, created_at=now)
+        order = replace(make_order(order_id=order_id, slippage_bps=slippage_bps,
+                                   created_at=now), dry_run=dry_run)
         self.rows[order_id] = order
         self.history[order_id] = [OrderEvent(order_id, 1, S.PENDING, now, attempt=0)]
         self.quotes[order_id] = {}
@@ -156,12 +158,13 @@ class World:
     sink: RecordingSink
     policy: RecordingPolicy
 
-    def executor(self, *venues: FakeVenue, quote_timeout_s: float = 1.0) -> OrderExecutor:
+    def executor(self, *venues: FakeVenue, quote_timeout_s: float = 1.0,
+                 dry_run: bool = False) -> OrderExecutor:
         return OrderExecutor(
             self.store, list(venues or (self.raydium, self.meteora)), self.sink,
             TokenRegistry(), policy=self.policy, quote_timeout_s=quote_timeout_s,
             confirm_poll_s=0.25, resend_interval_s=2.0, sleep=self.clock.sleep,
-            clock=self.clock, rng=random.Random(0),
+            clock=self.clock, rng=random.Random(0), dry_run=dry_run,
         )
 
     def index(self, call: Call) -> int:
@@ -256,6 +259,34 @@ async def test_happy_path_goes_pending_to_confirmed_with_gapless_events(world: W
     # The transaction protects the quote by the order's slippage, and names the order.
     assert swap.min_amount_out == min_amount_out(150_000_000, 50) == 149_250_000
     assert order.order_id in memo
+
+
+@pytest.mark.parametrize(("own", "deployment"), [(True, False), (False, True)])
+async def test_a_dry_run_is_built_and_simulated_but_never_sent_nor_recorded(
+        world: World, own: bool, deployment: bool) -> None:
+    order = world.store.create(dry_run=own)
+
+    status = await world.executor(dry_run=deployment).execute(order.order_id)
+
+    assert status == S.SIMULATED
+    assert world.store.statuses() == [S.PENDING, S.ROUTING, S.BUILDING, S.SIMULATED]
+    (swap, _), = world.raydium.built
+    assert ("simulate", swap.signature) in world.calls
+    assert world.raydium.sent == [] and world.meteora.sent == []
+    assert world.store.swap_status == {}  # nothing that could land is on record
+    final = world.store.rows[order.order_id]
+    assert final.amount_out == 150_000_000 and final.price == Decimal(150)
+
+
+async def test_a_dry_run_whose_simulation_fails_fails_with_its_reason(world: World) -> None:
+    order = world.store.create(dry_run=True)
+    world.raydium.simulate_failures = [SlippageExceeded("exceeded slippage: 6005")]
+
+    status = await world.executor().execute(order.order_id)
+
+    assert status == S.FAILED
+    assert world.raydium.sent == []
+    assert "6005" in (world.store.rows[order.order_id].failure_reason or "")
 
 
 async def test_all_quotes_are_recorded_and_the_best_one_chosen(world: World) -> None:
