@@ -7,12 +7,13 @@ import contextlib
 import logging
 import time
 from collections import deque
+from datetime import UTC, datetime
 from typing import Protocol
 
 from actors.executor import BUSY
 from actors.telemetry import Metrics, NullMetrics, order_log
-from core.errors import DexecError, Overloaded, WorkerLost, reason
-from core.limits import AccountRateLimit, OpenOrders
+from core.errors import DexecError, LimitExceeded, Overloaded, WorkerLost, reason
+from core.limits import AccountRateLimit, AmountCaps, OpenOrders
 from core.orders import NewOrder, Order, Submission
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,11 @@ class SubmissionStore(Protocol):
         ...
 
     async def find_by_client_id(self, account_id: str, client_order_id: str) -> Order | None: ...
+
+    async def sold_since(self, since: datetime) -> dict[str, int]:
+        """Amounts of orders created since `since` that have not failed (no dry runs), by
+        input mint."""
+        ...
 
 
 class WorkerPool(Protocol):
@@ -55,12 +61,14 @@ class Dispatcher:
         redispatch_delay_s: float = 0.5,
         open_orders: OpenOrders | None = None,
         rate_limit: AccountRateLimit | None = None,
+        caps: AmountCaps | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._metrics: Metrics = metrics or NullMetrics()
         self._open = open_orders if open_orders is not None else OpenOrders()
         self._rate = rate_limit or AccountRateLimit(0)
+        self._caps = caps if caps is not None else AmountCaps()
         self._workers = workers
         self._per_worker = per_worker
         self._redispatch_delay = redispatch_delay_s
@@ -81,6 +89,9 @@ class Dispatcher:
 
     async def start(self) -> int:
         """Queue every order left open by a previous run and start dispatching."""
+        if self._caps.per_day:
+            self._caps.load(await self._store.sold_since(
+                AmountCaps.day_start(datetime.now(UTC))))
         open_ids = await self._store.open_orders()
         for order_id, account_id in open_ids:
             self._open.adopt(order_id, account_id)
@@ -111,7 +122,10 @@ class Dispatcher:
                 continue
             try:
                 self._rate.check(new.account_id)
-            except Overloaded as exc:
+                if not new.dry_run:  # a dry run sells nothing: no cap applies
+                    self._caps.check_order(new.input_mint, new.amount_in)
+                    self._caps.reserve(new.input_mint, new.amount_in)
+            except (Overloaded, LimitExceeded) as exc:
                 self._open.release(new.account_id)
                 answers[k] = exc
                 continue
@@ -124,25 +138,34 @@ class Dispatcher:
             for k in admitted:
                 self._rate.forget(news[k].account_id)
                 self._open.release(news[k].account_id)
+                self._unreserve(news[k])
             raise
         for k, result in zip(admitted, results, strict=True):
             answers[k] = result
             if isinstance(result, DexecError) or not result[1]:
                 self._rate.forget(news[k].account_id)
                 self._open.release(news[k].account_id)
+                self._unreserve(news[k])
                 continue
             self._open.hold(result[0].order_id, news[k].account_id)
+            if not news[k].dry_run:
+                self._caps.hold(result[0].order_id, news[k].input_mint, news[k].amount_in,
+                                created=True)
             self._metrics.order_submitted(str(news[k].order_type))
             self.enqueue(result[0].order_id)
         for k, answer in answers.items():
             new = news[k]
-            if isinstance(answer, Overloaded) and new.client_order_id is not None:
+            if isinstance(answer, Overloaded | LimitExceeded) and new.client_order_id is not None:
                 # Refused for load, but a repeat of a stored order is answered all the same.
                 existing = await self._store.find_by_client_id(new.account_id,
                                                                new.client_order_id)
                 if existing is not None and new.same_request(existing):
                     answers[k] = (existing, False)
         return [answers[k] for k in range(len(news))]
+
+    def _unreserve(self, new: NewOrder) -> None:
+        if not new.dry_run:
+            self._caps.release(new.input_mint, new.amount_in)
 
     def set_limits(self, max_open_orders: int, account_open_orders: int,
                    rate_limit: AccountRateLimit) -> None:
@@ -189,7 +212,12 @@ class Dispatcher:
     async def _run(self, name: str, order_id: str) -> None:
         retry = False
         try:
-            retry = await self._workers.execute(name, order_id) == BUSY
+            status = await self._workers.execute(name, order_id)
+            retry = status == BUSY
+            if status == "failed":
+                self._caps.failed(order_id)  # nothing was sold: the day's cap gets it back
+            elif status in ("confirmed", "simulated"):
+                self._caps.finished(order_id)
         except WorkerLost as exc:
             order_log(order_id).warning(
                 "order %s: worker %s lost (%s); dispatching again", order_id, name, reason(exc)

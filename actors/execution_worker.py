@@ -83,6 +83,7 @@ class ExecutionWorker:
                     metrics=RayMetrics(),
                     landing=LandingWatcher(s.confirm_poll_s),
                     dry_run=s.dry_run,
+                    max_order_usd=s.max_order_usd,
                 )
             return self._executor
 

@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
 from typing import Protocol
 
 from actors.landing import LandingWatcher
@@ -18,6 +19,7 @@ from core.errors import (
     InsufficientFunds,
     InsufficientLiquidity,
     LeaseLost,
+    LimitExceeded,
     NoRoute,
     OutcomeUnknownError,
     RetryableError,
@@ -36,7 +38,7 @@ from core.quotes import (
     min_amount_out,
 )
 from core.retry import RetryPolicy
-from core.tokens import TokenRegistry
+from core.tokens import USD_SYMBOLS, TokenRegistry
 from gateways.base import VenueGateway
 from gateways.quotes import collect_quotes
 
@@ -155,6 +157,7 @@ class OrderExecutor:
         landing: LandingWatcher | None = None,
         recheck_s: float = 1.0,
         dry_run: bool = False,
+        max_order_usd: Decimal | None = None,
     ) -> None:
         # With a LandingWatcher, a pending swap is checked for expiry and resent every
         # `recheck_s` and otherwise waits for the shared poll; without, it polls on its own.
@@ -168,6 +171,8 @@ class OrderExecutor:
         self._events = events
         self._tokens = tokens
         self._dry_run = dry_run  # DEXEC_DRY_RUN: no order is ever sent
+        self._max_usd = max_order_usd
+        self._usd = sorted(t.mint for t in tokens.tokens if t.symbol in USD_SYMBOLS)
         self._policy = policy
         self._quote_timeout = quote_timeout_s
         self._poll = confirm_poll_s
@@ -275,6 +280,8 @@ class OrderExecutor:
         best = choose_best(quotes)
         if best is None:  # _route raises before this; kept for the type checker
             raise NoRoute("no venue answered with a quote")
+        if self._max_usd is not None and not (order.dry_run or self._dry_run):
+            await self._check_notional(order, best)
         order = await self._change(
             lease,
             order,
@@ -415,6 +422,27 @@ class OrderExecutor:
             ),
         )
         return confirmed
+
+    async def _check_notional(self, order: Order, best: Quote) -> None:
+        """Refuse an order worth more than DEXEC_MAX_ORDER_USD, priced by the quote: its
+        stablecoin side, or else a quote of its input for the first stablecoin."""
+        if order.input_mint in self._usd:
+            usd = Decimal(order.amount_in).scaleb(-self._tokens.by_mint(order.input_mint).decimals)
+        elif order.output_mint in self._usd:
+            usd = Decimal(best.amount_out).scaleb(
+                -self._tokens.by_mint(order.output_mint).decimals)
+        elif self._usd:
+            quotes, _ = await collect_quotes(list(self._gateways.values()), order.input_mint,
+                                             self._usd[0], order.amount_in, self._quote_timeout)
+            priced = choose_best(quotes)
+            if priced is None:
+                raise NoRoute("the order cannot be priced in USD for DEXEC_MAX_ORDER_USD")
+            usd = Decimal(priced.amount_out).scaleb(-self._tokens.by_mint(self._usd[0]).decimals)
+        else:
+            raise LimitExceeded("DEXEC_MAX_ORDER_USD is set but this network has no stablecoin")
+        if self._max_usd is not None and usd > self._max_usd:
+            raise LimitExceeded(f"the order is worth about {usd:.2f} USD; the per-order cap is"
+                                f" {self._max_usd} USD (DEXEC_MAX_ORDER_USD)")
 
     async def _simulated(self, lease: Lease, order: Order, best: Quote, swap: SignedSwap,
                          ) -> Order:

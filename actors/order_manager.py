@@ -14,7 +14,7 @@ from actors.metrics import RayMetrics, batch_stats
 from actors.shell import database_url, hot, require_test_hooks, tune_gc
 from actors.worker_fleet import WorkerFleet
 from core.errors import DexecError
-from core.limits import AccountRateLimit, OpenOrders
+from core.limits import AccountRateLimit, OpenOrders, amount_caps
 from core.orders import NewOrder, Submission
 from core.retry import retry_until_done
 from core.settings import Settings
@@ -93,6 +93,7 @@ class OrderManager:
                     self._repo, self._fleet, per_worker=s.worker_concurrency,
                     open_orders=OpenOrders(s.max_open_orders, s.account_open_orders),
                     rate_limit=AccountRateLimit(s.account_orders_per_minute),
+                    caps=amount_caps(s),
                     metrics=RayMetrics(),
                 )
                 await dispatcher.start()

@@ -144,6 +144,12 @@ class InvalidInput(TerminalError):
     code = "invalid_input"
 
 
+class LimitExceeded(TerminalError):
+    """Refused by a safety cap (per order, per day): the operator's limit, not load."""
+
+    code = "limit_exceeded"
+
+
 class IllegalTransition(TerminalError):
     code = "illegal_transition"
 

@@ -1,4 +1,5 @@
-"""Admission limits: how many orders may be open, and how fast one account may submit."""
+"""Admission limits: how many orders may be open, how fast one account may submit, and how
+much of each token one order and one day may sell (safety caps for real money)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import math
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
 
-from core.errors import Overloaded
+from core.errors import InvalidInput, LimitExceeded, Overloaded
+from core.settings import Settings
+from core.tokens import TokenRegistry
 
 
 class AccountRateLimit:
@@ -114,3 +119,99 @@ class OpenOrders:
         self._by_account[account_id] -= 1
         if self._by_account[account_id] <= 0:
             del self._by_account[account_id]
+
+
+class AmountCaps:
+    """What one order may sell, and what all orders of one UTC day may sell, per input mint
+    (base units; a mint without a cap has none).
+
+    The day's tally counts every order accepted that day that has not failed (a failed order
+    gives its amount back); dry runs are not counted. It is kept by the one OrderManager, so
+    concurrent submissions cannot pass a cap together; at start it is read back from the
+    orders table (`load`).
+    """
+
+    def __init__(self, per_order: dict[str, int] | None = None,
+                 per_day: dict[str, int] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.per_order = dict(per_order or {})
+        self.per_day = dict(per_day or {})
+        self._clock = clock
+        self._day = clock().date()
+        self._spent: Counter[str] = Counter()
+        self._orders: dict[str, tuple[str, int]] = {}  # order id -> (mint, amount), today
+
+    @staticmethod
+    def day_start(now: datetime) -> datetime:
+        return datetime(now.year, now.month, now.day, tzinfo=UTC)
+
+    def check_order(self, mint: str, amount: int, symbol: str = "") -> None:
+        """Raise LimitExceeded when one order sells more than its cap."""
+        cap = self.per_order.get(mint)
+        if cap is not None and amount > cap:
+            raise LimitExceeded(f"the order sells {amount} base units of {symbol or mint}; the"
+                                f" per-order cap is {cap} (DEXEC_MAX_ORDER_AMOUNTS)")
+
+    def load(self, spent: dict[str, int]) -> None:
+        """Today's amounts already sold or selling, by mint (read at start)."""
+        self._roll()
+        self._spent = Counter(spent)
+
+    def reserve(self, mint: str, amount: int, symbol: str = "") -> None:
+        """Count `amount` against today's cap, or raise LimitExceeded (nothing counted)."""
+        self._roll()
+        cap = self.per_day.get(mint)
+        if cap is not None and self._spent[mint] + amount > cap:
+            raise LimitExceeded(
+                f"today's orders already sell {self._spent[mint]} base units of"
+                f" {symbol or mint}; this one would pass the daily cap of {cap}"
+                " (DEXEC_MAX_DAILY_AMOUNTS, days in UTC)")
+        self._spent[mint] += amount
+
+    def release(self, mint: str, amount: int) -> None:
+        """Give back a reservation whose order was not created."""
+        self._spent[mint] = max(0, self._spent[mint] - amount)
+
+    def hold(self, order_id: str, mint: str, amount: int, created: bool) -> None:
+        """Keep a reservation as `order_id`'s (created), or give it back (a repeat)."""
+        if created:
+            self._orders[order_id] = (mint, amount)
+        else:
+            self.release(mint, amount)
+
+    def failed(self, order_id: str) -> None:
+        """The order failed: its amount was never sold."""
+        found = self._orders.pop(order_id, None)
+        if found is not None:
+            self.release(*found)
+
+    def finished(self, order_id: str) -> None:
+        self._orders.pop(order_id, None)
+
+    def _roll(self) -> None:
+        today = self._clock().date()
+        if today != self._day:
+            self._day = today
+            self._spent.clear()
+            self._orders.clear()
+
+
+def caps_in_base_units(caps: dict[str, Decimal], tokens: TokenRegistry) -> dict[str, int]:
+    """`{"SOL": Decimal("50")}` as `{sol_mint: 50 * 10**9}`; InvalidInput for an unknown token
+    or an amount a token cannot hold."""
+    found: dict[str, int] = {}
+    for ref, amount in caps.items():
+        token = tokens.resolve(ref)
+        try:
+            found[token.mint] = token.to_base_units(amount)
+        except InvalidInput as exc:
+            raise InvalidInput(f"cap for {ref}: {exc.message}") from None
+    return found
+
+
+def amount_caps(settings: Settings) -> AmountCaps:
+    """The caps of DEXEC_MAX_ORDER_AMOUNTS and DEXEC_MAX_DAILY_AMOUNTS, on the network's
+    tokens (InvalidInput for a token it does not have: `dexec up` refuses to start)."""
+    tokens = TokenRegistry.for_network(settings.network)
+    return AmountCaps(caps_in_base_units(settings.max_order_amounts, tokens),
+                      caps_in_base_units(settings.max_daily_amounts, tokens))

@@ -133,6 +133,14 @@ class Settings(BaseSettings):
     # capped at this, which also bounds what a venue-built transaction may charge; 0: none.
     priority_fee_level: Literal["m", "h", "vh"] = "h"
     priority_fee_cap_micro_lamports: int = Field(default=100_000, ge=0, le=50_000_000)
+    # Safety caps for real money, by token symbol (or mint) in token units, e.g.
+    # '{"SOL": "50", "USDC": "10000"}': what one order may sell, and what all of one UTC day's
+    # orders may sell (failed orders and dry runs do not count). Refused with 403.
+    max_order_amounts: dict[str, Decimal] = Field(default_factory=dict)
+    max_daily_amounts: dict[str, Decimal] = Field(default_factory=dict)
+    # What one order may be worth in USD, priced by the quote (a stablecoin side, else a
+    # quote of the input for USDC): an order above it fails before anything is signed.
+    max_order_usd: Decimal | None = Field(default=None, gt=0)
     # Every order is a dry run: routed, built, verified and simulated, never sent (a whole
     # deployment's switch; an order's own `dry_run` does the same for one order).
     dry_run: bool = False

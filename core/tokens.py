@@ -63,6 +63,8 @@ DEFAULT_TOKENS: tuple[Token, ...] = (
 )
 
 
+USD_SYMBOLS = frozenset({"USDC", "USDT"})  # what a USD notional is read in
+
 # Each network's tokens: mints differ between mainnet and devnet (devnet USDC is Circle's
 # devnet mint); the local cluster and the simulated chain use mainnet's addresses.
 NETWORK_TOKENS: dict[str, tuple[Token, ...]] = {

@@ -22,6 +22,8 @@ from ray import serve
 
 from actors.bootstrap import resolve_database, resolve_dev_key, resolve_wallet, seal_secrets
 from actors.stack import Stack, start_stack, stop_stack
+from core.errors import InvalidInput
+from core.limits import amount_caps
 from core.settings import Settings
 from dexec.haproxy_guard import Hardening
 from dexec.localnet import EmbeddedLocalnet, fund_dev_wallet
@@ -110,6 +112,11 @@ def _resolve_chain(settings: Settings) -> tuple[Settings, EmbeddedLocalnet | Non
 def _start(settings: Settings, embedded: EmbeddedPostgres | None, address: str | None,
            num_cpus: int | None, dashboard: bool) -> Engine:
     settings = resolve_wallet(settings)
+    try:
+        amount_caps(settings)  # a cap naming a token the network lacks stops the start here
+    except InvalidInput as exc:
+        raise RuntimeError(f"DEXEC_MAX_ORDER_AMOUNTS / DEXEC_MAX_DAILY_AMOUNTS: {exc.message}"
+                           ) from None
     api_key = resolve_dev_key(settings)  # refuses a non-loopback bind without any key
     owns_ray = not ray.is_initialized()
     if owns_ray and address is None and settings.http_proxy == "haproxy":

@@ -14,6 +14,7 @@ from core.errors import (
     DexecError,
     IdempotencyConflict,
     InvalidInput,
+    LimitExceeded,
     NotAuthenticated,
     NotPermitted,
     OrderNotFound,
@@ -24,6 +25,7 @@ from core.errors import (
 _STATUS_FOR: list[tuple[type[DexecError], int]] = [
     (NotAuthenticated, 401),
     (NotPermitted, 403),
+    (LimitExceeded, 403),
     (OrderNotFound, 404),
     (IdempotencyConflict, 409),
     (InvalidInput, 422),

@@ -226,6 +226,16 @@ class OrderRepository:
             )
             return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
 
+    async def sold_since(self, since: datetime) -> dict[str, int]:
+        """Amounts of orders created since `since` that have not failed (dry runs aside),
+        by input mint: what the daily caps count at start."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT input_mint, sum(amount_in) FROM orders WHERE created_at >= %s"
+                " AND status <> %s AND NOT dry_run GROUP BY input_mint",
+                (since, str(OrderStatus.FAILED)))
+            return {str(m): int(total) for m, total in await cur.fetchall()}
+
     async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]:
         """Return the order's events with seq > since_seq, in order."""
         async with self.db.connection() as conn:

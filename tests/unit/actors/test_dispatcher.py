@@ -7,12 +7,13 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
+from datetime import datetime
 
 import pytest
 
 from actors.dispatcher import Dispatcher
-from core.errors import DexecError, IdempotencyConflict, Overloaded, WorkerLost
-from core.limits import OpenOrders
+from core.errors import DexecError, IdempotencyConflict, LimitExceeded, Overloaded, WorkerLost
+from core.limits import AmountCaps, OpenOrders
 from core.orders import NewOrder, Order, Submission
 from tests.kit.loop import settle, until
 from tests.kit.orders import created_order, new_order
@@ -27,6 +28,7 @@ class FakeSubmissions:
         self._by_client: dict[str, str] = {}
         self.queued_while_persisting: list[int] = []
         self.dispatcher: Dispatcher | None = None
+        self.sold_today: dict[str, int] = {}
 
     async def create_orders(self, news: list[NewOrder]) -> list[Submission | DexecError]:
         if self.dispatcher is not None:
@@ -49,6 +51,9 @@ class FakeSubmissions:
     async def open_orders(self) -> list[tuple[str, str]]:
         return [(order_id, "default") for order_id in self.open_ids]
 
+    async def sold_since(self, since: datetime) -> dict[str, int]:
+        return dict(self.sold_today)
+
     async def find_by_client_id(self, account_id: str, client_order_id: str) -> Order | None:
         order_id = self._by_client.get(client_order_id)
         return self.orders[order_id] if order_id is not None else None
@@ -70,11 +75,12 @@ class FakeWorkers:
         self.started: list[str] = []
         self.finished: list[str] = []
         self.failures: dict[str, list[BaseException]] = {}  # raised by the next executions
+        self.outcomes: dict[str, str] = {}  # the status an execution answers (else None)
 
     def names(self) -> list[str]:
         return [f"w{i}" for i in range(self._size)]
 
-    async def execute(self, name: str, order_id: str) -> None:
+    async def execute(self, name: str, order_id: str) -> str | None:
         index = int(name[1:])
         assert 0 <= index < self._size
         self.started.append(order_id)
@@ -93,6 +99,7 @@ class FakeWorkers:
             if failures:
                 raise failures.pop(0)
             self.finished.append(order_id)
+            return self.outcomes.get(order_id)
         finally:
             self.running[order_id] -= 1
             self.in_flight -= 1
@@ -120,10 +127,11 @@ async def make_dispatcher() -> AsyncIterator[MakeDispatcher]:
     made: list[Dispatcher] = []
 
     def make(store: FakeSubmissions, workers: FakeWorkers, *, per_worker: int = 2,
-             redispatch_delay_s: float = 0.0, open_orders: OpenOrders | None = None
-             ) -> Dispatcher:
+             redispatch_delay_s: float = 0.0, open_orders: OpenOrders | None = None,
+             caps: AmountCaps | None = None) -> Dispatcher:
         dispatcher = Dispatcher(store, workers, per_worker=per_worker,
-                                redispatch_delay_s=redispatch_delay_s, open_orders=open_orders)
+                                redispatch_delay_s=redispatch_delay_s, open_orders=open_orders,
+                                caps=caps)
         store.dispatcher = dispatcher
         made.append(dispatcher)
         return dispatcher
@@ -360,3 +368,53 @@ async def test_orders_open_at_start_count_against_their_account(
     workers.gate.set()
     await until(lambda: len(workers.finished) == 2)
     assert dispatcher.stats()["open"] == 0
+
+
+async def test_an_order_above_its_per_order_cap_is_refused_and_not_stored(
+        make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeSubmissions(), FakeWorkers(1)
+    mint = new_order().input_mint
+    dispatcher = make_dispatcher(store, workers, caps=AmountCaps(per_order={mint: 10**9}))
+    await dispatcher.start()
+    (refused,) = await dispatcher.submit_many([new_order(amount_in=10**9 + 1)])
+    assert isinstance(refused, LimitExceeded) and "per-order cap" in refused.message
+    assert store.orders == {}
+    _, created = await submit(dispatcher, new_order(amount_in=10**9))
+    assert created
+    dry = replace(new_order(amount_in=10**12), dry_run=True)  # a dry run sells nothing
+    assert (await submit(dispatcher, dry))[1]
+
+
+async def test_the_daily_cap_counts_the_day_and_gets_failed_orders_back(
+        make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeSubmissions(), FakeWorkers(1)
+    mint = new_order().input_mint
+    store.sold_today = {mint: 4 * 10**9}  # sold earlier today, before a restart
+    workers.gate.clear()
+    dispatcher = make_dispatcher(store, workers, caps=AmountCaps(per_day={mint: 10 * 10**9}))
+    await dispatcher.start()
+    first, _ = await submit(dispatcher, new_order(amount_in=5 * 10**9))
+    (refused,) = await dispatcher.submit_many([new_order(amount_in=2 * 10**9)])
+    assert isinstance(refused, LimitExceeded) and "daily cap" in refused.message
+    assert len(store.orders) == 1
+    # The first order fails: what it would have sold counts no more.
+    workers.outcomes[first.order_id] = "failed"
+    workers.gate.set()
+    await until(lambda: first.order_id in workers.finished)
+    await settle()
+    _, created = await submit(dispatcher, new_order(amount_in=6 * 10**9))
+    assert created
+    (full,) = await dispatcher.submit_many([new_order(amount_in=1)])
+    assert isinstance(full, LimitExceeded)
+
+
+def test_the_daily_cap_starts_again_each_utc_day() -> None:
+    from datetime import UTC, timedelta
+
+    now = [datetime(2026, 11, 30, 23, 59, tzinfo=UTC)]
+    caps = AmountCaps(per_day={"m": 10}, clock=lambda: now[0])
+    caps.reserve("m", 10)
+    with pytest.raises(LimitExceeded):
+        caps.reserve("m", 1)
+    now[0] += timedelta(minutes=2)
+    caps.reserve("m", 10)  # a new day

@@ -159,12 +159,13 @@ class World:
     policy: RecordingPolicy
 
     def executor(self, *venues: FakeVenue, quote_timeout_s: float = 1.0,
-                 dry_run: bool = False) -> OrderExecutor:
+                 dry_run: bool = False, max_order_usd: Decimal | None = None) -> OrderExecutor:
         return OrderExecutor(
             self.store, list(venues or (self.raydium, self.meteora)), self.sink,
             TokenRegistry(), policy=self.policy, quote_timeout_s=quote_timeout_s,
             confirm_poll_s=0.25, resend_interval_s=2.0, sleep=self.clock.sleep,
             clock=self.clock, rng=random.Random(0), dry_run=dry_run,
+            max_order_usd=max_order_usd,
         )
 
     def index(self, call: Call) -> int:
@@ -276,6 +277,21 @@ async def test_a_dry_run_is_built_and_simulated_but_never_sent_nor_recorded(
     assert world.store.swap_status == {}  # nothing that could land is on record
     final = world.store.rows[order.order_id]
     assert final.amount_out == 150_000_000 and final.price == Decimal(150)
+
+
+@pytest.mark.parametrize(("cap", "final"), [(Decimal(100), S.FAILED), (Decimal(200),
+                                                                        S.CONFIRMED)])
+async def test_an_order_worth_more_than_the_usd_cap_fails_before_anything_is_signed(
+        world: World, cap: Decimal, final: S) -> None:
+    order = world.store.create()  # 1 SOL for about 150 USDC
+
+    status = await world.executor(max_order_usd=cap).execute(order.order_id)
+
+    assert status == final
+    if final is S.FAILED:
+        assert world.raydium.built == [] and world.meteora.built == []
+        assert "per-order cap is 100 USD" in (world.store.rows[order.order_id].failure_reason
+                                              or "")
 
 
 async def test_a_dry_run_whose_simulation_fails_fails_with_its_reason(world: World) -> None:

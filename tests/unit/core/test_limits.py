@@ -74,3 +74,24 @@ def test_the_rate_limit_is_a_sliding_minute_per_account() -> None:
     rate.check("b")
     now[0] = 60.0
     rate.check("a")
+
+
+def test_caps_are_read_in_the_network_s_tokens_and_unknown_ones_refused() -> None:
+    from decimal import Decimal
+
+    from core.errors import InvalidInput, LimitExceeded
+    from core.limits import amount_caps
+    from core.settings import Settings
+    from core.tokens import TokenRegistry
+    from serve.errors import error_status
+
+    caps = amount_caps(Settings(max_order_amounts={"SOL": Decimal("2.5")},
+                                max_daily_amounts={"usdc": Decimal(1000)}))
+    tokens = TokenRegistry()
+    assert caps.per_order == {tokens.resolve("SOL").mint: 2_500_000_000}
+    assert caps.per_day == {tokens.resolve("USDC").mint: 1_000_000_000}
+    with pytest.raises(InvalidInput, match="RAY"):
+        amount_caps(Settings(network="devnet", max_order_amounts={"RAY": Decimal(1)}))
+    with pytest.raises(InvalidInput, match="cap for USDC"):
+        amount_caps(Settings(max_daily_amounts={"USDC": Decimal("0.0000001")}))
+    assert error_status(LimitExceeded("over the cap")) == 403
