@@ -24,6 +24,7 @@ from actors.shell import (
     database_url,
     hot,
     require_test_hooks,
+    rpc_endpoint,
     tune_gc,
 )
 from actors.telemetry import order_log
@@ -33,6 +34,8 @@ from core.errors import DexecError, RetryableError, WorkerLost, reason
 from core.retry import RetryPolicy
 from core.settings import Settings
 from core.tokens import TokenRegistry
+from gateways.solana.mints import MintLookup
+from gateways.solana.rpc import SolanaRpc
 from storage.locks import ExecutionLocks
 from storage.repository import OrderRepository
 
@@ -69,11 +72,14 @@ class ExecutionWorker:
                 s = self._settings
                 await self._repo.open()
                 batches = batch_stats()
+                tokens = TokenRegistry.for_network(s.network)
+                mints = MintLookup(SolanaRpc(rpc_endpoint(s), timeout_s=s.quote_timeout_s),
+                                   tokens) if s.network != "sim" else None
                 self._executor = OrderExecutor(
                     BatchedStore(self._repo, window_s=s.batch_window_s, stats=batches),
                     venue_gateways(s, ray.get_actor(CHAIN, namespace=s.namespace), batches),
                     NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace)),
-                    TokenRegistry.for_network(s.network),
+                    tokens,
                     policy=RetryPolicy(s.max_attempts, s.retry_base_delay_s, s.retry_max_delay_s),
                     quote_timeout_s=s.quote_timeout_s,
                     confirm_poll_s=s.confirm_poll_s,
@@ -84,6 +90,7 @@ class ExecutionWorker:
                     landing=LandingWatcher(s.confirm_poll_s),
                     dry_run=s.dry_run,
                     max_order_usd=s.max_order_usd,
+                    mints=mints,
                 )
             return self._executor
 

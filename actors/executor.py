@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Protocol
 
@@ -38,7 +38,7 @@ from core.quotes import (
     min_amount_out,
 )
 from core.retry import RetryPolicy
-from core.tokens import USD_SYMBOLS, TokenRegistry
+from core.tokens import USD_SYMBOLS, Token, TokenRegistry
 from gateways.base import VenueGateway
 from gateways.quotes import collect_quotes
 
@@ -78,6 +78,12 @@ class OrderStore(Protocol):
 
     async def swaps_for_order(self, order_id: str
                               ) -> list[tuple[SignedSwap, int, SwapStatus]]: ...
+
+
+class MintSource(Protocol):
+    """Learns the tokens of mints on no list (gateways.solana.mints.MintLookup)."""
+
+    async def ensure(self, refs: Iterable[str]) -> None: ...
 
 
 class EventSink(Protocol):
@@ -158,6 +164,7 @@ class OrderExecutor:
         recheck_s: float = 1.0,
         dry_run: bool = False,
         max_order_usd: Decimal | None = None,
+        mints: MintSource | None = None,
     ) -> None:
         # With a LandingWatcher, a pending swap is checked for expiry and resent every
         # `recheck_s` and otherwise waits for the shared poll; without, it polls on its own.
@@ -172,6 +179,7 @@ class OrderExecutor:
         self._tokens = tokens
         self._dry_run = dry_run  # DEXEC_DRY_RUN: no order is ever sent
         self._max_usd = max_order_usd
+        self._mints = mints  # learns the tokens of an order's mints that no list names
         self._usd = sorted(t.mint for t in tokens.tokens if t.symbol in USD_SYMBOLS)
         self._policy = policy
         self._quote_timeout = quote_timeout_s
@@ -399,8 +407,8 @@ class OrderExecutor:
             await self._store.set_swap_status(swap.signature, SwapStatus.FAILED)
             error_type = _CHAIN_ERRORS.get(status.error_code or "", TerminalError)
             raise error_type(status.error or "transaction failed", venue=swap.venue)
-        token_in = self._tokens.by_mint(order.input_mint)
-        token_out = self._tokens.by_mint(order.output_mint)
+        token_in = await self._token(order.input_mint)
+        token_out = await self._token(order.output_mint)
         price = execution_price(
             order.amount_in, token_in.decimals, status.amount_out, token_out.decimals
         )
@@ -423,21 +431,28 @@ class OrderExecutor:
         )
         return confirmed
 
+    async def _token(self, mint: str) -> Token:
+        if self._mints is not None:
+            await self._mints.ensure([mint])
+        return self._tokens.by_mint(mint)
+
     async def _check_notional(self, order: Order, best: Quote) -> None:
         """Refuse an order worth more than DEXEC_MAX_ORDER_USD, priced by the quote: its
         stablecoin side, or else a quote of its input for the first stablecoin."""
         if order.input_mint in self._usd:
-            usd = Decimal(order.amount_in).scaleb(-self._tokens.by_mint(order.input_mint).decimals)
+            usd = Decimal(order.amount_in).scaleb(
+                -(await self._token(order.input_mint)).decimals)
         elif order.output_mint in self._usd:
             usd = Decimal(best.amount_out).scaleb(
-                -self._tokens.by_mint(order.output_mint).decimals)
+                -(await self._token(order.output_mint)).decimals)
         elif self._usd:
             quotes, _ = await collect_quotes(list(self._gateways.values()), order.input_mint,
                                              self._usd[0], order.amount_in, self._quote_timeout)
             priced = choose_best(quotes)
             if priced is None:
                 raise NoRoute("the order cannot be priced in USD for DEXEC_MAX_ORDER_USD")
-            usd = Decimal(priced.amount_out).scaleb(-self._tokens.by_mint(self._usd[0]).decimals)
+            usd = Decimal(priced.amount_out).scaleb(
+                -(await self._token(self._usd[0])).decimals)
         else:
             raise LimitExceeded("DEXEC_MAX_ORDER_USD is set but this network has no stablecoin")
         if self._max_usd is not None and usd > self._max_usd:
@@ -449,8 +464,8 @@ class OrderExecutor:
         """A dry run: the signed swap is simulated, never sent (nor recorded: nothing of it
         can land). It ends `simulated` with the quote's output, or fails as a send would."""
         await self._gateways[best.venue].simulate(swap)
-        token_in = self._tokens.by_mint(order.input_mint)
-        token_out = self._tokens.by_mint(order.output_mint)
+        token_in = await self._token(order.input_mint)
+        token_out = await self._token(order.output_mint)
         return await self._change(lease, order, Change(
             Trigger.TX_SIMULATED, order.attempt, venue=best.venue, amount_out=best.amount_out,
             price=execution_price(order.amount_in, token_in.decimals, best.amount_out,

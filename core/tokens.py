@@ -90,18 +90,32 @@ class TokenRegistry:
         self._by_symbol = {t.symbol.upper(): t for t in tokens}
         self._by_mint = {t.mint: t for t in tokens}
 
+    def knows(self, ref: str) -> bool:
+        return ref.upper() in self._by_symbol or ref in self._by_mint
+
+    def learn(self, token: Token) -> None:
+        """Add a token found on the chain (a live network's mint that is on no list)."""
+        if token.mint not in self._by_mint:
+            self.tokens = (*self.tokens, token)
+            self._by_mint[token.mint] = token
+            self._by_symbol.setdefault(token.symbol.upper(), token)
+
     def resolve(self, ref: str) -> Token:
         """Return the token named by symbol (any case) or mint; raise InvalidInput otherwise."""
         token = self._by_symbol.get(ref.upper()) or self._by_mint.get(ref)
         if token is not None:
             return token
-        if 32 <= len(ref) <= 44 and set(ref) <= _BASE58:
+        if looks_like_mint(ref):
             raise InvalidInput(f"unknown token mint {ref!r}: no venue lists it")
         raise InvalidInput(
             f"unknown token {_excerpt(ref)!r}: use a symbol from /api/tokens or a base58 mint")
 
     def by_mint(self, mint: str) -> Token:
         return self._by_mint[mint]
+
+
+def looks_like_mint(ref: str) -> bool:
+    return 32 <= len(ref) <= 44 and set(ref) <= _BASE58
 
 
 def _excerpt(value: object, limit: int = 32) -> str:

@@ -41,10 +41,11 @@ from core.errors import (
     TransientDatabaseError,
     reason,
 )
-from core.orders import NewOrder, OrderStatus, Submission
+from core.orders import NewOrder, Order, OrderStatus, Submission
 from core.settings import Settings
 from core.tokens import TokenRegistry, parse_amount
 from gateways.quotes import collect_quotes
+from gateways.solana.mints import MintLookup
 from gateways.solana.rpc import SolanaRpc
 from gateways.solana.wallet import associated_account
 from serve.auth import Authenticator, key_from_header, request_principal
@@ -155,12 +156,23 @@ class DexecIngress:
                                        signing=False)
         # Balances for /api/wallet (a Solana network only; it holds no key).
         self._rpc = SolanaRpc(rpc_endpoint(settings)) if settings.network != "sim" else None
+        # A mint on no list is read from the chain, not refused (a Solana network only).
+        self._mints = MintLookup(self._rpc, self.tokens) if self._rpc is not None else None
         self.hub = StreamHub(NotifierClient(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)
         self.metrics = IngressMetrics()
         self._ws_accounts: Counter[str] = Counter()  # open connections per account, here
         self.keys = KeyStore(self.repo.db)
         self.authenticator = Authenticator(self._principal_of)
         app.state.authenticator = self.authenticator
+
+    async def _learn(self, *refs: object) -> None:
+        """Learn the mints among `refs` that no list names (a Solana network only)."""
+        if self._mints is not None:
+            await self._mints.ensure(r for r in refs if isinstance(r, str))
+
+    async def _views(self, orders: list[Order]) -> list[dict[str, Any]]:
+        await self._learn(*(m for o in orders for m in (o.input_mint, o.output_mint)))
+        return [order_json(o, self.tokens) for o in orders]
 
     async def _principal_of(self, key: str) -> Principal | None:
         await self._repo()
@@ -201,6 +213,7 @@ class DexecIngress:
     )
     async def submit_order(self, order: OrderBody, caller: Caller) -> Response:
         _require_trade(caller)
+        await self._learn(order.input_mint, order.output_mint)
         command = order.to_command(self.tokens, caller.account_id,
                                    dry_run=self.settings.dry_run)
         stored, created = await self._submit(command)
@@ -213,7 +226,7 @@ class DexecIngress:
         order = await (await self._repo()).get_order(order_id)
         if order is None or order.account_id != caller.account_id:
             raise OrderNotFound(f"order {order_id} not found")
-        return JSONResponse(order_json(order, self.tokens))
+        return JSONResponse((await self._views([order]))[0])
 
     @app.get("/api/orders", response_model=OrderPage, summary="Orders, newest first")
     async def list_orders(self, caller: Caller, status: StatusFilter = None,
@@ -221,13 +234,14 @@ class DexecIngress:
         orders, next_cursor = await (await self._repo()).list_orders(
             caller.account_id, status=status, limit=limit, cursor=cursor
         )
-        return JSONResponse({"orders": [order_json(o, self.tokens) for o in orders],
+        return JSONResponse({"orders": await self._views(orders),
                       "next_cursor": next_cursor})
 
     @app.get("/api/quotes", response_model=QuotesView,
              summary="Every venue's quote and the winner; executes nothing")
     async def quotes(self, caller: Caller, input_mint: Mint, output_mint: Mint,
                      amount: Amount) -> Response:
+        await self._learn(input_mint, output_mint)
         command = parse_order_request(
             {"type": "market", "input_mint": input_mint, "output_mint": output_mint,
              "amount": amount}, self.tokens, caller.account_id)
@@ -409,7 +423,10 @@ class DexecIngress:
                 " the Authorization header")
         if op == "submit":
             _require_trade(caller)
-            command = parse_order_request(message.get("order"), self.tokens, caller.account_id,
+            body = message.get("order")
+            if isinstance(body, dict):
+                await self._learn(body.get("input_mint"), body.get("output_mint"))
+            command = parse_order_request(body, self.tokens, caller.account_id,
                                           dry_run=self.settings.dry_run)
             order, _ = await self._submit(command)
             await conn.send({"type": "accepted", "order": order_json(order, self.tokens)})
@@ -442,7 +459,8 @@ class DexecIngress:
                     continue
                 after = since.get(order_id)
                 if after is None:
-                    await conn.send({"type": "state", "order": order_json(current, self.tokens)})
+                    (view,) = await self._views([current])
+                    await conn.send({"type": "state", "order": view})
                     after = current.seq
                 await self.hub.subscribe(conn, order_id, after)
             return caller

@@ -45,6 +45,9 @@ from gateways.base import PerSlot
 
 NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
 MAX_STATUSES = 256  # signatures per getSignatureStatuses
+MINT_LEN = 82  # an SPL mint account (Token-2022 mints with extensions are longer)
+TOKEN_PROGRAMS = ("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA",
+                  "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
 # Program errors that mean "the output fell below the minimum": Raydium AMM v4 30, CPMM 6005,
 # CLMM 6022 (6018 in newer source); Meteora DLMM 6003, 6004; Jupiter 6001.
 SLIPPAGE_CODES = frozenset({30, 6005, 6022, 6018, 6003, 6004, 6001})
@@ -325,6 +328,21 @@ class SolanaRpc:
             return int(answer.value.amount)
         except (AttributeError, TypeError, ValueError) as exc:
             raise translate(exc, "getTokenAccountBalance") from None
+
+    async def mint_decimals(self, mint: str) -> int | None:
+        """A token mint's decimals (SPL Token or Token-2022), None when `mint` is no mint."""
+        try:
+            key = Pubkey.from_string(mint)
+        except ValueError:
+            return None
+        found = await self._call("getAccountInfo", self._client.get_account_info(
+            key, Confirmed, "base64"), lambda a: a.value)
+        if found is None or str(found.owner) not in TOKEN_PROGRAMS:
+            return None
+        data = bytes(found.data)
+        if len(data) < MINT_LEN or data[45] != 1:  # not a mint, or not initialized
+            return None
+        return data[44]
 
     async def accounts(self, pubkeys: Sequence[str]) -> list[bytes | None]:
         """The data of each account (None where absent), 100 a call."""
