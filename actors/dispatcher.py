@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Protocol
 
 from actors.executor import BUSY
@@ -112,6 +112,7 @@ class Dispatcher:
         """
         answers: dict[int, Submission | DexecError] = {}
         admitted: list[int] = []
+        days: dict[int, date] = {}  # the day each admitted order's cap reservation counts on
         for k, new in enumerate(news):
             # Reserve the place and the rate before the first await, so a concurrent burst
             # cannot pass the checks together; a repeat of a stored order gives both back.
@@ -124,7 +125,7 @@ class Dispatcher:
                 self._rate.check(new.account_id)
                 if not new.dry_run:  # a dry run sells nothing: no cap applies
                     self._caps.check_order(new.input_mint, new.amount_in)
-                    self._caps.reserve(new.input_mint, new.amount_in)
+                    days[k] = self._caps.reserve(new.input_mint, new.amount_in)
             except (Overloaded, LimitExceeded) as exc:
                 self._open.release(new.account_id)
                 answers[k] = exc
@@ -138,19 +139,19 @@ class Dispatcher:
             for k in admitted:
                 self._rate.forget(news[k].account_id)
                 self._open.release(news[k].account_id)
-                self._unreserve(news[k])
+                self._unreserve(news[k], days.get(k))
             raise
         for k, result in zip(admitted, results, strict=True):
             answers[k] = result
             if isinstance(result, DexecError) or not result[1]:
                 self._rate.forget(news[k].account_id)
                 self._open.release(news[k].account_id)
-                self._unreserve(news[k])
+                self._unreserve(news[k], days.get(k))
                 continue
             self._open.hold(result[0].order_id, news[k].account_id)
-            if not news[k].dry_run:
+            if k in days:
                 self._caps.hold(result[0].order_id, news[k].input_mint, news[k].amount_in,
-                                created=True)
+                                days[k])
             self._metrics.order_submitted(str(news[k].order_type))
             self.enqueue(result[0].order_id)
         for k, answer in answers.items():
@@ -163,9 +164,9 @@ class Dispatcher:
                     answers[k] = (existing, False)
         return [answers[k] for k in range(len(news))]
 
-    def _unreserve(self, new: NewOrder) -> None:
-        if not new.dry_run:
-            self._caps.release(new.input_mint, new.amount_in)
+    def _unreserve(self, new: NewOrder, day: date | None) -> None:
+        if day is not None:
+            self._caps.release(new.input_mint, new.amount_in, day)
 
     def set_limits(self, max_open_orders: int, account_open_orders: int,
                    rate_limit: AccountRateLimit) -> None:

@@ -407,11 +407,7 @@ class OrderExecutor:
             await self._store.set_swap_status(swap.signature, SwapStatus.FAILED)
             error_type = _CHAIN_ERRORS.get(status.error_code or "", TerminalError)
             raise error_type(status.error or "transaction failed", venue=swap.venue)
-        token_in = await self._token(order.input_mint)
-        token_out = await self._token(order.output_mint)
-        price = execution_price(
-            order.amount_in, token_in.decimals, status.amount_out, token_out.decimals
-        )
+        price = await self._price(order, status.amount_out)
         # Both at once: a batching store writes them in one statement. If either fails, the
         # order is still SUBMITTED with its landed swap, and is reconciled by its signature.
         _, confirmed = await asyncio.gather(
@@ -431,30 +427,49 @@ class OrderExecutor:
         )
         return confirmed
 
+    async def _price(self, order: Order, amount_out: int) -> Decimal | None:
+        """Output per input in token units; None when a token's decimals cannot be known
+        (a mint on no list that the chain no longer has): a landed swap is recorded all the
+        same, never held back for its price."""
+        refs = [order.input_mint, order.output_mint]
+        if self._mints is not None and not all(self._tokens.knows(m) for m in refs):
+            try:
+                await self._mints.ensure(refs)
+            except DexecError as exc:
+                order_log(order.order_id).info("order %s: no decimals for its price (%s)",
+                                               order.order_id, reason(exc))
+        if not all(self._tokens.knows(m) for m in refs):
+            return None
+        return execution_price(order.amount_in, self._tokens.by_mint(order.input_mint).decimals,
+                               amount_out, self._tokens.by_mint(order.output_mint).decimals)
+
     async def _token(self, mint: str) -> Token:
         if self._mints is not None:
             await self._mints.ensure([mint])
         return self._tokens.by_mint(mint)
 
     async def _check_notional(self, order: Order, best: Quote) -> None:
-        """Refuse an order worth more than DEXEC_MAX_ORDER_USD, priced by the quote: its
-        stablecoin side, or else a quote of its input for the first stablecoin."""
+        """Refuse an order worth more than DEXEC_MAX_ORDER_USD. Its worth: the input when it
+        is a stablecoin; otherwise the input priced before price impact (a thousandth of it
+        quoted for a stablecoin, scaled up) or the quoted stablecoin output, the larger: a
+        drained or thin pool must not make a large order look small."""
+        if not self._usd:
+            raise LimitExceeded("DEXEC_MAX_ORDER_USD is set but this network has no stablecoin")
         if order.input_mint in self._usd:
             usd = Decimal(order.amount_in).scaleb(
                 -(await self._token(order.input_mint)).decimals)
-        elif order.output_mint in self._usd:
-            usd = Decimal(best.amount_out).scaleb(
-                -(await self._token(order.output_mint)).decimals)
-        elif self._usd:
+        else:
+            stable = order.output_mint if order.output_mint in self._usd else self._usd[0]
+            sample = max(order.amount_in // 1000, 1)
             quotes, _ = await collect_quotes(list(self._gateways.values()), order.input_mint,
-                                             self._usd[0], order.amount_in, self._quote_timeout)
+                                             stable, sample, self._quote_timeout)
             priced = choose_best(quotes)
             if priced is None:
                 raise NoRoute("the order cannot be priced in USD for DEXEC_MAX_ORDER_USD")
-            usd = Decimal(priced.amount_out).scaleb(
-                -(await self._token(self._usd[0])).decimals)
-        else:
-            raise LimitExceeded("DEXEC_MAX_ORDER_USD is set but this network has no stablecoin")
+            out = priced.amount_out * order.amount_in // sample
+            if stable == order.output_mint:
+                out = max(out, best.amount_out)
+            usd = Decimal(out).scaleb(-(await self._token(stable)).decimals)
         if self._max_usd is not None and usd > self._max_usd:
             raise LimitExceeded(f"the order is worth about {usd:.2f} USD; the per-order cap is"
                                 f" {self._max_usd} USD (DEXEC_MAX_ORDER_USD)")
@@ -464,12 +479,9 @@ class OrderExecutor:
         """A dry run: the signed swap is simulated, never sent (nor recorded: nothing of it
         can land). It ends `simulated` with the quote's output, or fails as a send would."""
         await self._gateways[best.venue].simulate(swap)
-        token_in = await self._token(order.input_mint)
-        token_out = await self._token(order.output_mint)
         return await self._change(lease, order, Change(
             Trigger.TX_SIMULATED, order.attempt, venue=best.venue, amount_out=best.amount_out,
-            price=execution_price(order.amount_in, token_in.decimals, best.amount_out,
-                                  token_out.decimals)))
+            price=await self._price(order, best.amount_out)))
 
     async def _after_failure(self, lease: Lease, order: Order, err: DexecError) -> Order:
         current = await self._store.get_order(order.order_id) or order

@@ -58,8 +58,7 @@ def chain_gateways(settings: Settings, *, signing: bool) -> list[VenueGateway]:
         elif venue == "meteora":
             api = settings.venue_url("meteora_api", url)
             if api:
-                pairs = MeteoraPairs(api, settings.meteora_pairs,
-                                     timeout_s=settings.quote_timeout_s)
+                pairs = MeteoraPairs(api, settings.meteora_pairs)
                 gateways.append(ChainVenue(
                     venue, DlmmProgram(), rpc, pairs, wallet,
                     rate_limit_per_s=settings.venue_rate_limit_per_s, metrics=metrics,

@@ -7,7 +7,7 @@ import math
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from core.errors import InvalidInput, LimitExceeded, Overloaded
@@ -139,7 +139,7 @@ class AmountCaps:
         self._clock = clock
         self._day = clock().date()
         self._spent: Counter[str] = Counter()
-        self._orders: dict[str, tuple[str, int]] = {}  # order id -> (mint, amount), today
+        self._orders: dict[str, tuple[str, int, date]] = {}  # id -> (mint, amount, its day)
 
     @staticmethod
     def day_start(now: datetime) -> datetime:
@@ -157,8 +157,9 @@ class AmountCaps:
         self._roll()
         self._spent = Counter(spent)
 
-    def reserve(self, mint: str, amount: int, symbol: str = "") -> None:
-        """Count `amount` against today's cap, or raise LimitExceeded (nothing counted)."""
+    def reserve(self, mint: str, amount: int, symbol: str = "") -> date:
+        """Count `amount` against today's cap, or raise LimitExceeded (nothing counted);
+        return the day it counts on (a reservation is given back only on that day)."""
         self._roll()
         cap = self.per_day.get(mint)
         if cap is not None and self._spent[mint] + amount > cap:
@@ -167,17 +168,18 @@ class AmountCaps:
                 f" {symbol or mint}; this one would pass the daily cap of {cap}"
                 " (DEXEC_MAX_DAILY_AMOUNTS, days in UTC)")
         self._spent[mint] += amount
+        return self._day
 
-    def release(self, mint: str, amount: int) -> None:
-        """Give back a reservation whose order was not created."""
-        self._spent[mint] = max(0, self._spent[mint] - amount)
+    def release(self, mint: str, amount: int, day: date) -> None:
+        """Give back a reservation whose order was not created (or failed), if its day is
+        still today: a day that rolled over started from nothing."""
+        self._roll()
+        if day == self._day:
+            self._spent[mint] = max(0, self._spent[mint] - amount)
 
-    def hold(self, order_id: str, mint: str, amount: int, created: bool) -> None:
-        """Keep a reservation as `order_id`'s (created), or give it back (a repeat)."""
-        if created:
-            self._orders[order_id] = (mint, amount)
-        else:
-            self.release(mint, amount)
+    def hold(self, order_id: str, mint: str, amount: int, day: date) -> None:
+        """Keep a reservation made on `day` as `order_id`'s, until it finishes or fails."""
+        self._orders[order_id] = (mint, amount, day)
 
     def failed(self, order_id: str) -> None:
         """The order failed: its amount was never sold."""
@@ -193,7 +195,7 @@ class AmountCaps:
         if today != self._day:
             self._day = today
             self._spent.clear()
-            self._orders.clear()
+            self._orders = {k: v for k, v in self._orders.items() if v[2] == today}
 
 
 def caps_in_base_units(caps: dict[str, Decimal], tokens: TokenRegistry) -> dict[str, int]:

@@ -111,7 +111,10 @@ class TokenRegistry:
             f"unknown token {_excerpt(ref)!r}: use a symbol from /api/tokens or a base58 mint")
 
     def by_mint(self, mint: str) -> Token:
-        return self._by_mint[mint]
+        """The token of `mint`; a mint no list names and the chain no longer has is shown
+        by its address with 0 decimals (its amounts in base units), never an error."""
+        found = self._by_mint.get(mint)
+        return found if found is not None else Token(mint, mint, 0)
 
 
 def looks_like_mint(ref: str) -> bool:

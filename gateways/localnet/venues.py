@@ -120,7 +120,7 @@ class LocalVenueApis:
                 return Pubkey.from_string(listed.address)
         return None
 
-    def _price(self, pool: Pubkey, input_mint: Pubkey, amount: int) -> Any:
+    def _price(self, pool: Pubkey, input_mint: Pubkey, output_mint: Pubkey, amount: int) -> Any:
         ledger = self._ledger()
         state = ledger.pool_state(pool)
         keys = [pool, state.token_0_vault, state.token_1_vault, state.amm_config]
@@ -128,7 +128,7 @@ class LocalVenueApis:
         for key in keys:
             found = ledger.account(key)
             data.append(bytes(found.data) if found is not None else None)
-        return self._program.quote(pool, (keys, data), input_mint, amount)
+        return self._program.quote(pool, (keys, data), input_mint, output_mint, amount)
 
     async def _compute(self, request: Request) -> Response:
         if (fault := await self._faulty("raydium")) is not None:
@@ -138,7 +138,7 @@ class LocalVenueApis:
             input_mint, output_mint = q["inputMint"], q["outputMint"]
             amount, slippage = int(q["amount"]), int(q.get("slippageBps", "50"))
             mint_in = Pubkey.from_string(input_mint)
-            Pubkey.from_string(output_mint)
+            mint_out = Pubkey.from_string(output_mint)
             if amount <= 0 or not 0 <= slippage <= 10_000:
                 raise ValueError
         except (KeyError, ValueError):
@@ -147,7 +147,7 @@ class LocalVenueApis:
         if pool is None or input_mint == output_mint:
             return _fail("ROUTE_NOT_FOUND")
         try:
-            priced = self._price(pool, mint_in, amount)
+            priced = self._price(pool, mint_in, mint_out, amount)
         except Exception:  # an empty pool, an amount it cannot fill
             return _fail("INSUFFICIENT_LIQUIDITY")
         threshold = priced.amount_out * (10_000 - slippage) // 10_000

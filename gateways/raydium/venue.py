@@ -28,7 +28,13 @@ from solders.transaction import VersionedTransaction
 from core.errors import DexecError, InvalidInput, RateLimited, VenueTimeout, VenueUnavailable
 from core.quotes import Quote, SignedSwap
 from gateways.base import VenueMetrics, signing_wallet
-from gateways.raydium.models import SwapCompute, parse_auto_fee, parse_compute, parse_transactions
+from gateways.raydium.models import (
+    SwapCompute,
+    VenueRefused,
+    parse_auto_fee,
+    parse_compute,
+    parse_transactions,
+)
 from gateways.solana.rpc import SolanaRpc
 from gateways.solana.venue import NETWORK_FEE_LAMPORTS, QUOTE_TTL_S, SolanaVenue, memo_instruction
 from gateways.solana.verify import (
@@ -104,6 +110,9 @@ class RaydiumTradeVenue(SolanaVenue):
                     input_mint, output_mint, amount_in):
                 raise VenueUnavailable("raydium quote: the answer is for another swap",
                                        venue=NAME)
+            if len(compute.route_plan) != 1:  # the verifier refuses what it cannot bound
+                raise VenueRefused(f"raydium: only a {len(compute.route_plan)}-hop route,"
+                                   " which dexec does not sign", venue=NAME)
             step = compute.route_plan[0]
             fee = sum(s.fee_amount for s in compute.route_plan if s.fee_mint == input_mint)
             return Quote(

@@ -32,7 +32,7 @@ class CpmmProgram:
         state = cpmm.PoolState.decode(last[1][0])
         return [pool, state.token_0_vault, state.token_1_vault, state.amm_config]
 
-    def quote(self, pool: Pubkey, read: Accounts, input_mint: Pubkey,
+    def quote(self, pool: Pubkey, read: Accounts, input_mint: Pubkey, output_mint: Pubkey,
               amount_in: int) -> PoolQuote:
         keys, data = read
         if data[0] is None:
@@ -40,6 +40,7 @@ class CpmmProgram:
         if len(keys) < 4:
             raise NeedAccounts
         state = cpmm.PoolState.decode(data[0])
+        _same_mints(pool, (state.token_0_mint, state.token_1_mint), input_mint, output_mint)
         if None in data[1:] or keys[1:] != [state.token_0_vault, state.token_1_vault,
                                           state.amm_config]:
             raise NeedAccounts
@@ -65,6 +66,12 @@ class CpmmProgram:
         state = cpmm.PoolState.decode(bytes.fromhex(json.loads(route)["state"]))
         accounts = cpmm.SwapAccounts.for_pool(pool, state, wallet, input_mint, self._program)
         return cpmm.swap_base_input(accounts, amount_in, min_amount_out, self._program)
+
+
+def _same_mints(pool: Pubkey, mints: tuple[Pubkey, Pubkey], input_mint: Pubkey,
+                output_mint: Pubkey) -> None:
+    if set(mints) != {input_mint, output_mint} or input_mint == output_mint:
+        raise NoRoute(f"pool {pool} trades {mints[0]}/{mints[1]} on the chain, not this pair")
 
 
 def _token_amount(data: bytes | None) -> int:
@@ -105,12 +112,13 @@ class DlmmProgram:
             return [pool]
         return [pool, *self._arrays_around(pool, dlmm.LbPair.decode(last[1][0]))]
 
-    def quote(self, pool: Pubkey, read: Accounts, input_mint: Pubkey,
+    def quote(self, pool: Pubkey, read: Accounts, input_mint: Pubkey, output_mint: Pubkey,
               amount_in: int) -> PoolQuote:
         keys, data = read
         if data[0] is None:
             raise NoRoute(f"pair {pool} does not exist")
         pair = dlmm.LbPair.decode(data[0])
+        _same_mints(pool, (pair.token_x_mint, pair.token_y_mint), input_mint, output_mint)
         if keys[1:] != self._arrays_around(pool, pair):
             raise NeedAccounts  # first read, or the active bin moved to other arrays
         arrays = [self._decoded(d) for d in data[1:] if d is not None]

@@ -218,16 +218,24 @@ class SolanaRpc:
             raise translate(exc, "sendTransaction") from None
 
     async def simulate(self, tx_bytes: bytes) -> int:
-        """simulateTransaction (signatures verified, at the confirmed state): the compute
-        units it would use; the error it would fail with, translated, if any."""
+        """simulateTransaction at the confirmed state: the compute units it would use; the
+        error it would fail with, translated, if any.
+
+        What is simulated is an unsigned copy (its signatures zeroed, the blockhash replaced
+        by the node's): a signed transaction handed to an RPC provider could be broadcast by
+        it and land, and a dry run must never trade.
+        """
         from solders.transaction import VersionedTransaction
 
         try:
-            tx = VersionedTransaction.from_bytes(tx_bytes)
+            signed = VersionedTransaction.from_bytes(tx_bytes)
+            unsigned = VersionedTransaction.populate(
+                signed.message, [Signature.default()] * len(signed.signatures))
         except ValueError as exc:
             raise translate(exc, "simulateTransaction") from None
         value = await self._call("simulateTransaction", self._client.simulate_transaction(
-            tx, sig_verify=True, commitment=Confirmed), lambda a: a.value)
+            unsigned, sig_verify=False, commitment=Confirmed, replace_recent_blockhash=True),
+            lambda a: a.value)
         if value.err is not None:
             raise transaction_error(rpc_error_json(value.err))
         return int(value.units_consumed or 0)

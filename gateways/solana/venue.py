@@ -73,9 +73,11 @@ class PoolProgram(Protocol):
         """The accounts a quote reads in one getMultipleAccounts, given the last ones read."""
         ...
 
-    def quote(self, pool: Pubkey, read: Accounts, input_mint: Pubkey,
+    def quote(self, pool: Pubkey, read: Accounts, input_mint: Pubkey, output_mint: Pubkey,
               amount_in: int) -> PoolQuote:
-        """Price the swap from the accounts read; NeedAccounts when they are not enough."""
+        """Price the swap from the accounts read; NeedAccounts when they are not enough.
+        NoRoute when the pool on the chain does not trade exactly these two mints (a pool
+        directory may be wrong: the chain has the last word)."""
         ...
 
     def swap(self, pool: Pubkey, route: str, wallet: Pubkey, input_mint: Pubkey,
@@ -283,7 +285,7 @@ class ChainVenue(SolanaVenue):
             started = time.perf_counter()
             mint_in, mint_out = Pubkey.from_string(input_mint), Pubkey.from_string(output_mint)
             pool = await self._pool(mint_in, mint_out)
-            priced = await self._price(pool.address, mint_in, amount_in)
+            priced = await self._price(pool.address, mint_in, mint_out, amount_in)
             return Quote(
                 venue=self.name, pool=str(pool.address), input_mint=input_mint,
                 output_mint=output_mint, amount_in=amount_in, amount_out=priced.amount_out,
@@ -294,13 +296,14 @@ class ChainVenue(SolanaVenue):
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
             )
 
-    async def _price(self, pool: Pubkey, mint_in: Pubkey, amount_in: int) -> PoolQuote:
+    async def _price(self, pool: Pubkey, mint_in: Pubkey, mint_out: Pubkey,
+                     amount_in: int) -> PoolQuote:
         last = self._last.get(pool)
         for _ in range(5):  # a first read, then wider ones (a DLMM walk past its arrays)
             keys = self._program.accounts(pool, last)
             read = (keys, await self._rpc.accounts([str(k) for k in keys]))
             try:
-                priced = self._program.quote(pool, read, mint_in, amount_in)
+                priced = self._program.quote(pool, read, mint_in, mint_out, amount_in)
             except NeedAccounts:
                 last = read
                 continue

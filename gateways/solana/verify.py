@@ -60,8 +60,8 @@ TOKEN_PROGRAMS = frozenset({TOKEN_PROGRAM, TOKEN_2022})
 BASE_PROGRAMS = frozenset({COMPUTE_BUDGET, SYSTEM_PROGRAM, ATA_PROGRAM, MEMO_PROGRAM, MEMO_V1,
                            *TOKEN_PROGRAMS})
 
-MAX_RENT_LAMPORTS = 10_000_000  # per new account: a token account needs 2,039,280
-TOKEN_ACCOUNT_RENT = 2_039_280
+TOKEN_ACCOUNT_RENT = 2_039_280  # a 165-byte SPL token account
+MAX_TOKEN_ACCOUNT_RENT = 3_000_000  # Token-2022 accounts with extensions are a little larger
 DEFAULT_COMPUTE_UNITS = 200_000  # per instruction when no limit is set (the runtime's rule)
 MAX_COMPUTE_UNITS = 1_400_000
 
@@ -235,7 +235,7 @@ def verify(payer: Pubkey, ixs: Iterable[Instruction], expected: Expected,
         elif program == SYSTEM_PROGRAM:
             _system(ix, me, expected, tally)
         elif program in TOKEN_PROGRAMS:
-            _token(ix, me, tally)
+            _token(ix, me, expected, tally)
         elif program == ATA_PROGRAM:
             _associated(ix, me, tally)
         elif program in (MEMO_PROGRAM, MEMO_V1):
@@ -289,7 +289,7 @@ def _wrapped_sol(account: Pubkey, me: Pubkey, tally: _Tally) -> bool:
         tally.created.get(account) == NATIVE_MINT)
 
 
-def _token(ix: Instruction, me: Pubkey, tally: _Tally) -> None:
+def _token(ix: Instruction, me: Pubkey, expected: Expected, tally: _Tally) -> None:
     data = bytes(ix.data)
     keys = [m.pubkey for m in ix.accounts]
     tag = data[0] if data else -1
@@ -300,11 +300,20 @@ def _token(ix: Instruction, me: Pubkey, tally: _Tally) -> None:
             Pubkey.from_bytes(data[1:33]) if len(data) >= 33 else None)
         if owner != me or len(keys) < 2:
             raise _refuse("it initializes a token account the wallet does not own")
-        tally.created[keys[0]] = keys[1]
+        mint = keys[1]
+        if mint not in (expected.input_mint, expected.output_mint, NATIVE_MINT):
+            raise _refuse(f"it opens a token account for {mint}, which the order does not"
+                          " trade")
+        tally.created[keys[0]] = mint
         lamports = tally.funded.pop(keys[0], 0)
-        if keys[1] == NATIVE_MINT and lamports > TOKEN_ACCOUNT_RENT:  # a temporary wSOL
+        if mint == NATIVE_MINT and lamports > MAX_TOKEN_ACCOUNT_RENT:  # a temporary wSOL
+            if expected.input_mint != NATIVE_MINT:
+                raise _refuse("it puts lamports in a wrapped-SOL account, and the order does"
+                              " not sell SOL")
             tally.wrapped += lamports - TOKEN_ACCOUNT_RENT
             lamports = TOKEN_ACCOUNT_RENT
+        if lamports > MAX_TOKEN_ACCOUNT_RENT:
+            raise _refuse(f"it gives a new token account {lamports} lamports, more than rent")
         tally.rent += lamports
         return
     if tag == 9 and len(keys) >= 3:  # CloseAccount(account, destination, owner)
@@ -359,9 +368,8 @@ def _check_legs(me: Pubkey, expected: Expected, tally: _Tally) -> None:
 
 
 def _check_lamports(expected: Expected, tally: _Tally, count: int) -> None:
-    tally.rent += sum(tally.funded.values())  # created, never initialized as a token account
-    if any(lamports > MAX_RENT_LAMPORTS for lamports in tally.funded.values()):
-        raise _refuse("it gives a new account more lamports than rent")
+    if tally.funded:  # anyone could initialize such an account as theirs and take its lamports
+        raise _refuse("it creates an account it does not initialize as the wallet's")
     if tally.wrapped > expected.amount_in:
         raise _refuse(f"it wraps {tally.wrapped} lamports, the order sells"
                       f" {expected.amount_in}")

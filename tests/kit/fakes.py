@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from fractions import Fraction
 
 from core.errors import BlockhashExpired, InsufficientFunds
 from core.quotes import Quote, SignedSwap, TxStatus
@@ -25,6 +26,7 @@ class FakeVenue:
         self.amount_out = amount_out
         self.calls = calls
         self.clock = clock
+        self.per_input: Fraction | None = None  # set: quotes pay this per input unit instead
         self.quote_failures: list[Exception] = []  # raised by the next quote calls
         self.always_fail_quote: Exception | None = None
         self.build_failures: list[Exception] = []
@@ -58,7 +60,9 @@ class FakeVenue:
             raise self.always_fail_quote
         return Quote(
             venue=self.name, pool=f"{self.name}-pool", input_mint=input_mint,
-            output_mint=output_mint, amount_in=amount_in, amount_out=self.amount_out,
+            output_mint=output_mint, amount_in=amount_in,
+            amount_out=self.amount_out if self.per_input is None
+            else int(amount_in * self.per_input),
             fee=amount_in // 400, fee_bps=Decimal(25), price_impact_bps=2,
             payload=f"route:{self.name}",
         )

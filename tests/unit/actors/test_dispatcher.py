@@ -413,8 +413,12 @@ def test_the_daily_cap_starts_again_each_utc_day() -> None:
 
     now = [datetime(2026, 11, 30, 23, 59, tzinfo=UTC)]
     caps = AmountCaps(per_day={"m": 10}, clock=lambda: now[0])
-    caps.reserve("m", 10)
+    yesterday = caps.reserve("m", 10)
+    caps.hold("o-1", "m", 10, yesterday)
     with pytest.raises(LimitExceeded):
         caps.reserve("m", 1)
     now[0] += timedelta(minutes=2)
     caps.reserve("m", 10)  # a new day
+    caps.failed("o-1")  # yesterday's order fails today: today's count keeps today's 10
+    with pytest.raises(LimitExceeded):
+        caps.reserve("m", 1)

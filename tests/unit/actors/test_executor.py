@@ -8,6 +8,7 @@ import struct
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -284,6 +285,8 @@ async def test_a_dry_run_is_built_and_simulated_but_never_sent_nor_recorded(
 async def test_an_order_worth_more_than_the_usd_cap_fails_before_anything_is_signed(
         world: World, cap: Decimal, final: S) -> None:
     order = world.store.create()  # 1 SOL for about 150 USDC
+    world.raydium.per_input = Fraction(150_000_000, ONE_SOL)
+    world.meteora.per_input = Fraction(149_500_000, ONE_SOL)
 
     status = await world.executor(max_order_usd=cap).execute(order.order_id)
 
@@ -292,6 +295,18 @@ async def test_an_order_worth_more_than_the_usd_cap_fails_before_anything_is_sig
         assert world.raydium.built == [] and world.meteora.built == []
         assert "per-order cap is 100 USD" in (world.store.rows[order.order_id].failure_reason
                                               or "")
+
+
+async def test_a_thin_pool_does_not_make_a_large_order_look_small(world: World) -> None:
+    """Priced before impact: the fakes pay 1 USDC for any amount, so the whole order (1 SOL)
+    quotes 1 USD, but a thousandth of it quotes 1 USDC too: the order is worth 1,000 USD."""
+    order = world.store.create()
+    world.raydium.amount_out = world.meteora.amount_out = 1_000_000
+
+    status = await world.executor(max_order_usd=Decimal(100)).execute(order.order_id)
+
+    assert status == S.FAILED
+    assert world.raydium.built == [] and world.meteora.built == []
 
 
 async def test_a_dry_run_whose_simulation_fails_fails_with_its_reason(world: World) -> None:

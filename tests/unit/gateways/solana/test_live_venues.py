@@ -11,7 +11,7 @@ import pytest
 from solders.keypair import Keypair
 from solders.transaction import VersionedTransaction
 
-from core.errors import RateLimited, VenueTimeout, VenueUnavailable
+from core.errors import NoRoute, RateLimited, VenueTimeout, VenueUnavailable
 from core.quotes import min_amount_out
 from gateways.localnet.cluster import MINTS
 from gateways.localnet.venues import AUTO_FEE
@@ -114,8 +114,24 @@ async def test_meteora_pairs_come_from_its_pool_api_and_survive_its_outage(
 async def test_configured_meteora_pairs_are_the_only_ones(world: World) -> None:
     (one,) = [p.address for p in world.net.pools if p.venue == "meteora"
               and {p.mint_x, p.mint_y} == {SOL, USDC}]
-    pairs = MeteoraPairs(f"{world.url}/meteora", [one])
+    unknown = str(Keypair().pubkey())  # Meteora's API answers 404: left out, with a warning
+    pairs = MeteoraPairs(f"{world.url}/meteora", [one, unknown])
     assert [str(p.address) for p in await pairs.pools()] == [one]
+    await pairs.close()
+
+
+async def test_a_stale_pair_list_answers_at_once_while_a_fresh_one_is_fetched(
+        world: World) -> None:
+    import asyncio
+
+    now = [0.0]
+    pairs = MeteoraPairs(f"{world.url}/meteora", clock=lambda: now[0])
+    listed = await pairs.pools()
+    await venue_faults(world, "meteora", timeout_rate=1.0, hang_s=3.0)
+    now[0] += 301.0  # stale
+    started = asyncio.get_running_loop().time()
+    assert await pairs.pools() == listed  # the last list, without waiting for the API
+    assert asyncio.get_running_loop().time() - started < 0.5
     await pairs.close()
 
 
@@ -131,3 +147,47 @@ def test_transactions_answer_in_either_shape() -> None:
     as_list = {"success": True, "data": [{"transaction": raw}]}
     as_object = {"success": True, "data": {"transaction": raw}}
     assert parse_transactions(as_list) == parse_transactions(as_object)
+
+
+async def test_a_pool_directory_naming_the_wrong_mints_is_caught_on_the_chain(
+        world: World) -> None:
+    """The pool API says SOL/USDT, the chain says SOL/USDC: no quote, never a swap into the
+    wrong token."""
+    from solders.pubkey import Pubkey
+
+    from gateways.solana.programs import DlmmProgram
+    from gateways.solana.venue import ChainVenue, Pool
+
+    (real,) = [p.address for p in world.net.pools if p.venue == "meteora"
+               and {p.mint_x, p.mint_y} == {SOL, USDC}]
+    usdt = MINTS["USDT"]
+    lying = ChainVenue("meteora", DlmmProgram(), world.rpc,
+                       [Pool(Pubkey.from_string(real), MINTS["SOL"], usdt)], world.wallet)
+    with pytest.raises(NoRoute, match="on the chain"):
+        await lying.quote(SOL, str(usdt), 10**9)
+
+
+async def test_a_multi_hop_raydium_route_is_refused_at_the_quote(world: World) -> None:
+    import json
+    from pathlib import Path
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from tests.kit.localnet import serving
+
+    body = json.loads((Path(__file__).parents[3] / "contracts" / "fixtures"
+                       / "raydium_compute_ok.json").read_text())
+    body["data"]["routePlan"] *= 2  # two hops
+
+    async def compute(_: Request) -> Response:
+        return JSONResponse(body)
+
+    app = Starlette(routes=[Route("/compute/swap-base-in", compute)])
+    async with serving(app) as url:
+        venue = RaydiumTradeVenue(world.rpc, world.wallet, trade_url=url, api_url=url)
+        with pytest.raises(VenueRefused, match="2-hop"):
+            await venue.quote(SOL, USDC, 1_000_000_000)
+        await venue.close()

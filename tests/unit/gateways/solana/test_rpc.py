@@ -206,3 +206,44 @@ async def test_a_node_that_cannot_answer_now_is_retryable_never_terminal(
             with pytest.raises(DexecError) as raised:
                 await call
             assert raised.value.retryable, (call, raised.value)
+
+
+async def test_a_dry_run_simulates_an_unsigned_copy_that_could_never_land(
+        cluster: Cluster) -> None:
+    """A signed transaction handed to a provider could be broadcast and land: a dry run
+    sends only a copy with zeroed signatures, and the node's own blockhash."""
+    import base64
+
+    from solders.signature import Signature
+    from solders.transaction import VersionedTransaction
+
+    seen: list[list[object]] = []
+
+    async def node(request: Request) -> Response:
+        body = await request.json()
+        seen.append(body["params"])
+        return JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": {
+            "context": {"slot": 1}, "value": {"err": None, "logs": [], "accounts": None,
+                                              "unitsConsumed": 1234, "returnData": None}}})
+
+    blockhash = cluster.ledger.latest_blockhash()[0]
+    signed = cluster.swap(10**9, 1, blockhash)
+    async with node_answering(node) as fake:
+        assert await fake.simulate(signed) == 1234
+    (params,) = seen
+    sent = VersionedTransaction.from_bytes(base64.b64decode(str(params[0])))
+    assert list(sent.signatures) == [Signature.default()]
+    assert sent.message == VersionedTransaction.from_bytes(signed).message
+    assert params[1]["sigVerify"] is False and params[1]["replaceRecentBlockhash"] is True
+
+    async with node_answering(_sim_error) as failing:
+        with pytest.raises(SlippageExceeded):
+            await failing.simulate(signed)
+
+
+async def _sim_error(request: Request) -> Response:
+    body = await request.json()
+    return JSONResponse({"jsonrpc": "2.0", "id": body["id"], "result": {
+        "context": {"slot": 1}, "value": {"err": {"InstructionError": [1, {"Custom": 6005}]},
+                                          "logs": [], "accounts": None, "unitsConsumed": 1,
+                                          "returnData": None}}})

@@ -14,7 +14,12 @@ from solders.keypair import Keypair
 from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
-from solders.system_program import TransferParams, transfer
+from solders.system_program import (
+    CreateAccountWithSeedParams,
+    TransferParams,
+    create_account_with_seed,
+    transfer,
+)
 from solders.token import ID as TOKEN_PROGRAM
 from solders.token.associated import get_associated_token_address
 from solders.transaction import VersionedTransaction
@@ -92,6 +97,19 @@ def _token_ix(tag: int, *accounts: Pubkey, data: bytes = b"") -> Instruction:
 
 
 WSOL = get_associated_token_address(ME, SOL)
+SEEDED = Pubkey.create_with_seed(ME, "x", TOKEN_PROGRAM)
+
+
+def seeded_account(lamports: int, mint: Pubkey | None) -> list[Instruction]:
+    """A token account made from a seed with `lamports`, initialized for `mint` (or not)."""
+    create = create_account_with_seed(CreateAccountWithSeedParams(
+        from_pubkey=ME, to_pubkey=SEEDED, base=ME, seed="x", lamports=lamports, space=165,
+        owner=TOKEN_PROGRAM))
+    if mint is None:
+        return [create]
+    return [create, _token_ix(18, SEEDED, mint, data=bytes(ME))]
+
+
 REFUSED: dict[str, tuple[Callable[[], list[Instruction]], str]] = {
     "an unknown program": (
         lambda: [*good(), Instruction(STRANGER, b"", [AccountMeta(ME, True, True)])],
@@ -123,6 +141,12 @@ REFUSED: dict[str, tuple[Callable[[], list[Instruction]], str]] = {
         lambda: [set_compute_unit_limit(1_400_000), set_compute_unit_price(1_000_000),
                  *good()[2:]], "priority fee"),
     "no swap at all": (lambda: good()[:-1], "no swap"),
+    "lamports parked in a new token account": (
+        lambda: [*seeded_account(500 * 10**9, USDC), *good()], "more than rent"),
+    "a token account for a mint the order does not trade": (
+        lambda: [*seeded_account(2_039_280, STRANGER), *good()], "does not trade"),
+    "an account funded and left for anyone to initialize": (
+        lambda: [*seeded_account(2_039_280, None), *good()], "does not initialize"),
     "an account created for someone else": (
         lambda: [*good(), create_ata_idempotent(ME, STRANGER, USDC)], "someone else"),
 }
@@ -133,6 +157,18 @@ def test_a_transaction_that_does_more_than_the_order_is_refused(case: str) -> No
     build, why = REFUSED[case]
     with pytest.raises(UnsafeTransaction, match=why):
         verify(ME, build(), expected())
+
+
+def test_a_temporary_wsol_account_holds_the_input_only_when_sol_is_sold() -> None:
+    wrap = seeded_account(AMOUNT + 2_039_280, SOL)
+    sell_from_it = cpmm_swap(source=SEEDED)
+    verify(ME, [*wrap, sell_from_it], expected())  # SOL sold from a temporary account
+    with pytest.raises(UnsafeTransaction, match="wraps"):
+        verify(ME, [*seeded_account(AMOUNT + 2_039_281 + 5, SOL), sell_from_it], expected())
+    usdc_sale = expected(input_mint=USDC, output_mint=SOL)
+    swap = cpmm_swap(source=get_associated_token_address(ME, USDC), destination=WSOL)
+    with pytest.raises(UnsafeTransaction, match="does not sell SOL"):
+        verify(ME, [*seeded_account(10**9, SOL), swap], usdc_sale)
 
 
 def test_the_payer_must_be_the_wallet_and_the_only_signer() -> None:
