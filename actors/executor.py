@@ -460,19 +460,32 @@ class OrderExecutor:
                 -(await self._token(order.input_mint)).decimals)
         else:
             stable = order.output_mint if order.output_mint in self._usd else self._usd[0]
-            sample = max(order.amount_in // 1000, 1)
-            quotes, _ = await collect_quotes(list(self._gateways.values()), order.input_mint,
-                                             stable, sample, self._quote_timeout)
-            priced = choose_best(quotes)
-            if priced is None:
-                raise NoRoute("the order cannot be priced in USD for DEXEC_MAX_ORDER_USD")
-            out = priced.amount_out * order.amount_in // sample
+            sample = max(order.amount_in // 1000, min(order.amount_in, 10**6))
+            priced = await self._sample_price(order.input_mint, stable, sample)
+            out = priced * order.amount_in // sample
             if stable == order.output_mint:
                 out = max(out, best.amount_out)
             usd = Decimal(out).scaleb(-(await self._token(stable)).decimals)
         if self._max_usd is not None and usd > self._max_usd:
             raise LimitExceeded(f"the order is worth about {usd:.2f} USD; the per-order cap is"
                                 f" {self._max_usd} USD (DEXEC_MAX_ORDER_USD)")
+
+    async def _sample_price(self, mint: str, stable: str, sample: int) -> int:
+        """What `sample` of `mint` fetches in `stable`: quoted directly, or through SOL when
+        no venue has a direct pool (venues quote one hop)."""
+        async def best(a: str, b: str, amount: int) -> int:
+            quotes, _ = await collect_quotes(list(self._gateways.values()), a, b, amount,
+                                             self._quote_timeout)
+            found = choose_best(quotes)
+            return found.amount_out if found is not None else 0
+
+        out = await best(mint, stable, sample)
+        sol = self._tokens.resolve("SOL").mint
+        if out <= 0 and mint != sol and (through := await best(mint, sol, sample)) > 0:
+            out = await best(sol, stable, through)
+        if out <= 0:
+            raise NoRoute("the order cannot be priced in USD for DEXEC_MAX_ORDER_USD")
+        return out
 
     async def _simulated(self, lease: Lease, order: Order, best: Quote, swap: SignedSwap,
                          ) -> Order:

@@ -42,6 +42,11 @@ def _translate(exc: Exception) -> DexecError:
     return VenueUnavailable(f"meteora pool API: {exc}"[:300], venue="meteora")
 
 
+def _read_outcome(task: asyncio.Task[list[Pool]]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("meteora pool API: %s", exc)
+
+
 class MeteoraPairs:
     """The pairs to trade, from `GET {api}/pair/all` or, when addresses are configured, from
     `GET {api}/pair/{address}` for each.
@@ -99,6 +104,9 @@ class MeteoraPairs:
     def _start_fetch(self) -> asyncio.Task[list[Pool]]:
         if self._fetch is None or self._fetch.done():
             self._fetch = asyncio.get_running_loop().create_task(self._refresh())
+            # Its outcome is read even when no quote waits for it any more (a shielded
+            # wait that timed out, a background refresh): never "exception not retrieved".
+            self._fetch.add_done_callback(_read_outcome)
         return self._fetch
 
     async def pools(self) -> list[Pool]:

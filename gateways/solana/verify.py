@@ -237,7 +237,7 @@ def verify(payer: Pubkey, ixs: Iterable[Instruction], expected: Expected,
         elif program in TOKEN_PROGRAMS:
             _token(ix, me, expected, tally)
         elif program == ATA_PROGRAM:
-            _associated(ix, me, tally)
+            _associated(ix, me, expected, tally)
         elif program in (MEMO_PROGRAM, MEMO_V1):
             continue
         else:
@@ -324,13 +324,19 @@ def _token(ix: Instruction, me: Pubkey, expected: Expected, tally: _Tally) -> No
                   " authority changes and burns are the venue program's to make)")
 
 
-def _associated(ix: Instruction, me: Pubkey, tally: _Tally) -> None:
+def _associated(ix: Instruction, me: Pubkey, expected: Expected, tally: _Tally) -> None:
     data = bytes(ix.data)
     keys = [m.pubkey for m in ix.accounts]
     if data not in (b"", b"\x00", b"\x01") or len(keys) < 6:
         raise _refuse("an associated-token instruction other than create")
     if keys[0] != me or keys[2] != me:
         raise _refuse("it creates a token account for someone else")
+    if keys[4] != SYSTEM_PROGRAM or keys[5] not in TOKEN_PROGRAMS:
+        # The ATA program creates the account owned by whatever program it is told.
+        raise _refuse(f"it creates an associated account under program {keys[5]}")
+    if keys[3] not in (expected.input_mint, expected.output_mint, NATIVE_MINT):
+        raise _refuse(f"it opens a token account for {keys[3]}, which the order does not"
+                      " trade")
     if keys[1] != get_associated_token_address(me, keys[3], keys[5]):
         raise _refuse("it creates an account at an address that is not the wallet's")
     tally.created.setdefault(keys[1], keys[3])

@@ -6,7 +6,7 @@ import asyncio
 from decimal import Decimal
 from fractions import Fraction
 
-from core.errors import BlockhashExpired, InsufficientFunds
+from core.errors import BlockhashExpired, InsufficientFunds, NoRoute
 from core.quotes import Quote, SignedSwap, TxStatus
 from tests.kit.clock import FakeClock
 
@@ -29,6 +29,7 @@ class FakeVenue:
         self.per_input: Fraction | None = None  # set: quotes pay this per input unit instead
         self.quote_failures: list[Exception] = []  # raised by the next quote calls
         self.always_fail_quote: Exception | None = None
+        self.no_pool: set[tuple[str, str]] = set()  # (input, output) pairs it cannot quote
         self.build_failures: list[Exception] = []
         self.simulate_failures: list[Exception] = []
         self.send_failures: list[Exception] = []  # raised by the next send calls
@@ -58,6 +59,8 @@ class FakeVenue:
             raise self.quote_failures.pop(0)
         if self.always_fail_quote is not None:
             raise self.always_fail_quote
+        if (input_mint, output_mint) in self.no_pool:
+            raise NoRoute(f"{self.name} has no pool for this pair", venue=self.name)
         return Quote(
             venue=self.name, pool=f"{self.name}-pool", input_mint=input_mint,
             output_mint=output_mint, amount_in=amount_in,

@@ -297,6 +297,23 @@ async def test_an_order_worth_more_than_the_usd_cap_fails_before_anything_is_sig
                                               or "")
 
 
+async def test_a_token_without_a_stablecoin_pool_is_priced_through_sol(world: World) -> None:
+    """Selling RAY for SOL under a USD cap: no venue quotes RAY -> USDC, so a thousandth
+    of the order is priced RAY -> SOL -> USDC."""
+    ray = TokenRegistry().resolve("RAY").mint
+    order = replace(world.store.create(), input_mint=ray, output_mint=SOL)
+    world.store.rows[order.order_id] = order
+    for venue in (world.raydium, world.meteora):
+        venue.no_pool = {(ray, USDC)}
+        venue.per_input = Fraction(1, 100)  # 1 RAY (1e6) -> 1e4 lamports; 1e4 -> 100 units
+
+    status = await world.executor(max_order_usd=Decimal(1)).execute(order.order_id)
+
+    priced = [c for c in world.calls if c[0] == "quote"]
+    assert status == S.CONFIRMED, world.store.rows[order.order_id].failure_reason
+    assert len(priced) >= 6  # the order's two quotes, then RAY->USDC, RAY->SOL, SOL->USDC
+
+
 async def test_a_thin_pool_does_not_make_a_large_order_look_small(world: World) -> None:
     """Priced before impact: the fakes pay 1 USDC for any amount, so the whole order (1 SOL)
     quotes 1 USD, but a thousandth of it quotes 1 USDC too: the order is worth 1,000 USD."""

@@ -110,6 +110,18 @@ def seeded_account(lamports: int, mint: Pubkey | None) -> list[Instruction]:
     return [create, _token_ix(18, SEEDED, mint, data=bytes(ME))]
 
 
+def _ata_under(program: Pubkey, mint: Pubkey) -> Instruction:
+    """The ATA program's create, told to use `program` as the token program."""
+    from solders.system_program import ID as SYSTEM
+
+    from gateways.solana.verify import ATA_PROGRAM
+    ata = get_associated_token_address(ME, mint, program)
+    return Instruction(ATA_PROGRAM, b"\x01", [
+        AccountMeta(ME, True, True), AccountMeta(ata, False, True),
+        AccountMeta(ME, False, False), AccountMeta(mint, False, False),
+        AccountMeta(SYSTEM, False, False), AccountMeta(program, False, False)])
+
+
 REFUSED: dict[str, tuple[Callable[[], list[Instruction]], str]] = {
     "an unknown program": (
         lambda: [*good(), Instruction(STRANGER, b"", [AccountMeta(ME, True, True)])],
@@ -147,6 +159,10 @@ REFUSED: dict[str, tuple[Callable[[], list[Instruction]], str]] = {
         lambda: [*seeded_account(2_039_280, STRANGER), *good()], "does not trade"),
     "an account funded and left for anyone to initialize": (
         lambda: [*seeded_account(2_039_280, None), *good()], "does not initialize"),
+    "an associated account under another program": (
+        lambda: [*good(), _ata_under(STRANGER, SOL)], "under program"),
+    "an associated account for a mint the order does not trade": (
+        lambda: [*good(), _ata_under(TOKEN_PROGRAM, STRANGER)], "does not trade"),
     "an account created for someone else": (
         lambda: [*good(), create_ata_idempotent(ME, STRANGER, USDC)], "someone else"),
 }
