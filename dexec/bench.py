@@ -32,6 +32,9 @@ STAGES = [("queue_wait", "pending"), ("routing", "routing"), ("building", "build
           ("submitted_to_confirmed", "submitted")]
 
 
+HTTPX_SHARD = 10  # connections per httpx client (see _submit_httpx)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orders", type=int, default=5000, help="orders to submit (cap)")
     parser.add_argument("--rate", type=float, default=0.0,
@@ -42,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency", choices=("zero", "realistic"), default="zero",
                         help="simulated venue latency of a stack the benchmark starts")
     parser.add_argument("--ws", action="store_true", help="submit over the WebSocket")
+    parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp",
+                        help="the HTTP client that submits (httpx: clients of"
+                             f" {HTTPX_SHARD} connections each, see the README)")
+    parser.add_argument("--sweep", help="offered rates to run one after the other on one"
+                        " stack, e.g. 100,200,400,800 (each for --duration, default 15 s);"
+                        " --plot then draws goodput against offered load")
     parser.add_argument("--url", help="benchmark a running stack instead of starting one")
     parser.add_argument("--database-url", help="with --url: where to read outcomes from")
     parser.add_argument("--api-key", help="with --url: a trade key (default: DEXEC_API_KEY,"
@@ -194,6 +203,9 @@ async def submit_load(args: argparse.Namespace, url: str, run_id: str, tally: Ta
 
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     auth = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    if args.client == "httpx" and not args.ws:
+        await _submit_httpx(args, url, auth, next_body, record, paced)
+        return
     async with aiohttp.ClientSession(connector=connector, headers=auth) as session:
         if args.ws:
             async def ws_client(worker: int) -> None:
@@ -232,6 +244,38 @@ async def submit_load(args: argparse.Namespace, url: str, run_id: str, tally: Ta
                     record(0, {"error": repr(exc)}, at)
 
         await asyncio.gather(*(http_client(w) for w in range(args.concurrency)))
+
+
+async def _submit_httpx(args: argparse.Namespace, url: str, auth: dict[str, str],
+                        next_body: Any, record: Any, paced: Any) -> None:
+    """The same load through httpx: clients of HTTPX_SHARD connections each. One
+    AsyncClient with many connections spends its CPU in its own pool (httpcore assigns
+    requests to connections by scanning all of both, on every request and response), and
+    that CPU is taken from the engine under test, whose Ray workers run at nice 15."""
+    import httpx
+
+    clients = [httpx.AsyncClient(headers=auth, timeout=60.0,
+                                 limits=httpx.Limits(max_connections=HTTPX_SHARD))
+               for _ in range(math.ceil(args.concurrency / HTTPX_SHARD))]
+
+    async def http_client(worker: int) -> None:
+        client = clients[worker % len(clients)]
+        n = worker
+        while (body := next_body()) is not None:
+            await paced(n)
+            n += args.concurrency
+            at = time.time()
+            try:
+                response = await client.post(f"{url}/api/orders", json=body)
+                record(response.status_code, response.json(), at)
+            except (httpx.HTTPError, ValueError) as exc:
+                record(0, {"error": repr(exc)}, at)
+
+    try:
+        await asyncio.gather(*(http_client(w) for w in range(args.concurrency)))
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str, Any]],
@@ -398,6 +442,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     run_id = uuid.uuid4().hex[:8]
     try:
+        if args.sweep:
+            return _sweep(args, url, database_url)
         result = asyncio.run(_drive(args, url, database_url, run_id))
     finally:
         if engine is not None:
@@ -412,6 +458,68 @@ def run(args: argparse.Namespace) -> int:
         plot(result, args.plot)
         print(f"plot written to {args.plot}")
     return 1 if result["lost"] or result["duplicate_executions"] else 0
+
+
+def sweep_row(offered: float, result: dict[str, Any]) -> dict[str, Any]:
+    """One offered rate's line: what was accepted, refused, and done in time."""
+    lat = result["latency_ms"]["submit_to_confirmed"]
+    return {"offered_per_s": offered, "accepted": result["accepted"],
+            "rejected_429": result["rejected_429"], "errors": result["errors"],
+            # confirmed per second, from the first submission to the last order finished
+            "goodput_per_s": round(result["throughput"]["terminal_per_s"] * result["confirmed"]
+                                   / max(result["confirmed"] + result["failed"], 1), 1),
+            "p50_ms": lat["p50"], "p99_ms": lat["p99"], "lost": result["lost"],
+            "duplicates": result["duplicate_executions"]}
+
+
+def _sweep(args: argparse.Namespace, url: str, database_url: str) -> int:
+    """Run each offered rate of --sweep in turn on one stack; print and plot the table."""
+    rates = [float(r) for r in str(args.sweep).split(",") if r.strip()]
+    duration = args.duration or 15.0
+    rows = []
+    for rate in rates:
+        one = argparse.Namespace(**{**vars(args), "rate": rate, "duration": duration,
+                                    "orders": int(rate * duration)})
+        print(f"--- offered {rate:g}/s for {duration:g} s ({args.client}) ---", file=sys.stderr)
+        result = asyncio.run(_drive(one, url, database_url, uuid.uuid4().hex[:8]))
+        rows.append(sweep_row(rate, result))
+    Path(args.out).write_text(json.dumps({"client": args.client, "sweep": rows}, indent=2))
+    print(f"\n=== dexec bench --sweep ({args.client}) ===")
+    print(f"{'offered/s':>10}{'accepted':>10}{'429':>7}{'goodput/s':>11}{'p50 ms':>9}"
+          f"{'p99 ms':>9}{'lost':>6}{'dup':>5}")
+    for r in rows:
+        print(f"{r['offered_per_s']:>10g}{r['accepted']:>10}{r['rejected_429']:>7}"
+              f"{r['goodput_per_s']:>11}{r['p50_ms'] or '-':>9}{r['p99_ms'] or '-':>9}"
+              f"{r['lost']:>6}{r['duplicates']:>5}")
+    print(f"written to {args.out}")
+    if args.plot:
+        plot_sweep(rows, args.client, args.plot)
+        print(f"plot written to {args.plot}")
+    return 1 if any(r["lost"] or r["duplicates"] for r in rows) else 0
+
+
+def plot_sweep(rows: list[dict[str, Any]], client: str, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot needs matplotlib: pip install -e '.[bench]'", file=sys.stderr)
+        return
+    offered = [r["offered_per_s"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    ax1.plot(offered, [r["goodput_per_s"] for r in rows], "o-", label="goodput")
+    ax1.plot(offered, offered, ":", label="offered")
+    ax1.set_ylabel("orders per second")
+    ax1.legend()
+    ax2.plot(offered, [r["p50_ms"] or 0 for r in rows], "o-", label="p50")
+    ax2.plot(offered, [r["p99_ms"] or 0 for r in rows], "s--", label="p99")
+    ax2.set_ylabel("submit → confirmed (ms)")
+    ax2.set_xlabel("offered orders per second")
+    ax2.legend()
+    fig.suptitle(f"dexec bench --sweep ({client})")
+    fig.savefig(path, dpi=100)
 
 
 async def count_on_chain(rpc_url: str, database_url: str, prefix: str,

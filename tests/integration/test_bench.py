@@ -34,3 +34,24 @@ def test_bench_reports_every_order_with_nothing_lost_or_duplicated(
     for stage in ("queue_wait", "routing", "building", "submitted_to_confirmed"):
         assert latency[stage]["p50"] is not None
     assert result["peak_memory_mb"] > 0
+
+
+def test_a_sweep_through_httpx_reports_each_rate(engine: Engine, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert engine.settings.database_url is not None
+    out = tmp_path / "sweep.json"
+    args = parser.parse_args([
+        "--url", engine.api_url, "--api-key", engine.api_key or "",
+        "--database-url", engine.settings.database_url.get_secret_value(),
+        "--sweep", "10,20", "--duration", "2", "--concurrency", "12", "--client", "httpx",
+        "--out", str(out),
+    ])
+    assert run(args) == 0
+    result = json.loads(out.read_text())
+    assert result["client"] == "httpx"
+    assert [r["offered_per_s"] for r in result["sweep"]] == [10, 20]
+    for row, offered in zip(result["sweep"], (20, 40), strict=True):
+        assert row["accepted"] + row["rejected_429"] == offered  # every submission answered
+        assert row["lost"] == 0 and row["duplicates"] == 0 and row["errors"] == 0
+        assert row["goodput_per_s"] > 0 and row["p50_ms"] is not None
