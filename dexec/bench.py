@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ws", action="store_true", help="submit over the WebSocket")
     parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp",
                         help="the HTTP client that submits (httpx: clients of"
-                             f" {HTTPX_SHARD} connections each, see the README)")
+                             " --httpx-connections each, see the README)")
+    parser.add_argument("--httpx-connections", type=int, default=HTTPX_SHARD,
+                        help="connections of each httpx client (--client httpx)")
     parser.add_argument("--sweep", help="offered rates to run one after the other on one"
                         " stack, e.g. 100,200,400,800 (each for --duration, default 15 s);"
                         " --plot then draws goodput against offered load")
@@ -254,9 +256,10 @@ async def _submit_httpx(args: argparse.Namespace, url: str, auth: dict[str, str]
     that CPU is taken from the engine under test, whose Ray workers run at nice 15."""
     import httpx
 
+    per_client = max(1, args.httpx_connections)
     clients = [httpx.AsyncClient(headers=auth, timeout=60.0,
-                                 limits=httpx.Limits(max_connections=HTTPX_SHARD))
-               for _ in range(math.ceil(args.concurrency / HTTPX_SHARD))]
+                                 limits=httpx.Limits(max_connections=per_client))
+               for _ in range(math.ceil(args.concurrency / per_client))]
 
     async def http_client(worker: int) -> None:
         client = clients[worker % len(clients)]
