@@ -65,6 +65,7 @@ class ListedPool:
     address: str
     mint_x: str
     mint_y: str
+    lookup_table: str = ""  # the pool's address lookup table (V0 transactions), if any
 
 
 class Localnet:
@@ -112,8 +113,14 @@ class Localnet:
             reserve_x = reserve_x_ui * 10 ** DECIMALS[x]
             reserve_y = int(Decimal(reserve_x_ui) * fair * (1 + offsets[0]) * 10 ** DECIMALS[y])
             address = ledger.add_cpmm_pool(MINTS[x], MINTS[y], reserve_x, reserve_y)
+            state = ledger.pool_state(address)
+            # The pool's accounts in a lookup table, as Raydium's V0 transactions use them.
+            table = ledger.add_lookup_table(
+                [cpmm.authority()[0], state.amm_config, address, state.token_0_vault,
+                 state.token_1_vault, state.token_0_mint, state.token_1_mint,
+                 state.observation_key, state.token_program], f"raydium-{str(address)[:24]}")
             self.pools.append(ListedPool("raydium", str(cpmm.PROGRAM_ID), str(address),
-                                         str(MINTS[x]), str(MINTS[y])))
+                                         str(MINTS[x]), str(MINTS[y]), str(table)))
             price = fair * (1 + offsets[1])
             seeded = dlmm.seed_pool(
                 MINTS[x], MINTS[y], decimals_x=DECIMALS[x], decimals_y=DECIMALS[y],

@@ -22,12 +22,15 @@ import hashlib
 import json
 import logging
 import math
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from solders.account import Account
+from solders.address_lookup_table_account import ID as ALT_PROGRAM
+from solders.address_lookup_table_account import AddressLookupTable
 from solders.compute_budget import ID as COMPUTE_BUDGET
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
@@ -89,6 +92,7 @@ class Executed:
     post_balances: list[int]
     pre_token_balances: list[dict[str, Any]]
     post_token_balances: list[dict[str, Any]]
+    loaded: tuple[list[str], list[str]] = ([], [])  # from lookup tables: writable, readonly
 
 
 @dataclass
@@ -457,21 +461,51 @@ class Ledger:
             tx = VersionedTransaction.from_bytes(tx_bytes)
         except Exception as exc:
             raise RpcError(INVALID_PARAMS, f"failed to deserialize transaction: {exc}") from None
-        if isinstance(tx.message, MessageV0) and tx.message.address_table_lookups:
-            raise RpcError(INVALID_PARAMS, "address lookup tables are not supported here")
         return tx
+
+    def add_lookup_table(self, addresses: list[Pubkey], seed: str) -> Pubkey:
+        """An address lookup table (active, its authority the default key) holding
+        `addresses`, at an address derived from `seed`."""
+        key = Pubkey.create_with_seed(Pubkey.default(), seed, ALT_PROGRAM)
+        meta = struct.pack("<IQQB", 1, 2**64 - 1, 0, 0) + b"\x01" + bytes(Pubkey.default())
+        self._put(key, meta + b"\x00\x00" + b"".join(bytes(a) for a in addresses),
+                  ALT_PROGRAM)
+        return key
+
+    def resolve(self, message: Any) -> tuple[list[Pubkey], int, int]:
+        """Every account key of a message, the ones loaded from lookup tables after the
+        static ones (writable first), as the runtime orders them; with the counts loaded."""
+        keys = list(message.account_keys)
+        if not isinstance(message, MessageV0) or not message.address_table_lookups:
+            return keys, 0, 0
+        writable: list[Pubkey] = []
+        readonly: list[Pubkey] = []
+        for lookup in message.address_table_lookups:
+            found = self.account(lookup.account_key)
+            if found is None or found.owner != ALT_PROGRAM:
+                raise RpcError(INVALID_PARAMS, "Transaction loads an address table account"
+                               " that doesn't exist")
+            table = AddressLookupTable.deserialize(bytes(found.data)).addresses
+            try:
+                writable += [table[i] for i in bytes(lookup.writable_indexes)]
+                readonly += [table[i] for i in bytes(lookup.readonly_indexes)]
+            except IndexError:
+                raise RpcError(INVALID_PARAMS, "Transaction address table lookup uses an"
+                               " invalid index") from None
+        return keys + writable + readonly, len(writable), len(readonly)
 
     def _run(self, tx: VersionedTransaction, *, commit: bool, tx_bytes: bytes = b"",
              ) -> _Outcome:
         message = tx.message
-        keys = list(message.account_keys)
+        keys, n_writable, n_readonly = self.resolve(message)
+        loaded = len(keys) - n_writable - n_readonly
         payer = keys[0]
         saved = {key: self.svm.get_account(key) for key in keys}
         pre_tokens = self._token_balances(keys)
         pre_balances = [self.balance(k) for k in keys]
         fee = self._fee(tx)
         try:
-            outcome = self._execute(message, keys)
+            outcome = self._execute(message, keys, loaded + n_writable)
         except Exception as exc:  # a bug here must not leave half a transaction behind
             log.exception("transaction %s failed inside the cluster", tx.signatures[0])
             outcome = _Outcome(err="ProgramFailedToComplete", logs=[f"cluster error: {exc}"])
@@ -488,10 +522,12 @@ class Ledger:
             self.executed[signature] = Executed(
                 signature, self.slot(), int(self.now()), tx_bytes, outcome.err, fee,
                 outcome.logs, outcome.units, pre_balances, [self.balance(k) for k in keys],
-                pre_tokens, self._token_balances(keys))
+                pre_tokens, self._token_balances(keys),
+                ([str(k) for k in keys[loaded:loaded + n_writable]],
+                 [str(k) for k in keys[loaded + n_writable:]]))
         return outcome
 
-    def _execute(self, message: Any, keys: list[Pubkey]) -> _Outcome:
+    def _execute(self, message: Any, keys: list[Pubkey], writable_end: int) -> _Outcome:
         """Run the instructions in order: venue ones here, runs of the others in LiteSVM."""
         outcome = _Outcome()
         pending: list[tuple[int, Instruction]] = []
@@ -509,7 +545,8 @@ class Ledger:
                     outcome.err = {"InstructionError": [index, {"Custom": code}]}
                     return outcome
             else:
-                metas = [AccountMeta(keys[i], message.is_signer(i), _is_writable(message, i))
+                metas = [AccountMeta(keys[i], message.is_signer(i),
+                                     _is_writable(message, i, writable_end))
                          for i in compiled.accounts]
                 pending.append((index, Instruction(program, bytes(compiled.data), metas)))
         if pending:
@@ -720,7 +757,11 @@ class Ledger:
         return balances
 
 
-def _is_writable(message: Any, index: int) -> bool:
+def _is_writable(message: Any, index: int, writable_end: int) -> bool:
+    """Is key `index` writable: by the header for static keys; loaded ones are writable
+    before `writable_end` (the writable lookups come first)."""
+    if index >= len(message.account_keys):
+        return index < writable_end
     header = message.header
     signed = header.num_required_signatures
     if index < signed:

@@ -211,7 +211,7 @@ class RpcServer:
                 "preTokenBalances": found.pre_token_balances,
                 "postTokenBalances": found.post_token_balances,
                 "rewards": [],
-                "loadedAddresses": {"writable": [], "readonly": []},
+                "loadedAddresses": {"writable": found.loaded[0], "readonly": found.loaded[1]},
                 "computeUnitsConsumed": found.units,
             },
         }

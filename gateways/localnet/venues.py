@@ -26,6 +26,10 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from solders.address_lookup_table_account import (
+    AddressLookupTable,
+    AddressLookupTableAccount,
+)
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
@@ -114,11 +118,26 @@ class LocalVenueApis:
 
     # -- Raydium ---------------------------------------------------------------------------
 
-    def _cpmm_pool(self, mint_a: str, mint_b: str) -> Pubkey | None:
+    def _listed(self, mint_a: str, mint_b: str) -> Any:
         for listed in self._pools():
             if listed.venue == "raydium" and {listed.mint_x, listed.mint_y} == {mint_a, mint_b}:
-                return Pubkey.from_string(listed.address)
+                return listed
         return None
+
+    def _cpmm_pool(self, mint_a: str, mint_b: str) -> Pubkey | None:
+        listed = self._listed(mint_a, mint_b)
+        return Pubkey.from_string(listed.address) if listed is not None else None
+
+    def _tables(self, mint_a: str, mint_b: str) -> list[AddressLookupTableAccount]:
+        listed = self._listed(mint_a, mint_b)
+        if listed is None or not listed.lookup_table:
+            return []
+        key = Pubkey.from_string(listed.lookup_table)
+        found = self._ledger().account(key)
+        if found is None:
+            return []
+        return [AddressLookupTableAccount(
+            key, list(AddressLookupTable.deserialize(bytes(found.data)).addresses))]
 
     def _price(self, pool: Pubkey, input_mint: Pubkey, output_mint: Pubkey, amount: int) -> Any:
         ledger = self._ledger()
@@ -212,7 +231,8 @@ class LocalVenueApis:
             ixs.append(Instruction(STRANGER, b"\x01", [AccountMeta(wallet, True, True)]))
         blockhash = Hash.from_string(ledger.latest_blockhash()[0])
         if version == "V0":
-            message = MessageV0.try_compile(wallet, ixs, [], blockhash)
+            message = MessageV0.try_compile(wallet, ixs, self._tables(str(mint_in),
+                                                                      str(mint_out)), blockhash)
             raw = bytes(VersionedTransaction.populate(message, [Signature.default()]))
         else:
             raw = bytes(Transaction.new_unsigned(Message.new_with_blockhash(ixs, wallet,

@@ -294,6 +294,9 @@ class SolanaRpc:
         if gain:
             return gain
         keys = [str(k) for k in tx.message.account_keys]
+        loaded = getattr(meta, "loaded_addresses", None)
+        if loaded is not None:  # a V0 transaction's keys from lookup tables follow its own
+            keys += [str(k) for k in loaded.writable] + [str(k) for k in loaded.readonly]
         if owner not in keys:
             return 0
         me = keys.index(owner)
