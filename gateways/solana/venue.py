@@ -42,6 +42,7 @@ SENT_REMEMBERED = 100_000  # signatures whose resends skip preflight
 TRANSACTION_LOOKUPS = 32  # getTransaction calls in flight at once per status round
 NETWORK_FEE_LAMPORTS = 5000
 NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
+TOKEN_2022 = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
 MEMO_PROGRAM = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
 SYNC_NATIVE = bytes([17])
@@ -109,14 +110,25 @@ class StaticPools:
         return self._pools
 
 
-def create_ata_idempotent(payer: Pubkey, owner: Pubkey, mint: Pubkey) -> Instruction:
-    """Associated Token Account program: create `owner`'s account for `mint` unless it exists."""
-    ata = get_associated_token_address(owner, mint)
+def create_ata_idempotent(payer: Pubkey, owner: Pubkey, mint: Pubkey,
+                          token_program: Pubkey = TOKEN_PROGRAM) -> Instruction:
+    """Associated Token Account program: create `owner`'s account for `mint` unless it exists
+    (under `token_program`: SPL Token, or Token-2022 for its mints)."""
+    ata = get_associated_token_address(owner, mint, token_program)
     return Instruction(ATA_PROGRAM, CREATE_IDEMPOTENT, [
         AccountMeta(payer, True, True), AccountMeta(ata, False, True),
         AccountMeta(owner, False, False), AccountMeta(mint, False, False),
-        AccountMeta(SYSTEM_PROGRAM, False, False), AccountMeta(TOKEN_PROGRAM, False, False),
+        AccountMeta(SYSTEM_PROGRAM, False, False), AccountMeta(token_program, False, False),
     ])
+
+
+def output_token_program(me: Pubkey, mint_out: Pubkey, swap: Instruction) -> Pubkey:
+    """The token program of the swap's output account: Token-2022 when the swap pays into
+    the wallet's Token-2022 associated account for the mint, SPL Token otherwise."""
+    named = {m.pubkey for m in swap.accounts}
+    if get_associated_token_address(me, mint_out, TOKEN_2022) in named:
+        return TOKEN_2022
+    return TOKEN_PROGRAM
 
 
 def memo_instruction(text: str, signer: Pubkey) -> Instruction:
@@ -134,7 +146,7 @@ def swap_instructions(me: Pubkey, mint_in: Pubkey, mint_out: Pubkey, amount_in: 
     if priority_micro_lamports > 0:
         ixs += [set_compute_unit_limit(SWAP_COMPUTE_UNITS),
                 set_compute_unit_price(priority_micro_lamports)]
-    ixs.append(create_ata_idempotent(me, me, mint_out))
+    ixs.append(create_ata_idempotent(me, me, mint_out, output_token_program(me, mint_out, swap)))
     wsol = get_associated_token_address(me, NATIVE_MINT)
     if mint_in == NATIVE_MINT and wrap_sol:
         ixs += [create_ata_idempotent(me, me, NATIVE_MINT),
@@ -185,6 +197,10 @@ class SolanaVenue:
         else:
             held = await self._balances.get(str(get_associated_token_address(owner, mint)),
                                             self._token_amount)
+            if held == 0:  # none in an SPL Token account: a Token-2022 mint's is elsewhere
+                held = await self._balances.get(
+                    str(get_associated_token_address(owner, mint, TOKEN_2022)),
+                    self._token_amount)
             fee_short = lamports < 3 * NETWORK_FEE_LAMPORTS
         if (held < amount_in or fee_short) and not fresh:
             self._balances.clear()

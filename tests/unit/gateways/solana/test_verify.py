@@ -233,3 +233,20 @@ def test_v0_lookup_tables_are_resolved_and_kept_when_recompiled() -> None:
     assert isinstance(again, MessageV0) and again.address_table_lookups
     legacy = recompile(ME, ixs, Hash.new_unique(), v0=False)
     assert isinstance(legacy, Message)
+
+
+def test_a_token_2022_output_gets_its_account_under_token_2022_and_passes() -> None:
+    from gateways.solana.verify import TOKEN_2022
+
+    pair = dlmm.LbPair(token_x_mint=SOL, token_y_mint=USDC, reserve_x=Keypair().pubkey(),
+                       reserve_y=Keypair().pubkey(), oracle=Keypair().pubkey(), bin_step=10,
+                       active_id=0, base_factor=10_000, index_reference=0,
+                       last_update_timestamp=0, bin_array_bitmap=0, token_y_program_flag=1)
+    swap = dlmm.swap_instruction(dlmm.SwapAccounts.for_pair(POOL, pair, ME, SOL), AMOUNT,
+                                 MINIMUM, [Keypair().pubkey()])
+    ixs = swap_instructions(ME, SOL, USDC, AMOUNT, swap)
+    (create_out,) = [ix for ix in ixs if ix.accounts and len(ix.accounts) == 6
+                     and ix.accounts[3].pubkey == USDC]
+    assert create_out.accounts[5].pubkey == TOKEN_2022
+    assert create_out.accounts[1].pubkey == get_associated_token_address(ME, USDC, TOKEN_2022)
+    verify(ME, ixs, expected(venue_programs=METEORA_PROGRAMS))
