@@ -109,7 +109,6 @@ class SwapLeg:
 @dataclass
 class _Tally:
     wrapped: int = 0  # lamports the wallet moved into its own wrapped-SOL accounts
-    rent: int = 0
     unit_limit: int | None = None
     unit_price: int = 0  # micro-lamports per compute unit
     legs: list[SwapLeg] = field(default_factory=list)
@@ -314,7 +313,6 @@ def _token(ix: Instruction, me: Pubkey, expected: Expected, tally: _Tally) -> No
             lamports = TOKEN_ACCOUNT_RENT
         if lamports > MAX_TOKEN_ACCOUNT_RENT:
             raise _refuse(f"it gives a new token account {lamports} lamports, more than rent")
-        tally.rent += lamports
         return
     if tag == 9 and len(keys) >= 3:  # CloseAccount(account, destination, owner)
         if keys[2] == me and keys[1] != me:
