@@ -17,6 +17,7 @@ import math
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,27 +234,41 @@ async def submit_load(args: argparse.Namespace, url: str, run_id: str, tally: Ta
             await asyncio.gather(*(ws_client(w) for w in range(args.concurrency)))
             return
 
-        async def http_client(worker: int) -> None:
-            n = worker
-            while (body := next_body()) is not None:
-                await paced(n)
-                n += args.concurrency
-                at = time.time()
-                try:
-                    async with session.post(f"{url}/api/orders", json=body) as response:
-                        record(response.status, await response.json(), at)
-                except (aiohttp.ClientError, ValueError) as exc:
-                    record(0, {"error": repr(exc)}, at)
+        async def post(_: int, body: dict[str, Any]) -> tuple[int, Any]:
+            try:
+                async with session.post(f"{url}/api/orders", json=body) as response:
+                    return response.status, await response.json()
+            except (aiohttp.ClientError, ValueError) as exc:
+                return 0, {"error": repr(exc)}
 
-        await asyncio.gather(*(http_client(w) for w in range(args.concurrency)))
+        await _submit_http(args, post, next_body, record, paced)
+
+
+Post = Callable[[int, dict[str, Any]], Awaitable[tuple[int, Any]]]
+
+
+async def _submit_http(args: argparse.Namespace, post: Post, next_body: Any, record: Any,
+                       paced: Any) -> None:
+    """`--concurrency` submitters, each taking the next order on the schedule and posting
+    it with `post(worker, body)` (status 0 when the request itself failed)."""
+    async def submitter(worker: int) -> None:
+        n = worker
+        while (body := next_body()) is not None:
+            await paced(n)
+            n += args.concurrency
+            at = time.time()
+            status, answer = await post(worker, body)
+            record(status, answer, at)
+
+    await asyncio.gather(*(submitter(w) for w in range(args.concurrency)))
 
 
 async def _submit_httpx(args: argparse.Namespace, url: str, auth: dict[str, str],
                         next_body: Any, record: Any, paced: Any) -> None:
-    """The same load through httpx: clients of HTTPX_SHARD connections each. One
-    AsyncClient with many connections spends its CPU in its own pool (httpcore assigns
-    requests to connections by scanning all of both, on every request and response), and
-    that CPU is taken from the engine under test, whose Ray workers run at nice 15."""
+    """The same load through httpx: clients of --httpx-connections each. One AsyncClient
+    with many connections spends its CPU in its own pool (httpcore assigns requests to
+    connections by scanning all of both, on every request and response), and that CPU is
+    taken from the engine under test, whose Ray workers run at nice 15."""
     import httpx
 
     per_client = max(1, args.httpx_connections)
@@ -261,21 +276,16 @@ async def _submit_httpx(args: argparse.Namespace, url: str, auth: dict[str, str]
                                  limits=httpx.Limits(max_connections=per_client))
                for _ in range(math.ceil(args.concurrency / per_client))]
 
-    async def http_client(worker: int) -> None:
-        client = clients[worker % len(clients)]
-        n = worker
-        while (body := next_body()) is not None:
-            await paced(n)
-            n += args.concurrency
-            at = time.time()
-            try:
-                response = await client.post(f"{url}/api/orders", json=body)
-                record(response.status_code, response.json(), at)
-            except (httpx.HTTPError, ValueError) as exc:
-                record(0, {"error": repr(exc)}, at)
+    async def post(worker: int, body: dict[str, Any]) -> tuple[int, Any]:
+        try:
+            response = await clients[worker % len(clients)].post(f"{url}/api/orders",
+                                                                  json=body)
+            return response.status_code, response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return 0, {"error": repr(exc)}
 
     try:
-        await asyncio.gather(*(http_client(w) for w in range(args.concurrency)))
+        await _submit_http(args, post, next_body, record, paced)
     finally:
         for client in clients:
             await client.aclose()

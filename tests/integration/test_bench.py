@@ -10,19 +10,23 @@ from dexec.bench import add_arguments, run
 from dexec.launch import Engine
 
 
-def test_bench_reports_every_order_with_nothing_lost_or_duplicated(
-    engine: Engine, tmp_path: Path
-) -> None:
+def bench_args(engine: Engine, out: Path, *options: str) -> argparse.Namespace:
+    """`dexec bench` arguments against the running test stack, writing to `out`."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert engine.settings.database_url is not None
-    out = tmp_path / "bench.json"
-    args = parser.parse_args([
+    return parser.parse_args([
         "--url", engine.api_url, "--api-key", engine.api_key or "",
         "--database-url", engine.settings.database_url.get_secret_value(),
-        "--orders", "40", "--concurrency", "8", "--out", str(out),
+        "--out", str(out), *options,
     ])
-    assert run(args) == 0
+
+
+def test_bench_reports_every_order_with_nothing_lost_or_duplicated(
+    engine: Engine, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench.json"
+    assert run(bench_args(engine, out, "--orders", "40", "--concurrency", "8")) == 0
     result = json.loads(out.read_text())
     assert result["accepted"] == 40
     assert result["confirmed"] == 40
@@ -37,17 +41,9 @@ def test_bench_reports_every_order_with_nothing_lost_or_duplicated(
 
 
 def test_a_sweep_through_httpx_reports_each_rate(engine: Engine, tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    assert engine.settings.database_url is not None
     out = tmp_path / "sweep.json"
-    args = parser.parse_args([
-        "--url", engine.api_url, "--api-key", engine.api_key or "",
-        "--database-url", engine.settings.database_url.get_secret_value(),
-        "--sweep", "10,20", "--duration", "2", "--concurrency", "12", "--client", "httpx",
-        "--out", str(out),
-    ])
-    assert run(args) == 0
+    assert run(bench_args(engine, out, "--sweep", "10,20", "--duration", "2",
+                          "--concurrency", "12", "--client", "httpx")) == 0
     result = json.loads(out.read_text())
     assert result["client"] == "httpx"
     assert [r["offered_per_s"] for r in result["sweep"]] == [10, 20]
