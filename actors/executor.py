@@ -38,7 +38,7 @@ from core.quotes import (
     min_amount_out,
 )
 from core.retry import RetryPolicy
-from core.tokens import USD_SYMBOLS, Token, TokenRegistry
+from core.tokens import USD_SYMBOLS, TokenRegistry
 from gateways.base import VenueGateway
 from gateways.quotes import collect_quotes
 
@@ -443,11 +443,6 @@ class OrderExecutor:
         return execution_price(order.amount_in, self._tokens.by_mint(order.input_mint).decimals,
                                amount_out, self._tokens.by_mint(order.output_mint).decimals)
 
-    async def _token(self, mint: str) -> Token:
-        if self._mints is not None:
-            await self._mints.ensure([mint])
-        return self._tokens.by_mint(mint)
-
     async def _check_notional(self, order: Order, best: Quote) -> None:
         """Refuse an order worth more than DEXEC_MAX_ORDER_USD. Its worth: the input when it
         is a stablecoin; otherwise the input priced before price impact (a thousandth of it
@@ -456,8 +451,8 @@ class OrderExecutor:
         if not self._usd:
             raise LimitExceeded("DEXEC_MAX_ORDER_USD is set but this network has no stablecoin")
         if order.input_mint in self._usd:
-            usd = Decimal(order.amount_in).scaleb(
-                -(await self._token(order.input_mint)).decimals)
+            # Stablecoins are on the network's list: their decimals need no lookup.
+            usd = Decimal(order.amount_in).scaleb(-self._tokens.by_mint(order.input_mint).decimals)
         else:
             stable = order.output_mint if order.output_mint in self._usd else self._usd[0]
             sample = max(order.amount_in // 1000, min(order.amount_in, 10**6))
@@ -465,7 +460,7 @@ class OrderExecutor:
             out = priced * order.amount_in // sample
             if stable == order.output_mint:
                 out = max(out, best.amount_out)
-            usd = Decimal(out).scaleb(-(await self._token(stable)).decimals)
+            usd = Decimal(out).scaleb(-self._tokens.by_mint(stable).decimals)
         if self._max_usd is not None and usd > self._max_usd:
             raise LimitExceeded(f"the order is worth about {usd:.2f} USD; the per-order cap is"
                                 f" {self._max_usd} USD (DEXEC_MAX_ORDER_USD)")

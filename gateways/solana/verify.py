@@ -284,7 +284,7 @@ def _system(ix: Instruction, me: Pubkey, expected: Expected, tally: _Tally) -> N
 
 
 def _wrapped_sol(account: Pubkey, me: Pubkey, tally: _Tally) -> bool:
-    return account in (get_associated_token_address(me, NATIVE_MINT),) or (
+    return account == get_associated_token_address(me, NATIVE_MINT) or (
         tally.created.get(account) == NATIVE_MINT)
 
 
