@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -204,18 +205,25 @@ async def a_swap_raydium_wins(client: httpx.AsyncClient) -> dict[str, str]:
     raise AssertionError("no pair where Raydium is clearly best")
 
 
+async def raydium_winning_order_under(app: App, client: httpx.AsyncClient,
+                                      **faults: object) -> dict[str, Any]:
+    """An order Raydium's quote would win, submitted while Raydium's API has `faults`;
+    the order once terminal (the faults are cleared after)."""
+    body = await a_swap_raydium_wins(client)
+    await venue_faults(app, "raydium", **faults)
+    try:
+        accepted = await client.post("/api/orders", json=body)
+        return await wait_terminal(client, accepted.json()["order_id"], timeout_s=60)
+    finally:
+        await venue_faults(app, "raydium", **CLEAR_VENUE)
+
+
 @pytest.mark.parametrize("faults", [{"http_503_rate": 1.0},
                                     {"timeout_rate": 1.0, "hang_s": 5.0}])
 async def test_a_venue_down_or_timing_out_leaves_the_order_to_the_other(
         app: App, client: httpx.AsyncClient, rpc: SolanaRpc, faults: dict[str, object],
         ) -> None:
-    body = await a_swap_raydium_wins(client)  # Raydium would win: now it cannot answer
-    await venue_faults(app, "raydium", **faults)
-    try:
-        accepted = await client.post("/api/orders", json=body)
-        order = await wait_terminal(client, accepted.json()["order_id"], timeout_s=60)
-    finally:
-        await venue_faults(app, "raydium", **CLEAR_VENUE)
+    order = await raydium_winning_order_under(app, client, **faults)  # it cannot answer
     assert order["status"] == "confirmed" and order["venue"] == "meteora", order
     assert await landed_swaps(app.data_dir, rpc, order["order_id"]) == [order["signature"]]
 
@@ -223,13 +231,7 @@ async def test_a_venue_down_or_timing_out_leaves_the_order_to_the_other(
 @pytest.mark.parametrize("tamper", ["drain", "program"])
 async def test_a_venue_transaction_sending_tokens_elsewhere_is_never_signed(
         app: App, client: httpx.AsyncClient, rpc: SolanaRpc, tamper: str) -> None:
-    body = await a_swap_raydium_wins(client)
-    await venue_faults(app, "raydium", tamper=tamper)
-    try:
-        accepted = await client.post("/api/orders", json=body)
-        order = await wait_terminal(client, accepted.json()["order_id"], timeout_s=60)
-    finally:
-        await venue_faults(app, "raydium", **CLEAR_VENUE)
+    order = await raydium_winning_order_under(app, client, tamper=tamper)
     assert order["venue"] == "raydium" and order["status"] == "failed", order
     assert "refused to sign" in (order["failure_reason"] or ""), order
     assert order.get("signature") is None  # nothing was signed, let alone sent

@@ -105,6 +105,20 @@ async def test_more_than_the_wallet_holds_is_insufficient_funds(
         await rpc.send(cluster.swap(50 * 10**9, 1, blockhash))
 
 
+async def failed_send(cluster: Cluster, rpc: SolanaRpc, faults: dict[str, object],
+                      error: type[Exception]) -> bytes:
+    """Send a 1 SOL swap under `faults`: it must raise a retryable `error`. Faults are
+    cleared after; the signed bytes are returned for a resend."""
+    blockhash, _ = await rpc.latest_blockhash()
+    tx = cluster.swap(10**9, 1, blockhash)
+    cluster.set_faults(**faults)
+    with pytest.raises(error) as raised:
+        await rpc.send(tx)
+    assert raised.value.retryable  # type: ignore[attr-defined]
+    cluster.set_faults()
+    return tx
+
+
 @pytest.mark.parametrize(("faults", "error"), [
     ({"http_429_rate": 1.0}, RateLimited),
     ({"http_503_rate": 1.0}, VenueUnavailable),
@@ -113,13 +127,7 @@ async def test_more_than_the_wallet_holds_is_insufficient_funds(
 async def test_transport_failures_are_retryable_and_change_nothing(
         cluster: Cluster, rpc: SolanaRpc, faults: dict[str, object],
         error: type[Exception]) -> None:
-    blockhash, _ = await rpc.latest_blockhash()
-    tx = cluster.swap(10**9, 1, blockhash)
-    cluster.set_faults(**faults)
-    with pytest.raises(error) as raised:
-        await rpc.send(tx)
-    assert raised.value.retryable  # type: ignore[attr-defined]
-    cluster.set_faults()
+    await failed_send(cluster, rpc, faults, error)
     if "delay_ms" not in faults:
         assert cluster.tokens(SOL) == 5 * 10**9  # refused before it reached the ledger
 
@@ -146,13 +154,7 @@ async def test_a_send_whose_answer_is_lost_may_have_landed_and_lands_once(
         error: type[Exception]) -> None:
     """The cluster executes the send and the answer never arrives whole: the error is
     retryable, and rebroadcasting the same bytes finds it done (one fill, not two)."""
-    blockhash, _ = await rpc.latest_blockhash()
-    tx = cluster.swap(10**9, 1, blockhash)
-    cluster.set_faults(**faults)
-    with pytest.raises(error) as raised:
-        await rpc.send(tx)
-    assert raised.value.retryable  # type: ignore[attr-defined]
-    cluster.set_faults()
+    tx = await failed_send(cluster, rpc, faults, error)
     signature = await rpc.send(tx)  # AlreadyProcessed: the first one had executed
     await until_confirmed(rpc, signature)
     assert cluster.tokens(SOL) == 4 * 10**9  # it had executed, and only once
