@@ -44,6 +44,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateways.localnet.ledger import Ledger
+from gateways.localnet.server import Faults
 from gateways.solana import cpmm, dlmm
 from gateways.solana.programs import CpmmProgram
 from gateways.solana.venue import swap_instructions
@@ -54,17 +55,15 @@ STRANGER = Pubkey.create_with_seed(Pubkey.default(), "dexec-stranger", Pubkey.de
 
 
 @dataclass(frozen=True)
-class VenueFaults:
-    """What one local venue API does wrong on purpose (rates are 0..1)."""
+class VenueFaults(Faults):
+    """What one local venue API does wrong on purpose: the RPC server's faults that apply to
+    an HTTP API (429/503 rates, timeouts answered `hang_s` late, delays; not dropped sends
+    or malformed answers), and `tamper`."""
 
-    http_429_rate: float = 0.0
-    http_503_rate: float = 0.0
-    timeout_rate: float = 0.0  # answered `hang_s` late
-    hang_s: float = 10.0
-    delay_ms: int = 0
     tamper: str = ""  # test mode: the Trade API builds a transaction that must be refused
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.tamper not in TAMPERS:
             raise ValueError(f"tamper must be one of {TAMPERS}")
 
