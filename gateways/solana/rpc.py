@@ -25,6 +25,7 @@ from solana.rpc.models import TxOpts
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.token.associated import get_associated_token_address
+from solders.transaction import VersionedTransaction
 from solders.transaction_status import (
     InstructionErrorCustom,
     TransactionErrorFieldless,
@@ -208,8 +209,6 @@ class SolanaRpc:
         except RPCException as exc:
             _, _, err, _ = _rpc_error_json(exc)
             if err == "AlreadyProcessed":
-                from solders.transaction import VersionedTransaction
-
                 return str(VersionedTransaction.from_bytes(tx_bytes).signatures[0])
             raise translate(exc, "sendTransaction") from None
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
@@ -225,8 +224,6 @@ class SolanaRpc:
         by the node's): a signed transaction handed to an RPC provider could be broadcast by
         it and land, and a dry run must never trade.
         """
-        from solders.transaction import VersionedTransaction
-
         try:
             signed = VersionedTransaction.from_bytes(tx_bytes)
             unsigned = VersionedTransaction.populate(
