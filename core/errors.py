@@ -144,6 +144,18 @@ class InvalidInput(TerminalError):
     code = "invalid_input"
 
 
+class VenueRefused(TerminalError):
+    """The venue answered, and said no (e.g. Raydium's `success: false` with its reason)."""
+
+    code = "venue_refused"
+
+
+class UnsafeTransaction(TerminalError):
+    """A venue-built transaction failed the check before signing: it is never signed."""
+
+    code = "unsafe_transaction"
+
+
 class LimitExceeded(TerminalError):
     """Refused by a safety cap (per order, per day): the operator's limit, not load."""
 

@@ -13,13 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from core.errors import TerminalError
-
-
-class VenueRefused(TerminalError):
-    """The venue answered, and said no (`success: false` with its reason)."""
-
-    code = "venue_refused"
+from core.errors import VenueRefused
 
 
 @dataclass(frozen=True)

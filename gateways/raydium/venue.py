@@ -25,12 +25,19 @@ from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from core.errors import DexecError, InvalidInput, RateLimited, VenueTimeout, VenueUnavailable
+from core.errors import (
+    DexecError,
+    InvalidInput,
+    RateLimited,
+    UnsafeTransaction,
+    VenueRefused,
+    VenueTimeout,
+    VenueUnavailable,
+)
 from core.quotes import Quote, SignedSwap
 from gateways.base import VenueMetrics, signing_wallet
 from gateways.raydium.models import (
     SwapCompute,
-    VenueRefused,
     parse_auto_fee,
     parse_compute,
     parse_transactions,
@@ -41,7 +48,6 @@ from gateways.solana.verify import (
     MAX_COMPUTE_UNITS,
     RAYDIUM_PROGRAMS,
     Expected,
-    UnsafeTransaction,
     instructions,
     lookup_table,
     recompile,

@@ -39,7 +39,7 @@ from solders.token import ID as TOKEN_PROGRAM
 from solders.token.associated import get_associated_token_address
 from solders.transaction import VersionedTransaction
 
-from core.errors import TerminalError
+from core.errors import UnsafeTransaction
 from gateways.solana import cpmm, dlmm
 
 TOKEN_2022 = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
@@ -73,12 +73,6 @@ def _anchor(name: str) -> bytes:
 CLMM_SWAP = _anchor("swap")
 CLMM_SWAP_V2 = _anchor("swap_v2")
 CPMM_SWAP_BASE_OUTPUT = _anchor("swap_base_output")
-
-
-class UnsafeTransaction(TerminalError):
-    """A venue-built transaction failed the check before signing: it is never signed."""
-
-    code = "unsafe_transaction"
 
 
 @dataclass(frozen=True)

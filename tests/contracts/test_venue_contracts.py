@@ -14,11 +14,11 @@ import httpx
 import pytest
 from solders.keypair import Keypair
 
+from core.errors import VenueRefused
 from gateways.localnet.cluster import MINTS, Localnet
 from gateways.meteora.models import parse_pair, parse_pairs
 from gateways.meteora.pools import best_pairs
 from gateways.raydium.models import (
-    VenueRefused,
     parse_auto_fee,
     parse_compute,
     parse_transactions,

@@ -11,14 +11,19 @@ import pytest
 from solders.keypair import Keypair
 from solders.transaction import VersionedTransaction
 
-from core.errors import NoRoute, RateLimited, VenueTimeout, VenueUnavailable
+from core.errors import (
+    NoRoute,
+    RateLimited,
+    UnsafeTransaction,
+    VenueRefused,
+    VenueTimeout,
+    VenueUnavailable,
+)
 from core.quotes import min_amount_out
 from gateways.localnet.cluster import MINTS
 from gateways.localnet.venues import AUTO_FEE
 from gateways.meteora.pools import MeteoraPairs
-from gateways.raydium.models import VenueRefused
 from gateways.raydium.venue import RaydiumTradeVenue
-from gateways.solana.verify import UnsafeTransaction
 from tests.kit.localnet import MEMO, landed
 from tests.unit.gateways.solana.conftest import World
 

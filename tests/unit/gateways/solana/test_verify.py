@@ -24,6 +24,7 @@ from solders.token import ID as TOKEN_PROGRAM
 from solders.token.associated import get_associated_token_address
 from solders.transaction import VersionedTransaction
 
+from core.errors import UnsafeTransaction
 from gateways.solana import cpmm, dlmm
 from gateways.solana.venue import create_ata_idempotent, memo_instruction, swap_instructions
 from gateways.solana.verify import (
@@ -33,7 +34,6 @@ from gateways.solana.verify import (
     METEORA_PROGRAMS,
     RAYDIUM_PROGRAMS,
     Expected,
-    UnsafeTransaction,
     instructions,
     lookup_table,
     recompile,
