@@ -45,6 +45,7 @@ from solders.transaction import Transaction, VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
 from gateways.solana import cpmm, dlmm
+from gateways.solana.ids import NATIVE_MINT
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ SIGNATURE_FEE = 5000
 TOKEN_ACCOUNT_LEN = 165
 MINT_LEN = 82
 FINALIZED_AFTER = 32  # slots
-NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
 
 # JSON-RPC error codes a Solana node answers with
 PREFLIGHT_FAILED = -32002

@@ -12,8 +12,9 @@ from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.transaction import Transaction
 
+from gateways.solana.ids import MEMO_PROGRAM
+
 PROGRAM_ID = Pubkey.find_program_address([b"dexec-sim-amm"], Pubkey.default())[0]
-MEMO_PROGRAM_ID = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 _SWAP = struct.Struct("<8sQQB")
 _DISCRIMINATOR = b"dxswap01"
 
@@ -50,7 +51,7 @@ def build_swap_transaction(
         AccountMeta(Pubkey.from_string(pool), is_signer=False, is_writable=True),
     ]
     swap = Instruction(PROGRAM_ID, data, accounts)
-    note = Instruction(MEMO_PROGRAM_ID, memo.encode(),
+    note = Instruction(MEMO_PROGRAM, memo.encode(),
                        [AccountMeta(payer, is_signer=True, is_writable=False)])
     # The same transaction new_signed_with_payer builds, at a third of its cost.
     message = Message.new_with_blockhash([note, swap], payer, Hash.from_string(blockhash))

@@ -29,8 +29,9 @@ from solders.pubkey import Pubkey
 from solders.token import ID as TOKEN_PROGRAM
 from solders.token.associated import get_associated_token_address
 
+from gateways.solana.ids import TOKEN_2022
+
 PROGRAM_ID = Pubkey.from_string("LBUZKhRxPF3XUpBCjp4YzTKgLccjZhTSDM9YuVaPwxo")
-TOKEN_2022_PROGRAM = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
 
 SWAP = bytes([248, 198, 158, 145, 225, 117, 135, 200])
 LB_PAIR_DISCRIMINATOR = bytes([33, 11, 49, 98, 181, 101, 177, 13])  # sha256("account:LbPair")
@@ -181,8 +182,8 @@ class LbPair:
         return min(base + variable, MAX_FEE_RATE)
 
     def token_programs(self) -> tuple[Pubkey, Pubkey]:
-        return (TOKEN_2022_PROGRAM if self.token_x_program_flag else TOKEN_PROGRAM,
-                TOKEN_2022_PROGRAM if self.token_y_program_flag else TOKEN_PROGRAM)
+        return (TOKEN_2022 if self.token_x_program_flag else TOKEN_PROGRAM,
+                TOKEN_2022 if self.token_y_program_flag else TOKEN_PROGRAM)
 
 
 @dataclass(frozen=True)

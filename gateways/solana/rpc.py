@@ -43,12 +43,10 @@ from core.errors import (
     VenueUnavailable,
 )
 from gateways.base import PerSlot
+from gateways.solana.ids import NATIVE_MINT, TOKEN_PROGRAMS
 
-NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
 MAX_STATUSES = 256  # signatures per getSignatureStatuses
 MINT_LEN = 82  # an SPL mint account (Token-2022 mints with extensions are longer)
-TOKEN_PROGRAMS = ("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA",
-                  "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
 # Program errors that mean "the output fell below the minimum": Raydium AMM v4 30, CPMM 6005,
 # CLMM 6022 (6018 in newer source); Meteora DLMM 6003, 6004; Jupiter 6001.
 SLIPPAGE_CODES = frozenset({30, 6005, 6022, 6018, 6003, 6004, 6001})
@@ -345,7 +343,7 @@ class SolanaRpc:
             return None
         found = await self._call("getAccountInfo", self._client.get_account_info(
             key, Confirmed, "base64"), lambda a: a.value)
-        if found is None or str(found.owner) not in TOKEN_PROGRAMS:
+        if found is None or found.owner not in TOKEN_PROGRAMS:
             return None
         data = bytes(found.data)
         if len(data) < MINT_LEN or data[45] != 1:  # not a mint, or not initialized

@@ -33,6 +33,7 @@ from core.errors import InsufficientFunds, InvalidInput, NoRoute
 from core.quotes import Quote, SignedSwap, TxStatus
 from gateways.base import SLOT_S, VenueCalls, VenueMetrics, signing_wallet
 from gateways.ratelimit import TokenBucket
+from gateways.solana.ids import ATA_PROGRAM, MEMO_PROGRAM, NATIVE_MINT, TOKEN_2022
 from gateways.solana.rpc import SolanaRpc, transaction_error
 
 QUOTE_TTL_S = 30.0
@@ -41,10 +42,6 @@ RENT_RESERVE_LAMPORTS = 2 * 2_039_280
 SENT_REMEMBERED = 100_000  # signatures whose resends skip preflight
 TRANSACTION_LOOKUPS = 32  # getTransaction calls in flight at once per status round
 NETWORK_FEE_LAMPORTS = 5000
-NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
-TOKEN_2022 = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
-MEMO_PROGRAM = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
-ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
 SYNC_NATIVE = bytes([17])
 CLOSE_ACCOUNT = bytes([9])
 CREATE_IDEMPOTENT = bytes([1])

@@ -35,28 +35,28 @@ from solders.instruction import AccountMeta, Instruction
 from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.system_program import ID as SYSTEM_PROGRAM
-from solders.token import ID as TOKEN_PROGRAM
 from solders.token.associated import get_associated_token_address
 from solders.transaction import VersionedTransaction
 
 from core.errors import UnsafeTransaction
 from gateways.solana import cpmm, dlmm
+from gateways.solana.ids import (
+    ATA_PROGRAM,
+    MEMO_PROGRAM,
+    MEMO_V1,
+    NATIVE_MINT,
+    TOKEN_2022,
+    TOKEN_PROGRAMS,
+)
 
-TOKEN_2022 = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
-ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
-MEMO_PROGRAM = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
-MEMO_V1 = Pubkey.from_string("Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo")
-NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
 AMM_V4 = Pubkey.from_string("675kPX9MHTjS2zt1qfr1NYHuzeLXfQM9H24wFSUt1Mp8")
 CLMM = Pubkey.from_string("CAMMCzo5YL8w4VFF8KVHrK22GGUsp5VTaW7grrKgrWqK")
 AMM_V4_DEVNET = Pubkey.from_string("DRaya7Kj3aMWQSy19kSjvmuwq9docCHofyP9kanQGaav")
-CPMM_DEVNET = Pubkey.from_string("DRaycpLY18LhpbydsBWbVJtxpNv9oXPgjRSfpF2bWpYb")
 CLMM_DEVNET = Pubkey.from_string("DRayAUgENGQBKVaX8owNhgzkEDyoHTGVEGHVJT1E9pfH")
 
-RAYDIUM_PROGRAMS = frozenset({AMM_V4, cpmm.PROGRAM_ID, CLMM, AMM_V4_DEVNET, CPMM_DEVNET,
+RAYDIUM_PROGRAMS = frozenset({AMM_V4, cpmm.PROGRAM_ID, CLMM, AMM_V4_DEVNET, cpmm.DEVNET_PROGRAM_ID,
                               CLMM_DEVNET})
 METEORA_PROGRAMS = frozenset({dlmm.PROGRAM_ID})
-TOKEN_PROGRAMS = frozenset({TOKEN_PROGRAM, TOKEN_2022})
 BASE_PROGRAMS = frozenset({COMPUTE_BUDGET, SYSTEM_PROGRAM, ATA_PROGRAM, MEMO_PROGRAM, MEMO_V1,
                            *TOKEN_PROGRAMS})
 
@@ -177,7 +177,7 @@ def swap_leg(ix: Instruction) -> SwapLeg:
             acc, amount, minimum, _ = dlmm.decode_swap(data, keys)
             return SwapLeg(program, acc.user_token_in, acc.user_token_out, acc.user, amount,
                            minimum)
-        if program in (cpmm.PROGRAM_ID, CPMM_DEVNET):
+        if program in (cpmm.PROGRAM_ID, cpmm.DEVNET_PROGRAM_ID):
             if data[:8] == CPMM_SWAP_BASE_OUTPUT:
                 raise _refuse("an exact-output swap (swap_base_output)")
             cp, amount, minimum = cpmm.decode_swap_base_input(data, keys)

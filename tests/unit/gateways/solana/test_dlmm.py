@@ -13,6 +13,7 @@ from solders.pubkey import Pubkey
 from solders.token.associated import get_associated_token_address
 
 from gateways.solana import dlmm
+from gateways.solana.ids import TOKEN_2022
 
 SOL = Pubkey.from_string("So11111111111111111111111111111111111111112")
 USDC = Pubkey.from_string("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v")
@@ -360,9 +361,9 @@ def test_swap_accounts_follow_the_input_mint_and_token_programs() -> None:
     pool = sol_usdc()
     pair = replace(pool.pair, token_y_program_flag=1)
     accounts = dlmm.SwapAccounts.for_pair(pool.address, pair, USER, USDC)
-    assert accounts.token_y_program == dlmm.TOKEN_2022_PROGRAM
+    assert accounts.token_y_program == TOKEN_2022
     assert accounts.user_token_in == get_associated_token_address(
-        USER, USDC, dlmm.TOKEN_2022_PROGRAM)
+        USER, USDC, TOKEN_2022)
     assert accounts.user_token_out == get_associated_token_address(USER, SOL)
     with_extension = replace(accounts, bin_array_bitmap_extension=key(7), host_fee_in=key(8))
     assert [m.is_writable for m in with_extension.metas()][1::8] == [True, True]

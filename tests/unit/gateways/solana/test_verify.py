@@ -114,7 +114,7 @@ def _ata_under(program: Pubkey, mint: Pubkey) -> Instruction:
     """The ATA program's create, told to use `program` as the token program."""
     from solders.system_program import ID as SYSTEM
 
-    from gateways.solana.verify import ATA_PROGRAM
+    from gateways.solana.ids import ATA_PROGRAM
     ata = get_associated_token_address(ME, mint, program)
     return Instruction(ATA_PROGRAM, b"\x01", [
         AccountMeta(ME, True, True), AccountMeta(ata, False, True),
@@ -236,7 +236,7 @@ def test_v0_lookup_tables_are_resolved_and_kept_when_recompiled() -> None:
 
 
 def test_a_token_2022_output_gets_its_account_under_token_2022_and_passes() -> None:
-    from gateways.solana.verify import TOKEN_2022
+    from gateways.solana.ids import TOKEN_2022
 
     pair = dlmm.LbPair(token_x_mint=SOL, token_y_mint=USDC, reserve_x=Keypair().pubkey(),
                        reserve_y=Keypair().pubkey(), oracle=Keypair().pubkey(), bin_step=10,
