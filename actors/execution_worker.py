@@ -24,18 +24,16 @@ from actors.shell import (
     database_url,
     hot,
     require_test_hooks,
-    rpc_endpoint,
     tune_gc,
 )
 from actors.telemetry import order_log
-from actors.venue_gateways import venue_gateways
+from actors.venue_gateways import chain_rpc, venue_gateways
 from actors.worker_fleet import Outcome
 from core.errors import DexecError, RetryableError, WorkerLost, reason
 from core.retry import RetryPolicy
 from core.settings import Settings
 from core.tokens import TokenRegistry
 from gateways.solana.mints import MintLookup
-from gateways.solana.rpc import SolanaRpc
 from storage.locks import ExecutionLocks
 from storage.repository import OrderRepository
 
@@ -73,11 +71,12 @@ class ExecutionWorker:
                 await self._repo.open()
                 batches = batch_stats()
                 tokens = TokenRegistry.for_network(s.network)
-                mints = MintLookup(SolanaRpc(rpc_endpoint(s), timeout_s=s.quote_timeout_s),
-                                   tokens) if s.network != "sim" else None
+                gateways = venue_gateways(s, ray.get_actor(CHAIN, namespace=s.namespace),
+                                          batches)
+                rpc = chain_rpc(s, gateways)
                 self._executor = OrderExecutor(
                     BatchedStore(self._repo, window_s=s.batch_window_s, stats=batches),
-                    venue_gateways(s, ray.get_actor(CHAIN, namespace=s.namespace), batches),
+                    gateways,
                     NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace)),
                     tokens,
                     policy=RetryPolicy(s.max_attempts, s.retry_base_delay_s, s.retry_max_delay_s),
@@ -90,7 +89,7 @@ class ExecutionWorker:
                     landing=LandingWatcher(s.confirm_poll_s),
                     dry_run=s.dry_run,
                     max_order_usd=s.max_order_usd,
-                    mints=mints,
+                    mints=MintLookup(rpc, tokens) if rpc is not None else None,
                 )
             return self._executor
 

@@ -18,7 +18,7 @@ from gateways.simulated.chain import dev_wallet
 from gateways.simulated.venue import SimulatedVenue
 from gateways.solana.programs import DlmmProgram
 from gateways.solana.rpc import SolanaRpc
-from gateways.solana.venue import ChainVenue
+from gateways.solana.venue import ChainVenue, SolanaVenue
 from gateways.solana.wallet import load_keypair
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,17 @@ def chain_gateways(settings: Settings, *, signing: bool) -> list[VenueGateway]:
         log.warning("venue %s has no API on %s: set its URL to trade there", venue,
                     settings.network)
     return gateways
+
+
+def chain_rpc(settings: Settings, gateways: list[VenueGateway]) -> SolanaRpc | None:
+    """The Solana RPC client the gateways already hold (one per process), or a new one
+    when no venue is configured; None on the simulated chain."""
+    if settings.network == "sim":
+        return None
+    for gateway in gateways:
+        if isinstance(gateway, SolanaVenue):
+            return gateway.rpc
+    return SolanaRpc(rpc_endpoint(settings), timeout_s=settings.quote_timeout_s)
 
 
 def simulated_gateways(settings: Settings, chain: Any, stats: BatchStats | None = None, *,

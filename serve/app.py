@@ -25,11 +25,10 @@ from actors.shell import (
     MANAGER,
     NOTIFIER,
     database_url,
-    rpc_endpoint,
     tune_gc,
 )
 from actors.stack import start_stack
-from actors.venue_gateways import venue_gateways
+from actors.venue_gateways import chain_rpc, venue_gateways
 from core.accounts import Principal
 from core.errors import (
     DexecError,
@@ -46,7 +45,6 @@ from core.settings import Settings
 from core.tokens import TokenRegistry, parse_amount
 from gateways.quotes import collect_quotes
 from gateways.solana.mints import MintLookup
-from gateways.solana.rpc import SolanaRpc
 from gateways.solana.wallet import associated_account
 from serve.auth import Authenticator, key_from_header, request_principal
 from serve.body_limit import BodyLimit
@@ -154,8 +152,9 @@ class DexecIngress:
         # The ingress only quotes: its gateways hold no wallet and cannot sign.
         self.gateways = venue_gateways(settings, ray.get_actor(CHAIN, namespace=ns), batches,
                                        signing=False)
-        # Balances for /api/wallet (a Solana network only; it holds no key).
-        self._rpc = SolanaRpc(rpc_endpoint(settings)) if settings.network != "sim" else None
+        # Balances for /api/wallet (a Solana network only; it holds no key): the gateways'
+        # own client of the cluster.
+        self._rpc = chain_rpc(settings, self.gateways)
         # A mint on no list is read from the chain, not refused (a Solana network only).
         self._mints = MintLookup(self._rpc, self.tokens) if self._rpc is not None else None
         self.hub = StreamHub(NotifierClient(ray.get_actor(NOTIFIER, namespace=ns)), self.repo)

@@ -166,6 +166,7 @@ class SolanaVenue:
                  rate_limit_per_s: float = 0.0, metrics: VenueMetrics | None = None,
                  priority_micro_lamports: int = 0) -> None:
         self.name = name
+        self.rpc = rpc  # the process's one client of the cluster (the ingress reads balances)
         self._rpc = rpc
         self._wallet = wallet
         self._limit = TokenBucket(rate_limit_per_s)
