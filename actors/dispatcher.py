@@ -7,13 +7,14 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Protocol
 
 from actors.executor import BUSY
 from actors.telemetry import Metrics, NullMetrics, order_log
 from core.errors import DexecError, LimitExceeded, Overloaded, WorkerLost, reason
-from core.limits import AccountRateLimit, AmountCaps, OpenOrders
+from core.limits import AccountRateLimit, AmountCaps, LatencyAdmission, OpenOrders
 from core.orders import NewOrder, Order, Submission
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,18 @@ class Dispatcher:
         open_orders: OpenOrders | None = None,
         rate_limit: AccountRateLimit | None = None,
         caps: AmountCaps | None = None,
+        admission: LatencyAdmission | None = None,
         metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._metrics: Metrics = metrics or NullMetrics()
         self._open = open_orders if open_orders is not None else OpenOrders()
         self._rate = rate_limit or AccountRateLimit(0)
         self._caps = caps if caps is not None else AmountCaps()
+        self._admission = admission if admission is not None else LatencyAdmission(0)
+        self._clock = clock
+        self._admitted_at: dict[str, float] = {}  # order id -> when this run accepted it
         self._workers = workers
         self._per_worker = per_worker
         self._redispatch_delay = redispatch_delay_s
@@ -106,9 +112,10 @@ class Dispatcher:
         """Persist new orders (idempotent by client_order_id) in one statement, queue them.
 
         Each answer is (order, created) or that item's DexecError. Admission is decided
-        item by item, in order, before anything is stored: Overloaded when an open-order
-        bound (in all, or the account's) or the account's rate limit is reached, though a
-        repeat of an already stored order is still answered with it.
+        item by item, in order, before anything is stored: AtCapacity when the engine
+        already holds more orders than it finishes in time (LatencyAdmission), Overloaded
+        when an open-order bound (in all, or the account's) or the account's rate limit is
+        reached, though a repeat of an already stored order is still answered with it.
         """
         answers: dict[int, Submission | DexecError] = {}
         admitted: list[int] = []
@@ -117,6 +124,7 @@ class Dispatcher:
             # Reserve the place and the rate before the first await, so a concurrent burst
             # cannot pass the checks together; a repeat of a stored order gives both back.
             try:
+                self._admission.check(len(self._open))
                 self._open.reserve(new.account_id)
             except Overloaded as exc:
                 answers[k] = exc
@@ -149,6 +157,7 @@ class Dispatcher:
                 self._unreserve(news[k], days.get(k))
                 continue
             self._open.hold(result[0].order_id, news[k].account_id)
+            self._admitted_at.setdefault(result[0].order_id, self._clock())
             if k in days:
                 self._caps.hold(result[0].order_id, news[k].input_mint, news[k].amount_in,
                                 days[k])
@@ -169,10 +178,13 @@ class Dispatcher:
             self._caps.release(new.input_mint, new.amount_in, day)
 
     def set_limits(self, max_open_orders: int, account_open_orders: int,
-                   rate_limit: AccountRateLimit) -> None:
+                   rate_limit: AccountRateLimit,
+                   admission: LatencyAdmission | None = None) -> None:
         self._open.bound = max_open_orders
         self._open.per_account = account_open_orders
         self._rate = rate_limit
+        if admission is not None:
+            self._admission = admission
 
     def enqueue(self, order_id: str) -> None:
         if order_id in self._known:
@@ -187,6 +199,7 @@ class Dispatcher:
             "executing": self.executing,
             "capacity": self.capacity,
             "open": len(self._open),
+            "admission_bound": self._admission.bound() or 0,
         }
 
     async def _loop(self) -> None:
@@ -240,6 +253,9 @@ class Dispatcher:
             self._known.discard(order_id)
             if not retry:
                 self._open.close(order_id)
+                started = self._admitted_at.pop(order_id, None)
+                self._admission.finished(None if started is None
+                                         else self._clock() - started)
             self._wake.set()
         if retry:
             await asyncio.sleep(self._redispatch_delay)

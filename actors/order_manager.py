@@ -14,7 +14,7 @@ from actors.metrics import RayMetrics, batch_stats
 from actors.shell import database_url, hot, require_test_hooks, tune_gc
 from actors.worker_fleet import WorkerFleet
 from core.errors import DexecError
-from core.limits import AccountRateLimit, OpenOrders, amount_caps
+from core.limits import AccountRateLimit, OpenOrders, amount_caps, latency_admission
 from core.orders import NewOrder, Submission
 from core.retry import retry_until_done
 from core.settings import Settings
@@ -94,6 +94,7 @@ class OrderManager:
                     open_orders=OpenOrders(s.max_open_orders, s.account_open_orders),
                     rate_limit=AccountRateLimit(s.account_orders_per_minute),
                     caps=amount_caps(s),
+                    admission=latency_admission(s),
                     metrics=RayMetrics(),
                 )
                 await dispatcher.start()
@@ -116,8 +117,20 @@ class OrderManager:
         return self._fleet.names()
 
     async def set_limits(self, max_open_orders: int, account_open_orders: int,
-                         account_orders_per_minute: int) -> None:
-        """Change the admission limits at run time (a test hook)."""
+                         account_orders_per_minute: int,
+                         admission_budget_ms: float | None = None,
+                         admission_floor: int | None = None) -> None:
+        """Change the admission limits at run time (a test hook); the latency admission
+        starts measuring afresh when its budget or floor is given."""
         require_test_hooks(self._settings, "set_limits")
+        s = self._settings
+        fresh = None
+        if admission_budget_ms is not None or admission_floor is not None:
+            fresh = latency_admission(s.model_copy(update={
+                "admission_budget_ms": (s.admission_budget_ms if admission_budget_ms is None
+                                        else admission_budget_ms),
+                "admission_floor": (s.admission_floor if admission_floor is None
+                                    else admission_floor)}))
         (await self._ready()).set_limits(max_open_orders, account_open_orders,
-                                         AccountRateLimit(account_orders_per_minute))
+                                         AccountRateLimit(account_orders_per_minute), fresh)
+

@@ -116,6 +116,20 @@ def _rebuild_overloaded(message: str, venue: str | None, retry_after_s: float) -
     return Overloaded(message, venue=venue, retry_after_s=retry_after_s)
 
 
+class AtCapacity(Overloaded):
+    """Refused before anything was stored: the engine as a whole is at capacity (not one
+    account's limit), so every submission is refused alike until orders finish."""
+
+    code = "at_capacity"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_at_capacity, (self.message, self.venue, self.retry_after_s))
+
+
+def _rebuild_at_capacity(message: str, venue: str | None, retry_after_s: float) -> AtCapacity:
+    return AtCapacity(message, venue=venue, retry_after_s=retry_after_s)
+
+
 class LeaseLost(RetryableError):
     """Another executor may own the order now: stop touching it at once."""
 

@@ -1,5 +1,6 @@
-"""Admission limits: how many orders may be open, how fast one account may submit, and how
-much of each token one order and one day may sell (safety caps for real money)."""
+"""Admission limits: how many orders may be open, how long the engine may make them wait, how
+fast one account may submit, and how much of each token one order and one day may sell
+(safety caps for real money)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from core.errors import InvalidInput, LimitExceeded, Overloaded
+from core.errors import AtCapacity, InvalidInput, LimitExceeded, Overloaded
 from core.settings import Settings
 from core.tokens import TokenRegistry
 
@@ -121,6 +122,92 @@ class OpenOrders:
             del self._by_account[account_id]
 
 
+class LatencyAdmission:
+    """Refuse new orders while the engine already holds more than it finishes in time.
+
+    Little's law: the mean time an order spends in the engine is the number in flight divided
+    by the rate they finish. So the engine admits a new order only while
+
+        in_flight < max(floor, throughput * (baseline + budget))
+
+    `throughput` is the rate orders reached a final status, an average over the last few
+    `window_s` windows. `baseline` is what an order takes when it waits for nothing: the
+    lowest tenth-percentile duration of any window in the last `history` windows (venues and
+    chain included, so slow venues raise the bound; only the engine's own queueing counts
+    against `budget`). Past the bound, orders would queue into more than `budget` of extra
+    latency: they are refused at once, with a Retry-After of when enough will have finished.
+    The count in flight moves the moment an order is admitted, so the bound answers a burst
+    at once; the estimates only follow what finished. A cold engine (no throughput measured
+    yet) admits up to `floor`. A `budget_s` of 0 switches this off.
+    """
+
+    def __init__(self, budget_s: float, *, floor: int = 256, window_s: float = 1.0,
+                 history: int = 60, min_samples: int = 5,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.budget_s = budget_s
+        self.floor = floor
+        self._window = window_s
+        self._min_samples = min_samples
+        self._clock = clock
+        self._window_start = clock()
+        self._finished = 0  # in the current window
+        self._durations: list[float] = []  # of the current window's orders
+        self._throughput = 0.0  # orders per second
+        self._lows: deque[float] = deque(maxlen=history)  # each window's 10th percentile
+
+    @property
+    def throughput(self) -> float:
+        self._roll()
+        return self._throughput
+
+    @property
+    def baseline_s(self) -> float | None:
+        self._roll()
+        return min(self._lows) if self._lows else None
+
+    def bound(self) -> int | None:
+        """Orders in flight beyond which a new one is refused (None: no bound)."""
+        if self.budget_s <= 0:
+            return None
+        baseline = self.baseline_s
+        if baseline is None:
+            return self.floor
+        return max(self.floor, math.ceil(self._throughput * (baseline + self.budget_s)))
+
+    def check(self, in_flight: int) -> None:
+        """Raise AtCapacity when one more order would be past the bound (nothing counted)."""
+        bound = self.bound()
+        if bound is None or in_flight < bound:
+            return
+        rate = self._throughput
+        wait = math.ceil((in_flight - bound + 1) / rate) if rate > 0 else 1
+        raise AtCapacity(
+            f"the engine is at capacity ({in_flight} orders in flight, finishing"
+            f" {rate:.0f}/s); retry in {max(1, wait)} s", retry_after_s=max(1, wait))
+
+    def finished(self, duration_s: float | None) -> None:
+        """An order reached its final status after `duration_s` in the engine (None: it was
+        admitted by an earlier run, its duration is unknown)."""
+        self._roll()
+        self._finished += 1
+        if duration_s is not None:
+            self._durations.append(duration_s)
+
+    def _roll(self) -> None:
+        now = self._clock()
+        while now - self._window_start >= self._window:
+            self._throughput = 0.5 * self._throughput + 0.5 * self._finished / self._window
+            if len(self._durations) >= self._min_samples:
+                self._durations.sort()
+                self._lows.append(self._durations[len(self._durations) // 10])
+            self._finished = 0
+            self._durations = []
+            self._window_start += self._window
+            if now - self._window_start >= 8 * self._window:  # idle: nothing to average
+                self._throughput = 0.0
+                self._window_start = now
+
+
 class AmountCaps:
     """What one order may sell, and what all orders of one UTC day may sell, per input mint
     (base units; a mint without a cap has none).
@@ -217,3 +304,8 @@ def amount_caps(settings: Settings) -> AmountCaps:
     tokens = TokenRegistry.for_network(settings.network)
     return AmountCaps(caps_in_base_units(settings.max_order_amounts, tokens),
                       caps_in_base_units(settings.max_daily_amounts, tokens))
+
+
+def latency_admission(settings: Settings) -> LatencyAdmission:
+    """The latency-bounded admission of DEXEC_ADMISSION_BUDGET_MS and DEXEC_ADMISSION_FLOOR."""
+    return LatencyAdmission(settings.admission_budget_ms / 1000, floor=settings.admission_floor)

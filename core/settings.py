@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     max_open_orders: int = 20_000  # non-terminal orders at once; 0: unbounded
     account_open_orders: int = 10_000  # non-terminal orders of one account; 0: unbounded
     account_orders_per_minute: int = 120_000  # per account; 0: unlimited
+    # Latency-bounded admission (core.limits.LatencyAdmission): a new order is refused with 429
+    # and a Retry-After once the orders in flight, at the rate they finish, would take this
+    # much longer than an order that waits for nothing; 0: off. Below admission_floor orders
+    # in flight, an order is always admitted (a cold engine has measured no rate yet).
+    admission_budget_ms: float = Field(default=1000.0, ge=0)
+    admission_floor: int = Field(default=256, ge=1)
 
     # Execution
     workers: int = 2  # when workers_per_node is 0: a fixed pool spread over the cluster

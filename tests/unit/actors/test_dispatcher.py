@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
@@ -12,8 +13,15 @@ from datetime import datetime
 import pytest
 
 from actors.dispatcher import Dispatcher
-from core.errors import DexecError, IdempotencyConflict, LimitExceeded, Overloaded, WorkerLost
-from core.limits import AmountCaps, OpenOrders
+from core.errors import (
+    AtCapacity,
+    DexecError,
+    IdempotencyConflict,
+    LimitExceeded,
+    Overloaded,
+    WorkerLost,
+)
+from core.limits import AmountCaps, LatencyAdmission, OpenOrders
 from core.orders import NewOrder, Order, Submission
 from tests.kit.loop import settle, until
 from tests.kit.orders import created_order, new_order
@@ -128,10 +136,12 @@ async def make_dispatcher() -> AsyncIterator[MakeDispatcher]:
 
     def make(store: FakeSubmissions, workers: FakeWorkers, *, per_worker: int = 2,
              redispatch_delay_s: float = 0.0, open_orders: OpenOrders | None = None,
-             caps: AmountCaps | None = None) -> Dispatcher:
+             caps: AmountCaps | None = None,
+             admission: LatencyAdmission | None = None,
+             clock: Callable[[], float] = time.monotonic) -> Dispatcher:
         dispatcher = Dispatcher(store, workers, per_worker=per_worker,
                                 redispatch_delay_s=redispatch_delay_s, open_orders=open_orders,
-                                caps=caps)
+                                caps=caps, admission=admission, clock=clock)
         store.dispatcher = dispatcher
         made.append(dispatcher)
         return dispatcher
@@ -353,6 +363,42 @@ async def test_one_account_at_its_open_order_bound_does_not_block_another(
     await until(lambda: len(workers.finished) == 3)
     (later,) = await dispatcher.submit_many([alice[2]])
     assert not isinstance(later, DexecError) and later[1] is True
+
+
+async def test_at_capacity_refuses_past_the_bound_and_stores_nothing_of_what_it_refused(
+        make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeSubmissions(), FakeWorkers(2)
+    workers.gate.clear()  # nothing finishes: every accepted order stays in flight
+    now = [0.0]
+    admission = LatencyAdmission(0.5, floor=4, min_samples=1, clock=lambda: now[0])
+    dispatcher = make_dispatcher(store, workers, admission=admission, clock=lambda: now[0])
+    await dispatcher.start()
+    burst = [new_order(f"c-{i}") for i in range(10)]
+
+    answers = await dispatcher.submit_many(burst)
+
+    accepted = [a for a in answers if not isinstance(a, DexecError)]
+    refused = [a for a in answers if isinstance(a, DexecError)]
+    assert len(accepted) == 4 and all(created for _, created in accepted)
+    assert all(isinstance(a, AtCapacity) and a.retry_after_s >= 1 for a in refused)
+    assert len(refused) == 6
+    # Nothing of a refused order exists: not stored, not queued, holding no place.
+    assert sorted(store.orders) == sorted(order.order_id for order, _ in accepted)
+    assert dispatcher.stats()["open"] == 4
+    # A repeat of a stored order is still answered with it, at capacity.
+    (again,) = await dispatcher.submit_many([burst[0]])
+    assert not isinstance(again, DexecError) and again[1] is False
+
+    now[0] = 0.2
+    workers.gate.set()  # the admitted orders finish, each exactly once
+    await until(lambda: len(workers.finished) == 4)
+    assert sorted(workers.finished) == sorted(store.orders) and not workers.overlaps
+    assert dispatcher.stats()["open"] == 0
+    now[0] = 1.5  # a window closed: the durations measured (0.2 s) are the baseline
+    assert admission.baseline_s == pytest.approx(0.2)
+    # Room again: the refused orders are accepted when they come back.
+    retried = await dispatcher.submit_many(burst[4:8])
+    assert all(not isinstance(a, DexecError) and a[1] for a in retried)
 
 
 async def test_orders_open_at_start_count_against_their_account(

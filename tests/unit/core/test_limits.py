@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import Overloaded
-from core.limits import AccountRateLimit, OpenOrders
+from core.errors import AtCapacity, Overloaded
+from core.limits import AccountRateLimit, LatencyAdmission, OpenOrders
 
 
 def test_the_total_bound_refuses_and_takes_nothing() -> None:
@@ -95,3 +95,86 @@ def test_caps_are_read_in_the_network_s_tokens_and_unknown_ones_refused() -> Non
     with pytest.raises(InvalidInput, match="cap for USDC"):
         amount_caps(Settings(max_daily_amounts={"USDC": Decimal("0.0000001")}))
     assert error_status(LimitExceeded("over the cap")) == 403
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_for(admission: LatencyAdmission, clock: Clock, seconds: int, per_s: int,
+            duration_s: float) -> None:
+    """Let `per_s` orders a second finish, each after `duration_s`, for `seconds`."""
+    for _ in range(seconds):
+        for _ in range(per_s):
+            admission.finished(duration_s)
+        clock.now += 1.0
+
+
+def test_a_cold_engine_admits_up_to_the_floor() -> None:
+    admission = LatencyAdmission(0.5, floor=10, clock=Clock())
+    assert admission.bound() == 10
+    admission.check(9)
+    with pytest.raises(AtCapacity) as refused:
+        admission.check(10)
+    assert refused.value.retry_after_s >= 1
+
+
+def test_the_bound_is_throughput_times_baseline_plus_budget() -> None:
+    clock = Clock()
+    admission = LatencyAdmission(0.5, floor=10, clock=clock)
+    run_for(admission, clock, 10, per_s=200, duration_s=0.1)
+    assert admission.throughput == pytest.approx(200, rel=0.01)
+    assert admission.baseline_s == pytest.approx(0.1)
+    # 200/s x (0.1 s + 0.5 s): 120 in flight is what finishes within the budget.
+    assert admission.bound() == 120
+    admission.check(119)
+    with pytest.raises(AtCapacity) as refused:
+        admission.check(400)
+    # 281 orders past the bound finish at 200/s: retry in 2 s.
+    assert refused.value.retry_after_s == 2
+    assert "at capacity" in refused.value.message
+
+
+def test_slow_venues_raise_the_baseline_and_so_the_bound() -> None:
+    """Orders that take 3 s because the venues do are not the engine's queueing."""
+    clock = Clock()
+    admission = LatencyAdmission(0.5, floor=10, clock=clock)
+    run_for(admission, clock, 10, per_s=100, duration_s=3.0)
+    assert admission.bound() == 350
+    admission.check(300)  # 100/s x 3 s is in flight without any queueing: admitted
+
+
+def test_the_baseline_is_the_lowest_recent_window_not_the_loaded_ones() -> None:
+    clock = Clock()
+    admission = LatencyAdmission(1.0, floor=1, history=5, clock=clock)
+    run_for(admission, clock, 2, per_s=50, duration_s=0.2)
+    run_for(admission, clock, 3, per_s=50, duration_s=2.0)  # overloaded: orders waited
+    assert admission.baseline_s == pytest.approx(0.2)
+    run_for(admission, clock, 3, per_s=50, duration_s=2.0)  # the quiet windows aged out
+    assert admission.baseline_s == pytest.approx(2.0)
+
+
+def test_an_idle_engine_forgets_its_rate_and_falls_back_to_the_floor() -> None:
+    clock = Clock()
+    admission = LatencyAdmission(0.5, floor=10, clock=clock)
+    run_for(admission, clock, 12, per_s=500, duration_s=0.1)
+    assert admission.bound() == 300
+    clock.now += 60
+    assert admission.throughput == 0
+    assert admission.bound() == 10
+
+
+def test_a_budget_of_zero_is_no_bound() -> None:
+    admission = LatencyAdmission(0, floor=1, clock=Clock())
+    assert admission.bound() is None
+    admission.check(10**9)
+
+
+def test_at_capacity_is_an_overload_with_its_own_code() -> None:
+    error = AtCapacity("full", retry_after_s=3)
+    assert isinstance(error, Overloaded)
+    assert error.code == "at_capacity"
