@@ -132,17 +132,20 @@ class LatencyAdmission:
 
     `throughput` is the rate orders reached a final status, an average over the last few
     `window_s` windows. `baseline` is what an order takes when it waits for nothing: the
-    lowest tenth-percentile duration of any window in the last `history` windows (venues and
-    chain included, so slow venues raise the bound; only the engine's own queueing counts
-    against `budget`). Past the bound, orders would queue into more than `budget` of extra
-    latency: they are refused at once, with a Retry-After of when enough will have finished.
+    shortest duration of the last `history` windows (five minutes by default; venues and
+    chain included, so slow venues raise the bound and only the engine's own queueing counts
+    against `budget`). Under load every order waits, even the quickest, so the baseline comes
+    from the quieter moments of the last minutes; an overload longer than `history` lets it
+    drift up to what orders take then. Past the bound, orders would queue into more than
+    `budget` of extra latency: they are refused at once, with a Retry-After of when enough
+    will have finished.
     The count in flight moves the moment an order is admitted, so the bound answers a burst
     at once; the estimates only follow what finished. A cold engine (no throughput measured
     yet) admits up to `floor`. A `budget_s` of 0 switches this off.
     """
 
     def __init__(self, budget_s: float, *, floor: int = 256, window_s: float = 1.0,
-                 history: int = 60, min_samples: int = 5,
+                 history: int = 300, min_samples: int = 1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.budget_s = budget_s
         self.floor = floor
@@ -153,7 +156,7 @@ class LatencyAdmission:
         self._finished = 0  # in the current window
         self._durations: list[float] = []  # of the current window's orders
         self._throughput = 0.0  # orders per second
-        self._lows: deque[float] = deque(maxlen=history)  # each window's 10th percentile
+        self._lows: deque[float] = deque(maxlen=history)  # each window's shortest duration
 
     @property
     def throughput(self) -> float:
@@ -198,8 +201,7 @@ class LatencyAdmission:
         while now - self._window_start >= self._window:
             self._throughput = 0.5 * self._throughput + 0.5 * self._finished / self._window
             if len(self._durations) >= self._min_samples:
-                self._durations.sort()
-                self._lows.append(self._durations[len(self._durations) // 10])
+                self._lows.append(min(self._durations))
             self._finished = 0
             self._durations = []
             self._window_start += self._window

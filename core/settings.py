@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     http_client_timeout_s: int = Field(default=60, ge=1)  # a client silent mid-request
     ws_tunnel_timeout_s: int = Field(default=3600, ge=1)  # an open WebSocket silent this long
     max_connections_per_address: int = Field(default=1024, ge=0)  # per HAProxy; 0: no limit
+    # Front admission of submissions (HAProxy, dexec/haproxy_guard.py): POST /api/orders that
+    # one replica works on at once (0: no bound), how many more may wait in HAProxy (past it:
+    # 429 at once) and for how long (then 503); both with a Retry-After.
+    ingress_max_submissions: int = Field(default=128, ge=0)
+    ingress_submission_queue: int = Field(default=128, ge=0)
+    ingress_submission_queue_timeout_ms: int = Field(default=2000, ge=1)
     haproxy_admin_host: str = "127.0.0.1"  # HAProxy's stats page and Prometheus endpoint
     default_account: str = "default"
 

@@ -77,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Tally:
     accepted: int = 0
     rejected_429: int = 0
+    rejected_503: int = 0  # refused by the front after waiting (HAProxy's queue timeout)
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     submitted_at: dict[str, float] = field(default_factory=dict)  # order id -> unix time
@@ -191,6 +192,8 @@ async def submit_load(args: argparse.Namespace, url: str, run_id: str, tally: Ta
             tally.submitted_at[body["order_id"]] = at
         elif status == 429:
             tally.rejected_429 += 1
+        elif status == 503 and isinstance(body, dict) and "error" in body:
+            tally.rejected_503 += 1
         else:
             tally.errors += 1
             if len(tally.error_samples) < 5:
@@ -295,7 +298,7 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
               memory: MemorySampler, machine: dict[str, Any]) -> dict[str, Any]:
     total: list[float] = []
     overhead: list[float] = []
-    stages: dict[str, list[float]] = {name: [] for name, _ in STAGES}
+    stages: dict[str, list[float]] = {name: [] for name in ["submit", *(n for n, _ in STAGES)]}
     confirmed = failed = lost = duplicates = 0
     finish_times: list[float] = []
     timeline: list[tuple[float, float]] = []  # (confirmed at, latency)
@@ -321,6 +324,8 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
             # What the engine added: everything but the venues' own quote and swap time.
             overhead.append(max(0.0, end - submitted - order["venue_s"]))
         timeline.append((end, end - submitted))
+        if "pending" in first_at:  # the front: the request sent until the order was stored
+            stages["submit"].append(max(0.0, first_at["pending"] - submitted))
         order_of = [s for _, s in STAGES] + ["confirmed"]
         for (name, status), nxt in zip(STAGES, order_of[1:], strict=True):
             if status in last_at and nxt in first_at:
@@ -341,6 +346,7 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
         "confirmed": confirmed,
         "failed": failed,
         "rejected_429": tally.rejected_429,
+        "rejected_503": tally.rejected_503,
         "errors": tally.errors,
         "error_samples": tally.error_samples,
         "lost": lost,
@@ -396,7 +402,8 @@ def print_report(result: dict[str, Any]) -> None:
     lat = result["latency_ms"]
     print("\n=== dexec bench ===")
     print(f"accepted {result['accepted']}  confirmed {result['confirmed']}  failed "
-          f"{result['failed']}  rejected(429) {result['rejected_429']}  errors {result['errors']}")
+          f"{result['failed']}  rejected(429) {result['rejected_429']}"
+          f"  refused(503) {result['rejected_503']}  errors {result['errors']}")
     print(f"lost {result['lost']}  duplicate executions {result['duplicate_executions']}"
           f"  peak in flight {result['peak_in_flight']}")
     tp = result["throughput"]
@@ -477,11 +484,13 @@ def sweep_row(offered: float, result: dict[str, Any]) -> dict[str, Any]:
     """One offered rate's line: what was accepted, refused, and done in time."""
     lat = result["latency_ms"]["submit_to_confirmed"]
     return {"offered_per_s": offered, "accepted": result["accepted"],
-            "rejected_429": result["rejected_429"], "errors": result["errors"],
+            "rejected_429": result["rejected_429"], "rejected_503": result["rejected_503"],
+            "errors": result["errors"],
             # confirmed per second, from the first submission to the last order finished
             "goodput_per_s": round(result["throughput"]["terminal_per_s"] * result["confirmed"]
                                    / max(result["confirmed"] + result["failed"], 1), 1),
-            "p50_ms": lat["p50"], "p99_ms": lat["p99"], "lost": result["lost"],
+            "p50_ms": lat["p50"], "p99_ms": lat["p99"],
+            "submit_p99_ms": result["latency_ms"]["submit"]["p99"], "lost": result["lost"],
             "duplicates": result["duplicate_executions"]}
 
 
@@ -498,11 +507,12 @@ def _sweep(args: argparse.Namespace, url: str, database_url: str) -> int:
         rows.append(sweep_row(rate, result))
     Path(args.out).write_text(json.dumps({"client": args.client, "sweep": rows}, indent=2))
     print(f"\n=== dexec bench --sweep ({args.client}) ===")
-    print(f"{'offered/s':>10}{'accepted':>10}{'429':>7}{'goodput/s':>11}{'p50 ms':>9}"
-          f"{'p99 ms':>9}{'lost':>6}{'dup':>5}")
+    print(f"{'offered/s':>10}{'accepted':>10}{'429':>7}{'503':>6}{'goodput/s':>11}{'p50 ms':>9}"
+          f"{'p99 ms':>9}{'submit p99':>12}{'lost':>6}{'dup':>5}")
     for r in rows:
         print(f"{r['offered_per_s']:>10g}{r['accepted']:>10}{r['rejected_429']:>7}"
-              f"{r['goodput_per_s']:>11}{r['p50_ms'] or '-':>9}{r['p99_ms'] or '-':>9}"
+              f"{r['rejected_503']:>6}{r['goodput_per_s']:>11}{r['p50_ms'] or '-':>9}"
+              f"{r['p99_ms'] or '-':>9}{r['submit_p99_ms'] or '-':>12}"
               f"{r['lost']:>6}{r['duplicates']:>5}")
     print(f"written to {args.out}")
     if args.plot:
@@ -564,7 +574,7 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
     started = time.time()
 
     def progress() -> None:
-        done = tally.accepted + tally.rejected_429 + tally.errors
+        done = tally.accepted + tally.rejected_429 + tally.rejected_503 + tally.errors
         if done % 50 == 0:
             show(done)
 
@@ -581,7 +591,7 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
     deadline = time.time() + args.drain_timeout
     while time.time() < deadline:
         terminal = await count_terminal(database_url, f"bench-{run_id}-")
-        show(tally.accepted + tally.rejected_429 + tally.errors)
+        show(tally.accepted + tally.rejected_429 + tally.rejected_503 + tally.errors)
         if terminal >= tally.accepted:
             break
         await asyncio.sleep(1.0)

@@ -38,6 +38,12 @@ class Hardening:
     http_request_timeout_s: int = 10  # a request's headers must arrive within this
     tunnel_timeout_s: int = 3600  # an established WebSocket may be silent this long
     max_connections_per_address: int = 1024  # 0: no limit
+    # Front admission of order submissions (POST /api/orders): at most this many at once per
+    # replica (0: no bound), at most `submission_queue` more waiting in HAProxy, for at most
+    # `submission_queue_timeout_ms`; past either, 429 / 503 with a Retry-After at once.
+    max_submissions: int = 128
+    submission_queue: int = 128
+    submission_queue_timeout_ms: int = 2000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str]) -> Hardening:
@@ -49,6 +55,10 @@ class Hardening:
             tunnel_timeout_s=int(env.get(f"{ENV}TUNNEL_TIMEOUT_S", d.tunnel_timeout_s)),
             max_connections_per_address=int(env.get(f"{ENV}MAX_CONNECTIONS_PER_ADDRESS",
                                                     d.max_connections_per_address)),
+            max_submissions=int(env.get(f"{ENV}MAX_SUBMISSIONS", d.max_submissions)),
+            submission_queue=int(env.get(f"{ENV}SUBMISSION_QUEUE", d.submission_queue)),
+            submission_queue_timeout_ms=int(env.get(f"{ENV}SUBMISSION_QUEUE_TIMEOUT_MS",
+                                                    d.submission_queue_timeout_ms)),
         )
 
     def env(self) -> dict[str, str]:
@@ -57,6 +67,9 @@ class Hardening:
             f"{ENV}HTTP_REQUEST_TIMEOUT_S": str(self.http_request_timeout_s),
             f"{ENV}TUNNEL_TIMEOUT_S": str(self.tunnel_timeout_s),
             f"{ENV}MAX_CONNECTIONS_PER_ADDRESS": str(self.max_connections_per_address),
+            f"{ENV}MAX_SUBMISSIONS": str(self.max_submissions),
+            f"{ENV}SUBMISSION_QUEUE": str(self.submission_queue),
+            f"{ENV}SUBMISSION_QUEUE_TIMEOUT_MS": str(self.submission_queue_timeout_ms),
         }
 
 
@@ -68,11 +81,15 @@ def harden(config: str, rules: Hardening) -> str:
     - `defaults` gains `timeout http-request` and `timeout tunnel` (a value Serve renders
       itself comes later in the section and wins);
     - the API frontend answers 429 to an address that already holds
-      `max_connections_per_address` connections.
+      `max_connections_per_address` connections;
+    - order submissions go to a twin of each app backend whose replicas take at most
+      `max_submissions` at once (see `_submission_backends`).
     Idempotent: a configuration that carries the mark is returned unchanged.
     """
     if MARK in config:
         return config
+    if rules.max_submissions > 0:
+        config = _submission_backends(config, rules)
     out = [MARK]
     section = ""
     for line in config.splitlines():
@@ -96,6 +113,67 @@ def harden(config: str, rules: Hardening) -> str:
                 "    http-request deny deny_status 429"
                 f" if {{ sc_conn_cur(0) gt {rules.max_connections_per_address} }}",
             ]
+    return "\n".join(out) + "\n"
+
+
+_USE_BACKEND = re.compile(r"^(\s*)use_backend\s+(\S+)\s+if\s+(is_\S+)\s*$")
+SUBMIT_SUFFIX = "-submit"
+_AT_CAPACITY = ('{\\"error\\":\\"the engine is at capacity: too many order submissions are'
+                ' waiting; retry shortly\\"}')
+
+
+def _submission_backends(config: str, rules: Hardening) -> str:
+    """Give each app backend a twin for order submissions (POST /api/orders): admission at
+    the front, where refusing costs HAProxy microseconds and the engine nothing.
+
+    The twin has the same servers, each taking at most `max_submissions` submissions at once
+    (`maxconn`). The rest wait in HAProxy's queue: past `submission_queue` waiting, a new
+    submission is answered 429 at once; one that waited `submission_queue_timeout_ms` is
+    answered 503. Both carry a Retry-After and the API's JSON error shape. Reads and
+    WebSockets keep the original backend: a long-lived WebSocket never holds a submission
+    place.
+    """
+    lines = config.splitlines()
+    backends: dict[str, list[str]] = {}
+    name = ""
+    for line in lines:
+        if line and not line[0].isspace():
+            words = line.split()
+            name = words[1] if words[0] == "backend" and len(words) == 2 else ""
+            if name:
+                backends[name] = []
+        elif name:
+            backends[name].append(line)
+    routed = {m[2] for m in map(_USE_BACKEND.match, lines) if m}
+    out: list[str] = []
+    for line in lines:
+        use = _USE_BACKEND.match(line)
+        if use and use[2] in backends and any(
+                s.split()[:1] == ["server"] for s in backends[use[2]]):
+            out.append(f"{use[1]}use_backend {use[2]}{SUBMIT_SUFFIX} if {use[3]} METH_POST"
+                       " { path /api/orders }")
+        out.append(line)
+    for name in routed & set(backends):
+        body = backends[name]
+        if not any(s.split()[:1] == ["server"] for s in body):
+            continue
+        out.append(f"backend {name}{SUBMIT_SUFFIX}")
+        out.append(f"    # dexec: order submissions, at most {rules.max_submissions} at once per"
+                   " replica")
+        out.append(f"    timeout queue {rules.submission_queue_timeout_ms}ms")
+        # A refusal is not logged: at a flood, Serve's metrics reader would parse a line for
+        # each (HAProxy's own counters still count them).
+        out.append("    http-request set-log-level silent"
+                   f" if {{ queue({name}{SUBMIT_SUFFIX}) gt {rules.submission_queue} }}")
+        out.append("    http-request return status 429 content-type application/json"
+                   f' string "{_AT_CAPACITY}" hdr Retry-After 1'
+                   f" if {{ queue({name}{SUBMIT_SUFFIX}) gt {rules.submission_queue} }}")
+        out.append("    http-error status 503 content-type application/json"
+                   f' string "{_AT_CAPACITY}" hdr Retry-After 1')
+        for line in body:
+            if line.split()[:1] == ["server"]:
+                line = f"{line} maxconn {rules.max_submissions}"
+            out.append(line)
     return "\n".join(out) + "\n"
 
 

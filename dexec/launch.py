@@ -176,6 +176,9 @@ def serve_env(settings: Settings) -> dict[str, str]:
         http_request_timeout_s=settings.http_request_timeout_s,
         tunnel_timeout_s=settings.ws_tunnel_timeout_s,
         max_connections_per_address=settings.max_connections_per_address,
+        max_submissions=settings.ingress_max_submissions,
+        submission_queue=settings.ingress_submission_queue,
+        submission_queue_timeout_ms=settings.ingress_submission_queue_timeout_ms,
     )
     return env | rules.env() | {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",

@@ -91,9 +91,11 @@ def faults(engine: Engine) -> Iterator[Any]:
             ray.get(ray.get_actor(CHAIN, namespace=ns).set_latency.remote(quote_ms, swap_ms))
 
         def limits(self, max_open_orders: int, per_minute: int,
-                   account_open_orders: int = 0) -> None:
-            ray.get(ray.get_actor(MANAGER, namespace=ns)
-                    .set_limits.remote(max_open_orders, account_open_orders, per_minute))
+                   account_open_orders: int = 0, admission_budget_ms: float | None = None,
+                   admission_floor: int | None = None) -> None:
+            ray.get(ray.get_actor(MANAGER, namespace=ns).set_limits.remote(
+                max_open_orders, account_open_orders, per_minute,
+                admission_budget_ms, admission_floor))
 
     injector = Faults()
     yield injector
@@ -101,8 +103,9 @@ def faults(engine: Engine) -> Iterator[Any]:
         injector.venue(venue, down=False, fail_next=0, fail_rate=0.0, timeout_rate=0.0)
     injector.adverse_move(0)
     injector.latency((0, 0), (0, 0))
-    injector.limits(engine.settings.max_open_orders, engine.settings.account_orders_per_minute,
-                    engine.settings.account_open_orders)
+    s = engine.settings
+    injector.limits(s.max_open_orders, s.account_orders_per_minute, s.account_open_orders,
+                    s.admission_budget_ms, s.admission_floor)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

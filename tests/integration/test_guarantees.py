@@ -211,6 +211,43 @@ async def test_burst_past_the_open_order_bound_gets_clean_429s(
         assert_exactly_once(engine, db, order)
 
 
+async def test_at_capacity_refuses_past_the_admission_bound_and_loses_nothing(
+    engine: Engine, api: str, ws_url: str, db: psycopg.Connection[Any], faults: Any
+) -> None:
+    """The latency admission, cold (no rate measured yet), admits `floor` orders in flight;
+    a burst past it is refused with 429 and a Retry-After, and nothing refused is stored."""
+    faults.latency((0, 0), (800, 800))
+    faults.limits(max_open_orders=0, per_minute=0, admission_budget_ms=500, admission_floor=4)
+    before = db.execute("SELECT count(*) FROM orders").fetchone()
+    async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+        responses = await asyncio.gather(*(client.post("/api/orders", json=order_body(
+            amount="0.01", client_order_id=f"capacity-{i}")) for i in range(20)))
+        accepted = [r for r in responses if r.status_code == 202]
+        refused = [r for r in responses if r.status_code == 429]
+        assert len(accepted) + len(refused) == 20, [r.status_code for r in responses]
+        assert 1 <= len(accepted) <= 4
+        for r in refused:
+            assert int(r.headers["Retry-After"]) >= 1
+            assert "at capacity" in r.json()["error"]
+        async with websockets.connect(ws_url) as ws:  # the WebSocket submit is refused alike
+            await ws.send(json.dumps({"op": "submit", "order": order_body(amount="0.01")}))
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert frame["type"] == "error" and frame["status"] == 429 and frame["retry_after"] >= 1
+        orders = [await wait_terminal(client, r.json()["order_id"]) for r in accepted]
+        # Room again once they finished: a refused order is accepted when it comes back.
+        first_refused = next(i for i, r in enumerate(responses) if r.status_code == 429)
+        again = await client.post("/api/orders", json=order_body(
+            amount="0.01", client_order_id=f"capacity-{first_refused}"))
+        assert again.status_code == 202, again.text
+        orders.append(await wait_terminal(client, again.json()["order_id"]))
+    after = db.execute("SELECT count(*) FROM orders").fetchone()
+    assert before is not None and after is not None
+    assert after[0] - before[0] == len(orders), "a refused order was half accepted"
+    assert all(o["status"] == "confirmed" for o in orders)
+    for order in orders:
+        assert_exactly_once(engine, db, order)
+
+
 async def test_account_rate_limit_answers_429_and_ws_error_frame(
     api: str, ws_url: str, faults: Any
 ) -> None:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.server
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 
 from dexec.haproxy_guard import MARK, Hardening, config_path, harden, real_haproxy
@@ -101,8 +109,6 @@ def test_the_config_file_is_the_one_after_dash_f() -> None:
 
 def test_hardened_config_is_valid_for_the_real_haproxy(tmp_path: Path) -> None:
     """HAProxy's own check (-c) accepts what the guard writes."""
-    import subprocess
-
     config = tmp_path / "haproxy.cfg"
     socket_dir = tmp_path / "s"
     socket_dir.mkdir()
@@ -116,3 +122,160 @@ def test_hardened_config_is_valid_for_the_real_haproxy(tmp_path: Path) -> None:
     result = subprocess.run([binary, "-c", "-f", str(config)],  # noqa: S603 (our own file)
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+APP_CONFIG = """global
+    stats socket SOCKET_DIR/admin.sock mode 666 level admin expose-fd listeners
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend http_frontend
+    bind 127.0.0.1:FRONT_PORT
+    acl is_http-dexec path_beg /
+    acl is_http-dexec path /
+    use_backend http-dexec if is_http-dexec
+    default_backend default_backend
+backend default_backend
+    http-request return status 404
+backend http-dexec
+    http-reuse always
+    option httpchk GET /-/healthz
+    http-check expect status 200
+    server SERVE_REPLICA_dexec-1 127.0.0.1:APP_PORT check
+"""
+
+
+def test_submissions_get_their_own_backend_with_a_bound_per_replica() -> None:
+    config = harden(APP_CONFIG, Hardening(max_submissions=3, submission_queue=5,
+                                          submission_queue_timeout_ms=700))
+    front = section(config, "frontend http_frontend")
+    assert front.index("use_backend http-dexec-submit if is_http-dexec METH_POST"
+                       " { path /api/orders }") < front.index("use_backend http-dexec if"
+                                                               " is_http-dexec")
+    submit = section(config, "backend http-dexec-submit")
+    assert "server SERVE_REPLICA_dexec-1 127.0.0.1:APP_PORT check maxconn 3" in submit
+    assert "timeout queue 700ms" in submit
+    assert any("queue(http-dexec-submit) gt 5" in line and "status 429" in line
+               and "Retry-After" in line for line in submit)
+    # Reads and WebSockets keep the unbounded backend.
+    assert "server SERVE_REPLICA_dexec-1 127.0.0.1:APP_PORT check" in section(
+        config, "backend http-dexec")
+    assert "-submit" not in harden(APP_CONFIG, Hardening(max_submissions=0))
+
+
+class SlowApp:
+    """A replica stand-in: POST /api/orders answers 202 after `delay_s`, the rest at once."""
+
+    def __init__(self, delay_s: float) -> None:
+        app = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return None
+
+            def _answer(self, status: int) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def do_GET(self) -> None:
+                self._answer(200)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with app.lock:
+                    app.served += 1
+                time.sleep(app.delay_s)
+                self._answer(202)
+
+        self.delay_s = delay_s
+        self.served = 0
+        self.lock = threading.Lock()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run_haproxy(tmp_path: Path, app: SlowApp, rules: Hardening
+                 ) -> tuple[subprocess.Popen[bytes], int]:
+    socket_dir = tmp_path / "s"
+    socket_dir.mkdir(exist_ok=True)
+    front = _free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(harden(APP_CONFIG.replace("SOCKET_DIR", str(socket_dir))
+                             .replace("FRONT_PORT", str(front))
+                             .replace("APP_PORT", str(app.port)), rules))
+    proc = subprocess.Popen([real_haproxy(), "-db", "-f", str(config)],  # noqa: S603
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{front}/ready", timeout=1)
+            return proc, front
+        except OSError:
+            assert time.monotonic() < deadline, "HAProxy did not start"
+            time.sleep(0.05)
+
+
+async def _post_all(front: int, n: int) -> list[tuple[int, str | None, str]]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{front}", timeout=30) as client:
+        async def post() -> tuple[int, str | None, str]:
+            r = await client.post("/api/orders", json={})
+            return r.status_code, r.headers.get("Retry-After"), r.text
+
+        return list(await asyncio.gather(*(post() for _ in range(n))))
+
+
+def test_the_real_haproxy_refuses_submissions_past_the_bound_at_once(tmp_path: Path) -> None:
+    """3 at once per replica, 5 more may wait: of 20 at once, the rest is refused with 429 and
+    a Retry-After without reaching the replica, while reads still pass."""
+    app = SlowApp(delay_s=1.0)
+    proc, front = _run_haproxy(tmp_path, app, Hardening(
+        max_submissions=3, submission_queue=5, submission_queue_timeout_ms=10_000))
+    try:
+        started = time.monotonic()
+        answers = asyncio.run(_post_all(front, 20))
+        accepted = [a for a in answers if a[0] == 202]
+        refused = [a for a in answers if a[0] == 429]
+        assert len(accepted) + len(refused) == 20, answers
+        assert 3 <= len(accepted) <= 3 + 5 + 1  # in service, waiting, one racing the check
+        assert app.served == len(accepted)  # a refused submission never reached the replica
+        assert all(r[1] == "1" and "at capacity" in r[2] for r in refused)
+        with urllib.request.urlopen(f"http://127.0.0.1:{front}/api/orders/x",
+                                    timeout=5) as read:
+            assert read.status == 200
+        assert time.monotonic() - started < 10
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        app.close()
+
+
+def test_a_submission_that_waited_too_long_is_answered_503_with_retry_after(
+        tmp_path: Path) -> None:
+    app = SlowApp(delay_s=1.5)
+    proc, front = _run_haproxy(tmp_path, app, Hardening(
+        max_submissions=1, submission_queue=10, submission_queue_timeout_ms=300))
+    try:
+        answers = asyncio.run(_post_all(front, 3))
+        codes = sorted(a[0] for a in answers)
+        assert codes == [202, 503, 503], answers
+        assert all(a[1] == "1" and "at capacity" in a[2] for a in answers if a[0] == 503)
+        assert app.served == 1
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        app.close()
