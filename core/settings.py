@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     # and a Retry-After once the orders in flight, at the rate they finish, would take this
     # much longer than an order that waits for nothing; 0: off. Below admission_floor orders
     # in flight, an order is always admitted (a cold engine has measured no rate yet).
-    admission_budget_ms: float = Field(default=1000.0, ge=0)
+    admission_budget_ms: float = Field(default=500.0, ge=0)
     admission_floor: int = Field(default=256, ge=1)
 
     # Execution
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     confirm_poll_s: float = 0.05  # status polls of all pending swaps travel as one call
     # How long each batched hop (submissions, hand-over, leases, order writes, chain calls)
     # waits for more items. Longer: fewer, larger batches; each hop waits that much longer.
-    batch_window_ms: float = Field(default=2.0, ge=0, le=100)
+    batch_window_ms: float = Field(default=0.0, ge=0, le=100)
     namespace: str = "dexec"
     # Fault injection and run-time levers (arm_crash, set_faults, set_latency,
     # set_adverse_move_bps, set_limits) answer NotPermitted unless this is on: any Ray client
