@@ -78,6 +78,7 @@ class Tally:
     accepted: int = 0
     rejected_429: int = 0
     rejected_503: int = 0  # refused by the front after waiting (HAProxy's queue timeout)
+    client_cpu: float = 0.0  # the load client's CPU while submitting, in cores
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     submitted_at: dict[str, float] = field(default_factory=dict)  # order id -> unix time
@@ -347,6 +348,7 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
         "failed": failed,
         "rejected_429": tally.rejected_429,
         "rejected_503": tally.rejected_503,
+        "client_cpu_cores": round(tally.client_cpu, 3),
         "errors": tally.errors,
         "error_samples": tally.error_samples,
         "lost": lost,
@@ -405,7 +407,8 @@ def print_report(result: dict[str, Any]) -> None:
           f"{result['failed']}  rejected(429) {result['rejected_429']}"
           f"  refused(503) {result['rejected_503']}  errors {result['errors']}")
     print(f"lost {result['lost']}  duplicate executions {result['duplicate_executions']}"
-          f"  peak in flight {result['peak_in_flight']}")
+          f"  peak in flight {result['peak_in_flight']}"
+          f"  load client CPU {100 * result['client_cpu_cores']:.0f}% of a core")
     tp = result["throughput"]
     print(f"throughput: accepted {tp['accepted_per_s']}/s  terminal {tp['terminal_per_s']}/s"
           f"  (submitting for {tp['submit_window_s']} s)")
@@ -490,7 +493,8 @@ def sweep_row(offered: float, result: dict[str, Any]) -> dict[str, Any]:
             "goodput_per_s": round(result["throughput"]["terminal_per_s"] * result["confirmed"]
                                    / max(result["confirmed"] + result["failed"], 1), 1),
             "p50_ms": lat["p50"], "p99_ms": lat["p99"],
-            "submit_p99_ms": result["latency_ms"]["submit"]["p99"], "lost": result["lost"],
+            "submit_p99_ms": result["latency_ms"]["submit"]["p99"],
+            "client_cpu_pct": round(100 * result["client_cpu_cores"]), "lost": result["lost"],
             "duplicates": result["duplicate_executions"]}
 
 
@@ -508,11 +512,12 @@ def _sweep(args: argparse.Namespace, url: str, database_url: str) -> int:
     Path(args.out).write_text(json.dumps({"client": args.client, "sweep": rows}, indent=2))
     print(f"\n=== dexec bench --sweep ({args.client}) ===")
     print(f"{'offered/s':>10}{'accepted':>10}{'429':>7}{'503':>6}{'goodput/s':>11}{'p50 ms':>9}"
-          f"{'p99 ms':>9}{'submit p99':>12}{'lost':>6}{'dup':>5}")
+          f"{'p99 ms':>9}{'submit p99':>12}{'client cpu':>12}{'lost':>6}{'dup':>5}")
     for r in rows:
         print(f"{r['offered_per_s']:>10g}{r['accepted']:>10}{r['rejected_429']:>7}"
               f"{r['rejected_503']:>6}{r['goodput_per_s']:>11}{r['p50_ms'] or '-':>9}"
               f"{r['p99_ms'] or '-':>9}{r['submit_p99_ms'] or '-':>12}"
+              f"{str(r['client_cpu_pct']) + '%':>12}"
               f"{r['lost']:>6}{r['duplicates']:>5}")
     print(f"written to {args.out}")
     if args.plot:
@@ -587,7 +592,11 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
                          f"  errors {tally.errors}  terminal {terminal}   ")
         sys.stderr.flush()
 
+    cpu_before, wall_before = time.process_time(), time.time()
     await submit_load(args, url, run_id, tally, progress)
+    # The load client's own CPU while it submitted (a share of one core): on a shared
+    # machine that CPU is taken from the engine, whose Ray workers run at nice 15.
+    tally.client_cpu = (time.process_time() - cpu_before) / max(time.time() - wall_before, 1e-9)
     deadline = time.time() + args.drain_timeout
     while time.time() < deadline:
         terminal = await count_terminal(database_url, f"bench-{run_id}-")

@@ -142,13 +142,19 @@ class OrderRepository:
         return await self.get_order(str(row[0])) if row else None
 
     async def get_order(self, order_id: str, *, with_history: bool = True) -> Order | None:
-        """Return the order with its events and quotes, or None."""
+        """Return the order with its events and quotes, or None.
+
+        The three reads share one snapshot: an order whose next event commits between them
+        would otherwise come back with an event newer than its own seq and status (a WebSocket
+        subscriber would then see that event twice).
+        """
         try:
             oid = uuid.UUID(order_id)
         except ValueError:
             return None
-        async with self.db.connection() as conn:
+        async with self.db.connection(transaction=True) as conn:
             cur = conn.cursor(row_factory=dict_row)
+            await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             await cur.execute(f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = %s", (oid,))
             order_row = await cur.fetchone()
             if order_row is None:
