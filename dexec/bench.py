@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 import uuid
@@ -69,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              " setting DEXEC_WORKER_CONCURRENCY, 2500 by default)")
     parser.add_argument("--drain-timeout", type=float, default=120.0,
                         help="seconds to wait for accepted orders to finish")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run the load client at this niceness (15: the same as Ray's"
+                             " workers, so the client does not outrank the engine it measures"
+                             " on a shared machine); the stack it starts keeps its own")
     parser.add_argument("--out", default="bench-result.json", help="where to write the JSON")
     parser.add_argument("--plot", help="draw latency percentiles and throughput to this PNG")
 
@@ -464,6 +469,8 @@ def run(args: argparse.Namespace) -> int:
         print("--url needs --database-url to check outcomes", file=sys.stderr)
         return 2
     run_id = uuid.uuid4().hex[:8]
+    if args.nice:
+        os.nice(args.nice)  # after the stack started: its processes keep their niceness
     try:
         if args.sweep:
             return _sweep(args, url, database_url)
