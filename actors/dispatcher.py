@@ -225,6 +225,7 @@ class Dispatcher:
 
     async def _run(self, name: str, order_id: str) -> None:
         retry = False
+        status: str | None = None
         try:
             status = await self._workers.execute(name, order_id)
             retry = status == BUSY
@@ -254,8 +255,9 @@ class Dispatcher:
             if not retry:
                 self._open.close(order_id)
                 started = self._admitted_at.pop(order_id, None)
-                self._admission.finished(None if started is None
-                                         else self._clock() - started)
+                succeeded = status in ("confirmed", "simulated")
+                self._admission.finished(self._clock() - started
+                                         if started is not None and succeeded else None)
             self._wake.set()
         if retry:
             await asyncio.sleep(self._redispatch_delay)

@@ -5,6 +5,7 @@ fast one account may submit, and how much of each token one order and one day ma
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
@@ -132,11 +133,14 @@ class LatencyAdmission:
 
     `throughput` is the rate orders reached a final status, an average over the last few
     `window_s` windows. `baseline` is what an order takes when it waits for nothing: the
-    shortest duration of the last `history` windows (five minutes by default; venues and
-    chain included, so slow venues raise the bound and only the engine's own queueing counts
-    against `budget`). Under load every order waits, even the quickest, so the baseline comes
-    from the quieter moments of the last minutes; an overload longer than `history` lets it
-    drift up to what orders take then. Past the bound, orders would queue into more than
+    lowest median duration of a successful order in any of the last `history` windows (five
+    minutes by default; venues and chain included, so slow venues raise the bound and only
+    the engine's own queueing counts against `budget`). A median, not the quickest order: on a
+    chain whose confirmations vary, the quickest would put the bound below what an unloaded
+    engine holds. Failed orders do not count: one refused at once says nothing of how long an
+    order takes. Under load every order waits, so the baseline comes from the quieter moments
+    of the last minutes; an overload longer than `history` lets it drift up to what orders
+    take then. Past the bound, orders would queue into more than
     `budget` of extra latency: they are refused at once, with a Retry-After of when enough
     will have finished.
     The count in flight moves the moment an order is admitted, so the bound answers a burst
@@ -156,7 +160,7 @@ class LatencyAdmission:
         self._finished = 0  # in the current window
         self._durations: list[float] = []  # of the current window's orders
         self._throughput = 0.0  # orders per second
-        self._lows: deque[float] = deque(maxlen=history)  # each window's shortest duration
+        self._lows: deque[float] = deque(maxlen=history)  # each window's median duration
 
     @property
     def throughput(self) -> float:
@@ -189,8 +193,8 @@ class LatencyAdmission:
             f" {rate:.0f}/s); retry in {max(1, wait)} s", retry_after_s=max(1, wait))
 
     def finished(self, duration_s: float | None) -> None:
-        """An order reached its final status after `duration_s` in the engine (None: it was
-        admitted by an earlier run, its duration is unknown)."""
+        """An order reached its final status; `duration_s` is how long a successful one
+        spent in the engine (None: it failed, or an earlier run admitted it)."""
         self._roll()
         self._finished += 1
         if duration_s is not None:
@@ -201,7 +205,7 @@ class LatencyAdmission:
         while now - self._window_start >= self._window:
             self._throughput = 0.5 * self._throughput + 0.5 * self._finished / self._window
             if len(self._durations) >= self._min_samples:
-                self._lows.append(min(self._durations))
+                self._lows.append(statistics.median(self._durations))
             self._finished = 0
             self._durations = []
             self._window_start += self._window

@@ -389,6 +389,8 @@ async def test_at_capacity_refuses_past_the_bound_and_stores_nothing_of_what_it_
     (again,) = await dispatcher.submit_many([burst[0]])
     assert not isinstance(again, DexecError) and again[1] is False
 
+    for order, _ in accepted:
+        workers.outcomes[order.order_id] = "confirmed"
     now[0] = 0.2
     workers.gate.set()  # the admitted orders finish, each exactly once
     await until(lambda: len(workers.finished) == 4)

@@ -178,3 +178,28 @@ def test_at_capacity_is_an_overload_with_its_own_code() -> None:
     error = AtCapacity("full", retry_after_s=3)
     assert isinstance(error, Overloaded)
     assert error.code == "at_capacity"
+
+
+def test_the_baseline_is_a_median_so_varied_confirmations_are_not_refused() -> None:
+    """Orders that take 0.4-2.0 s (a live chain's confirmations) average 1.2 s unloaded: the
+    bound must hold that many in flight, which the quickest order (0.4 s) would not."""
+    clock = Clock()
+    admission = LatencyAdmission(0.5, floor=1, clock=clock)
+    for _ in range(10):
+        for k in range(100):
+            admission.finished(0.4 + 1.6 * k / 99)
+        clock.now += 1.0
+    assert admission.baseline_s == pytest.approx(1.2, abs=0.01)
+    admission.check(int(100 * 1.2))  # 100/s x 1.2 s in flight, nothing queued: admitted
+
+
+def test_failed_orders_count_for_the_rate_but_not_for_the_baseline() -> None:
+    clock = Clock()
+    admission = LatencyAdmission(0.5, floor=1, clock=clock)
+    for _ in range(10):
+        for _ in range(50):
+            admission.finished(None)  # refused by the venue at once: no duration
+            admission.finished(2.0)
+        clock.now += 1.0
+    assert admission.throughput == pytest.approx(100, rel=0.01)
+    assert admission.baseline_s == pytest.approx(2.0)
