@@ -144,19 +144,18 @@ def _submission_backends(config: str, rules: Hardening) -> str:
                 backends[name] = []
         elif name:
             backends[name].append(line)
-    routed = {m[2] for m in map(_USE_BACKEND.match, lines) if m}
+    # The app backends: routed to by a `use_backend ... if is_...` rule, with servers.
+    apps = [m[2] for m in map(_USE_BACKEND.match, lines)
+            if m and any(_is_server(b) for b in backends.get(m[2], ()))]
     out: list[str] = []
     for line in lines:
         use = _USE_BACKEND.match(line)
-        if use and use[2] in backends and any(
-                s.split()[:1] == ["server"] for s in backends[use[2]]):
+        if use and use[2] in apps:
             out.append(f"{use[1]}use_backend {use[2]}{SUBMIT_SUFFIX} if {use[3]} METH_POST"
                        " { path /api/orders }")
         out.append(line)
-    for name in routed & set(backends):
+    for name in dict.fromkeys(apps):  # in the configuration's order, each once
         body = backends[name]
-        if not any(s.split()[:1] == ["server"] for s in body):
-            continue
         out.append(f"backend {name}{SUBMIT_SUFFIX}")
         out.append(f"    # dexec: order submissions, at most {rules.max_submissions} at once per"
                    " replica")
@@ -170,11 +169,13 @@ def _submission_backends(config: str, rules: Hardening) -> str:
                    f" if {{ queue({name}{SUBMIT_SUFFIX}) gt {rules.submission_queue} }}")
         out.append("    http-error status 503 content-type application/json"
                    f' string "{_AT_CAPACITY}" hdr Retry-After 1')
-        for line in body:
-            if line.split()[:1] == ["server"]:
-                line = f"{line} maxconn {rules.max_submissions}"
-            out.append(line)
+        out += [f"{line} maxconn {rules.max_submissions}" if _is_server(line) else line
+                for line in body]
     return "\n".join(out) + "\n"
+
+
+def _is_server(line: str) -> bool:
+    return line.split()[:1] == ["server"]
 
 
 def _host(host: str) -> str:
