@@ -161,6 +161,7 @@ class LatencyAdmission:
         self._durations: list[float] = []  # of the current window's orders
         self._throughput = 0.0  # orders per second
         self._lows: deque[float] = deque(maxlen=history)  # each window's median duration
+        self._baseline: float | None = None  # min(self._lows), kept as windows close
 
     @property
     def throughput(self) -> float:
@@ -170,7 +171,7 @@ class LatencyAdmission:
     @property
     def baseline_s(self) -> float | None:
         self._roll()
-        return min(self._lows) if self._lows else None
+        return self._baseline
 
     def bound(self) -> int | None:
         """Orders in flight beyond which a new one is refused (None: no bound)."""
@@ -206,6 +207,8 @@ class LatencyAdmission:
             self._throughput = 0.5 * self._throughput + 0.5 * self._finished / self._window
             if len(self._durations) >= self._min_samples:
                 self._lows.append(statistics.median(self._durations))
+                # Once a window, not on every submission's check.
+                self._baseline = min(self._lows)
             self._finished = 0
             self._durations = []
             self._window_start += self._window

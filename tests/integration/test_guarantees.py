@@ -186,29 +186,48 @@ async def test_replay_of_a_finished_order_sends_exactly_the_missing_events(
     assert ack["type"] == "unsubscribed"
 
 
+def order_count(db: psycopg.Connection[Any]) -> int:
+    row = db.execute("SELECT count(*) FROM orders").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def burst(client: httpx.AsyncClient, prefix: str, n: int, *, at_most: int,
+                refusal: str) -> list[httpx.Response]:
+    """Submit `n` orders at once: each is accepted (1 to `at_most` of them) or refused with
+    429, a Retry-After and `refusal` in its error. Returns the responses, in order."""
+    responses = await asyncio.gather(*(client.post("/api/orders", json=order_body(
+        amount="0.01", client_order_id=f"{prefix}-{i}")) for i in range(n)))
+    accepted = [r for r in responses if r.status_code == 202]
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(accepted) + len(refused) == n, [r.status_code for r in responses]
+    assert 1 <= len(accepted) <= at_most
+    for r in refused:
+        assert int(r.headers["Retry-After"]) >= 1
+        assert refusal in r.json()["error"]
+    return list(responses)
+
+
+def assert_only_these_stored(engine: Engine, db: psycopg.Connection[Any], before: int,
+                             orders: list[dict[str, Any]]) -> None:
+    """The orders table grew by exactly `orders`, each confirmed with exactly one swap."""
+    assert order_count(db) - before == len(orders), "a refused order was half accepted"
+    assert all(o["status"] == "confirmed" for o in orders)
+    for order in orders:
+        assert_exactly_once(engine, db, order)
+
+
 async def test_burst_past_the_open_order_bound_gets_clean_429s(
     engine: Engine, api: str, db: psycopg.Connection[Any], faults: Any
 ) -> None:
     faults.latency((0, 0), (800, 800))
     faults.limits(max_open_orders=5, per_minute=0)
-    before = db.execute("SELECT count(*) FROM orders").fetchone()
+    before = order_count(db)
     async with httpx.AsyncClient(base_url=api, timeout=30) as client:
-        responses = await asyncio.gather(*(client.post("/api/orders", json=order_body(
-            amount="0.01", client_order_id=f"burst-{i}")) for i in range(25)))
-        accepted = [r for r in responses if r.status_code == 202]
-        refused = [r for r in responses if r.status_code == 429]
-        assert len(accepted) + len(refused) == 25, [r.status_code for r in responses]
-        assert 1 <= len(accepted) <= 5
-        for r in refused:
-            assert int(r.headers["Retry-After"]) >= 1
-            assert "limit is 5" in r.json()["error"]
-        orders = [await wait_terminal(client, r.json()["order_id"]) for r in accepted]
-    after = db.execute("SELECT count(*) FROM orders").fetchone()
-    assert before is not None and after is not None
-    assert after[0] - before[0] == len(accepted), "a refused order was half accepted"
-    assert all(o["status"] == "confirmed" for o in orders)
-    for order in orders:
-        assert_exactly_once(engine, db, order)
+        responses = await burst(client, "burst", 25, at_most=5, refusal="limit is 5")
+        orders = [await wait_terminal(client, r.json()["order_id"]) for r in responses
+                  if r.status_code == 202]
+    assert_only_these_stored(engine, db, before, orders)
 
 
 async def test_at_capacity_refuses_past_the_admission_bound_and_loses_nothing(
@@ -218,34 +237,22 @@ async def test_at_capacity_refuses_past_the_admission_bound_and_loses_nothing(
     a burst past it is refused with 429 and a Retry-After, and nothing refused is stored."""
     faults.latency((0, 0), (800, 800))
     faults.limits(max_open_orders=0, per_minute=0, admission_budget_ms=500, admission_floor=4)
-    before = db.execute("SELECT count(*) FROM orders").fetchone()
+    before = order_count(db)
     async with httpx.AsyncClient(base_url=api, timeout=30) as client:
-        responses = await asyncio.gather(*(client.post("/api/orders", json=order_body(
-            amount="0.01", client_order_id=f"capacity-{i}")) for i in range(20)))
-        accepted = [r for r in responses if r.status_code == 202]
-        refused = [r for r in responses if r.status_code == 429]
-        assert len(accepted) + len(refused) == 20, [r.status_code for r in responses]
-        assert 1 <= len(accepted) <= 4
-        for r in refused:
-            assert int(r.headers["Retry-After"]) >= 1
-            assert "at capacity" in r.json()["error"]
+        responses = await burst(client, "capacity", 20, at_most=4, refusal="at capacity")
         async with websockets.connect(ws_url) as ws:  # the WebSocket submit is refused alike
             await ws.send(json.dumps({"op": "submit", "order": order_body(amount="0.01")}))
             frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert frame["type"] == "error" and frame["status"] == 429 and frame["retry_after"] >= 1
-        orders = [await wait_terminal(client, r.json()["order_id"]) for r in accepted]
+        orders = [await wait_terminal(client, r.json()["order_id"]) for r in responses
+                  if r.status_code == 202]
         # Room again once they finished: a refused order is accepted when it comes back.
         first_refused = next(i for i, r in enumerate(responses) if r.status_code == 429)
         again = await client.post("/api/orders", json=order_body(
             amount="0.01", client_order_id=f"capacity-{first_refused}"))
         assert again.status_code == 202, again.text
         orders.append(await wait_terminal(client, again.json()["order_id"]))
-    after = db.execute("SELECT count(*) FROM orders").fetchone()
-    assert before is not None and after is not None
-    assert after[0] - before[0] == len(orders), "a refused order was half accepted"
-    assert all(o["status"] == "confirmed" for o in orders)
-    for order in orders:
-        assert_exactly_once(engine, db, order)
+    assert_only_these_stored(engine, db, before, orders)
 
 
 async def test_account_rate_limit_answers_429_and_ws_error_frame(
