@@ -7,15 +7,35 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Protocol
 
 from actors.executor import BUSY
+from actors.price_watcher import EventSink, Market, PriceWatcher
 from actors.telemetry import Metrics, NullMetrics, order_log
-from core.errors import DexecError, LimitExceeded, Overloaded, WorkerLost, reason
+from core.errors import (
+    DexecError,
+    InvalidInput,
+    LimitExceeded,
+    NotCancellable,
+    OrderNotFound,
+    Overloaded,
+    RetryableError,
+    WorkerLost,
+    reason,
+)
 from core.limits import AccountRateLimit, AmountCaps, LatencyAdmission, OpenOrders
-from core.orders import NewOrder, Order, Submission
+from core.orders import (
+    CANCELLABLE,
+    Change,
+    NewOrder,
+    Order,
+    OrderStatus,
+    Submission,
+    Trigger,
+)
+from storage.writes import ApplyChange, Write, Written
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +57,21 @@ class SubmissionStore(Protocol):
         """Amounts of orders created since `since` that have not failed (no dry runs), by
         input mint."""
         ...
+
+    async def resting_orders(self) -> list[Order]:
+        """Orders that wait for a price: open ones, and limit and stop orders not yet open."""
+        ...
+
+    async def write_batch(self, ops: Sequence[Write]) -> list[Written | DexecError]: ...
+
+    async def get_orders(self, order_ids: Sequence[str]) -> list[Order | None]: ...
+
+    async def get_order(self, order_id: str) -> Order | None: ...
+
+
+class _NoEvents:
+    def publish(self, event: object) -> None:
+        return None
 
 
 class WorkerPool(Protocol):
@@ -66,8 +101,21 @@ class Dispatcher:
         admission: LatencyAdmission | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        market: Market | None = None,
+        events: EventSink | None = None,
+        watch_interval_s: float = 0.5,
+        wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._store = store
+        self._events: EventSink = events or _NoEvents()
+        # Limit and stop orders rest in the watcher until their price comes (no market: the
+        # engine takes market orders only).
+        self._watcher = PriceWatcher(
+            store, market, self._events, interval_s=watch_interval_s,
+            on_triggered=self._triggered, on_closed=self._closed,
+            now=wall_clock or (lambda: datetime.now(UTC)),
+        ) if market is not None else None
+        self._watch_task: asyncio.Task[None] | None = None
         self._metrics: Metrics = metrics or NullMetrics()
         self._open = open_orders if open_orders is not None else OpenOrders()
         self._rate = rate_limit or AccountRateLimit(0)
@@ -99,9 +147,20 @@ class Dispatcher:
             self._caps.load(await self._store.sold_since(
                 AmountCaps.day_start(datetime.now(UTC))))
         open_ids = await self._store.open_orders()
+        resting = await self._store.resting_orders() if self._watcher is not None else []
+        waiting = {o.order_id for o in resting}
         for order_id, account_id in open_ids:
             self._open.adopt(order_id, account_id)
-            self.enqueue(order_id)
+            if order_id not in waiting:
+                self.enqueue(order_id)
+        if self._watcher is not None:
+            for order in resting:
+                self._open.adopt(order.order_id, order.account_id)
+                # Expiry is checked before any price: an order whose time ran out while
+                # the engine was down is expired, never executed late.
+                self._watcher.follow(order)
+            if self._watch_task is None:
+                self._watch_task = asyncio.get_running_loop().create_task(self._watcher.run())
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
         if open_ids:
@@ -121,10 +180,13 @@ class Dispatcher:
         admitted: list[int] = []
         days: dict[int, date] = {}  # the day each admitted order's cap reservation counts on
         for k, new in enumerate(news):
+            if new.rests and self._watcher is None:
+                answers[k] = InvalidInput("this engine takes market orders only")
+                continue
             # Reserve the place and the rate before the first await, so a concurrent burst
             # cannot pass the checks together; a repeat of a stored order gives both back.
             try:
-                self._admission.check(len(self._open))
+                self._admission.check(len(self._open) - self.resting)
                 self._open.reserve(new.account_id)
             except Overloaded as exc:
                 answers[k] = exc
@@ -156,13 +218,16 @@ class Dispatcher:
                 self._open.release(news[k].account_id)
                 self._unreserve(news[k], days.get(k))
                 continue
-            self._open.hold(result[0].order_id, news[k].account_id)
-            self._admitted_at.setdefault(result[0].order_id, self._clock())
+            order = result[0]
+            self._open.hold(order.order_id, news[k].account_id)
             if k in days:
-                self._caps.hold(result[0].order_id, news[k].input_mint, news[k].amount_in,
+                self._caps.hold(order.order_id, news[k].input_mint, news[k].amount_in,
                                 days[k])
             self._metrics.order_submitted(str(news[k].order_type))
-            self.enqueue(result[0].order_id)
+            if order.rests and self._watcher is not None:
+                self._watcher.submit(order)
+            else:
+                self._triggered(order)
         for k, answer in answers.items():
             new = news[k]
             if isinstance(answer, Overloaded | LimitExceeded) and new.client_order_id is not None:
@@ -172,6 +237,65 @@ class Dispatcher:
                 if existing is not None and new.same_request(existing):
                     answers[k] = (existing, False)
         return [answers[k] for k in range(len(news))]
+
+    @property
+    def resting(self) -> int:
+        """Orders waiting for their price: open, but no work in flight."""
+        return len(self._watcher) if self._watcher is not None else 0
+
+    def last_trigger(self) -> dict[str, float | int]:
+        return dict(self._watcher.last_trigger) if self._watcher is not None else {}
+
+    def _triggered(self, order: Order) -> None:
+        """An order to execute now: new, or set off by its price."""
+        self._admitted_at.setdefault(order.order_id, self._clock())
+        self.enqueue(order.order_id)
+
+    def _closed(self, order: Order) -> None:
+        """An order ended outside an execution (cancelled, expired): free what it held."""
+        self._open.close(order.order_id)
+        self._admitted_at.pop(order.order_id, None)
+        if order.status in (OrderStatus.CONFIRMED, OrderStatus.SIMULATED):
+            self._caps.finished(order.order_id)
+        else:
+            self._caps.failed(order.order_id)  # nothing was sold: the day's cap gets it back
+
+    async def cancel(self, order_id: str, account_id: str) -> Order:
+        """Cancel the account's order if nothing of it is signed yet; return it cancelled.
+
+        A cancel is a conditional write like every other change: it wins or loses against a
+        trigger or an executor's next step by the order's seq, so exactly one of them is
+        recorded. A cancelled order answers again as it is (a repeat is harmless).
+        """
+        for _ in range(8):
+            (order,) = await self._store.get_orders([order_id])
+            if order is None or order.account_id != account_id:
+                raise OrderNotFound(f"order {order_id} not found")
+            if order.status is OrderStatus.CANCELLED:
+                return order
+            if order.status not in CANCELLABLE:
+                raise NotCancellable(_why_not_cancellable(order))
+            # Out of the book first, so that no price sets it off while the cancel is written.
+            resting = self._watcher.remove(order_id) if self._watcher is not None else None
+            try:
+                (answer,) = await self._store.write_batch([ApplyChange(
+                    order_id, Change(Trigger.CANCEL, order.attempt,
+                                     error="cancelled by its owner"), None, order)])
+            except BaseException:
+                if resting is not None and self._watcher is not None:
+                    self._watcher.follow(resting)  # unknown: it is re-read when it moves
+                raise
+            if isinstance(answer, tuple):
+                updated, event = answer
+                self._events.publish(event)
+                self._closed(updated)
+                return updated
+            # It moved meanwhile (triggered, rested, executed a step): look again.
+        (order,) = await self._store.get_orders([order_id])
+        if order is not None and order.status is OrderStatus.OPEN and self._watcher is not None:
+            self._watcher.follow(order)
+        raise RetryableError(f"order {order_id} kept changing while it was being cancelled;"
+                             " try again")
 
     def _unreserve(self, new: NewOrder, day: date | None) -> None:
         if day is not None:
@@ -200,6 +324,7 @@ class Dispatcher:
             "capacity": self.capacity,
             "open": len(self._open),
             "admission_bound": self._admission.bound() or 0,
+            "resting": self.resting,
         }
 
     async def _loop(self) -> None:
@@ -229,7 +354,7 @@ class Dispatcher:
         try:
             status = await self._workers.execute(name, order_id)
             retry = status == BUSY
-            if status == "failed":
+            if status in ("failed", "cancelled", "expired"):
                 self._caps.failed(order_id)  # nothing was sold: the day's cap gets it back
             elif status in ("confirmed", "simulated"):
                 self._caps.finished(order_id)
@@ -252,7 +377,13 @@ class Dispatcher:
             if not self._in_flight[name]:
                 del self._in_flight[name]
             self._known.discard(order_id)
-            if not retry:
+            if status == "open" and self._watcher is not None:
+                # Its price was gone by the time its own amount was quoted: it rests again,
+                # still open, and its time so far counts for the rate only.
+                self._admitted_at.pop(order_id, None)
+                self._admission.finished(None)
+                self._rest_again(order_id)
+            elif not retry:
                 self._open.close(order_id)
                 started = self._admitted_at.pop(order_id, None)
                 succeeded = status in ("confirmed", "simulated")
@@ -262,3 +393,25 @@ class Dispatcher:
         if retry:
             await asyncio.sleep(self._redispatch_delay)
             self.enqueue(order_id)
+
+    def _rest_again(self, order_id: str) -> None:
+        async def rest() -> None:
+            assert self._watcher is not None  # noqa: S101 - only called with one
+            try:
+                await self._watcher.rest_again(order_id)
+            except DexecError as exc:  # read it again later: dispatching reads it anew
+                order_log(order_id).warning("order %s: could not rest again (%s)", order_id,
+                                            reason(exc))
+                await asyncio.sleep(self._redispatch_delay)
+                self.enqueue(order_id)
+
+        task = asyncio.get_running_loop().create_task(rest())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+
+def _why_not_cancellable(order: Order) -> str:
+    if order.status in (OrderStatus.BUILDING, OrderStatus.SUBMITTED):
+        return (f"order {order.order_id} is {order.status}: its signed transaction may still"
+                " land, so it cannot be cancelled; it finishes normally")
+    return f"order {order.order_id} is already {order.status}"

@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -27,7 +28,7 @@ from core.errors import (
     TerminalError,
     reason,
 )
-from core.orders import Change, Order, OrderEvent, OrderStatus, Trigger
+from core.orders import Change, Order, OrderEvent, OrderStatus, OrderType, TimeInForce, Trigger
 from core.quotes import (
     Quote,
     SignedSwap,
@@ -140,6 +141,10 @@ async def _no_checkpoint(point: str, order_id: str) -> None:
     return None
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class OrderExecutor:
     """Take an order from wherever it stands to a terminal status, exactly once."""
 
@@ -165,6 +170,7 @@ class OrderExecutor:
         dry_run: bool = False,
         max_order_usd: Decimal | None = None,
         mints: MintSource | None = None,
+        now: Callable[[], datetime] = _utc_now,
     ) -> None:
         # With a LandingWatcher, a pending swap is checked for expiry and resent every
         # `recheck_s` and otherwise waits for the shared poll; without, it polls on its own.
@@ -187,6 +193,7 @@ class OrderExecutor:
         self._resend_interval = resend_interval_s
         self._sleep = sleep
         self._clock = clock
+        self._now = now  # wall time, for orders that expire
         self._rng = rng or random.Random()  # noqa: S311 - jitter only
 
     async def execute(self, order_id: str) -> str | None:
@@ -223,6 +230,13 @@ class OrderExecutor:
             for event in await self._store.events_since(order_id, order.seq - 1):
                 self._events.publish(event)
             return order.status
+        if order.status is OrderStatus.OPEN:
+            return order.status  # resting: only the price watcher sets it off
+        if order.status is OrderStatus.PENDING and order.expired(self._now()):
+            return (await self._change(lease, order, Change(
+                Trigger.EXPIRE, order.attempt, error="expired before it was routed"))).status
+        if order.status is OrderStatus.PENDING and order.rests:
+            return (await self._change(lease, order, Change(Trigger.REST, order.attempt))).status
         if order.status is OrderStatus.PENDING:
             order = await self._change(lease, order, Change(Trigger.START_ROUTING, attempt=1))
         await self._checkpoint("routing", order_id)
@@ -288,6 +302,13 @@ class OrderExecutor:
         best = choose_best(quotes)
         if best is None:  # _route raises before this; kept for the type checker
             raise NoRoute("no venue answered with a quote")
+        if order.expired(self._now()):
+            return await self._change(lease, order, Change(
+                Trigger.EXPIRE, order.attempt, error="expired before a swap was built"))
+        if order.order_type is not OrderType.MARKET:
+            unmet = await self._unmet(lease, order, best)
+            if unmet is not None:
+                return unmet
         if self._max_usd is not None and not (order.dry_run or self._dry_run):
             await self._check_notional(order, best)
         order = await self._change(
@@ -299,7 +320,7 @@ class OrderExecutor:
         self._guard(lease)  # never sign a new transaction unless this executor owns the order
         swap = await gateway.build_swap(
             best,
-            min_amount_out(best.amount_out, order.slippage_bps),
+            max(min_amount_out(best.amount_out, order.slippage_bps), self._limit_out(order)),
             memo=f"dexec:{order.order_id}:{order.attempt}",
         )
         if order.dry_run or self._dry_run:
@@ -331,6 +352,33 @@ class OrderExecutor:
             Change(Trigger.TX_SENT, order.attempt, venue=best.venue, signature=swap.signature),
         )
         return await self._settle(lease, order, swap, send_first=False)
+
+    async def _unmet(self, lease: Lease, order: Order, best: Quote) -> Order | None:
+        """For a limit or stop order: None when the best quote for its own amount meets its
+        price; otherwise the order, rested again (expired, for ioc) with the quote it saw."""
+        price = await self._price(order, best.amount_out)
+        if price is None:
+            raise TerminalError("the order's tokens have no known decimals: its price cannot"
+                                " be checked")
+        if order.accepts(price):
+            return None
+        wanted = (f"limit {order.limit_price}" if order.limit_price is not None
+                  and (order.order_type is OrderType.LIMIT or order.triggered_at is not None)
+                  else f"trigger {order.trigger_price}")
+        if order.time_in_force is TimeInForce.IOC:
+            return await self._change(lease, order, Change(
+                Trigger.EXPIRE, order.attempt, observed=best, observed_price=price,
+                error=f"ioc: the best price for this amount was {price}, short of the {wanted}"))
+        return await self._change(lease, order, Change(
+            Trigger.REST, order.attempt, observed=best, observed_price=price))
+
+    def _limit_out(self, order: Order) -> int:
+        """The least output a limit price allows (0: no limit, or decimals unknown)."""
+        refs = (order.input_mint, order.output_mint)
+        if order.limit_price is None or not all(self._tokens.knows(m) for m in refs):
+            return 0
+        return order.min_out_for_limit(self._tokens.by_mint(order.input_mint).decimals,
+                                       self._tokens.by_mint(order.output_mint).decimals)
 
     async def _route(self, order: Order) -> list[Quote]:
         quotes, errors = await collect_quotes(
@@ -495,7 +543,11 @@ class OrderExecutor:
         current = await self._store.get_order(order.order_id) or order
         if current.is_terminal:
             return current
-        if self._policy.should_retry(err, current.attempt):
+        # A limit order's swap refused for slippage met a price below its limit: it is tried
+        # again, and rests again if the price is still short.
+        resting_slip = (isinstance(err, SlippageExceeded) and current.rests
+                        and current.attempt < self._policy.max_attempts)
+        if resting_slip or self._policy.should_retry(err, current.attempt):
             delay = self._policy.delay(current.attempt, self._rng)
             order_log(order.order_id).info(
                 "order %s: attempt %d failed (%s); retrying in %.2fs",

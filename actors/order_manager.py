@@ -11,13 +11,18 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.dispatcher import Dispatcher
 from actors.execution_worker import ExecutionWorker, WorkerClient
 from actors.metrics import RayMetrics, batch_stats
-from actors.shell import database_url, hot, require_test_hooks, tune_gc
+from actors.notifier import NotifierSink
+from actors.price_watcher import VenueMarket
+from actors.shell import CHAIN, NOTIFIER, database_url, hot, require_test_hooks, tune_gc
+from actors.venue_gateways import chain_rpc, venue_gateways
 from actors.worker_fleet import WorkerFleet
 from core.errors import DexecError
 from core.limits import AccountRateLimit, OpenOrders, amount_caps, latency_admission
-from core.orders import NewOrder, Submission
+from core.orders import NewOrder, Order, Submission
 from core.retry import retry_until_done
 from core.settings import Settings
+from core.tokens import TokenRegistry
+from gateways.solana.mints import MintLookup
 from storage.repository import OrderRepository
 
 RECONCILE_EVERY_S = 2.0  # how often the pool follows the cluster (nodes join and leave)
@@ -89,6 +94,12 @@ class OrderManager:
                 s = self._settings
                 await self._repo.open()
                 await self._fleet.reconcile()
+                # The price watcher quotes with gateways of its own, which never sign.
+                chain = ray.get_actor(CHAIN, namespace=s.namespace) if s.network == "sim" \
+                    else None
+                gateways = venue_gateways(s, chain, signing=False)
+                tokens = TokenRegistry.for_network(s.network)
+                rpc = chain_rpc(s, gateways)
                 dispatcher = Dispatcher(
                     self._repo, self._fleet, per_worker=s.worker_concurrency,
                     open_orders=OpenOrders(s.max_open_orders, s.account_open_orders),
@@ -96,6 +107,10 @@ class OrderManager:
                     caps=amount_caps(s),
                     admission=latency_admission(s),
                     metrics=RayMetrics(),
+                    market=VenueMarket(gateways, tokens, timeout_s=s.quote_timeout_s,
+                                       mints=MintLookup(rpc, tokens) if rpc else None),
+                    events=NotifierSink(ray.get_actor(NOTIFIER, namespace=s.namespace)),
+                    watch_interval_s=s.price_watch_interval_ms / 1000,
                 )
                 await dispatcher.start()
                 self._dispatcher = dispatcher
@@ -111,6 +126,18 @@ class OrderManager:
 
     async def stats(self) -> dict[str, int]:
         return (await self._ready()).stats()
+
+    async def cancel(self, order_id: str, account_id: str) -> Order | DexecError:
+        """Cancel the account's order; answer it cancelled, or why not (a typed error)."""
+        try:
+            return await (await self._ready()).cancel(order_id, account_id)
+        except DexecError as exc:
+            return exc
+
+    async def last_trigger(self) -> dict[str, float | int]:
+        """The latest price move that set resting orders off (for `dexec bench`)."""
+        dispatcher = await self._ready()
+        return dispatcher.last_trigger()
 
     async def worker_names(self) -> list[str]:
         await self._ready()

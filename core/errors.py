@@ -200,5 +200,11 @@ class IdempotencyConflict(TerminalError):
     code = "idempotency_conflict"
 
 
+class NotCancellable(TerminalError):
+    """The order cannot be cancelled in its status: signed already, or finished."""
+
+    code = "not_cancellable"
+
+
 class TransactionUnconfirmed(OutcomeUnknownError):
     code = "unconfirmed"

@@ -4,26 +4,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
 from typing import Any
 
 from core.errors import IllegalTransition
 from core.quotes import Quote
+from core.trigger_book import Side
 
 
 class OrderType(StrEnum):
     MARKET = "market"
+    LIMIT = "limit"  # executes once the best net quote pays at least `limit_price`
+    STOP = "stop"  # becomes a market (or, with `limit_price`, a limit) order at `trigger_price`
+
+
+class TimeInForce(StrEnum):
+    GTC = "gtc"  # rests until it executes or is cancelled
+    GTT = "gtt"  # rests until `expires_at`
+    IOC = "ioc"  # one attempt against the current quotes, no waiting
 
 
 class OrderStatus(StrEnum):
     PENDING = "pending"
+    OPEN = "open"  # a limit or stop order resting until the price reaches it
     ROUTING = "routing"
     BUILDING = "building"
     SUBMITTED = "submitted"
     CONFIRMED = "confirmed"
     FAILED = "failed"
     SIMULATED = "simulated"  # a dry run: built, verified and simulated, never sent
+    CANCELLED = "cancelled"  # cancelled by its owner before anything was signed
+    EXPIRED = "expired"  # its time ran out (gtt), or an ioc order found no price at its limit
 
 
 class Trigger(StrEnum):
@@ -36,6 +48,10 @@ class Trigger(StrEnum):
     TX_SIMULATED = "tx_simulated"
     RETRY = "retry"
     FAIL = "fail"
+    REST = "rest"  # a limit or stop order waits for its price
+    PRICE_REACHED = "price_reached"  # the price watcher saw a resting order's price
+    CANCEL = "cancel"
+    EXPIRE = "expire"
 
 
 S, T = OrderStatus, Trigger
@@ -56,9 +72,27 @@ TRANSITIONS: dict[tuple[OrderStatus, Trigger], OrderStatus] = {
     (S.ROUTING, T.FAIL): S.FAILED,
     (S.BUILDING, T.FAIL): S.FAILED,
     (S.SUBMITTED, T.FAIL): S.FAILED,
+    # Limit and stop orders rest from the start, and again when the price they were
+    # triggered at is gone by the time their own amount is quoted (nothing was signed).
+    (S.PENDING, T.REST): S.OPEN,
+    (S.ROUTING, T.REST): S.OPEN,
+    (S.OPEN, T.PRICE_REACHED): S.ROUTING,
+    (S.OPEN, T.FAIL): S.FAILED,
+    # Cancel and expiry end an order only while nothing of it is signed: from BUILDING on,
+    # a signed transaction may still land, and the order finishes normally.
+    (S.PENDING, T.CANCEL): S.CANCELLED,
+    (S.OPEN, T.CANCEL): S.CANCELLED,
+    (S.ROUTING, T.CANCEL): S.CANCELLED,
+    (S.PENDING, T.EXPIRE): S.EXPIRED,
+    (S.OPEN, T.EXPIRE): S.EXPIRED,
+    (S.ROUTING, T.EXPIRE): S.EXPIRED,
 }
 
-TERMINAL: frozenset[OrderStatus] = frozenset({S.CONFIRMED, S.FAILED, S.SIMULATED})
+TERMINAL: frozenset[OrderStatus] = frozenset(
+    {S.CONFIRMED, S.FAILED, S.SIMULATED, S.CANCELLED, S.EXPIRED})
+# Where an order is left for good by its owner's cancel (the other statuses answer why not).
+CANCELLABLE: frozenset[OrderStatus] = frozenset(
+    s for (s, t) in TRANSITIONS if t is T.CANCEL)
 
 _TARGET_OF: dict[Trigger, OrderStatus] = {trigger: to for (_, trigger), to in TRANSITIONS.items()}
 
@@ -84,6 +118,10 @@ class Change:
     price: Decimal | None = None
     error: str | None = None
     error_class: str | None = None
+    # PRICE_REACHED and REST: the quote that crossed (or missed) the order's price. It goes
+    # into the event, not into the order's quotes or price (no swap was priced by it).
+    observed: Quote | None = None
+    observed_price: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +177,28 @@ class OrderTerms:
     slippage_bps: int
     # Route, build, verify and simulate the swap; never send it.
     dry_run: bool = field(default=False, kw_only=True)
+    # Prices are output per input in token units. A market order has neither and no
+    # time in force (it is one attempt, now).
+    limit_price: Decimal | None = field(default=None, kw_only=True)
+    trigger_price: Decimal | None = field(default=None, kw_only=True)
+    time_in_force: TimeInForce | None = field(default=None, kw_only=True)
+    expires_at: datetime | None = field(default=None, kw_only=True)
+
+    @property
+    def rests(self) -> bool:
+        """True for an order that waits for its price (limit or stop, not ioc)."""
+        return self.order_type is not OrderType.MARKET and self.time_in_force is not TimeInForce.IOC
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def min_out_for_limit(self, in_decimals: int, out_decimals: int) -> int:
+        """The least output, in base units, that honours `limit_price` (0 without one)."""
+        if self.limit_price is None:
+            return 0
+        wanted = (self.limit_price * Decimal(self.amount_in).scaleb(-in_decimals)
+                  ).scaleb(out_decimals)
+        return int(wanted.to_integral_value(rounding=ROUND_CEILING))
 
 
 _TERMS = tuple(f.name for f in fields(OrderTerms))
@@ -157,6 +217,10 @@ class NewOrder(OrderTerms):
             and self.amount_in == order.amount_in
             and self.slippage_bps == order.slippage_bps
             and self.dry_run == order.dry_run
+            and self.limit_price == order.limit_price
+            and self.trigger_price == order.trigger_price
+            and self.time_in_force == order.time_in_force
+            and self.expires_at == order.expires_at
         )
 
 
@@ -176,6 +240,7 @@ class Order(OrderTerms):
     amount_out: int | None = None
     price: Decimal | None = None
     failure_reason: str | None = None
+    triggered_at: datetime | None = None  # when a stop order's trigger price was reached
     events: tuple[OrderEvent, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -187,6 +252,26 @@ class Order(OrderTerms):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+    def resting_side(self) -> tuple[Side, Decimal] | None:
+        """Which way the price must move to set this order off, and how far (None: it does
+        not wait for a price). A stop waits for its trigger; once triggered, a stop with a
+        limit waits as a limit order; a triggered stop without one never waits again."""
+        if self.order_type is OrderType.STOP and self.triggered_at is None:
+            assert self.trigger_price is not None  # noqa: S101 - validated on submission
+            return Side.AT_OR_BELOW, self.trigger_price
+        if self.limit_price is not None:
+            return Side.AT_OR_ABOVE, self.limit_price
+        return None
+
+    def accepts(self, price: Decimal) -> bool:
+        """True when `price` (output per input, of this order's own amount) lets it execute
+        now: at or above its limit, and for a stop not yet triggered, at or below its
+        trigger. A market order, and a triggered stop without a limit, accept any price."""
+        if (self.order_type is OrderType.STOP and self.triggered_at is None
+                and self.trigger_price is not None and price > self.trigger_price):
+            return False
+        return self.limit_price is None or price >= self.limit_price
 
     def apply(self, change: Change, at: datetime) -> tuple[Order, OrderEvent] | None:
         """Apply `change`; return the new order and its event, or None for a repeated change."""
@@ -204,9 +289,14 @@ class Order(OrderTerms):
             signature=change.signature if change.signature is not None else self.signature,
             amount_out=change.amount_out if change.amount_out is not None else self.amount_out,
             price=change.price if change.price is not None else self.price,
-            failure_reason=change.error if status is S.FAILED else self.failure_reason,
+            failure_reason=(change.error if status in (S.FAILED, S.CANCELLED, S.EXPIRED)
+                            else self.failure_reason),
+            triggered_at=(at if change.trigger is T.PRICE_REACHED
+                          and self.order_type is OrderType.STOP and self.triggered_at is None
+                          else self.triggered_at),
             events=(),
         )
+        observed = (change.observed.public(),) if change.observed is not None else None
         event = OrderEvent(
             order_id=self.order_id,
             seq=updated.seq,
@@ -214,10 +304,11 @@ class Order(OrderTerms):
             at=at,
             attempt=change.attempt,
             venue=change.venue,
-            quotes=tuple(q.public() for q in change.quotes) if change.quotes is not None else None,
+            quotes=(tuple(q.public() for q in change.quotes) if change.quotes is not None
+                    else observed),
             signature=change.signature,
             amount_out=change.amount_out,
-            price=change.price,
+            price=change.price if change.price is not None else change.observed_price,
             error=change.error,
             error_class=change.error_class,
         )

@@ -29,11 +29,14 @@ class Quote:
     expires_at: float = 0.0  # unix seconds after which the venue no longer honours the quote
     payload: str = ""  # opaque venue data the same venue needs to build the swap
     latency_ms: float = 0.0  # the venue's round trip for this quote, measured by the gateway
+    quoted_at: float = 0.0  # unix seconds it was received, where a watcher keeps it (0: not)
 
     def public(self) -> dict[str, Any]:
         """Return the JSON-ready view shown to clients and stored with the order."""
         data = asdict(self)
         data.pop("payload")
+        if not self.quoted_at:
+            data.pop("quoted_at")
         data["amount_in"] = str(self.amount_in)
         data["amount_out"] = str(self.amount_out)
         data["fee"] = str(self.fee)

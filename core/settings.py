@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     retry_base_delay_s: float = 0.2
     retry_max_delay_s: float = 5.0
     quote_timeout_s: float = 2.0
+    # Resting limit and stop orders: each pair they rest on is quoted once per interval (every
+    # venue at once), however many orders rest on it (actors.price_watcher).
+    price_watch_interval_ms: int = Field(default=500, ge=10, le=60_000)
     confirm_poll_s: float = 0.05  # status polls of all pending swaps travel as one call
     # How long each batched hop (submissions, hand-over, leases, order writes, chain calls)
     # waits for more items. Longer: fewer, larger batches; each hop waits that much longer.

@@ -127,18 +127,18 @@ def _excerpt(value: object, limit: int = 32) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def parse_amount(raw: object) -> Decimal:
+def parse_amount(raw: object, what: str = "amount") -> Decimal:
     """Parse a positive finite decimal amount from a JSON string or number."""
     if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
-        raise InvalidInput("amount must be a decimal string or a number")
+        raise InvalidInput(f"{what} must be a decimal string or a number")
     try:
         value = raw if isinstance(raw, Decimal) else Decimal(str(raw).strip())
     except (InvalidOperation, ArithmeticError):
-        raise InvalidInput(f"amount {_excerpt(raw)!r} is not a number") from None
+        raise InvalidInput(f"{what} {_excerpt(raw)!r} is not a number") from None
     if not value.is_finite():
-        raise InvalidInput(f"amount {_excerpt(raw)!r} is not a finite number")
+        raise InvalidInput(f"{what} {_excerpt(raw)!r} is not a finite number")
     if value <= 0:
-        raise InvalidInput("amount must be greater than zero")
+        raise InvalidInput(f"{what} must be greater than zero")
     if isinstance(raw, str) and not _PLAIN_DECIMAL.fullmatch(raw.strip()):
-        raise InvalidInput(f"amount {_excerpt(raw)!r} must be a decimal number such as 1.5")
+        raise InvalidInput(f"{what} {_excerpt(raw)!r} must be a decimal number such as 1.5")
     return value

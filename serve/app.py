@@ -195,12 +195,24 @@ class DexecIngress:
             self.metrics.rejected("overloaded")
             raise
 
+    async def _cancel(self, order_id: str, caller: Principal) -> Order:
+        _require_trade(caller)
+        try:
+            answer: Order | DexecError = await self.manager.cancel.remote(order_id,
+                                                                         caller.account_id)
+        except ACTOR_GONE as exc:
+            raise TransientDatabaseError(
+                f"order manager unavailable, retry: {reason(exc)}") from None
+        if isinstance(answer, DexecError):
+            raise answer
+        return answer
+
     # -- REST ------------------------------------------------------------------------------
 
     @app.post(
         "/api/orders",
         status_code=202,
-        summary="Submit a market order",
+        summary="Submit an order (market, limit or stop)",
         response_model=OrderView,
         responses={200: {"model": OrderView,
                          "description": "The same client_order_id was submitted before"},
@@ -217,6 +229,18 @@ class DexecIngress:
                                    dry_run=self.settings.dry_run)
         stored, created = await self._submit(command)
         return JSONResponse(order_json(stored, self.tokens), status_code=202 if created else 200)
+
+    @app.post(
+        "/api/orders/{order_id}/cancel",
+        response_model=OrderView,
+        summary="Cancel an order that has signed nothing yet (pending, open or routing)",
+        responses={404: {"model": ErrorView, "description": "No such order"},
+                   409: {"model": ErrorView, "description": "Signed already (building,"
+                         " submitted: it finishes normally) or finished"}},
+    )
+    async def cancel_order(self, order_id: str, caller: Caller) -> Response:
+        order = await self._cancel(order_id, caller)
+        return JSONResponse((await self._views([order]))[0])
 
     @app.get("/api/orders/{order_id}", response_model=OrderView,
              summary="One order with its quotes and event history",
@@ -431,6 +455,14 @@ class DexecIngress:
             await conn.send({"type": "accepted", "order": order_json(order, self.tokens)})
             await self.hub.subscribe(conn, order.order_id, order.seq)
             return caller
+        if op == "cancel":
+            order_id = message.get("order_id")
+            if not isinstance(order_id, str):
+                raise InvalidInput("order_id must be an order id string")
+            order = await self._cancel(order_id, caller)
+            (view,) = await self._views([order])
+            await conn.send({"type": "cancelled", "order": view})
+            return caller
         if op in ("subscribe", "unsubscribe"):
             order_ids = message.get("order_ids")
             if (not isinstance(order_ids, list) or not order_ids
@@ -463,7 +495,7 @@ class DexecIngress:
                     after = current.seq
                 await self.hub.subscribe(conn, order_id, after)
             return caller
-        raise InvalidInput("op must be one of auth, submit, subscribe, unsubscribe")
+        raise InvalidInput("op must be one of auth, submit, cancel, subscribe, unsubscribe")
 
 
 def ingress_app(settings: Settings) -> Application:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -17,12 +19,14 @@ from pydantic import (
 )
 
 from core.errors import DexecError, InvalidInput, reason
-from core.orders import NewOrder, Order, OrderStatus, OrderType
+from core.orders import NewOrder, Order, OrderStatus, OrderType, TimeInForce
 from core.quotes import Quote, choose_best
 from core.tokens import TokenRegistry, parse_amount
 from serve.errors import describe_validation_errors
 
 MAX_SLIPPAGE_BPS = 5000
+MAX_GTT = timedelta(days=365)  # how far ahead a gtt order may expire
+Number = StrictStr | StrictInt | StrictFloat | Decimal
 
 
 class OrderRequest(BaseModel):
@@ -30,7 +34,10 @@ class OrderRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["market"] = Field(description="Order type; only `market` exists today.")
+    type: Literal["market", "limit", "stop"] = Field(
+        description="`market` executes now; `limit` once the best net quote pays at least"
+        " `limit_price`; `stop` once it falls to `trigger_price`, then as a market order (or,"
+        " with `limit_price`, as a limit order).")
     input_mint: StrictStr = Field(description="Symbol (SOL, USDC, ...) or base58 mint to sell.")
     output_mint: StrictStr = Field(description="Symbol or base58 mint to buy.")
     amount: Annotated[
@@ -44,6 +51,16 @@ class OrderRequest(BaseModel):
         None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$",
         description="Your idempotency key: the same key returns the same order.",
     )
+    limit_price: Number | None = Field(
+        None, description="Least output per input, in token units (limit; stop-limit).")
+    trigger_price: Number | None = Field(
+        None, description="Output per input at or below which a stop order is set off.")
+    time_in_force: Literal["gtc", "gtt", "ioc"] | None = Field(
+        None, description="Limit and stop orders: `gtc` (the default) rests until it executes"
+        " or is cancelled, `gtt` until `expires_at`, `ioc` tries once against the current"
+        " quotes and expires if they miss its price.")
+    expires_at: AwareDatetime | None = Field(
+        None, description="With `gtt`: when the order expires (ISO 8601 with a time zone).")
     dry_run: StrictBool = Field(
         False, description="Route, build, verify and simulate the swap; never send it. The"
         " order ends `simulated` (every order is a dry run when DEXEC_DRY_RUN is set).")
@@ -56,6 +73,7 @@ class OrderRequest(BaseModel):
         if token_in == token_out:
             raise InvalidInput("input_mint and output_mint must differ")
         amount = _field("amount", lambda: token_in.to_base_units(parse_amount(self.amount)))
+        limit, trigger, tif, expires = self._conditions()
         return NewOrder(
             account_id=account_id,
             client_order_id=self.client_order_id,
@@ -65,7 +83,49 @@ class OrderRequest(BaseModel):
             amount_in=amount,
             slippage_bps=self.slippage_bps,
             dry_run=self.dry_run or dry_run,
+            limit_price=limit,
+            trigger_price=trigger,
+            time_in_force=tif,
+            expires_at=expires,
         )
+
+    def _conditions(self) -> tuple[Decimal | None, Decimal | None, TimeInForce | None,
+                                   datetime | None]:
+        """The prices and time in force the order type takes; InvalidInput for the rest."""
+        def price(name: str, raw: Number | None) -> Decimal | None:
+            if raw is None:
+                return None
+            value = parse_amount(raw, name)
+            if value.adjusted() > 18 or value.adjusted() < -18:
+                raise InvalidInput(f"{name} {value} is out of range (1e-18 to 1e18)")
+            return value
+
+        limit = price("limit_price", self.limit_price)
+        trigger = price("trigger_price", self.trigger_price)
+        if self.type == "market":
+            if limit is not None or trigger is not None or self.time_in_force is not None:
+                raise InvalidInput("a market order takes no limit_price, trigger_price or"
+                                   " time_in_force: use type limit or stop")
+        elif self.type == "limit":
+            if limit is None:
+                raise InvalidInput("a limit order needs limit_price")
+            if trigger is not None:
+                raise InvalidInput("a limit order takes no trigger_price: use type stop")
+        elif trigger is None:
+            raise InvalidInput("a stop order needs trigger_price")
+        tif = None if self.type == "market" else TimeInForce(self.time_in_force or "gtc")
+        if tif is TimeInForce.GTT:
+            if self.expires_at is None:
+                raise InvalidInput("time_in_force gtt needs expires_at")
+            now = datetime.now(UTC)
+            if self.expires_at <= now:
+                raise InvalidInput("expires_at is in the past")
+            if self.expires_at - now > MAX_GTT:
+                raise InvalidInput("expires_at is more than 365 days ahead")
+            return limit, trigger, tif, self.expires_at.astimezone(UTC)
+        if self.expires_at is not None:
+            raise InvalidInput("expires_at applies only to time_in_force gtt")
+        return limit, trigger, tif, None
 
 
 def _field(name: str, fn: Any) -> Any:
@@ -118,6 +178,8 @@ class QuoteView(BaseModel):
     network_fee_lamports: int
     expires_at: float = Field(description="Unix seconds after which the venue drops it.")
     latency_ms: float = Field(description="The venue's round trip for this quote.")
+    quoted_at: float | None = Field(None, description="Unix seconds the price watcher received"
+                                    " it (the quote that set off or missed a resting order).")
 
 
 class EventView(BaseModel):
@@ -158,6 +220,11 @@ class OrderView(BaseModel):
     amount_in_base: str
     slippage_bps: int
     dry_run: bool
+    limit_price: str | None
+    trigger_price: str | None
+    time_in_force: TimeInForce | None
+    expires_at: str | None
+    triggered_at: str | None = Field(description="When a stop order's trigger price came.")
     status: OrderStatus
     attempts: int
     seq: int
@@ -284,6 +351,12 @@ def order_json(order: Order, tokens: TokenRegistry) -> dict[str, Any]:
         "amount_in_base": str(order.amount_in),
         "slippage_bps": order.slippage_bps,
         "dry_run": order.dry_run,
+        "limit_price": plain(order.limit_price) if order.limit_price is not None else None,
+        "trigger_price": plain(order.trigger_price) if order.trigger_price is not None else None,
+        "time_in_force": str(order.time_in_force) if order.time_in_force is not None else None,
+        "expires_at": order.expires_at.isoformat() if order.expires_at is not None else None,
+        "triggered_at": (order.triggered_at.isoformat() if order.triggered_at is not None
+                         else None),
         "status": str(order.status),
         "attempts": order.attempt,
         "seq": order.seq,

@@ -16,7 +16,16 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from core.errors import DexecError, IdempotencyConflict, TransientDatabaseError
-from core.orders import TERMINAL, NewOrder, Order, OrderEvent, OrderStatus, Submission
+from core.orders import (
+    TERMINAL,
+    NewOrder,
+    Order,
+    OrderEvent,
+    OrderStatus,
+    OrderType,
+    Submission,
+    TimeInForce,
+)
 from core.quotes import SignedSwap, SwapStatus
 from storage.cursor import decode_cursor, encode_cursor
 from storage.database import Database, each_on_its_own, rows_from, rows_param
@@ -77,7 +86,9 @@ class OrderRepository:
         accounts = sorted({n.account_id for n in news} - self._accounts)
         rows = [
             (o.order_id, o.account_id, o.client_order_id, str(o.order_type), o.input_mint,
-             o.output_mint, o.amount_in, o.slippage_bps, str(o.status), now, now, o.dry_run)
+             o.output_mint, o.amount_in, o.slippage_bps, str(o.status), now, now, o.dry_run,
+             o.limit_price, o.trigger_price,
+             str(o.time_in_force) if o.time_in_force is not None else None, o.expires_at)
             for o in orders
         ]
         async with self.db.connection() as conn:
@@ -231,6 +242,19 @@ class OrderRepository:
                 (sorted(str(s) for s in TERMINAL),),
             )
             return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
+
+    async def resting_orders(self) -> list[Order]:
+        """Return the orders that wait for a price, oldest first: every `open` one, and the
+        limit and stop orders (not ioc) still `pending` (created, not yet written open)."""
+        async with self.db.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"SELECT {ORDER_COLUMNS} FROM orders WHERE status = %s OR (status = %s"
+                " AND order_type <> %s AND time_in_force IS DISTINCT FROM %s)"
+                " ORDER BY created_at",
+                (str(OrderStatus.OPEN), str(OrderStatus.PENDING), str(OrderType.MARKET),
+                 str(TimeInForce.IOC)))
+            return [order_from_row(r) for r in await cur.fetchall()]
 
     async def sold_since(self, since: datetime) -> dict[str, int]:
         """Amounts of orders created since `since` that have not failed (dry runs aside),

@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from core.orders import Order, OrderEvent, OrderStatus, OrderType
+from core.orders import Order, OrderEvent, OrderStatus, OrderType, TimeInForce
 from core.quotes import Quote, SignedSwap, SwapStatus
 
 ORDER_COLUMNS = (
     "order_id, account_id, client_order_id, order_type, input_mint, output_mint, amount_in,"
     " slippage_bps, status, attempt, seq, venue, signature, amount_out, price, failure_reason,"
-    " created_at, updated_at, dry_run"
+    " created_at, updated_at, dry_run, limit_price, trigger_price, time_in_force, expires_at,"
+    " triggered_at"
 )
 EVENT_COLUMNS = (
     "order_id, seq, status, at, attempt, venue, quotes, signature, amount_out, price, error,"
@@ -33,12 +34,14 @@ ORDER_INSERT = (
     ("order_type", "text"), ("input_mint", "text"), ("output_mint", "text"),
     ("amount_in", "numeric"), ("slippage_bps", "int"), ("status", "text"),
     ("created_at", "timestamptz"), ("updated_at", "timestamptz"), ("dry_run", "bool"),
+    ("limit_price", "numeric"), ("trigger_price", "numeric"), ("time_in_force", "text"),
+    ("expires_at", "timestamptz"),
 )
 EXPECTED_UPDATE = (
     ("order_id", "uuid"), ("expected_seq", "int"), ("epoch", "bigint"), ("status", "text"),
     ("attempt", "int"), ("seq", "int"), ("venue", "text"), ("signature", "text"),
     ("amount_out", "numeric"), ("price", "numeric"), ("failure_reason", "text"),
-    ("updated_at", "timestamptz"),
+    ("updated_at", "timestamptz"), ("triggered_at", "timestamptz"),
 )
 QUOTE_INSERT = (
     ("order_id", "uuid"), ("attempt", "int"), ("venue", "text"), ("pool", "text"),
@@ -60,7 +63,8 @@ def _int(value: Decimal | None) -> int | None:
 # Columns whose stored value is the core value as it is.
 _ORDER_AS_IS = ("account_id", "client_order_id", "input_mint", "output_mint", "slippage_bps",
                 "attempt", "seq", "venue", "signature", "price", "failure_reason",
-                "created_at", "updated_at", "dry_run")
+                "created_at", "updated_at", "dry_run", "limit_price", "trigger_price",
+                "expires_at", "triggered_at")
 _EVENT_AS_IS = ("seq", "at", "attempt", "venue", "signature", "price", "error",
                 "error_class")
 
@@ -75,6 +79,8 @@ def order_from_row(row: dict[str, Any], events: Sequence[OrderEvent] = (),
         amount_in=int(row["amount_in"]),
         status=OrderStatus(row["status"]),
         amount_out=_int(row["amount_out"]),
+        time_in_force=(TimeInForce(row["time_in_force"]) if row["time_in_force"] is not None
+                       else None),
         quotes=tuple(quotes),
         events=tuple(events),
     )

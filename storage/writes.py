@@ -147,7 +147,7 @@ class OrderWriter:
                 updates.append((
                     op.order_id, op.expected.seq, op.epoch, str(order.status), order.attempt,
                     order.seq, order.venue, order.signature, order.amount_out, order.price,
-                    order.failure_reason, order.updated_at,
+                    order.failure_reason, order.updated_at, order.triggered_at,
                 ))
                 events.append(event_values(event))
                 quotes.extend(_quote_values(op, event))
@@ -161,7 +161,8 @@ class OrderWriter:
                 "upd AS (UPDATE orders o SET status = v.status, attempt = v.attempt,"
                 " seq = v.seq, venue = v.venue, signature = v.signature,"
                 " amount_out = v.amount_out, price = v.price,"
-                " failure_reason = v.failure_reason, updated_at = v.updated_at"
+                " failure_reason = v.failure_reason, updated_at = v.updated_at,"
+                " triggered_at = v.triggered_at"
                 f" FROM {rows_from(EXPECTED_UPDATE, 'v')} WHERE o.order_id = v.order_id"
                 " AND o.seq = v.expected_seq"
                 " AND (v.epoch IS NULL OR o.lease_epoch = v.epoch) RETURNING o.order_id)"
@@ -178,7 +179,13 @@ class OrderWriter:
                 parts.append(
                     f"qt AS (INSERT INTO order_quotes ({names}) SELECT q.* FROM"
                     f" {rows_from(QUOTE_INSERT, 'q')}"
-                    " WHERE q.order_id IN (SELECT order_id FROM upd) ON CONFLICT DO NOTHING)"
+                    " WHERE q.order_id IN (SELECT order_id FROM upd)"
+                    # A resting order routed again in the same attempt keeps its newest quotes.
+                    " ON CONFLICT (order_id, attempt, venue) DO UPDATE SET pool = EXCLUDED.pool,"
+                    " amount_in = EXCLUDED.amount_in, amount_out = EXCLUDED.amount_out,"
+                    " fee = EXCLUDED.fee, fee_bps = EXCLUDED.fee_bps,"
+                    " price_impact_bps = EXCLUDED.price_impact_bps, chosen = EXCLUDED.chosen,"
+                    " quoted_at = EXCLUDED.quoted_at, latency_ms = EXCLUDED.latency_ms)"
                 )
                 params.append(rows_param(quotes))
             returning.append("SELECT 'o', order_id::text FROM upd")
