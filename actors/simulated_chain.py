@@ -93,6 +93,11 @@ class SimulatedChain:
         require_test_hooks(self._settings, "set_adverse_move_bps")
         await self._server.set_adverse_move_bps(bps)
 
+    async def move_pair(self, token_x: str, token_y: str, bps: int) -> None:
+        """Move a pair's price by about `bps` on every venue (a test hook: price paths)."""
+        require_test_hooks(self._settings, "move_pair")
+        await self._server.move_pair(token_x, token_y, bps)
+
     async def executed_swaps(self, signatures: list[str]) -> int:
         return await self._server.executed_swaps(signatures)
 

@@ -205,7 +205,8 @@ class DexecIngress:
                 f"order manager unavailable, retry: {reason(exc)}") from None
         if isinstance(answer, DexecError):
             raise answer
-        return answer
+        # The answer is the order as cancelled; its view carries its whole history.
+        return await (await self._repo()).get_order(order_id) or answer
 
     # -- REST ------------------------------------------------------------------------------
 

@@ -489,6 +489,19 @@ class SimChain:
             if abs(move) >= 0.5:
                 self._move_price(pool, round(move) or (1 if move > 0 else -1), now)
 
+    def move_pair(self, token_x: str, token_y: str, bps: int, now: float) -> None:
+        """Move the price of `token_x` in `token_y` by about `bps` on every venue, and the
+        pair's fair price with it (so drift does not pull it back): a scripted price path."""
+        key = (token_x, token_y) if (token_x, token_y) in self._fair else (token_y, token_x)
+        if key not in self._fair:
+            raise NoRoute(f"no {token_x}/{token_y} pair")
+        signed = bps if key == (token_x, token_y) else -bps
+        self._meta_dirty = True
+        self._fair[key] *= 1 + Decimal(signed) / 10_000
+        for entry in self._pools.values():
+            if (entry.pool.token_x, entry.pool.token_y) == key:
+                self._move_price(entry.pool, signed, now)
+
     def _move_price(self, pool: pool_math.Pool, bps: int, now: float) -> None:
         """Trade against `pool` (as the market) until its price moved about `bps`."""
         x_to_y = bps < 0  # selling x lowers the price of x

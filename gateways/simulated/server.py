@@ -282,6 +282,10 @@ class ChainServer:
     async def set_adverse_move_bps(self, bps: int) -> None:
         (await self.ready()).adverse_move_bps = bps
 
+    async def move_pair(self, token_x: str, token_y: str, bps: int) -> None:
+        (await self.ready()).move_pair(token_x, token_y, bps, self._clock())
+        await self._saves.persist()
+
     async def executed_swaps(self, signatures: list[str]) -> int:
         return (await self.ready()).executed_swaps(signatures)
 

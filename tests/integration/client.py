@@ -15,7 +15,7 @@ import websockets
 from actors.shell import CHAIN
 from dexec.launch import Engine
 
-TERMINAL = {"confirmed", "failed", "simulated"}
+TERMINAL = {"confirmed", "failed", "simulated", "cancelled", "expired"}
 
 
 def order_count(db: psycopg.Connection[Any]) -> int:

@@ -42,7 +42,8 @@ def applied(order: Order, change: Change, at: datetime = T0) -> tuple[Order, Ord
 
 
 def test_table_covers_only_known_statuses_and_nothing_leaves_terminal() -> None:
-    assert {OrderStatus.CONFIRMED, OrderStatus.FAILED, OrderStatus.SIMULATED} == TERMINAL
+    assert {OrderStatus.CONFIRMED, OrderStatus.FAILED, OrderStatus.SIMULATED,
+            OrderStatus.CANCELLED, OrderStatus.EXPIRED} == TERMINAL
     assert not [key for key in TRANSITIONS if key[0] in TERMINAL]
     # Every non-terminal status can fail, and every status is reachable from pending.
     for status in OrderStatus:

@@ -165,9 +165,9 @@ def test_a_unions_members_are_reported_under_the_field_the_client_sent() -> None
 
 
 def test_other_field_errors_keep_pydantics_message() -> None:
-    errors = pydantic_errors({**VALID, "type": "limit", "slippage_bps": 10_000})
+    errors = pydantic_errors({**VALID, "type": "twap", "slippage_bps": 10_000})
     assert describe_validation_errors(errors) == (
-        "type: Input should be 'market'; "
+        "type: Input should be 'market', 'limit' or 'stop'; "
         "slippage_bps: Input should be less than or equal to 5000")
 
 

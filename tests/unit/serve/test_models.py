@@ -173,7 +173,7 @@ def test_a_token_that_is_not_a_string_is_refused(field: str) -> None:
 # --- order type, slippage, client_order_id ---------------------------------------------------
 
 
-@pytest.mark.parametrize("order_type", ["limit", "MARKET", "", 1])
+@pytest.mark.parametrize("order_type", ["twap", "MARKET", "", 1])
 def test_an_unknown_order_type_is_refused(order_type: object) -> None:
     message = rejection(body(type=order_type))
     assert message.startswith("type: ")
@@ -211,7 +211,7 @@ def test_client_order_id_must_be_a_string() -> None:
 
 
 def test_several_problems_are_reported_together() -> None:
-    message = rejection(body(type="limit", slippage_bps="50", extra=True))
+    message = rejection(body(type="twap", slippage_bps="50", extra=True))
     assert "type: " in message
     assert "slippage_bps: " in message
     assert "extra: unknown field" in message
