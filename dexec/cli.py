@@ -1,4 +1,4 @@
-"""The `dexec` command: run the engine, submit orders, list them."""
+"""The `dexec` command: run the engine, submit, cancel and list orders."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ from core.orders import TERMINAL
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dexec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                               add_help=False)
     localnet.add_argument("rest", nargs=argparse.REMAINDER)
 
-    submit = sub.add_parser("submit", help="submit a market order")
+    submit = sub.add_parser("submit", help="submit an order: market, or with --limit/--stop")
     submit.add_argument("input_token")
     submit.add_argument("output_token")
     submit.add_argument("amount")
@@ -42,7 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--watch", action="store_true", help="stream status until terminal")
     submit.add_argument("--dry-run", action="store_true",
                         help="route, build, verify and simulate; never send")
+    submit.add_argument("--limit", metavar="PRICE",
+                        help="a limit order: at least PRICE output per input (token units)")
+    submit.add_argument("--stop", metavar="PRICE",
+                        help="a stop order, set off when the price falls to PRICE (with"
+                        " --limit: a stop-limit order)")
+    submit.add_argument("--tif", choices=("gtc", "gtt", "ioc"),
+                        help="time in force of a limit or stop order (default gtc)")
+    submit.add_argument("--expires-in", type=float, metavar="SECONDS",
+                        help="a gtt order expiring this many seconds from now")
     submit.add_argument("--url", default=DEFAULT_URL)
+
+    cancel = sub.add_parser("cancel", help="cancel an order that has signed nothing yet")
+    cancel.add_argument("order_id")
+    cancel.add_argument("--url", default=DEFAULT_URL)
 
     orders = sub.add_parser("orders", help="list recent orders")
     orders.add_argument("--status")
@@ -62,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     from dexec.bench import add_arguments
 
     add_arguments(bench)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "up":
         return _up(args)
     if args.command == "localnet":
@@ -80,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "submit":
             return asyncio.run(_submit(args))
+        if args.command == "cancel":
+            return _cancel(args)
         return _orders(args)
     except (OSError, httpx.HTTPError) as exc:
         print(f"cannot reach dexec at {args.url}: {exc}  (is `dexec up` running?)",
@@ -171,6 +190,17 @@ def _order_body(args: argparse.Namespace) -> dict[str, Any]:
         body["client_order_id"] = args.client_order_id
     if args.dry_run:
         body["dry_run"] = True
+    if args.stop is not None:
+        body.update(type="stop", trigger_price=args.stop)
+    elif args.limit is not None:
+        body["type"] = "limit"
+    if args.limit is not None:
+        body["limit_price"] = args.limit
+    if args.expires_in is not None:
+        expires = datetime.now(UTC) + timedelta(seconds=args.expires_in)
+        body.update(time_in_force="gtt", expires_at=expires.isoformat())
+    if args.tif is not None:
+        body["time_in_force"] = args.tif
     return body
 
 
@@ -209,6 +239,17 @@ async def _submit(args: argparse.Namespace) -> int:
                 print(_line(event), flush=True)
                 if event["status"] in TERMINAL:
                     return 0 if event["status"] in ("confirmed", "simulated") else 1
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    response = httpx.post(f"{args.url}/api/orders/{args.order_id}/cancel", timeout=30,
+                          headers=_auth())
+    if response.status_code >= 400:
+        print(response.json().get("error", response.text), file=sys.stderr)
+        return 1
+    order = response.json()
+    print(f"order {order['order_id']}: {order['status']}")
+    return 0
 
 
 def _orders(args: argparse.Namespace) -> int:

@@ -43,12 +43,7 @@ def new_order(client_order_id: str | None = None, amount_in: int = ONE_SOL) -> N
 
 def created_order(order_id: str, new: NewOrder) -> Order:
     """Return the pending order a store creates for `new`."""
-    return Order(
-        order_id=order_id, account_id=new.account_id, client_order_id=new.client_order_id,
-        order_type=new.order_type, input_mint=new.input_mint, output_mint=new.output_mint,
-        amount_in=new.amount_in, slippage_bps=new.slippage_bps, status=OrderStatus.PENDING,
-        created_at=T0, updated_at=T0, seq=1,
-    )
+    return Order.created(new, order_id, T0)
 
 
 def event(order_id: str, seq: int, status: OrderStatus | None = None) -> OrderEvent:

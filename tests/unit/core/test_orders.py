@@ -12,15 +12,19 @@ from hypothesis import strategies as st
 
 from core.errors import IllegalTransition
 from core.orders import (
+    CANCELLABLE,
     TERMINAL,
     TRANSITIONS,
     Change,
     Order,
     OrderEvent,
     OrderStatus,
+    OrderType,
+    TimeInForce,
     Trigger,
     next_status,
 )
+from core.trigger_book import Side
 from tests.kit.orders import T0, confirming_changes, make_order, make_quote
 
 ROWS = sorted(TRANSITIONS.items())
@@ -246,3 +250,75 @@ def test_no_sequence_of_changes_leaves_a_terminal_status(sequence: list[Change])
     assert order.seq == 1 + applied_count
     if terminal_reached is not None:
         assert order.status is terminal_reached
+
+
+# --- limit and stop orders -------------------------------------------------------------------
+
+
+def _conditional(order_type: OrderType, *, limit: str | None = None, stop: str | None = None,
+                 tif: TimeInForce = TimeInForce.GTC) -> Order:
+    return replace(make_order(OrderStatus.OPEN, seq=2), order_type=order_type,
+                   limit_price=Decimal(limit) if limit else None,
+                   trigger_price=Decimal(stop) if stop else None, time_in_force=tif)
+
+
+def test_only_unsigned_orders_can_be_cancelled() -> None:
+    assert {OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.ROUTING} == CANCELLABLE
+
+
+def test_a_triggered_stop_records_when_and_its_event_carries_the_quote_that_crossed() -> None:
+    stop = _conditional(OrderType.STOP, stop="140")
+    quote = make_quote(amount_out=139_000_000)
+    at = T0 + timedelta(seconds=3)
+    routing, event = applied(stop, Change(Trigger.PRICE_REACHED, 1, observed=quote,
+                                          observed_price=Decimal("139")), at)
+    assert routing.status is OrderStatus.ROUTING and routing.triggered_at == at
+    assert event.quotes == (quote.public(),) and event.price == Decimal("139")
+    assert routing.price is None and routing.quotes == ()  # nothing executed at that price
+    # A limit order is set off the same way, with no trigger time of its own.
+    limit = _conditional(OrderType.LIMIT, limit="150")
+    routed, _ = applied(limit, Change(Trigger.PRICE_REACHED, 1))
+    assert routed.triggered_at is None
+
+
+@pytest.mark.parametrize("trigger", [Trigger.CANCEL, Trigger.EXPIRE])
+def test_cancel_and_expiry_keep_their_reason(trigger: Trigger) -> None:
+    ended, event = applied(_conditional(OrderType.LIMIT, limit="150"),
+                           Change(trigger, 0, error="why"))
+    assert ended.is_terminal and ended.failure_reason == "why" and event.error == "why"
+
+
+def test_what_each_order_waits_for_and_accepts() -> None:
+    limit = _conditional(OrderType.LIMIT, limit="150")
+    assert limit.rests and limit.resting_side() == (Side.AT_OR_ABOVE, Decimal(150))
+    assert limit.accepts(Decimal(150)) and not limit.accepts(Decimal("149.99"))
+
+    stop = _conditional(OrderType.STOP, stop="140")
+    assert stop.resting_side() == (Side.AT_OR_BELOW, Decimal(140))
+    assert stop.accepts(Decimal(140)) and not stop.accepts(Decimal("140.01"))
+    assert replace(stop, triggered_at=T0).resting_side() is None  # a market order now
+    assert replace(stop, triggered_at=T0).accepts(Decimal(500))
+
+    stop_limit = _conditional(OrderType.STOP, stop="140", limit="139")
+    assert stop_limit.resting_side() == (Side.AT_OR_BELOW, Decimal(140))
+    assert not stop_limit.accepts(Decimal("138"))  # under its limit
+    triggered = replace(stop_limit, triggered_at=T0)
+    assert triggered.resting_side() == (Side.AT_OR_ABOVE, Decimal(139))
+    assert triggered.accepts(Decimal("141")) and not triggered.accepts(Decimal("138.9"))
+
+    assert not _conditional(OrderType.LIMIT, limit="1", tif=TimeInForce.IOC).rests
+    market = make_order()
+    assert not market.rests and market.resting_side() is None and market.accepts(Decimal(0))
+
+
+def test_a_limit_price_sets_the_least_output_rounded_up() -> None:
+    order = replace(_conditional(OrderType.LIMIT, limit="150.0000001"), amount_in=1_500_000_000)
+    # 1.5 SOL at 150.0000001 USDC each: 225.00000015 USDC, 225.000001 in base units.
+    assert order.min_out_for_limit(9, 6) == 225_000_001
+    assert make_order().min_out_for_limit(9, 6) == 0
+
+
+def test_expiry_is_at_or_after_its_time() -> None:
+    order = replace(make_order(), expires_at=T0)
+    assert order.expired(T0) and not order.expired(T0 - timedelta(microseconds=1))
+    assert not make_order().expired(T0)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from core.errors import InvalidInput
-from core.orders import NewOrder, OrderType
+from core.orders import NewOrder, Order, OrderType, TimeInForce
 from core.tokens import TokenRegistry
 from serve.models import parse_order_request
 
@@ -215,3 +217,62 @@ def test_several_problems_are_reported_together() -> None:
     assert "type: " in message
     assert "slippage_bps: " in message
     assert "extra: unknown field" in message
+
+
+# --- limit and stop orders ---------------------------------------------------------------------
+
+
+def test_limit_stop_and_their_time_in_force_become_commands() -> None:
+    limit = parse(body(type="limit", limit_price="151.25"))
+    assert (limit.order_type, limit.limit_price, limit.time_in_force) == (
+        OrderType.LIMIT, Decimal("151.25"), TimeInForce.GTC)
+    assert limit.rests
+    stop = parse(body(type="stop", trigger_price=140, limit_price="139.5",
+                      time_in_force="ioc"))
+    assert (stop.trigger_price, stop.limit_price, stop.time_in_force) == (
+        Decimal(140), Decimal("139.5"), TimeInForce.IOC)
+    assert not stop.rests
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    gtt = parse(body(type="limit", limit_price="1", time_in_force="gtt",
+                     expires_at=expires.isoformat()))
+    assert gtt.time_in_force is TimeInForce.GTT and gtt.expires_at == expires
+    market = parse(body())
+    assert market.time_in_force is None and market.limit_price is None
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"type": "limit"}, "a limit order needs limit_price"),
+    ({"type": "limit", "limit_price": "1", "trigger_price": "1"}, "takes no trigger_price"),
+    ({"type": "stop"}, "a stop order needs trigger_price"),
+    ({"type": "stop", "limit_price": "1"}, "a stop order needs trigger_price"),
+    ({"limit_price": "1"}, "a market order takes no"),
+    ({"time_in_force": "gtc"}, "a market order takes no"),
+    ({"type": "limit", "limit_price": "0"}, "limit_price must be greater than zero"),
+    ({"type": "limit", "limit_price": "-3"}, "limit_price must be greater than zero"),
+    ({"type": "limit", "limit_price": "1,5"}, "limit_price '1,5' is not a number"),
+    ({"type": "limit", "limit_price": "NaN"}, "limit_price 'NaN' is not a finite number"),
+    ({"type": "limit", "limit_price": "1" + "0" * 19}, "out of range"),
+    ({"type": "stop", "trigger_price": True}, "trigger_price: "),
+    ({"type": "limit", "limit_price": "1", "time_in_force": "gtt"}, "needs expires_at"),
+    ({"type": "limit", "limit_price": "1", "time_in_force": "gtt",
+      "expires_at": "2020-01-01T00:00:00Z"}, "expires_at is in the past"),
+    ({"type": "limit", "limit_price": "1", "time_in_force": "gtt",
+      "expires_at": "2999-01-01T00:00:00Z"}, "more than 365 days"),
+    ({"type": "limit", "limit_price": "1", "time_in_force": "gtt",
+      "expires_at": "2999-01-01T00:00:00"}, "expires_at: "),  # no time zone
+    ({"type": "limit", "limit_price": "1", "expires_at": "2999-01-01T00:00:00Z"},
+     "only to time_in_force gtt"),
+    ({"type": "limit", "limit_price": "1", "time_in_force": "day"}, "time_in_force: "),
+])
+def test_invalid_conditions_are_refused_with_what_to_fix(changes: dict[str, Any],
+                                                         words: str) -> None:
+    assert words in rejection(body(**changes))
+
+
+def test_a_repeat_must_repeat_its_conditions_too() -> None:
+    first = parse(body(type="limit", limit_price="150"))
+    order = Order.created(first, "o-1", datetime.now(UTC))
+    assert first.same_request(order)
+    assert not parse(body(type="limit", limit_price="151")).same_request(order)
+    assert not parse(body(type="limit", limit_price="150", time_in_force="ioc")
+                     ).same_request(order)
