@@ -269,7 +269,8 @@ class PriceWatcher:
                 observed_price=seen.price))
         if live:
             self.last_trigger = {"orders": len(live), "quoted_at": seen.quote.quoted_at,
-                                 "written_s": self._clock() - started}
+                                 "written_s": self._clock() - started,
+                                 "written_at": time.time()}
             log.info("%d resting orders of %s -> %s set off at %s", len(live), *pair,
                      seen.price)
 

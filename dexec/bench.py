@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the load client at this niceness (15: the same as Ray's"
                              " workers, so the client does not outrank the engine it measures"
                              " on a shared machine); the stack it starts keeps its own")
+    parser.add_argument("--limit-orders", type=int, default=0, metavar="N",
+                        help="rest N limit orders, move the price across them once, and time"
+                        " the price watcher (a stack started here; see dexec/bench_limits.py)")
     parser.add_argument("--out", default="bench-result.json", help="where to write the JSON")
     parser.add_argument("--plot", help="draw latency percentiles and throughput to this PNG")
 
@@ -439,6 +442,10 @@ def run(args: argparse.Namespace) -> int:
         from core.settings import Settings
 
         args.api_key = client_key(Settings().data_dir)
+    if args.limit_orders and url is not None:
+        print("--limit-orders moves the simulated chain's price: it needs a stack started"
+              " here (no --url)", file=sys.stderr)
+        return 2
     if url is None:
         import tempfile
 
@@ -451,6 +458,9 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers, max_open_orders=0, account_orders_per_minute=0,
             sim_drift_interval_s=1.0, network=args.network,
             localnet_port=19_899,
+            # --limit-orders: every order of the run rests at once, and the chain's price
+            # is moved through its test hook.
+            account_open_orders=0, test_hooks=bool(args.limit_orders),
         )
         if args.worker_concurrency:
             settings = settings.model_copy(
@@ -474,6 +484,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.sweep:
             return _sweep(args, url, database_url)
+        if args.limit_orders:
+            return _limit_orders(args, url, database_url, run_id, engine)
         result = asyncio.run(_drive(args, url, database_url, run_id))
     finally:
         if engine is not None:
@@ -487,6 +499,25 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot(result, args.plot)
         print(f"plot written to {args.plot}")
+    return 1 if result["lost"] or result["duplicate_executions"] else 0
+
+
+def _limit_orders(args: argparse.Namespace, url: str, database_url: str, run_id: str,
+                  engine: Any) -> int:
+    import ray
+
+    from actors.shell import CHAIN, MANAGER
+    from dexec.bench_limits import run_limit_orders
+
+    ns = engine.settings.namespace
+    result = asyncio.run(run_limit_orders(
+        args.limit_orders, url, args.api_key, database_url,
+        ray.get_actor(CHAIN, namespace=ns), ray.get_actor(MANAGER, namespace=ns), run_id,
+        concurrency=args.concurrency, drain_timeout_s=args.drain_timeout))
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    for key, value in result.items():
+        print(f"{key:>38}: {value}")
+    print(f"written to {args.out}")
     return 1 if result["lost"] or result["duplicate_executions"] else 0
 
 

@@ -65,3 +65,22 @@ async def swap_signatures(database_url: str, client_id_prefix: str) -> dict[str,
         for order_id, signature in await cur.fetchall():
             found.setdefault(order_id, []).append(signature)
     return found
+
+
+async def resting_report(database_url: str, client_id_prefix: str) -> dict[str, Any]:
+    """For the orders whose client_order_id starts with the prefix: how many are open, how
+    many were set off by a price (a `routing` event after their `open` one), and the first
+    and last such event's time (unix seconds)."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            "WITH o AS (SELECT order_id, status FROM orders WHERE client_order_id LIKE %s),"
+            " t AS (SELECT e.order_id, min(e.at) AS at FROM order_events e JOIN o"
+            "   USING (order_id) WHERE e.status = 'routing' AND e.seq > 2 GROUP BY e.order_id)"
+            " SELECT (SELECT count(*) FROM o WHERE status = 'open'), count(t.at),"
+            " extract(epoch from min(t.at)), extract(epoch from max(t.at)) FROM t",
+            (f"{client_id_prefix}%",))
+        row = await cur.fetchone()
+    assert row is not None  # noqa: S101 - an aggregate answers one row
+    return {"open": int(row[0]), "triggered": int(row[1]),
+            "first_routing_at": float(row[2]) if row[2] is not None else None,
+            "last_routing_at": float(row[3]) if row[3] is not None else None}
