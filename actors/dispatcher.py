@@ -186,7 +186,8 @@ class Dispatcher:
             # Reserve the place and the rate before the first await, so a concurrent burst
             # cannot pass the checks together; a repeat of a stored order gives both back.
             try:
-                self._admission.check(len(self._open) - self.resting)
+                if not new.rests:  # a resting order is no work in flight until its price
+                    self._admission.check(len(self._open) - self.resting)
                 self._open.reserve(new.account_id)
             except Overloaded as exc:
                 answers[k] = exc
@@ -252,7 +253,10 @@ class Dispatcher:
         self.enqueue(order.order_id)
 
     def _closed(self, order: Order) -> None:
-        """An order ended outside an execution (cancelled, expired): free what it held."""
+        """An order ended outside an execution (cancelled, expired): free what it held.
+        Safe to repeat."""
+        if self._watcher is not None:
+            self._watcher.closed(order.order_id)
         self._open.close(order.order_id)
         self._admitted_at.pop(order.order_id, None)
         if order.status in (OrderStatus.CONFIRMED, OrderStatus.SIMULATED):
@@ -267,35 +271,36 @@ class Dispatcher:
         trigger or an executor's next step by the order's seq, so exactly one of them is
         recorded. A cancelled order answers again as it is (a repeat is harmless).
         """
-        for _ in range(8):
-            (order,) = await self._store.get_orders([order_id])
-            if order is None or order.account_id != account_id:
-                raise OrderNotFound(f"order {order_id} not found")
-            if order.status is OrderStatus.CANCELLED:
-                return order
-            if order.status not in CANCELLABLE:
-                raise NotCancellable(_why_not_cancellable(order))
-            # Out of the book first, so that no price sets it off while the cancel is written.
-            resting = self._watcher.remove(order_id) if self._watcher is not None else None
-            try:
+        taken_out = False  # out of the watcher: it must be followed again unless cancelled
+        try:
+            for _ in range(8):
+                (order,) = await self._store.get_orders([order_id])
+                if order is None or order.account_id != account_id:
+                    raise OrderNotFound(f"order {order_id} not found")
+                if order.status is OrderStatus.CANCELLED:
+                    self._closed(order)  # cancelled before, perhaps by a call that failed
+                    taken_out = False
+                    return order
+                if order.status not in CANCELLABLE:
+                    raise NotCancellable(_why_not_cancellable(order))
+                # Out of the book first, so that no price sets it off while this is written.
+                if self._watcher is not None and self._watcher.remove(order_id) is not None:
+                    taken_out = True
                 (answer,) = await self._store.write_batch([ApplyChange(
                     order_id, Change(Trigger.CANCEL, order.attempt,
                                      error="cancelled by its owner"), None, order)])
-            except BaseException:
-                if resting is not None and self._watcher is not None:
-                    self._watcher.follow(resting)  # unknown: it is re-read when it moves
-                raise
-            if isinstance(answer, tuple):
-                updated, event = answer
-                self._events.publish(event)
-                self._closed(updated)
-                return updated
-            # It moved meanwhile (triggered, rested, executed a step): look again.
-        (order,) = await self._store.get_orders([order_id])
-        if order is not None and order.status is OrderStatus.OPEN and self._watcher is not None:
-            self._watcher.follow(order)
-        raise RetryableError(f"order {order_id} kept changing while it was being cancelled;"
-                             " try again")
+                if isinstance(answer, tuple):
+                    updated, event = answer
+                    self._events.publish(event)
+                    self._closed(updated)
+                    taken_out = False
+                    return updated
+                # It moved meanwhile (set off, rested, executed a step): look again.
+            raise RetryableError(f"order {order_id} kept changing while it was being"
+                                 " cancelled; try again")
+        finally:
+            if taken_out:
+                self._rest_again(order_id)  # read it again and follow it where it is
 
     def _unreserve(self, new: NewOrder, day: date | None) -> None:
         if day is not None:
@@ -379,12 +384,13 @@ class Dispatcher:
             self._known.discard(order_id)
             if status == "open" and self._watcher is not None:
                 # Its price was gone by the time its own amount was quoted: it rests again,
-                # still open, and its time so far counts for the rate only.
+                # still open (no order finished: the admission's rate is not told).
                 self._admitted_at.pop(order_id, None)
-                self._admission.finished(None)
                 self._rest_again(order_id)
             elif not retry:
                 self._open.close(order_id)
+                if self._watcher is not None and status is not None:
+                    self._watcher.closed(order_id)
                 started = self._admitted_at.pop(order_id, None)
                 succeeded = status in ("confirmed", "simulated")
                 self._admission.finished(self._clock() - started

@@ -302,15 +302,15 @@ class OrderExecutor:
         best = choose_best(quotes)
         if best is None:  # _route raises before this; kept for the type checker
             raise NoRoute("no venue answered with a quote")
-        if order.expired(self._now()):
-            return await self._change(lease, order, Change(
-                Trigger.EXPIRE, order.attempt, error="expired before a swap was built"))
         if order.order_type is not OrderType.MARKET:
             unmet = await self._unmet(lease, order, best)
             if unmet is not None:
                 return unmet
         if self._max_usd is not None and not (order.dry_run or self._dry_run):
             await self._check_notional(order, best)
+        if order.expired(self._now()):  # checked last: nothing is signed after its time
+            return await self._change(lease, order, Change(
+                Trigger.EXPIRE, order.attempt, error="expired before a swap was built"))
         order = await self._change(
             lease,
             order,
@@ -357,10 +357,11 @@ class OrderExecutor:
         """For a limit or stop order: None when the best quote for its own amount meets its
         price; otherwise the order, rested again (expired, for ioc) with the quote it saw."""
         price = await self._price(order, best.amount_out)
-        if price is None:
-            raise TerminalError("the order's tokens have no known decimals: its price cannot"
-                                " be checked")
-        if order.accepts(price):
+        if price is None:  # the mint lookup failed for now
+            raise RetryableError("the order's tokens have no known decimals yet: its price"
+                                 " cannot be checked")
+        # The limit is checked in base units, exactly as the swap's minimum output holds it.
+        if order.accepts(price) and best.amount_out >= self._limit_out(order):
             return None
         wanted = (f"limit {order.limit_price}" if order.limit_price is not None
                   and (order.order_type is OrderType.LIMIT or order.triggered_at is not None)
@@ -543,11 +544,13 @@ class OrderExecutor:
         current = await self._store.get_order(order.order_id) or order
         if current.is_terminal:
             return current
-        # A limit order's swap refused for slippage met a price below its limit: it is tried
-        # again, and rests again if the price is still short.
-        resting_slip = (isinstance(err, SlippageExceeded) and current.rests
-                        and current.attempt < self._policy.max_attempts)
-        if resting_slip or self._policy.should_retry(err, current.attempt):
+        # A resting order never fails for its price or for a venue's bad moment: a swap refused
+        # for slippage met a price below its limit, and a retryable error past the attempt
+        # cap leaves it waiting for its price again, as it was before it was set off.
+        if current.rests and (isinstance(err, SlippageExceeded) or (
+                err.retryable and not self._policy.should_retry(err, current.attempt))):
+            return await self._rest_after(lease, current, err)
+        if self._policy.should_retry(err, current.attempt):
             delay = self._policy.delay(current.attempt, self._rng)
             order_log(order.order_id).info(
                 "order %s: attempt %d failed (%s); retrying in %.2fs",
@@ -575,6 +578,15 @@ class OrderExecutor:
                 Trigger.FAIL, current.attempt, error=reason(err), error_class=str(err.error_class)
             ),
         )
+
+    async def _rest_after(self, lease: Lease, order: Order, err: DexecError) -> Order:
+        order_log(order.order_id).info("order %s: %s; resting again", order.order_id, err)
+        if order.status is not OrderStatus.ROUTING:  # nothing of this attempt can land now
+            order = await self._change(lease, order, Change(
+                Trigger.RETRY, order.attempt + 1, error=reason(err),
+                error_class=str(err.error_class)))
+        return await self._change(lease, order, Change(
+            Trigger.REST, order.attempt, error=reason(err), error_class=str(err.error_class)))
 
     async def _unsettled_swap(self, order: Order) -> SignedSwap | None:
         """Return the current attempt's signed swap whose outcome is not applied yet.

@@ -16,13 +16,14 @@ import contextlib
 import heapq
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
-from core.errors import DexecError, reason
+from core.errors import DexecError, RetryableError, reason
 from core.orders import Change, Order, OrderEvent, OrderStatus, Trigger
 from core.quotes import Quote, choose_best, execution_price
 from core.tokens import TokenRegistry
@@ -34,6 +35,7 @@ from storage.writes import ApplyChange, Write, Written
 log = logging.getLogger(__name__)
 
 CHUNK = 1000  # orders per conditional write when many trigger at once
+CLOSED_MEMORY = 10_000  # recently closed orders a stale read must not rest again
 
 
 class RestingStore(Protocol):
@@ -137,6 +139,10 @@ class PriceWatcher:
         self._new: dict[str, Order] = {}  # pending, to be written open
         self._seen: dict[Pair, _Seen] = {}  # each pair's newest price
         self._fresh: set[Pair] = set()  # pairs with orders rested since their last quote
+        # Orders resting at a threshold raised for their own amount's price impact, by pair,
+        # with the amount the pair was watched at then (a new watched amount undoes it).
+        self._raised: dict[Pair, dict[str, tuple[int, Decimal]]] = {}
+        self._closed: OrderedDict[str, None] = OrderedDict()
         self._wake = asyncio.Event()
         self.last_trigger: dict[str, float | int] = {}  # the latest price move's figures
 
@@ -158,11 +164,14 @@ class PriceWatcher:
     def rest(self, order: Order, threshold: Decimal | None = None) -> None:
         """Rest an `open` order as stored; `threshold` overrides the price it waits for."""
         side = order.resting_side()
-        if side is None or order.order_id in self._orders:
+        if side is None or order.order_id in self._orders or order.order_id in self._closed:
             return
         pair = (order.input_mint, order.output_mint)
         self._book.add(Resting(order.order_id, pair, side[0],
                                side[1] if threshold is None else threshold))
+        if threshold is not None and pair in self._amounts:
+            self._raised.setdefault(pair, {})[order.order_id] = (
+                min(self._amounts[pair].values()), side[1])
         self._orders[order.order_id] = order
         self._amounts.setdefault(pair, {})[order.order_id] = order.amount_in
         self._fresh.add(pair)
@@ -176,15 +185,24 @@ class PriceWatcher:
         self._book.remove(order_id)
         return self._forget(order_id) or new
 
+    def closed(self, order_id: str) -> None:
+        """The order ended: a copy read before that must never rest again."""
+        self.remove(order_id)
+        self._closed[order_id] = None
+        if len(self._closed) > CLOSED_MEMORY:
+            self._closed.popitem(last=False)
+
     def _forget(self, order_id: str) -> Order | None:
         """Drop a resting order's copy and amount (the book no longer holds it)."""
         order = self._orders.pop(order_id, None)
         if order is not None:
             pair = (order.input_mint, order.output_mint)
+            self._raised.get(pair, {}).pop(order_id, None)
             amounts = self._amounts[pair]
             del amounts[order_id]
-            if not amounts:
+            if not amounts:  # no longer watched: its last price is not current any more
                 del self._amounts[pair]
+                self._seen.pop(pair, None)
         return order
 
     async def rest_again(self, order_id: str) -> None:
@@ -240,7 +258,9 @@ class PriceWatcher:
         amounts = self._amounts.get(pair)
         if not amounts:
             return
-        quote = await self._market.best_quote(pair[0], pair[1], min(amounts.values()))
+        watched = min(amounts.values())
+        self._lower_raised(pair, watched)
+        quote = await self._market.best_quote(pair[0], pair[1], watched)
         if quote is None:
             return
         price = await self._market.price(quote)
@@ -250,6 +270,21 @@ class PriceWatcher:
         seen = _Seen(quote, price, self._clock())
         self._seen[pair] = seen
         await self._cross(pair, seen)
+
+    def _lower_raised(self, pair: Pair, watched: int) -> None:
+        """A raised threshold holds only for the amount it was measured at: when the pair is
+        watched at another amount, its orders wait for their own limit again."""
+        raised = self._raised.get(pair)
+        if not raised:
+            return
+        for order_id, (amount, limit) in list(raised.items()):
+            if amount != watched and order_id in self._orders:
+                order = self._orders[order_id]
+                self._book.remove(order_id)
+                del raised[order_id]
+                side = order.resting_side()
+                if side is not None:
+                    self._book.add(Resting(order_id, pair, side[0], limit))
 
     async def _cross(self, pair: Pair, seen: _Seen) -> None:
         crossed = self._book.crossed(pair, seen.price)
@@ -264,9 +299,10 @@ class PriceWatcher:
         live = [o for o in orders if not o.expired(now)]
         started = self._clock()
         for k in range(0, len(live), CHUNK):
+            # Each time it is set off is a new attempt: the swaps of an earlier one are done.
             await self._write(live[k:k + CHUNK], lambda o: Change(
-                Trigger.PRICE_REACHED, max(o.attempt, 1), observed=seen.quote,
-                observed_price=seen.price))
+                Trigger.PRICE_REACHED, o.attempt + 1, observed=seen.quote,
+                observed_price=seen.price), unknown=self._on_triggered)
         if live:
             self.last_trigger = {"orders": len(live), "quoted_at": seen.quote.quoted_at,
                                  "written_s": self._clock() - started,
@@ -297,16 +333,24 @@ class PriceWatcher:
             await self._write(due, lambda o: Change(Trigger.EXPIRE, o.attempt,
                                                     error="expired at its time"))
 
-    async def _write(self, orders: list[Order], change: Callable[[Order], Change]) -> None:
-        """Apply one change to each order, all in one statement, and follow each outcome."""
+    async def _write(self, orders: list[Order], change: Callable[[Order], Change], *,
+                     unknown: Callable[[Order], None] | None = None) -> None:
+        """Apply one change to each order, all in one statement, and follow each outcome.
+
+        Whatever fails, every order is followed somewhere: where a re-read says it is, or,
+        when even that fails, to `unknown` (the executor of a maybe-triggered order reads it
+        and answers `open` if it still rests) or back to where it was.
+        """
         if not orders:
             return
+        answers: list[Written | DexecError]
         try:
-            answers = await self._store.write_batch(
-                [ApplyChange(o.order_id, change(o), None, o) for o in orders])
-        except DexecError as exc:  # nothing written: they stay as they were, and are re-read
-            log.warning("resting orders not changed (%s); re-reading them", reason(exc))
-            answers = [exc] * len(orders)
+            answers = list(await self._store.write_batch(
+                [ApplyChange(o.order_id, change(o), None, o) for o in orders]))
+        except Exception as exc:  # unknown whether written: re-read them below
+            log.warning("resting orders may not have changed (%s); re-reading them",
+                        reason(exc))
+            answers = [RetryableError(reason(exc))] * len(orders)
         unsure: list[str] = []
         for order, answer in zip(orders, answers, strict=True):
             if isinstance(answer, tuple):
@@ -317,14 +361,16 @@ class PriceWatcher:
                 unsure.append(order.order_id)
         if not unsure:
             return
-        found: list[Order | None]
         try:
             found = await self._store.get_orders(unsure)
-        except DexecError:
-            # Unknown: follow each as it was. The write was conditional, so if it was made
-            # after all, the next one fails and the order is read again.
+        except Exception as exc:
+            log.warning("resting orders not re-read (%s)", reason(exc))
+            # Each as it was, or where `unknown` sends it: the writes were conditional, so
+            # if one was made after all, the next one fails and the order is read again.
             before = {o.order_id: o for o in orders}
-            found = [before[i] for i in unsure]
+            for order_id in unsure:
+                (unknown or self._settled)(before[order_id])
+            return
         for current in found:
             if current is not None:
                 self._settled(current)

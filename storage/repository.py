@@ -257,13 +257,14 @@ class OrderRepository:
             return [order_from_row(r) for r in await cur.fetchall()]
 
     async def sold_since(self, since: datetime) -> dict[str, int]:
-        """Amounts of orders created since `since` that have not failed (dry runs aside),
-        by input mint: what the daily caps count at start."""
+        """Amounts of orders created since `since` that have not failed, been cancelled or
+        expired (dry runs aside), by input mint: what the daily caps count at start."""
+        unsold = [str(OrderStatus.FAILED), str(OrderStatus.CANCELLED), str(OrderStatus.EXPIRED)]
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "SELECT input_mint, sum(amount_in) FROM orders WHERE created_at >= %s"
-                " AND status <> %s AND NOT dry_run GROUP BY input_mint",
-                (since, str(OrderStatus.FAILED)))
+                " AND status <> ALL(%s) AND NOT dry_run GROUP BY input_mint",
+                (since, unsold))
             return {str(m): int(total) for m, total in await cur.fetchall()}
 
     async def events_since(self, order_id: str, since_seq: int) -> list[OrderEvent]:
