@@ -272,7 +272,7 @@ class OrderExecutor:
                     await self._sleep(self._policy.delay(min(unknown_outcomes, 5), self._rng))
                     continue
                 order = await self._after_failure(lease, order, failure)
-                if order.is_terminal:
+                if order.is_terminal or order.status is OrderStatus.OPEN:
                     return order.status
 
     async def _attempt(self, lease: Lease, order: Order) -> Order:

@@ -322,7 +322,7 @@ async def test_resting_orders_survive_an_order_manager_kill_and_trigger_once(
         done = [await wait_terminal(client, o["order_id"], timeout_s=60) for o in orders]
     for order in done:
         assert order["status"] == "confirmed", order["failure_reason"]
-        assert statuses(order).count("routing") == 1, [(e["status"], e.get("error"), e.get("price"), e["attempt"]) for e in order["events"]]
+        assert statuses(order).count("routing") == 1, statuses(order)
         assert swaps_of(db, order["order_id"]) == 1
 
 

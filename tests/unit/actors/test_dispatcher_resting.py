@@ -11,7 +11,14 @@ from decimal import Decimal
 import pytest
 
 from actors.dispatcher import Dispatcher
-from core.errors import AtCapacity, DexecError, LeaseLost, NotCancellable, OrderNotFound
+from core.errors import (
+    AtCapacity,
+    DexecError,
+    LeaseLost,
+    NotCancellable,
+    OrderNotFound,
+    TransientDatabaseError,
+)
 from core.limits import LatencyAdmission, OpenOrders
 from core.orders import (
     Change,
@@ -213,3 +220,30 @@ async def test_an_order_the_executor_rested_again_is_watched_again(setups: list[
     s.workers.outcomes.pop(order.order_id)
     s.market.prices[(order.input_mint, order.output_mint)] = Decimal(103)
     await until(lambda: s.workers.started == [order.order_id] * 2)
+
+
+async def test_a_cancel_whose_answer_was_lost_still_closes_the_order(
+    setups: list[Setup],
+) -> None:
+    s = await started(setups)
+    order = await s.submit(limit_order("150"))
+    await until(lambda: s.status(order.order_id) is OrderStatus.OPEN)
+    write = s.store.write_batch
+
+    async def written_then_lost(ops: Sequence[Write]) -> list[Written | DexecError]:
+        await write(ops)
+        raise TransientDatabaseError("connection lost after the commit")
+
+    s.store.write_batch = written_then_lost  # type: ignore[method-assign]
+    with pytest.raises(TransientDatabaseError):
+        await s.dispatcher.cancel(order.order_id, "default")
+    s.store.write_batch = write  # type: ignore[method-assign]
+    # Read again at once: it is cancelled, so it is closed, not rested again.
+    await until(lambda: len(s.open) == 0)
+    assert s.dispatcher.stats()["resting"] == 0
+    again = await s.dispatcher.cancel(order.order_id, "default")
+    assert again.status is OrderStatus.CANCELLED and len(s.open) == 0
+    # A copy read before the cancel never rests again.
+    assert s.dispatcher._watcher is not None
+    s.dispatcher._watcher.follow(replace(order, status=OrderStatus.OPEN, seq=2))
+    assert s.dispatcher.stats()["resting"] == 0

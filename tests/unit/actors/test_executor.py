@@ -6,7 +6,7 @@ import asyncio
 import random
 import struct
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -30,7 +30,15 @@ from core.errors import (
     VenueTimeout,
     VenueUnavailable,
 )
-from core.orders import Change, Order, OrderEvent, OrderStatus, Trigger
+from core.orders import (
+    Change,
+    Order,
+    OrderEvent,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    Trigger,
+)
 from core.quotes import Quote, SignedSwap, TxStatus, execution_price, min_amount_out
 from core.retry import RetryPolicy
 from core.tokens import TokenRegistry
@@ -910,3 +918,80 @@ async def test_landing_watcher_asks_for_at_most_256_signatures_a_call(world: Wor
 
     sizes = sorted(len(c) - 1 for c in world.calls if c[0] == "statuses")
     assert sizes == [44, 256]
+
+
+# --- limit and stop orders -------------------------------------------------------------------
+
+
+def conditional(world: World, limit: str, *, tif: TimeInForce = TimeInForce.GTC,
+                order_type: OrderType = OrderType.LIMIT, expires_at: datetime | None = None,
+                ) -> Order:
+    """A pending limit order selling 1 SOL for USDC (the venues pay 150 and 149.5)."""
+    order = world.store.create()
+    order = replace(order, order_type=order_type, limit_price=Decimal(limit),
+                    time_in_force=tif, expires_at=expires_at)
+    world.store.rows[order.order_id] = order
+    return order
+
+
+async def triggered(world: World, order: Order) -> Order:
+    """The order as the price watcher leaves it: rested, then set off."""
+    for change in (Change(Trigger.REST, 0), Change(Trigger.PRICE_REACHED, 1)):
+        result = await world.store.apply_change(order.order_id, change, epoch=None,
+                                                expected=order)
+        assert result is not None
+        order = result[0]
+    return order
+
+
+async def test_ioc_expires_when_the_best_quote_misses_its_limit(world: World) -> None:
+    order = conditional(world, "150.01", tif=TimeInForce.IOC)
+    assert await world.executor().execute(order.order_id) == S.EXPIRED
+    final = world.store.rows[order.order_id]
+    assert world.store.statuses() == [S.PENDING, S.ROUTING, S.EXPIRED]
+    assert final.failure_reason is not None and "ioc" in final.failure_reason
+    assert "150.01" in final.failure_reason
+    last = world.store.events()[-1]
+    assert last.price == Decimal(150) and last.quotes is not None  # what it was tried against
+    assert world.raydium.built == [] and world.meteora.built == []
+
+
+async def test_a_limit_sets_the_swaps_least_output(world: World) -> None:
+    order = conditional(world, "149.9", tif=TimeInForce.IOC)
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+    (swap, _), = world.raydium.built
+    # 50 bps of slippage would allow 149.25; the limit allows no less than 149.9.
+    assert swap.min_amount_out == 149_900_000 > min_amount_out(150_000_000, 50)
+
+
+async def test_a_set_off_order_rests_again_when_its_own_quote_misses(world: World) -> None:
+    order = await triggered(world, conditional(world, "150.5"))
+    assert await world.executor().execute(order.order_id) == S.OPEN
+    assert world.store.statuses() == [S.PENDING, S.OPEN, S.ROUTING, S.OPEN]
+    assert world.raydium.built == []
+
+
+async def test_a_resting_order_refused_for_slippage_rests_instead_of_failing(
+    world: World,
+) -> None:
+    order = await triggered(world, conditional(world, "149"))
+    world.raydium.chain_error = ("slippage exceeded", "slippage_exceeded")
+    assert await world.executor().execute(order.order_id) == S.OPEN
+    assert_trail(world.store.events(), [
+        (S.PENDING, 0), (S.OPEN, 0), (S.ROUTING, 1), (S.BUILDING, 1), (S.SUBMITTED, 1),
+        (S.ROUTING, 2), (S.OPEN, 2)])
+    assert world.store.events()[-1].error == "slippage exceeded"
+    assert world.store.rows[order.order_id].failure_reason is None
+
+
+async def test_nothing_is_built_for_an_order_past_its_time(world: World) -> None:
+    order = conditional(world, "1", tif=TimeInForce.GTT,
+                        expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    assert await world.executor().execute(order.order_id) == S.EXPIRED
+    assert world.store.statuses() == [S.PENDING, S.EXPIRED]
+    order = await triggered(world, conditional(world, "1", tif=TimeInForce.GTT,
+                                               expires_at=datetime.now(UTC) + timedelta(
+                                                   milliseconds=1)))
+    await asyncio.sleep(0.01)
+    assert await world.executor().execute(order.order_id) == S.EXPIRED
+    assert world.raydium.built == [] and world.meteora.built == []
