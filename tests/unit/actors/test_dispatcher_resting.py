@@ -30,10 +30,10 @@ from core.orders import (
     Trigger,
 )
 from storage.writes import ApplyChange, Write, Written
+from tests.kit.dispatch import FakeSubmissions, FakeWorkers
 from tests.kit.loop import settle, until
+from tests.kit.market import Events, FakeMarket
 from tests.kit.orders import T0, new_order
-from tests.unit.actors.test_dispatcher import FakeSubmissions, FakeWorkers
-from tests.unit.actors.test_price_watcher import Events, FakeMarket
 
 
 class FakeStore(FakeSubmissions):

@@ -12,9 +12,9 @@ import pytest
 
 from actors.price_watcher import PriceWatcher
 from core.errors import DexecError, LeaseLost, TransientDatabaseError
-from core.orders import Change, Order, OrderEvent, OrderStatus, OrderType, TimeInForce, Trigger
-from core.quotes import Quote
+from core.orders import Change, Order, OrderStatus, OrderType, TimeInForce, Trigger
 from storage.writes import ApplyChange, Write, Written
+from tests.kit.market import Events, FakeMarket
 from tests.kit.orders import T0, make_order
 
 PAIRS = [(f"IN{k}", f"OUT{k}") for k in range(5)]
@@ -50,32 +50,6 @@ class FakeStore:
 
     async def get_order(self, order_id: str) -> Order | None:
         return self.orders.get(order_id)
-
-
-class FakeMarket:
-    """Each pair's price; the quote pays `amount_in x price` (token units, no decimals)."""
-
-    def __init__(self) -> None:
-        self.prices: dict[tuple[str, str], Decimal] = {}
-        self.calls: Counter[tuple[str, str]] = Counter()
-
-    async def best_quote(self, input_mint: str, output_mint: str, amount_in: int
-                         ) -> Quote | None:
-        self.calls[(input_mint, output_mint)] += 1
-        out = int(amount_in * self.prices[(input_mint, output_mint)])
-        return Quote("raydium", "pool", input_mint, output_mint, amount_in, out, 0,
-                     Decimal(0), 0, quoted_at=1.0)
-
-    async def price(self, quote: Quote) -> Decimal | None:
-        return Decimal(quote.amount_out) / quote.amount_in
-
-
-class Events:
-    def __init__(self) -> None:
-        self.published: list[OrderEvent] = []
-
-    def publish(self, event: OrderEvent) -> None:
-        self.published.append(event)
 
 
 NOW = T0 + timedelta(hours=1)
@@ -211,8 +185,9 @@ async def test_a_change_made_elsewhere_wins_and_the_order_is_followed_there() ->
     watch.market.prices[pair] = Decimal(100)
     order = watch.add(resting("raced", pair, limit="101"))
     # Cancelled behind the watcher's back (its copy is stale).
-    cancelled, _ = order.apply(Change(Trigger.CANCEL, 0, error="by its owner"), NOW)
-    watch.store.orders["raced"] = cancelled
+    result = order.apply(Change(Trigger.CANCEL, 0, error="by its owner"), NOW)
+    assert result is not None
+    watch.store.orders["raced"] = result[0]
     watch.market.prices[pair] = Decimal(102)
     await watch.watcher.tick()
     assert watch.triggered == []
