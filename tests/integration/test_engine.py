@@ -288,7 +288,7 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("amount overflowing", order_body(amount="1e999999"), "too large"),
     ("unknown mint", order_body(output_mint="7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"),
      "unknown token mint"),
-    ("unknown order type", order_body(type="limit"), "type:"),
+    ("unknown order type", order_body(type="twap"), "type:"),
     ("amount as list", order_body(amount=[1]), "amount:"),
     ("slippage as string", order_body(slippage_bps="50"), "slippage_bps:"),
     ("slippage as bool", order_body(slippage_bps=True), "slippage_bps:"),
