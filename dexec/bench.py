@@ -210,11 +210,17 @@ async def submit_load(args: argparse.Namespace, url: str, run_id: str, tally: Ta
         tally.last_submit = time.time()
         progress()
 
-    async def paced(i: int) -> None:
-        if interval:
-            delay = start + i * interval - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+    async def paced(i: int) -> float:
+        """Wait for order i's turn on the schedule; return when it was due. Latency counts
+        from then, not from when the request left: a client held back at its in-flight cap
+        would otherwise hide the wait (coordinated omission)."""
+        if not interval:
+            return time.time()
+        due = start + i * interval
+        delay = due - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return due
 
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     auth = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -227,9 +233,8 @@ async def submit_load(args: argparse.Namespace, url: str, run_id: str, tally: Ta
                 async with session.ws_connect(url.replace("http", "ws", 1) + "/ws") as ws:
                     n = worker
                     while (body := next_body()) is not None:
-                        await paced(n)
+                        at = await paced(n)
                         n += args.concurrency
-                        at = time.time()
                         await ws.send_str(json.dumps({"op": "submit", "order": body}))
                         while True:
                             frame = json.loads((await ws.receive()).data)
@@ -266,9 +271,8 @@ async def _submit_http(args: argparse.Namespace, post: Post, next_body: Any, rec
     async def submitter(worker: int) -> None:
         n = worker
         while (body := next_body()) is not None:
-            await paced(n)
+            at = await paced(n)
             n += args.concurrency
-            at = time.time()
             status, answer = await post(worker, body)
             record(status, answer, at)
 
