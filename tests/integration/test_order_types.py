@@ -105,7 +105,8 @@ async def test_a_limit_order_rests_then_executes_at_its_limit_when_the_price_com
         limit = now * Decimal("1.03")
         order = await submit(client, type="limit", input_mint="RAY", output_mint="USDC",
                              amount="10", limit_price=price_text(limit))
-        assert order["time_in_force"] == "gtc" and order["limit_price"] == price_text(limit)
+        assert order["time_in_force"] == "gtc"
+        assert Decimal(order["limit_price"]) == Decimal(price_text(limit))
         resting = await wait_status(client, order["order_id"], "open")
         await asyncio.sleep(1.0)  # a few quotes of the pair: still short of the limit
         assert (await wait_status(client, order["order_id"], "open"))["seq"] == resting["seq"]
