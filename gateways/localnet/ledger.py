@@ -328,7 +328,8 @@ class Ledger:
         if target_id == pair.active_id:
             return 0
         swap_for_y = target_id < pair.active_id  # selling X walks the price down
-        now = int(self.now())
+        moment = self.now()
+        now = int(moment)
 
         def reaches(amount: int) -> bool:
             try:
@@ -348,8 +349,11 @@ class Ledger:
         except dlmm.DlmmError:
             return 0  # the bins run out before the target: leave the pair where it is
         if self.journal is not None:
+            # The moment the trade used, as a transaction's entry carries its own: the
+            # journal's own clock reads later, and across a second's edge the replayed pair
+            # would keep another timestamp (seen as a rare failure on a loaded machine).
             self.journal({"op": "dlmm", "pool": str(address), "amount": high,
-                          "for_y": swap_for_y})
+                          "for_y": swap_for_y, "t": moment})
         return high
 
     def fill_dlmm(self, address: Pubkey, amount_in: int, swap_for_y: bool) -> None:

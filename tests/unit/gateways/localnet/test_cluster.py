@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -205,3 +206,23 @@ def test_fault_specs_parse_and_bad_ones_are_refused() -> None:
     for bad in ("drop_send_rate", "nope=1", "timeout_rate=2", "delay_ms=-1", "hang_s=x"):
         with pytest.raises(ValueError):
             Faults.parse(bad)
+
+
+def test_a_dlmm_walk_replays_at_the_moment_it_traded_even_across_a_seconds_edge(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every read of the clock is 0.6 s later than the one before, so a drift trade and its
+    # journal entry always read different seconds (a loaded machine does this by chance).
+    ticks = iter(range(10**6))
+    monkeypatch.setattr("gateways.localnet.cluster.time.time",
+                        lambda: 1_800_000_000 + 0.6 * next(ticks))
+    net = Localnet(tmp_path, profile="zero", drift_bps=60)
+    net.open()
+    for _ in range(5):
+        net.drift()
+    moved = {pool: net.ledger.dlmm_state(pool)[0] for pool in dlmm_pairs(net)}
+    net.close()
+
+    again = Localnet(tmp_path, profile="zero", drift_bps=0)
+    again.open()
+    for pool, pair in moved.items():
+        assert again.ledger.dlmm_state(pool)[0].encode() == pair.encode()
