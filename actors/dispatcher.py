@@ -257,7 +257,9 @@ class Dispatcher:
         Safe to repeat."""
         if self._watcher is not None:
             self._watcher.closed(order.order_id)
-        self._open.close(order.order_id)
+        if self._open.close(order.order_id):  # counted once, however often it is repeated
+            self._metrics.order_finished(str(order.status), order.venue or "none",
+                                         (order.updated_at - order.created_at).total_seconds())
         self._admitted_at.pop(order.order_id, None)
         if order.status in (OrderStatus.CONFIRMED, OrderStatus.SIMULATED):
             self._caps.finished(order.order_id)
@@ -337,7 +339,7 @@ class Dispatcher:
         while True:
             if time.monotonic() - reported >= 0.5:  # a gauge, not an event: twice a second
                 reported = time.monotonic()
-                self._metrics.queue(len(self._queue), self.executing)
+                self._metrics.queue(len(self._queue), self.executing, self.resting)
             names = self._workers.names()
             if not self._queue or not names or self.executing >= self.capacity:
                 self._wake.clear()

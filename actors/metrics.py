@@ -31,6 +31,8 @@ class RayMetrics:
                                   tag_keys=("error_class",))
         self._waiting = m.Gauge("dexec_orders_waiting", "Orders queued for a worker")
         self._executing = m.Gauge("dexec_orders_executing", "Orders being executed")
+        self._resting = m.Gauge("dexec_orders_resting",
+                                "Limit and stop orders waiting for their price")
 
     def order_submitted(self, order_type: str) -> None:
         self._submitted.inc(tags={"type": order_type})
@@ -45,9 +47,10 @@ class RayMetrics:
     def retry(self, error_class: str) -> None:
         self._retries.inc(tags={"error_class": error_class})
 
-    def queue(self, waiting: int, executing: int) -> None:
+    def queue(self, waiting: int, executing: int, resting: int) -> None:
         self._waiting.set(waiting)
         self._executing.set(executing)
+        self._resting.set(resting)
 
 
 class RayBatchMetrics:

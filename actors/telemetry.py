@@ -28,7 +28,7 @@ class Metrics(Protocol):
 
     def retry(self, error_class: str) -> None: ...
 
-    def queue(self, waiting: int, executing: int) -> None: ...
+    def queue(self, waiting: int, executing: int, resting: int) -> None: ...
 
 
 class NullMetrics:
@@ -46,7 +46,7 @@ class NullMetrics:
     def retry(self, error_class: str) -> None:
         return None
 
-    def queue(self, waiting: int, executing: int) -> None:
+    def queue(self, waiting: int, executing: int, resting: int) -> None:
         return None
 
 

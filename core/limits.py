@@ -106,11 +106,13 @@ class OpenOrders:
             self._owner[order_id] = account_id
             self._take(account_id)
 
-    def close(self, order_id: str) -> None:
-        """The order is no longer open here: its place is free."""
+    def close(self, order_id: str) -> bool:
+        """The order is no longer open here: its place is free. False: it was not open."""
         account_id = self._owner.pop(order_id, None)
-        if account_id is not None:
-            self._give(account_id)
+        if account_id is None:
+            return False
+        self._give(account_id)
+        return True
 
     def _take(self, account_id: str) -> None:
         self._total += 1
