@@ -332,6 +332,7 @@ class Dispatcher:
             "open": len(self._open),
             "admission_bound": self._admission.bound() or 0,
             "resting": self.resting,
+            "price_quotes": self._watcher.quotes if self._watcher is not None else 0,
         }
 
     async def _loop(self) -> None:

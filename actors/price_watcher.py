@@ -148,6 +148,7 @@ class PriceWatcher:
         self._closed: OrderedDict[str, None] = OrderedDict()
         self._wake = asyncio.Event()
         self.last_trigger: dict[str, float | int] = {}  # the latest price move's figures
+        self.quotes = 0  # pair quotes asked so far (each asks every venue once)
 
     def __len__(self) -> int:
         """Orders resting here (or about to): they do not count as work in flight."""
@@ -263,6 +264,7 @@ class PriceWatcher:
             return
         watched = min(amounts.values())
         self._lower_raised(pair, watched)
+        self.quotes += 1
         quote = await self._market.best_quote(pair[0], pair[1], watched)
         if quote is None:
             return

@@ -1,10 +1,12 @@
 """`dexec bench --limit-orders N`: N resting limit orders set off by one price move.
 
-The benchmark rests N limit orders (SOL -> USDC, 0.01 SOL each) 2% above the best price,
-waits until every one is `open`, then moves the pair's price up 5% on every venue (the
-simulated chain's test hook) and times the price watcher: from the quote that crossed them
-to the last order's `routing` event. Every order then executes; the record shows each one
-once (lost and duplicate counts as in every other run).
+The benchmark rests N limit orders (SOL -> USDC, 0.01 SOL each) 2% above the best price and
+waits until every one is `open`. It counts the price watcher's pair quotes for a few seconds:
+what the resting orders cost the venues (one pair, however many orders). Then it moves the
+pair's price up 5% on every venue (the simulated chain's test hook) and times the price
+watcher, from the quote that crossed them to the last order's `routing` event. Every order
+then executes; the record shows each one once (lost and duplicate counts as in every other
+run).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from storage.reports import outcomes, resting_report
 PAIR = ("SOL", "USDC", "0.01")
 DECIMALS = {"SOL": 9, "USDC": 6}
 MOVE_BPS = 500
+QUOTE_WINDOW_S = 5.0
 
 
 async def _wait(what: str, done: Any, timeout_s: float) -> dict[str, Any]:
@@ -78,6 +81,11 @@ async def run_limit_orders(n: int, url: str, api_key: str | None, database_url: 
         return {"done": report["open"] >= accepted, "open": report["open"]}
 
     await _wait("resting", all_open, 120)
+    # What the resting orders cost the venues: the watcher's pair quotes over a few seconds.
+    before, watched_from = (await manager.stats.remote())["price_quotes"], time.time()
+    await asyncio.sleep(QUOTE_WINDOW_S)
+    quotes_per_s = ((await manager.stats.remote())["price_quotes"] - before) / (
+        time.time() - watched_from)
     print(f"{accepted} open after {time.time() - started:.1f}s; moving the price"
           f" {MOVE_BPS} bps", file=sys.stderr)
     moved_at = time.time()
@@ -106,6 +114,7 @@ async def run_limit_orders(n: int, url: str, api_key: str | None, database_url: 
     return {
         "limit_orders": accepted,
         "submit_s": round(submit_s, 2),
+        "pair_quotes_per_s_while_resting": round(quotes_per_s, 2),
         "price_moved_to_crossing_quote_ms": (round((quoted_at - moved_at) * 1000, 1)
                                              if quoted_at else None),
         "crossing_quote_to_first_routing_ms": (round((report["first_routing_at"] - quoted_at)
