@@ -154,8 +154,13 @@ class Dispatcher:
             if order_id not in waiting:
                 self.enqueue(order_id)
         if self._watcher is not None:
+            today = datetime.now(UTC).date()
             for order in resting:
                 self._open.adopt(order.order_id, order.account_id)
+                if (self._caps.per_day and not order.dry_run
+                        and order.created_at.astimezone(UTC).date() == today):
+                    # Counted in today's total above: held, so a cancel or expiry gives it back.
+                    self._caps.hold(order.order_id, order.input_mint, order.amount_in, today)
                 # Expiry is checked before any price: an order whose time ran out while
                 # the engine was down is expired, never executed late.
                 self._watcher.follow(order)
@@ -408,7 +413,7 @@ class Dispatcher:
             assert self._watcher is not None  # noqa: S101 - only called with one
             try:
                 await self._watcher.rest_again(order_id)
-            except DexecError as exc:  # read it again later: dispatching reads it anew
+            except Exception as exc:  # read it again later: dispatching reads it anew
                 order_log(order_id).warning("order %s: could not rest again (%s)", order_id,
                                             reason(exc))
                 await asyncio.sleep(self._redispatch_delay)

@@ -281,9 +281,10 @@ class OrderExecutor:
             # fresh attempt is safe (any signed-but-unsent swap is settled before this),
             # within the same attempt cap as every other retry.
             if order.attempt >= self._policy.max_attempts:
-                raise TerminalError(
-                    f"interrupted during attempt {order.attempt} of {self._policy.max_attempts}"
-                )
+                message = f"interrupted during attempt {order.attempt} of" \
+                          f" {self._policy.max_attempts}"
+                # A resting order past the cap rests again (see _after_failure).
+                raise RetryableError(message) if order.rests else TerminalError(message)
             order = await self._change(
                 lease,
                 order,
@@ -542,8 +543,8 @@ class OrderExecutor:
 
     async def _after_failure(self, lease: Lease, order: Order, err: DexecError) -> Order:
         current = await self._store.get_order(order.order_id) or order
-        if current.is_terminal:
-            return current
+        if current.is_terminal or current.status is OrderStatus.OPEN:
+            return current  # ended, or rested already (an answer lost after its commit)
         # A resting order never fails for its price or for a venue's bad moment: a swap refused
         # for slippage met a price below its limit, and a retryable error past the attempt
         # cap leaves it waiting for its price again, as it was before it was set off.

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # 1.0 s to commit here; ten of 1,000 took 4.1 s, since the first ones' executions ran on
 # the same two cores between the writes (dexec bench --limit-orders 10000).
 CHUNK = 10_000
+YIELD_EVERY = 500  # orders followed between two turns of the event loop
 CLOSED_MEMORY = 10_000  # recently closed orders a stale read must not rest again
 
 
@@ -126,7 +127,8 @@ class PriceWatcher:
                  interval_s: float, on_triggered: Callable[[Order], None],
                  on_closed: Callable[[Order], None],
                  now: Callable[[], datetime] = _utc_now,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 cooldown_s: float | None = None) -> None:
         self._store = store
         self._market = market
         self._events = events
@@ -146,16 +148,18 @@ class PriceWatcher:
         # with the amount the pair was watched at then (a new watched amount undoes it).
         self._raised: dict[Pair, dict[str, tuple[int, Decimal]]] = {}
         self._closed: OrderedDict[str, None] = OrderedDict()
+        self._cooling: dict[str, Order] = {}  # rested after a failure, waiting to rest
+        self._cooldown = max(1.0, 10 * interval_s) if cooldown_s is None else cooldown_s
         self._wake = asyncio.Event()
         self.last_trigger: dict[str, float | int] = {}  # the latest price move's figures
         self.quotes = 0  # pair quotes asked so far (each asks every venue once)
 
     def __len__(self) -> int:
         """Orders resting here (or about to): they do not count as work in flight."""
-        return len(self._orders) + len(self._new)
+        return len(self._orders) + len(self._new) + len(self._cooling)
 
     def __contains__(self, order_id: object) -> bool:
-        return order_id in self._orders or order_id in self._new
+        return order_id in self._orders or order_id in self._new or order_id in self._cooling
 
     # -- what the dispatcher hands over ----------------------------------------------------
 
@@ -165,17 +169,22 @@ class PriceWatcher:
             self._new[order.order_id] = order
             self._wake.set()
 
-    def rest(self, order: Order, threshold: Decimal | None = None) -> None:
-        """Rest an `open` order as stored; `threshold` overrides the price it waits for."""
+    def rest(self, order: Order, threshold: tuple[Decimal, int] | None = None) -> None:
+        """Rest an `open` order as stored. `threshold`: the price it waits for instead of its
+        own, and the amount the pair was watched at when that was worked out."""
+        if order.order_id in self._orders or order.order_id in self._closed:
+            return
         side = order.resting_side()
-        if side is None or order.order_id in self._orders or order.order_id in self._closed:
+        if side is None:  # nothing to wait for (never expected): let an executor decide
+            log.warning("order %s is open but waits for no price; dispatching it",
+                        order.order_id)
+            self._on_triggered(order)
             return
         pair = (order.input_mint, order.output_mint)
         self._book.add(Resting(order.order_id, pair, side[0],
-                               side[1] if threshold is None else threshold))
-        if threshold is not None and pair in self._amounts:
-            self._raised.setdefault(pair, {})[order.order_id] = (
-                min(self._amounts[pair].values()), side[1])
+                               side[1] if threshold is None else threshold[0]))
+        if threshold is not None:
+            self._raised.setdefault(pair, {})[order.order_id] = (threshold[1], side[1])
         self._orders[order.order_id] = order
         self._amounts.setdefault(pair, {})[order.order_id] = order.amount_in
         self._fresh.add(pair)
@@ -222,13 +231,23 @@ class PriceWatcher:
         if order.status is not OrderStatus.OPEN:
             self._settled(order)
             return
+        last = order.events[-1] if order.events else None
+        if last is not None and last.error is not None:
+            # Rested after a failed swap or a venue's error, not a missed price: it waits a
+            # while before the price may set it off again, so a market hovering at its limit
+            # cannot have it signed (and pay fees) over and over.
+            self._cooling[order_id] = order
+            try:
+                await asyncio.sleep(self._cooldown)
+            finally:
+                self._cooling.pop(order_id, None)
         side = order.resting_side()
         seen = self._seen.get((order.input_mint, order.output_mint))
-        own = order.events[-1].price if order.events else None
+        own = last.price if last is not None else None
         threshold = None
         if (side is not None and side[0] is Side.AT_OR_ABOVE and seen is not None
                 and own is not None and 0 < own < seen.price):
-            threshold = side[1] * seen.price / own
+            threshold = (side[1] * seen.price / own, seen.quote.amount_in)
         self.rest(replace(order, events=()), threshold)
 
     # -- the loop --------------------------------------------------------------------------
@@ -357,7 +376,9 @@ class PriceWatcher:
                         reason(exc))
             answers = [RetryableError(reason(exc))] * len(orders)
         unsure: list[str] = []
-        for order, answer in zip(orders, answers, strict=True):
+        for k, (order, answer) in enumerate(zip(orders, answers, strict=True)):
+            if k and not k % YIELD_EVERY:
+                await asyncio.sleep(0)  # thousands at once: let submissions in meanwhile
             if isinstance(answer, tuple):
                 updated, event = answer
                 self._events.publish(event)

@@ -291,9 +291,7 @@ class Order(OrderTerms):
             price=change.price if change.price is not None else self.price,
             failure_reason=(change.error if status in (S.FAILED, S.CANCELLED, S.EXPIRED)
                             else self.failure_reason),
-            triggered_at=(at if change.trigger is T.PRICE_REACHED
-                          and self.order_type is OrderType.STOP and self.triggered_at is None
-                          else self.triggered_at),
+            triggered_at=self._triggered_at(change.trigger, at),
             events=(),
         )
         observed = (change.observed.public(),) if change.observed is not None else None
@@ -313,6 +311,17 @@ class Order(OrderTerms):
             error_class=change.error_class,
         )
         return updated, event
+
+    def _triggered_at(self, trigger: Trigger, at: datetime) -> datetime | None:
+        """A stop is triggered when its price is reached. One without a limit that rests
+        again (its swap failed) waits for its trigger again, having no limit to wait for."""
+        if self.order_type is not OrderType.STOP:
+            return None
+        if trigger is T.PRICE_REACHED and self.triggered_at is None:
+            return at
+        if trigger is T.REST and self.limit_price is None:
+            return None
+        return self.triggered_at
 
     def _is_repeat(self, change: Change) -> bool:
         if change.trigger is T.RETRY:

@@ -9,6 +9,7 @@ an unknown order, a lost lease and a concurrent change apart.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,6 +131,8 @@ class OrderWriter:
         changed: dict[int, ApplyChange] = {}
         recorded: dict[int, RecordSwap] = {}
         for k, op in enumerate(ops):
+            if k and not k % 500:
+                await asyncio.sleep(0)  # a batch of thousands: other callers go on meanwhile
             if isinstance(op, SetSwapStatus):
                 statuses.append((op.status, op.signature))
             elif isinstance(op, RecordSwap):

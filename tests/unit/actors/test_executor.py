@@ -995,3 +995,19 @@ async def test_nothing_is_built_for_an_order_past_its_time(world: World) -> None
     await asyncio.sleep(0.01)
     assert await world.executor().execute(order.order_id) == S.EXPIRED
     assert world.raydium.built == [] and world.meteora.built == []
+
+
+async def test_a_resting_order_resumed_past_its_attempts_rests_instead_of_failing(
+    world: World,
+) -> None:
+    order = conditional(world, "149")
+    for change in (Change(Trigger.REST, 0), Change(Trigger.PRICE_REACHED, 3),
+                   Change(Trigger.ROUTE_CHOSEN, 3, venue="raydium")):
+        result = await world.store.apply_change(order.order_id, change, epoch=None,
+                                                expected=order)
+        assert result is not None
+        order = result[0]
+    # Interrupted after routing, at the attempt cap, with nothing signed.
+    assert await world.executor().execute(order.order_id) == S.OPEN
+    assert world.store.statuses()[-2:] == [S.ROUTING, S.OPEN]
+    assert world.raydium.built == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -225,3 +226,25 @@ async def test_removed_orders_are_never_set_off() -> None:
     await watch.watcher.tick()
     assert watch.triggered == ["kept"]
     assert watch.status("removed") is OrderStatus.OPEN
+
+
+async def test_an_order_rested_after_a_failure_waits_before_it_can_be_set_off_again() -> None:
+    watch = Watch()
+    watch.watcher = PriceWatcher(
+        watch.store, watch.market, watch.events, interval_s=0.0,
+        on_triggered=lambda o: watch.triggered.append(o.order_id),
+        on_closed=lambda o: watch.closed.append(o.order_id), now=lambda: NOW, cooldown_s=0.2)
+    pair = PAIRS[0]
+    watch.market.prices[pair] = Decimal(102)  # at its limit: it would be set off at once
+    order = replace(resting("slipped", pair, limit="101"), status=OrderStatus.ROUTING)
+    rested = order.apply(Change(Trigger.REST, 1, error="slippage exceeded"), NOW)
+    assert rested is not None
+    watch.store.orders["slipped"] = replace(rested[0], events=(rested[1],))
+
+    waiting = asyncio.get_running_loop().create_task(watch.watcher.rest_again("slipped"))
+    await asyncio.sleep(0.05)
+    await watch.watcher.tick()
+    assert watch.triggered == [] and "slipped" in watch.watcher  # cooling down, still held
+    await waiting
+    await watch.watcher.tick()
+    assert watch.triggered == ["slipped"]

@@ -322,3 +322,18 @@ def test_expiry_is_at_or_after_its_time() -> None:
     order = replace(make_order(), expires_at=T0)
     assert order.expired(T0) and not order.expired(T0 - timedelta(microseconds=1))
     assert not make_order().expired(T0)
+
+
+def test_a_triggered_stop_without_a_limit_that_rests_again_waits_for_its_trigger_again() -> None:
+    stop = _conditional(OrderType.STOP, stop="140")
+    routing, _ = applied(stop, Change(Trigger.PRICE_REACHED, 1))
+    assert routing.triggered_at is not None
+    rested, _ = applied(routing, Change(Trigger.REST, 1, error="slippage exceeded"))
+    assert rested.triggered_at is None
+    assert rested.resting_side() == (Side.AT_OR_BELOW, Decimal(140))
+    # With a limit it keeps waiting as the limit order it became.
+    stop_limit = _conditional(OrderType.STOP, stop="140", limit="139")
+    routing, _ = applied(stop_limit, Change(Trigger.PRICE_REACHED, 1))
+    rested, _ = applied(routing, Change(Trigger.REST, 1))
+    assert rested.triggered_at is not None
+    assert rested.resting_side() == (Side.AT_OR_ABOVE, Decimal(139))
