@@ -96,7 +96,13 @@ async def run_limit_orders(n: int, url: str, api_key: str | None, database_url: 
         return {"done": report["triggered"] >= accepted, **report}
 
     report = await _wait("triggering", all_triggered, 120)
-    trigger = await manager.last_trigger.remote()
+
+    async def trigger_known() -> dict[str, Any]:
+        # The watcher records the move once it has followed every order it wrote.
+        trigger: dict[str, Any] = await manager.last_trigger.remote()
+        return {"done": bool(trigger.get("written_at")), **trigger}
+
+    trigger = await _wait("the watcher's record", trigger_known, 30)
     quoted_at = float(trigger.get("quoted_at") or 0) or None
 
     async def all_terminal() -> dict[str, Any]:
