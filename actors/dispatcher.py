@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Protocol
 
-from actors.executor import BUSY
-from actors.price_watcher import EventSink, Market, PriceWatcher
+from actors.executor import BUSY, EventSink
+from actors.price_watcher import Market, PriceWatcher
 from actors.telemetry import Metrics, NullMetrics, order_log
 from core.errors import (
     DexecError,
@@ -28,6 +28,7 @@ from core.errors import (
 from core.limits import AccountRateLimit, AmountCaps, LatencyAdmission, OpenOrders
 from core.orders import (
     CANCELLABLE,
+    TERMINAL,
     Change,
     NewOrder,
     Order,
@@ -38,6 +39,9 @@ from core.orders import (
 from storage.writes import ApplyChange, Write, Written
 
 log = logging.getLogger(__name__)
+
+# Final statuses in which the order's amount was sold (a dry run's, as far as it goes).
+SOLD = frozenset({OrderStatus.CONFIRMED, OrderStatus.SIMULATED})
 
 
 class SubmissionStore(Protocol):
@@ -155,8 +159,7 @@ class Dispatcher:
                 self.enqueue(order_id)
         if self._watcher is not None:
             today = datetime.now(UTC).date()
-            for order in resting:
-                self._open.adopt(order.order_id, order.account_id)
+            for order in resting:  # adopted above, with every other open order
                 if (self._caps.per_day and not order.dry_run
                         and order.created_at.astimezone(UTC).date() == today):
                     # Counted in today's total above: held, so a cancel or expiry gives it back.
@@ -266,10 +269,15 @@ class Dispatcher:
             self._metrics.order_finished(str(order.status), order.venue or "none",
                                          (order.updated_at - order.created_at).total_seconds())
         self._admitted_at.pop(order.order_id, None)
-        if order.status in (OrderStatus.CONFIRMED, OrderStatus.SIMULATED):
-            self._caps.finished(order.order_id)
-        else:
-            self._caps.failed(order.order_id)  # nothing was sold: the day's cap gets it back
+        self._settle_caps(order.order_id, order.status)
+
+    def _settle_caps(self, order_id: str, status: str | None) -> None:
+        """A final status settles the order's share of the day's caps: kept if it sold,
+        given back if nothing was sold (failed, cancelled, expired)."""
+        if status in SOLD:
+            self._caps.finished(order_id)
+        elif status in TERMINAL:
+            self._caps.failed(order_id)
 
     async def cancel(self, order_id: str, account_id: str) -> Order:
         """Cancel the account's order if nothing of it is signed yet; return it cancelled.
@@ -367,10 +375,7 @@ class Dispatcher:
         try:
             status = await self._workers.execute(name, order_id)
             retry = status == BUSY
-            if status in ("failed", "cancelled", "expired"):
-                self._caps.failed(order_id)  # nothing was sold: the day's cap gets it back
-            elif status in ("confirmed", "simulated"):
-                self._caps.finished(order_id)
+            self._settle_caps(order_id, status)
         except WorkerLost as exc:
             order_log(order_id).warning(
                 "order %s: worker %s lost (%s); dispatching again", order_id, name, reason(exc)
@@ -400,7 +405,7 @@ class Dispatcher:
                 if self._watcher is not None and status is not None:
                     self._watcher.closed(order_id)
                 started = self._admitted_at.pop(order_id, None)
-                succeeded = status in ("confirmed", "simulated")
+                succeeded = status in SOLD
                 self._admission.finished(self._clock() - started
                                          if started is not None and succeeded else None)
             self._wake.set()

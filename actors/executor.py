@@ -91,6 +91,19 @@ class EventSink(Protocol):
     def publish(self, event: OrderEvent) -> None: ...
 
 
+async def token_price(tokens: TokenRegistry, mints: MintSource | None, input_mint: str,
+                      output_mint: str, amount_in: int, amount_out: int) -> Decimal | None:
+    """Output per input in token units, learning the mints no list names (`mints`); None
+    when a token's decimals are unknown. Raises the DexecError a failed lookup raised."""
+    refs = [input_mint, output_mint]
+    if mints is not None and not all(tokens.knows(m) for m in refs):
+        await mints.ensure(refs)
+    if not all(tokens.knows(m) for m in refs):
+        return None
+    return execution_price(amount_in, tokens.by_mint(input_mint).decimals, amount_out,
+                           tokens.by_mint(output_mint).decimals)
+
+
 class Lease(Protocol):
     """The right to execute one order; passed to every step that touches the order."""
 
@@ -481,17 +494,13 @@ class OrderExecutor:
         """Output per input in token units; None when a token's decimals cannot be known
         (a mint on no list that the chain no longer has): a landed swap is recorded all the
         same, never held back for its price."""
-        refs = [order.input_mint, order.output_mint]
-        if self._mints is not None and not all(self._tokens.knows(m) for m in refs):
-            try:
-                await self._mints.ensure(refs)
-            except DexecError as exc:
-                order_log(order.order_id).info("order %s: no decimals for its price (%s)",
-                                               order.order_id, reason(exc))
-        if not all(self._tokens.knows(m) for m in refs):
+        try:
+            return await token_price(self._tokens, self._mints, order.input_mint,
+                                     order.output_mint, order.amount_in, amount_out)
+        except DexecError as exc:
+            order_log(order.order_id).info("order %s: no decimals for its price (%s)",
+                                           order.order_id, reason(exc))
             return None
-        return execution_price(order.amount_in, self._tokens.by_mint(order.input_mint).decimals,
-                               amount_out, self._tokens.by_mint(order.output_mint).decimals)
 
     async def _check_notional(self, order: Order, best: Quote) -> None:
         """Refuse an order worth more than DEXEC_MAX_ORDER_USD. Its worth: the input when it

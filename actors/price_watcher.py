@@ -17,15 +17,16 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from actors.executor import EventSink, MintSource, token_price
 from core.errors import DexecError, RetryableError, reason
-from core.orders import Change, Order, OrderEvent, OrderStatus, Trigger
-from core.quotes import Quote, choose_best, execution_price
+from core.orders import Change, Order, OrderStatus, Trigger
+from core.quotes import Quote, choose_best
 from core.tokens import TokenRegistry
 from core.trigger_book import Pair, Resting, Side, TriggerBook
 from gateways.base import VenueGateway
@@ -65,14 +66,6 @@ class Market(Protocol):
         ...
 
 
-class MintSource(Protocol):
-    async def ensure(self, refs: Iterable[str]) -> None: ...
-
-
-class EventSink(Protocol):
-    def publish(self, event: OrderEvent) -> None: ...
-
-
 class VenueMarket:
     """Market over the venue gateways: every venue quoted at once, the best net one taken."""
 
@@ -94,15 +87,11 @@ class VenueMarket:
         return replace(best, quoted_at=time.time()) if best is not None else None
 
     async def price(self, quote: Quote) -> Decimal | None:
-        refs = [quote.input_mint, quote.output_mint]
-        if self._mints is not None and not all(self._tokens.knows(m) for m in refs):
-            with contextlib.suppress(DexecError):
-                await self._mints.ensure(refs)
-        if not all(self._tokens.knows(m) for m in refs):
+        try:
+            return await token_price(self._tokens, self._mints, quote.input_mint,
+                                     quote.output_mint, quote.amount_in, quote.amount_out)
+        except DexecError:  # the mint lookup failed for now: unpriced this turn
             return None
-        return execution_price(quote.amount_in, self._tokens.by_mint(quote.input_mint).decimals,
-                               quote.amount_out,
-                               self._tokens.by_mint(quote.output_mint).decimals)
 
 
 @dataclass(frozen=True)
