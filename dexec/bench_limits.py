@@ -17,7 +17,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from storage.reports import outcomes, resting_report
+from storage.reports import count_terminal, outcomes, resting_report
 
 PAIR = ("SOL", "USDC", "0.01")
 DECIMALS = {"SOL": 9, "USDC": 6}
@@ -106,9 +106,7 @@ async def run_limit_orders(n: int, url: str, api_key: str | None, database_url: 
     quoted_at = float(trigger.get("quoted_at") or 0) or None
 
     async def all_terminal() -> dict[str, Any]:
-        found = await outcomes(database_url, prefix)
-        ended = sum(1 for o in found.values() if o["status"] in ("confirmed", "failed",
-                                                                  "cancelled", "expired"))
+        ended = await count_terminal(database_url, prefix)  # a count, polled: not outcomes()
         return {"done": ended >= accepted, "terminal": ended}
 
     await _wait("executing", all_terminal, drain_timeout_s)
