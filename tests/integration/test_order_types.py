@@ -23,10 +23,9 @@ import websockets
 
 from actors.shell import CHAIN, MANAGER
 from dexec.launch import Engine
-from tests.integration.client import wait_terminal
+from tests.integration.client import TERMINAL, wait_terminal
 
 DECIMALS = {"SOL": 9, "USDC": 6, "USDT": 6, "RAY": 6}
-FINAL = {"confirmed", "failed", "cancelled", "expired"}
 
 
 class Market:
@@ -84,6 +83,18 @@ async def wait_status(client: httpx.AsyncClient, order_id: str, status: str,
             return order
         assert time.monotonic() < deadline, f"{order_id} is {order['status']}, not {status}"
         await asyncio.sleep(0.05)
+
+
+async def rest_limits(client: httpx.AsyncClient, x: str, y: str, amount: str, above: str,
+                      count: int) -> list[dict[str, Any]]:
+    """Submit `count` limit orders `above` times the best price and wait until all rest."""
+    now = await best_price(client, x, y, amount)
+    orders = [await submit(client, type="limit", input_mint=x, output_mint=y, amount=amount,
+                           limit_price=price_text(now * Decimal(above)))
+              for _ in range(count)]
+    for order in orders:
+        await wait_status(client, order["order_id"], "open")
+    return orders
 
 
 def statuses(order: dict[str, Any]) -> list[str]:
@@ -275,13 +286,7 @@ async def test_cancels_racing_triggers_end_in_exactly_one_outcome_each(
     engine: Engine, api: str, market: Market, db: psycopg.Connection[Any]
 ) -> None:
     async with httpx.AsyncClient(base_url=api, timeout=30) as client:
-        now = await best_price(client, "RAY", "USDC", "5")
-        orders = [await submit(client, type="limit", input_mint="RAY", output_mint="USDC",
-                               amount="5", limit_price=price_text(now * Decimal("1.02")))
-                  for _ in range(16)]
-        ids = [o["order_id"] for o in orders]
-        for order_id in ids:
-            await wait_status(client, order_id, "open")
+        ids = [o["order_id"] for o in await rest_limits(client, "RAY", "USDC", "5", "1.02", 16)]
 
         async def cancel(order_id: str, delay_s: float) -> int:
             await asyncio.sleep(delay_s)
@@ -297,7 +302,7 @@ async def test_cancels_racing_triggers_end_in_exactly_one_outcome_each(
     for answer, order in zip(answers, done, strict=True):
         seqs = [e["seq"] for e in order["events"]]
         assert seqs == list(range(1, len(seqs) + 1))
-        ends = [e["status"] for e in order["events"] if e["status"] in FINAL]
+        ends = [e["status"] for e in order["events"] if e["status"] in TERMINAL]
         assert ends == [order["status"]]
         if answer == 200:
             assert order["status"] == "cancelled"
@@ -311,12 +316,7 @@ async def test_resting_orders_survive_an_order_manager_kill_and_trigger_once(
     engine: Engine, api: str, market: Market, db: psycopg.Connection[Any]
 ) -> None:
     async with httpx.AsyncClient(base_url=api, timeout=30) as client:
-        now = await best_price(client, "RAY", "USDC", "3")
-        orders = [await submit(client, type="limit", input_mint="RAY", output_mint="USDC",
-                               amount="3", limit_price=price_text(now * Decimal("1.03")))
-                  for _ in range(5)]
-        for order in orders:
-            await wait_status(client, order["order_id"], "open")
+        orders = await rest_limits(client, "RAY", "USDC", "3", "1.03", 5)
         ray.kill(ray.get_actor(MANAGER, namespace=engine.settings.namespace), no_restart=False)
         await asyncio.sleep(1.0)
         market.move("RAY", "USDC", 600)

@@ -1,12 +1,17 @@
-"""Fakes of the price watcher's ports: the market it quotes and where its events go."""
+"""Fakes of the price watcher's ports: the market it quotes, where its events go, and
+the conditional writes of its store."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 
-from core.orders import OrderEvent
+from core.errors import DexecError, LeaseLost
+from core.orders import Order, OrderEvent
 from core.quotes import Quote
+from storage.writes import ApplyChange, Write, Written
 
 
 class FakeMarket:
@@ -33,3 +38,20 @@ class Events:
 
     def publish(self, event: OrderEvent) -> None:
         self.published.append(event)
+
+
+def write_conditionally(orders: dict[str, Order], ops: Sequence[Write], at: datetime
+                        ) -> list[Written | DexecError]:
+    """Apply status changes to `orders` as storage.writes does: each only if the stored
+    order still has the seq its writer expects (else LeaseLost), a repeat writes nothing."""
+    answers: list[Written | DexecError] = []
+    for op in ops:
+        assert isinstance(op, ApplyChange)
+        if orders[op.order_id].seq != op.expected.seq:
+            answers.append(LeaseLost("changed concurrently"))
+            continue
+        result = op.expected.apply(op.change, at)
+        if result is not None:
+            orders[op.order_id] = result[0]
+        answers.append(result)
+    return answers

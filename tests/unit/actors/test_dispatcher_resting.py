@@ -14,7 +14,6 @@ from actors.dispatcher import Dispatcher
 from core.errors import (
     AtCapacity,
     DexecError,
-    LeaseLost,
     NotCancellable,
     OrderNotFound,
     TransientDatabaseError,
@@ -29,10 +28,10 @@ from core.orders import (
     TimeInForce,
     Trigger,
 )
-from storage.writes import ApplyChange, Write, Written
+from storage.writes import Write, Written
 from tests.kit.dispatch import FakeSubmissions, FakeWorkers
 from tests.kit.loop import settle, until
-from tests.kit.market import Events, FakeMarket
+from tests.kit.market import Events, FakeMarket, write_conditionally
 from tests.kit.orders import T0, new_order
 
 
@@ -40,17 +39,7 @@ class FakeStore(FakeSubmissions):
     """FakeSubmissions plus conditional writes by seq and the resting orders' reads."""
 
     async def write_batch(self, ops: Sequence[Write]) -> list[Written | DexecError]:
-        answers: list[Written | DexecError] = []
-        for op in ops:
-            assert isinstance(op, ApplyChange)
-            if self.orders[op.order_id].seq != op.expected.seq:
-                answers.append(LeaseLost("changed concurrently"))
-                continue
-            result = op.expected.apply(op.change, T0)
-            if result is not None:
-                self.orders[op.order_id] = result[0]
-            answers.append(result)
-        return answers
+        return write_conditionally(self.orders, ops, T0)
 
     async def get_orders(self, order_ids: Sequence[str]) -> list[Order | None]:
         return [self.orders.get(i) for i in order_ids]

@@ -12,10 +12,10 @@ from decimal import Decimal
 import pytest
 
 from actors.price_watcher import PriceWatcher
-from core.errors import DexecError, LeaseLost, TransientDatabaseError
+from core.errors import DexecError, TransientDatabaseError
 from core.orders import Change, Order, OrderStatus, OrderType, TimeInForce, Trigger
-from storage.writes import ApplyChange, Write, Written
-from tests.kit.market import Events, FakeMarket
+from storage.writes import Write, Written
+from tests.kit.market import Events, FakeMarket, write_conditionally
 from tests.kit.orders import T0, make_order
 
 PAIRS = [(f"IN{k}", f"OUT{k}") for k in range(5)]
@@ -31,18 +31,7 @@ class FakeStore:
     async def write_batch(self, ops: Sequence[Write]) -> list[Written | DexecError]:
         if self.down:
             raise TransientDatabaseError("the database is down")
-        answers: list[Written | DexecError] = []
-        for op in ops:
-            assert isinstance(op, ApplyChange)
-            stored = self.orders[op.order_id]
-            if stored.seq != op.expected.seq:
-                answers.append(LeaseLost("changed concurrently"))
-                continue
-            result = op.expected.apply(op.change, NOW)
-            if result is not None:
-                self.orders[op.order_id] = result[0]
-            answers.append(result)
-        return answers
+        return write_conditionally(self.orders, ops, NOW)
 
     async def get_orders(self, order_ids: Sequence[str]) -> list[Order | None]:
         if self.down:
