@@ -8,7 +8,7 @@ from core.orders import Change, Order, OrderEvent
 from core.quotes import SignedSwap, SwapStatus
 from storage.locks import ExecutionLocks, Lease
 from storage.repository import OrderRepository
-from storage.writes import ApplyChange, RecordSwap, SetSwapStatus, Write, Written
+from storage.writes import ApplyChange, SetSwapStatus, Write, Written
 
 
 class BatchedStore:
@@ -36,12 +36,9 @@ class BatchedStore:
 
     async def apply_change(
         self, order_id: str, change: Change, *, epoch: int | None, expected: Order,
+        swap: SignedSwap | None = None,
     ) -> tuple[Order, OrderEvent] | None:
-        return await self._writes(ApplyChange(order_id, change, epoch, expected))
-
-    async def record_swap(self, order_id: str, attempt: int, swap: SignedSwap, *,
-                          epoch: int | None) -> None:
-        await self._writes(RecordSwap(order_id, attempt, swap, epoch))
+        return await self._writes(ApplyChange(order_id, change, epoch, expected, swap))
 
     async def set_swap_status(self, signature: str, status: SwapStatus) -> None:
         await self._writes(SetSwapStatus(signature, status))
@@ -52,7 +49,7 @@ class BatchedStore:
 
 
 class BatchedLeases:
-    """Lease many orders with one pair of statements (see ExecutionLocks.try_acquire_many)."""
+    """Lease many orders with one statement (see ExecutionLocks.try_acquire_many)."""
 
     def __init__(self, locks: ExecutionLocks, *, window_s: float = WINDOW_S,
                  stats: BatchStats | None = None) -> None:

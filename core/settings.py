@@ -87,11 +87,14 @@ class Settings(BaseSettings):
     admission_floor: int = Field(default=256, ge=1)
 
     # Execution
-    workers: int = 2  # when workers_per_node is 0: a fixed pool spread over the cluster
+    # When workers_per_node is 0: a fixed pool spread over the cluster. One per node is the
+    # right size: a worker is one async process whose every call is batched, so a second on
+    # the same cores only splits the batches (more calls for the same orders).
+    workers: int = 1
     workers_per_node: int = 0  # > 0: this many on every alive node, following the cluster
     # Orders one worker executes at once. Executing is mostly waiting for venues, and every
-    # call is batched, so thousands are cheap: 2 workers x 2500 keep 5,000 in flight.
-    worker_concurrency: int = 2500
+    # call is batched, so thousands are cheap: one worker keeps 5,000 in flight.
+    worker_concurrency: int = 5000
     max_attempts: int = 3
     retry_base_delay_s: float = 0.2
     retry_max_delay_s: float = 5.0

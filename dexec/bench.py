@@ -64,10 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              " (the engine's own cost) or the local Solana cluster")
     parser.add_argument("--rpc-url", help="with --url on a Solana network: where to count"
                                           " the executed swaps")
-    parser.add_argument("--workers", type=int, default=2, help="workers of a started stack")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="workers of a started stack (default 1, like DEXEC_WORKERS)")
     parser.add_argument("--worker-concurrency", type=int, default=0,
                         help="orders each worker executes at once (started stack; 0: the"
-                             " setting DEXEC_WORKER_CONCURRENCY, 2500 by default)")
+                             " setting DEXEC_WORKER_CONCURRENCY, 5000 by default)")
     parser.add_argument("--drain-timeout", type=float, default=120.0,
                         help="seconds to wait for accepted orders to finish")
     parser.add_argument("--nice", type=int, default=0,

@@ -59,7 +59,7 @@ class Lease:
 class ExecutionLocks:
     """Acquire and release per-order advisory locks on one dedicated connection.
 
-    Both directions are batched: many orders are leased with two statements, and releases
+    Both directions are batched: many orders are leased with one statement, and releases
     queue up and go out together.
     """
 
@@ -101,7 +101,7 @@ class ExecutionLocks:
             return self._conn
 
     async def try_acquire_many(self, order_ids: Sequence[str]) -> list[Lease | None]:
-        """Lease each order that nobody else holds; None for the others. Two statements."""
+        """Lease each order that nobody else holds; None for the others. One statement."""
         answers: list[Lease | None] = [None] * len(order_ids)
         fresh: list[int] = []
         for k, order_id in enumerate(order_ids):
@@ -111,41 +111,39 @@ class ExecutionLocks:
         if not fresh:
             return answers
         ids = [order_ids[k] for k in fresh]
-        granted: list[bool] = []
         try:
             conn = await self._connection()
             generation = self.generation
-            cur = await conn.execute(
-                "SELECT pg_try_advisory_lock(t.k) FROM unnest(%s::bigint[]) WITH ORDINALITY"
-                " AS t(k, n) ORDER BY t.n", ([lock_key(i) for i in ids],))
-            granted = [bool(r[0]) for r in await cur.fetchall()]
-            won = [i for i, g in zip(ids, granted, strict=True) if g]
-            rows: dict[str, dict[str, Any]] = {}
-            if won:
-                # Rows are locked in id order, like every batched write, so no deadlock.
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(
-                    "UPDATE orders SET lease_epoch = lease_epoch + 1 WHERE order_id IN"  # noqa: S608
-                    " (SELECT order_id FROM orders WHERE order_id = ANY(%s)"
-                    f" ORDER BY order_id FOR UPDATE) RETURNING {ORDER_COLUMNS}, lease_epoch",
-                    ([uuid.UUID(i) for i in won],))
-                rows = {str(r["order_id"]): r for r in await cur.fetchall()}
+            cur = conn.cursor(row_factory=dict_row)
+            # The locks are tried once per order (a materialized CTE), then the orders won
+            # get a new lease epoch; rows are locked in id order, like every batched write,
+            # so no deadlock. One round trip for the whole batch.
+            await cur.execute(
+                "WITH l AS MATERIALIZED (SELECT t.id, t.n, pg_try_advisory_lock(t.k) AS got"  # noqa: S608
+                " FROM unnest(%s::uuid[], %s::bigint[]) WITH ORDINALITY AS t(id, k, n)),"
+                " u AS (UPDATE orders SET lease_epoch = lease_epoch + 1 WHERE order_id IN"
+                " (SELECT order_id FROM orders WHERE order_id IN (SELECT id FROM l WHERE got)"
+                f" ORDER BY order_id FOR UPDATE) RETURNING {ORDER_COLUMNS}, lease_epoch)"
+                " SELECT l.got, u.* FROM l LEFT JOIN u ON u.order_id = l.id ORDER BY l.n",
+                ([uuid.UUID(i) for i in ids], [lock_key(i) for i in ids]))
+            rows = await cur.fetchall()
         except BaseException as exc:
-            self._held.difference_update(ids)
-            if any(granted):
-                self.unlock_soon([i for i, g in zip(ids, granted, strict=True) if g])
+            # Session locks outlive a failed statement, and which were taken is unknown:
+            # release them all (unlocking a lock not held is a harmless no-op); they stay
+            # held here until that is done.
+            self.unlock_soon(ids)
             if isinstance(exc, psycopg.OperationalError):
                 log.warning("lease connection: %s", exc)
                 raise TransientDatabaseError(UNAVAILABLE) from None
             raise
-        for k, order_id, ok in zip(fresh, ids, granted, strict=True):
-            if not ok:
+        for k, order_id, row in zip(fresh, ids, rows, strict=True):
+            if not row["got"]:
                 self._held.discard(order_id)
                 continue
-            row = rows.get(order_id)
+            known = row["order_id"] is not None
             answers[k] = Lease(self, order_id, generation,
-                               row["lease_epoch"] if row else None,
-                               order_from_row(row) if row else None)
+                               row["lease_epoch"] if known else None,
+                               order_from_row(row) if known else None)
         return answers
 
     def unlock(self, order_id: str) -> None:

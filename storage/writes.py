@@ -37,27 +37,17 @@ class ApplyChange:
 
     `expected` is the order as its executor knows it: the change is computed from it and
     written only if the stored order is still that one. `epoch` is the executor's lease
-    epoch (None: no fencing).
+    epoch (None: no fencing). `swap` is a transaction signed for this change (the route
+    chosen): it is recorded in the same statement, only if the change is written, and
+    before it can be sent (the exactly-once rule). Recording a signature again is a
+    harmless repeat.
     """
 
     order_id: str
     change: Change
     epoch: int | None
     expected: Order
-
-
-@dataclass(frozen=True)
-class RecordSwap:
-    """A signed transaction, persisted before it is sent (the exactly-once rule).
-
-    Refused (LeaseLost, nothing stored) unless `epoch` is still the order's newest lease.
-    Recording the same signature again is a harmless repeat.
-    """
-
-    order_id: str
-    attempt: int
-    swap: SignedSwap
-    epoch: int | None
+    swap: SignedSwap | None = None
 
 
 @dataclass(frozen=True)
@@ -68,9 +58,9 @@ class SetSwapStatus:
     status: SwapStatus
 
 
-Write = ApplyChange | RecordSwap | SetSwapStatus
+Write = ApplyChange | SetSwapStatus
 # What a write answers: for an ApplyChange the new order and its event (None: the change
-# was a repeat, nothing written); for the others None.
+# was a repeat, nothing written); for a SetSwapStatus None.
 Written = tuple[Order, OrderEvent] | None
 
 def _now() -> datetime:
@@ -116,10 +106,10 @@ class OrderWriter:
         """Write a batch in one statement, each change conditional on what its writer expects.
 
         An order is updated only if its stored seq is the one its executor last saw and its
-        lease epoch is the executor's (fencing); its event and quotes are inserted only for
-        orders so updated. A swap is recorded only while its order's epoch is the writer's,
-        checked under a share lock, so a lease taken meanwhile waits for the record (and sees
-        it) or the record is refused.
+        lease epoch is the executor's (fencing); its event, quotes and signed swap are
+        inserted only for orders so updated, so a swap is never recorded under a lease that
+        was lost: a lease taken meanwhile waits for the row (and sees the swap) or the
+        whole change is refused.
         """
         now = _now()
         answers: list[Written | DexecError] = [None] * len(ops)
@@ -129,15 +119,11 @@ class OrderWriter:
         swaps: list[tuple[Any, ...]] = []
         statuses: list[tuple[str, str]] = []
         changed: dict[int, ApplyChange] = {}
-        recorded: dict[int, RecordSwap] = {}
         for k, op in enumerate(ops):
             if k and not k % 500:
                 await asyncio.sleep(0)  # a batch of thousands: other callers go on meanwhile
             if isinstance(op, SetSwapStatus):
                 statuses.append((op.status, op.signature))
-            elif isinstance(op, RecordSwap):
-                swaps.append((*swap_values(op.order_id, op.attempt, op.swap), op.epoch))
-                recorded[k] = op
             else:
                 try:
                     result = op.expected.apply(op.change, now)
@@ -154,6 +140,8 @@ class OrderWriter:
                 ))
                 events.append(event_values(event))
                 quotes.extend(_quote_values(op, event))
+                if op.swap is not None:
+                    swaps.append(swap_values(op.order_id, op.change.attempt, op.swap))
                 answers[k] = result
                 changed[k] = op
         parts: list[str] = []
@@ -191,20 +179,16 @@ class OrderWriter:
                     " quoted_at = EXCLUDED.quoted_at, latency_ms = EXCLUDED.latency_ms)"
                 )
                 params.append(rows_param(quotes))
+            if swaps:
+                names = ", ".join(c for c, _ in SWAP_INSERT)
+                parts.append(
+                    f"sw AS (INSERT INTO swap_transactions ({names}) SELECT s.* FROM"
+                    f" {rows_from(SWAP_INSERT, 's')}"
+                    " WHERE s.order_id IN (SELECT order_id FROM upd)"
+                    " ON CONFLICT (signature) DO NOTHING)"
+                )
+                params.append(rows_param(swaps))
             returning.append("SELECT 'o', order_id::text FROM upd")
-        if swaps:
-            names = ", ".join(c for c, _ in SWAP_INSERT)
-            columns = (*SWAP_INSERT, ("epoch", "bigint"))
-            parts.append(
-                f"sw AS (INSERT INTO swap_transactions ({names})"
-                f" SELECT {', '.join('s.' + c for c, _ in SWAP_INSERT)}"
-                f" FROM {rows_from(columns, 's')} WHERE EXISTS (SELECT 1 FROM orders o"
-                " WHERE o.order_id = s.order_id"
-                " AND (s.epoch IS NULL OR o.lease_epoch = s.epoch) FOR SHARE)"
-                " ON CONFLICT (signature) DO NOTHING RETURNING signature)"
-            )
-            params.append(rows_param(swaps))
-            returning.append("SELECT 's', signature FROM sw")
         if statuses:
             parts.append(
                 "st AS (UPDATE swap_transactions t SET status = x.status, updated_at = now()"
@@ -220,15 +204,13 @@ class OrderWriter:
             written = {(kind, key) for kind, key in await cur.fetchall()}
         unwritten = {k: op.order_id for k, op in changed.items()
                      if ("o", op.order_id) not in written}
-        unwritten |= {k: op.order_id for k, op in recorded.items()
-                      if ("s", op.swap.signature) not in written}
         if unwritten:
             await self._explain_unwritten(ops, unwritten, answers)
         return answers
 
     async def _explain_unwritten(self, ops: Sequence[Write], unwritten: dict[int, str],
                                  answers: list[Written | DexecError]) -> None:
-        """Answer each write that was not made with why (or None: a swap recorded before)."""
+        """Answer each change that was not made with why."""
         async with self._db.connection() as conn:
             cur = await conn.execute(
                 "SELECT order_id::text, seq, lease_epoch FROM orders WHERE order_id = ANY(%s)",
@@ -236,7 +218,7 @@ class OrderWriter:
             stored = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
         for k, order_id in unwritten.items():
             op = ops[k]
-            assert isinstance(op, ApplyChange | RecordSwap)  # noqa: S101 - by construction
+            assert isinstance(op, ApplyChange)  # noqa: S101 - by construction
             if order_id not in stored:
                 answers[k] = OrderNotFound(f"order {order_id} does not exist")
                 continue
@@ -244,12 +226,10 @@ class OrderWriter:
             if op.epoch is not None and epoch != op.epoch:
                 answers[k] = LeaseLost(
                     f"order {order_id} is leased to a newer executor (epoch {epoch})")
-            elif isinstance(op, ApplyChange):
+            else:
                 answers[k] = LeaseLost(
                     f"order {order_id} changed concurrently (stored seq {seq}, expected"
                     f" {op.expected.seq})")
-            else:
-                answers[k] = None  # the same signature was recorded before: a repeat
 
 
 def _quote_values(op: ApplyChange, event: OrderEvent) -> list[tuple[Any, ...]]:

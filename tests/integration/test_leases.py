@@ -14,7 +14,7 @@ from core.tokens import TokenRegistry
 from dexec.launch import Engine
 from storage.locks import ExecutionLocks, Lease, lock_key
 from storage.repository import OrderRepository
-from storage.writes import ApplyChange, RecordSwap, Write, Written
+from storage.writes import ApplyChange, Write, Written
 
 
 async def lease_of(locks: ExecutionLocks, order_id: str) -> Lease | None:
@@ -85,16 +85,15 @@ async def test_a_superseded_lease_can_write_nothing(engine: Engine) -> None:
             await asyncio.sleep(0.1)
         assert new is not None and new.epoch == old.epoch + 1
         change = Change(Trigger.START_ROUTING, attempt=1)
-        with pytest.raises(LeaseLost):
-            await write(repo, ApplyChange(order.order_id, change, old.epoch, order))
         # Every byte value and an amount past 64 bits: the batched write must keep them exact.
         swap = SignedSwap("raydium", "sig-" + order.order_id, bytes(range(256)) * 2, 10,
                           2**70 + 1)
         with pytest.raises(LeaseLost):
-            await write(repo, RecordSwap(order.order_id, 1, swap, old.epoch))
-        assert await repo.swaps_for_order(order.order_id) == []
+            await write(repo, ApplyChange(order.order_id, change, old.epoch, order, swap))
+        assert await repo.swaps_for_order(order.order_id) == []  # nothing of it was written
         result = await write(repo, ApplyChange(order.order_id, change, new.epoch, order))
         assert result is not None and result[0].seq == order.seq + 1
+        routing = result[0]
         # A writer whose copy is stale (another change landed since) is refused, not merged.
         cancel = Change(Trigger.FAIL, attempt=0, error="cancelled", error_class="terminal")
         with pytest.raises(LeaseLost, match="changed concurrently"):
@@ -102,8 +101,14 @@ async def test_a_superseded_lease_can_write_nothing(engine: Engine) -> None:
         stored = await repo.get_order(order.order_id)
         assert stored is not None and stored.seq == order.seq + 1
         assert [e.seq for e in stored.events] == [1, 2]
-        await write(repo, RecordSwap(order.order_id, 1, swap, new.epoch))
-        await write(repo, RecordSwap(order.order_id, 1, swap, new.epoch))  # a repeat: harmless
+        chosen = Change(Trigger.ROUTE_CHOSEN, attempt=1, venue="raydium")
+        building = await write(repo, ApplyChange(order.order_id, chosen, new.epoch, routing,
+                                                 swap))
+        assert building is not None
+        assert await repo.swaps_for_order(order.order_id) == [(swap, 1, "signed")]
+        # The same signature with a later change is a harmless repeat.
+        sent = Change(Trigger.TX_SENT, attempt=1, venue="raydium", signature=swap.signature)
+        await write(repo, ApplyChange(order.order_id, sent, new.epoch, building[0], swap))
         assert await repo.swaps_for_order(order.order_id) == [(swap, 1, "signed")]
         await new.release()
     finally:

@@ -13,12 +13,12 @@ import psycopg
 import websockets
 
 from core.errors import DexecError, InvalidInput
-from core.orders import NewOrder, OrderType
+from core.orders import Change, NewOrder, OrderType, Trigger
 from core.quotes import SignedSwap
 from core.tokens import TokenRegistry
 from dexec.launch import Engine
 from storage.repository import OrderRepository
-from storage.writes import RecordSwap
+from storage.writes import ApplyChange
 from tests.integration.client import order_body, order_count
 
 SOL, USDC = TokenRegistry().resolve("SOL").mint, TokenRegistry().resolve("USDC").mint
@@ -75,14 +75,19 @@ async def test_a_bad_item_in_a_stored_batch_is_its_own_answer(engine: Engine) ->
         created = [a for a in answers if not isinstance(a, DexecError)]
         assert len(created) == 2 and all(new for _, new in created)
 
-        order = created[0][0]
+        (one, _), (other, _) = created
         fine = SignedSwap("raydium", f"ok-{uuid.uuid4()}", b"tx", 10, 1)
         past_bigint = SignedSwap("raydium", f"bad-{uuid.uuid4()}", b"tx", 2**70, 1)
-        written = await repo.write_batch([RecordSwap(order.order_id, 1, fine, None),
-                                          RecordSwap(order.order_id, 1, past_bigint, None)])
-        assert written[0] is None and isinstance(written[1], InvalidInput)
-        assert [s.signature for s, _, _ in await repo.swaps_for_order(order.order_id)] == [
+        start = Change(Trigger.START_ROUTING, attempt=1)
+        written = await repo.write_batch([ApplyChange(one.order_id, start, None, one, fine),
+                                          ApplyChange(other.order_id, start, None, other,
+                                                      past_bigint)])
+        assert not isinstance(written[0], DexecError) and isinstance(written[1], InvalidInput)
+        assert [s.signature for s, _, _ in await repo.swaps_for_order(one.order_id)] == [
             fine.signature]
+        refused = await repo.get_order(other.order_id)  # nothing of the bad item was written
+        assert refused is not None and refused.status == "pending"
+        assert await repo.swaps_for_order(other.order_id) == []
     finally:
         await repo.close()
 
