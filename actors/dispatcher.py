@@ -280,7 +280,7 @@ class Dispatcher:
             self._caps.failed(order_id)
 
     async def cancel(self, order_id: str, account_id: str) -> Order:
-        """Cancel the account's order if nothing of it is signed yet; return it cancelled.
+        """Cancel the account's order if nothing of it can land yet; return it cancelled.
 
         A cancel is a conditional write like every other change: it wins or loses against a
         trigger or an executor's next step by the order's seq, so exactly one of them is

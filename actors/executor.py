@@ -217,6 +217,8 @@ class OrderExecutor:
         self._clock = clock
         self._now = now  # wall time, for orders that expire
         self._rng = rng or random.Random()  # noqa: S311 - jitter only
+        # order id -> (venue, quotes) of an attempt whose swap could not be built
+        self._unbuilt: dict[str, tuple[str, tuple[Quote, ...]]] = {}
 
     async def execute(self, order_id: str) -> str | None:
         """Drive the order to confirmed or failed and return its final status.
@@ -231,6 +233,7 @@ class OrderExecutor:
             status = await self._execute(order_id, lease)
             return str(status) if status is not None else None
         finally:
+            self._unbuilt.pop(order_id, None)
             await lease.release()
 
     @staticmethod
@@ -354,11 +357,17 @@ class OrderExecutor:
         # Signed first, then the route chosen and the signed swap are written in one
         # statement: the order is `building` exactly when its transaction is on record, and
         # nothing is sent before that (a swap whose write is refused is never sent).
-        swap = await gateway.build_swap(
-            best,
-            max(min_amount_out(best.amount_out, order.slippage_bps), self._limit_out(order)),
-            memo=f"dexec:{order.order_id}:{order.attempt}",
-        )
+        try:
+            swap = await gateway.build_swap(
+                best,
+                max(min_amount_out(best.amount_out, order.slippage_bps), self._limit_out(order)),
+                memo=f"dexec:{order.order_id}:{order.attempt}",
+            )
+        except DexecError:
+            # Nothing was signed; if the order fails for it, its record still names the route
+            # it had chosen, as `building` would have (see _after_failure).
+            self._unbuilt[order.order_id] = (best.venue, tuple(quotes))
+            raise
         chosen = Change(Trigger.ROUTE_CHOSEN, order.attempt, venue=best.venue,
                         quotes=tuple(quotes))
         if order.dry_run or self._dry_run:  # simulated, never sent: nothing to record
@@ -573,6 +582,7 @@ class OrderExecutor:
             price=await self._price(order, best.amount_out)))
 
     async def _after_failure(self, lease: Lease, order: Order, err: DexecError) -> Order:
+        venue, quotes = self._unbuilt.pop(order.order_id, (None, None))
         current = await self._store.get_order(order.order_id) or order
         if current.is_terminal or current.status is OrderStatus.OPEN:
             return current  # ended, or rested already (an answer lost after its commit)
@@ -607,7 +617,8 @@ class OrderExecutor:
             lease,
             current,
             Change(
-                Trigger.FAIL, current.attempt, error=reason(err), error_class=str(err.error_class)
+                Trigger.FAIL, current.attempt, error=reason(err), error_class=str(err.error_class),
+                venue=venue, quotes=quotes,
             ),
         )
 

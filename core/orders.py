@@ -34,7 +34,7 @@ class OrderStatus(StrEnum):
     CONFIRMED = "confirmed"
     FAILED = "failed"
     SIMULATED = "simulated"  # a dry run: built, verified and simulated, never sent
-    CANCELLED = "cancelled"  # cancelled by its owner before anything was signed
+    CANCELLED = "cancelled"  # cancelled by its owner before anything was sent
     EXPIRED = "expired"  # its time ran out (gtt), or an ioc order found no price at its limit
 
 
@@ -78,8 +78,10 @@ TRANSITIONS: dict[tuple[OrderStatus, Trigger], OrderStatus] = {
     (S.ROUTING, T.REST): S.OPEN,
     (S.OPEN, T.PRICE_REACHED): S.ROUTING,
     (S.OPEN, T.FAIL): S.FAILED,
-    # Cancel and expiry end an order only while nothing of it is signed: from BUILDING on,
-    # a signed transaction may still land, and the order finishes normally.
+    # Cancel and expiry end an order only while nothing of it can land: a transaction is
+    # stored with the change to BUILDING and sent only after it, so from BUILDING on a signed
+    # transaction may still land, and the order finishes normally. One signed for an order
+    # cancelled meanwhile is refused with its write and never sent.
     (S.PENDING, T.CANCEL): S.CANCELLED,
     (S.OPEN, T.CANCEL): S.CANCELLED,
     (S.ROUTING, T.CANCEL): S.CANCELLED,

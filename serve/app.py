@@ -234,7 +234,7 @@ class DexecIngress:
     @app.post(
         "/api/orders/{order_id}/cancel",
         response_model=OrderView,
-        summary="Cancel an order that has signed nothing yet (pending, open or routing)",
+        summary="Cancel an order that has sent nothing yet (pending, open or routing)",
         responses={404: {"model": ErrorView, "description": "No such order"},
                    409: {"model": ErrorView, "description": "Signed already (building,"
                          " submitted: it finishes normally) or finished"}},

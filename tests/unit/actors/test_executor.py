@@ -454,6 +454,22 @@ async def test_a_failed_build_is_retried_with_a_fresh_quote(world: World) -> Non
     assert world.calls.count(("quote", "raydium")) == 2
 
 
+async def test_a_swap_refused_at_build_fails_naming_the_route_it_had_chosen(
+        world: World) -> None:
+    world.raydium.build_failures = [InvalidInput("refused to sign the venue's transaction")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.FAILED
+
+    # Nothing was signed, so nothing reached `building`; the failure keeps the route's record.
+    assert world.store.statuses() == [S.PENDING, S.ROUTING, S.FAILED]
+    failed = world.store.events()[-1]
+    assert failed.venue == "raydium" and failed.quotes is not None
+    assert sorted(q["venue"] for q in failed.quotes) == ["meteora", "raydium"]
+    assert world.store.rows[order.order_id].venue == "raydium"
+    assert world.store.swaps[order.order_id] == [] and world.raydium.sent == []
+
+
 async def test_every_venue_refusing_for_good_fails_at_once(world: World) -> None:
     world.raydium.always_fail_quote = InsufficientLiquidity("pool too shallow", venue="raydium")
     world.meteora.always_fail_quote = InsufficientLiquidity("bins empty", venue="meteora")
