@@ -21,7 +21,6 @@ from core.orders import Change, Order, OrderEvent
 from core.quotes import SignedSwap, SwapStatus
 from storage.database import Database, each_on_its_own, rows_from, rows_param
 from storage.rows import (
-    EVENT_COLUMNS,
     EVENT_INSERT,
     EXPECTED_UPDATE,
     QUOTE_INSERT,
@@ -159,34 +158,22 @@ class OrderWriter:
                 " AND (v.epoch IS NULL OR o.lease_epoch = v.epoch) RETURNING o.order_id)"
             )
             params.append(rows_param(updates))
-            parts.append(
-                f"ev AS (INSERT INTO order_events ({EVENT_COLUMNS}) SELECT e.* FROM"
-                f" {rows_from(EVENT_INSERT, 'e')}"
-                " WHERE e.order_id IN (SELECT order_id FROM upd))"
-            )
+            # An order's event, quotes and signed swap go in only if its change was written.
+            parts.append(_for_updated("ev", "order_events", EVENT_INSERT))
             params.append(rows_param(events))
             if quotes:
-                names = ", ".join(c for c, _ in QUOTE_INSERT)
-                parts.append(
-                    f"qt AS (INSERT INTO order_quotes ({names}) SELECT q.* FROM"
-                    f" {rows_from(QUOTE_INSERT, 'q')}"
-                    " WHERE q.order_id IN (SELECT order_id FROM upd)"
+                parts.append(_for_updated(
+                    "qt", "order_quotes", QUOTE_INSERT,
                     # A resting order routed again in the same attempt keeps its newest quotes.
                     " ON CONFLICT (order_id, attempt, venue) DO UPDATE SET pool = EXCLUDED.pool,"
                     " amount_in = EXCLUDED.amount_in, amount_out = EXCLUDED.amount_out,"
                     " fee = EXCLUDED.fee, fee_bps = EXCLUDED.fee_bps,"
                     " price_impact_bps = EXCLUDED.price_impact_bps, chosen = EXCLUDED.chosen,"
-                    " quoted_at = EXCLUDED.quoted_at, latency_ms = EXCLUDED.latency_ms)"
-                )
+                    " quoted_at = EXCLUDED.quoted_at, latency_ms = EXCLUDED.latency_ms"))
                 params.append(rows_param(quotes))
-            if swaps:
-                names = ", ".join(c for c, _ in SWAP_INSERT)
-                parts.append(
-                    f"sw AS (INSERT INTO swap_transactions ({names}) SELECT s.* FROM"
-                    f" {rows_from(SWAP_INSERT, 's')}"
-                    " WHERE s.order_id IN (SELECT order_id FROM upd)"
-                    " ON CONFLICT (signature) DO NOTHING)"
-                )
+            if swaps:  # recording a signature again is a harmless repeat
+                parts.append(_for_updated("sw", "swap_transactions", SWAP_INSERT,
+                                          " ON CONFLICT (signature) DO NOTHING"))
                 params.append(rows_param(swaps))
             returning.append("SELECT 'o', order_id::text FROM upd")
         if statuses:
@@ -230,6 +217,15 @@ class OrderWriter:
                 answers[k] = LeaseLost(
                     f"order {order_id} changed concurrently (stored seq {seq}, expected"
                     f" {op.expected.seq})")
+
+
+def _for_updated(name: str, table: str, columns: Sequence[tuple[str, str]],
+                 conflict: str = "") -> str:
+    """A CTE inserting rows (sent as one parameter) only for the orders `upd` updated."""
+    names = ", ".join(c for c, _ in columns)
+    return (f"{name} AS (INSERT INTO {table} ({names}) SELECT r.* FROM"
+            f" {rows_from(columns, 'r')} WHERE r.order_id IN (SELECT order_id FROM upd)"
+            f"{conflict})")
 
 
 def _quote_values(op: ApplyChange, event: OrderEvent) -> list[tuple[Any, ...]]:
