@@ -112,6 +112,11 @@ class ExecutionLocks:
             return answers
         ids = [order_ids[k] for k in fresh]
         try:
+            uuids, keys = [uuid.UUID(i) for i in ids], [lock_key(i) for i in ids]
+        except ValueError:  # not an order id: nothing was locked
+            self._held.difference_update(ids)
+            raise
+        try:
             conn = await self._connection()
             generation = self.generation
             cur = conn.cursor(row_factory=dict_row)
@@ -125,7 +130,7 @@ class ExecutionLocks:
                 " (SELECT order_id FROM orders WHERE order_id IN (SELECT id FROM l WHERE got)"
                 f" ORDER BY order_id FOR UPDATE) RETURNING {ORDER_COLUMNS}, lease_epoch)"
                 " SELECT l.got, u.* FROM l LEFT JOIN u ON u.order_id = l.id ORDER BY l.n",
-                ([uuid.UUID(i) for i in ids], [lock_key(i) for i in ids]))
+                (uuids, keys))
             rows = await cur.fetchall()
         except BaseException as exc:
             # Session locks outlive a failed statement, and which were taken is unknown:

@@ -582,6 +582,22 @@ async def test_the_swap_is_recorded_before_it_is_sent(world: World) -> None:
         ("record_swap", swap.signature))
 
 
+async def test_a_swap_whose_write_is_refused_is_never_sent(world: World) -> None:
+    # A cancel (or a newer lease) won while the swap was being signed: the write that would
+    # have recorded it with the route is refused, so nothing of it is stored or sent.
+    world.store.outages[("apply_change", "route_chosen")] = [
+        LeaseLost("order order-1 changed concurrently")]
+    order = world.store.create()
+
+    with pytest.raises(LeaseLost):
+        await world.executor().execute(order.order_id)
+
+    assert len(world.raydium.built) == 1  # it was signed...
+    assert world.store.swaps[order.order_id] == []  # ...never recorded...
+    assert world.raydium.sent == [] and world.meteora.sent == []  # ...and never sent
+    assert world.store.statuses() == [S.PENDING, S.ROUTING]
+
+
 async def test_resumed_submitted_order_polls_the_recorded_signature(world: World) -> None:
     swap = recorded_swap(START_HEIGHT)
     world.raydium.landed[swap.signature] = TxStatus(swap.signature, True, START_HEIGHT + 3,
@@ -766,6 +782,23 @@ async def test_a_database_blip_does_not_sign_a_second_swap(
     swap = world.raydium.built[0][0]
     assert world.raydium.executed() == [swap.signature]
     assert world.store.rows[order.order_id].signature == swap.signature
+
+
+async def test_a_database_blip_on_the_route_write_signs_anew_and_sends_only_that(
+        world: World) -> None:
+    # The write that would have recorded the first swap failed: it was never stored, so it
+    # was never sent, and the next attempt signs its own.
+    world.store.outages[("apply_change", "route_chosen")] = [
+        TransientDatabaseError("database unavailable: connection lost")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    first, second = (swap for swap, _ in world.raydium.built)
+    assert world.raydium.sent == [second.signature]
+    assert world.raydium.executed() == [second.signature]
+    assert [s.signature for s, _ in world.store.swaps[order.order_id]] == [second.signature]
+    assert first.signature != second.signature
 
 
 # --- nothing to do --------------------------------------------------------------------------

@@ -242,7 +242,9 @@ async def _post_all(front: int, n: int) -> list[tuple[int, str | None, str]]:
 def test_the_real_haproxy_refuses_submissions_past_the_bound_at_once(tmp_path: Path) -> None:
     """3 at once per replica, 5 more may wait: of 20 at once, the rest is refused with 429 and
     a Retry-After without reaching the replica, while reads still pass."""
-    app = SlowApp(delay_s=1.0)
+    # 2 s per submission: on a busy machine the 20 may take over a second to arrive, and
+    # a replica that answers sooner frees places for the late ones (seen with 1 s).
+    app = SlowApp(delay_s=2.0)
     proc, front = _run_haproxy(tmp_path, app, Hardening(
         max_submissions=3, submission_queue=5, submission_queue_timeout_ms=10_000))
     try:
