@@ -109,9 +109,19 @@ def faults(engine: Engine) -> Iterator[Any]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs the engine, or lives in tests/integration, `integration`."""
+    """Mark every test that needs the engine, or lives in tests/integration, `integration`,
+    and run those first, whatever order the paths were given in.
+
+    After the local-cluster unit tests (tests/unit/gateways/localnet and .../solana, LiteSVM
+    in this process), starting Ray in the same process aborts it (std::bad_alloc at the
+    first actor; seen 2026-11-30, cause not found). The default order already puts
+    tests/integration first; this keeps `pytest tests/unit tests/integration` working too.
+    """
     integration = Path(__file__).parent / "integration"
+    marked: set[int] = set()
     for item in items:
         needs_engine = "engine" in getattr(item, "fixturenames", ())
         if needs_engine or integration in item.path.parents:
             item.add_marker(pytest.mark.integration)
+            marked.add(id(item))
+    items.sort(key=lambda item: id(item) not in marked)  # stable: each group keeps its order
