@@ -145,7 +145,6 @@ class OrderWriter:
                 changed[k] = op
         parts: list[str] = []
         params: list[Any] = []
-        returning: list[str] = []
         if updates:
             parts.append(
                 "upd AS (UPDATE orders o SET status = v.status, attempt = v.attempt,"
@@ -175,7 +174,6 @@ class OrderWriter:
                 parts.append(_for_updated("sw", "swap_transactions", SWAP_INSERT,
                                           " ON CONFLICT (signature) DO NOTHING"))
                 params.append(rows_param(swaps))
-            returning.append("SELECT 'o', order_id::text FROM upd")
         if statuses:
             parts.append(
                 "st AS (UPDATE swap_transactions t SET status = x.status, updated_at = now()"
@@ -185,12 +183,12 @@ class OrderWriter:
             params.append(rows_param(statuses))
         if not parts:
             return answers
-        final = " UNION ALL ".join(returning) or "SELECT NULL, NULL WHERE false"
+        # The orders whose change was written; the others are explained below.
+        final = "SELECT order_id::text FROM upd" if updates else "SELECT NULL WHERE false"
         async with self._db.connection() as conn:
             cur = await conn.execute(f"WITH {', '.join(parts)} {final}", params)
-            written = {(kind, key) for kind, key in await cur.fetchall()}
-        unwritten = {k: op.order_id for k, op in changed.items()
-                     if ("o", op.order_id) not in written}
+            written = {order_id for (order_id,) in await cur.fetchall()}
+        unwritten = {k: op.order_id for k, op in changed.items() if op.order_id not in written}
         if unwritten:
             await self._explain_unwritten(ops, unwritten, answers)
         return answers
