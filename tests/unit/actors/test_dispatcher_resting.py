@@ -80,6 +80,12 @@ class Setup:
     def status(self, order_id: str) -> OrderStatus:
         return self.store.orders[order_id].status
 
+    async def rested(self, price: str) -> Order:
+        """Submit a limit order at `price` and wait until it rests (open)."""
+        order = await self.submit(limit_order(price))
+        await until(lambda: self.status(order.order_id) is OrderStatus.OPEN)
+        return order
+
 
 @pytest.fixture
 async def setups() -> AsyncIterator[list[Setup]]:
@@ -105,8 +111,7 @@ async def test_a_limit_order_rests_without_a_worker_until_its_price_comes(
     setups: list[Setup],
 ) -> None:
     s = await started(setups)
-    order = await s.submit(limit_order("101"))
-    await until(lambda: s.status(order.order_id) is OrderStatus.OPEN)
+    order = await s.rested("101")
     await asyncio.sleep(0.05)
     assert s.workers.started == []
     assert s.dispatcher.stats()["resting"] == 1 and s.dispatcher.stats()["open"] == 1
@@ -119,8 +124,7 @@ async def test_a_limit_order_rests_without_a_worker_until_its_price_comes(
 
 async def test_cancel_in_each_status(setups: list[Setup]) -> None:
     s = await started(setups)
-    resting = await s.submit(limit_order("150"))
-    await until(lambda: s.status(resting.order_id) is OrderStatus.OPEN)
+    resting = await s.rested("150")
 
     cancelled = await s.dispatcher.cancel(resting.order_id, "default")
     assert cancelled.status is OrderStatus.CANCELLED
@@ -188,8 +192,7 @@ async def test_at_start_resting_orders_rest_again_and_the_others_are_dispatched(
 
 async def test_an_order_the_executor_rested_again_is_watched_again(setups: list[Setup]) -> None:
     s = await started(setups)
-    order = await s.submit(limit_order("101"))
-    await until(lambda: s.status(order.order_id) is OrderStatus.OPEN)
+    order = await s.rested("101")
     s.market.prices[(order.input_mint, order.output_mint)] = Decimal(102)
 
     def rests_again(order_id: str) -> None:
@@ -215,8 +218,7 @@ async def test_a_cancel_whose_answer_was_lost_still_closes_the_order(
     setups: list[Setup],
 ) -> None:
     s = await started(setups)
-    order = await s.submit(limit_order("150"))
-    await until(lambda: s.status(order.order_id) is OrderStatus.OPEN)
+    order = await s.rested("150")
     write = s.store.write_batch
 
     async def written_then_lost(ops: Sequence[Write]) -> list[Written | DexecError]:
