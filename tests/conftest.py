@@ -118,10 +118,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tests/integration first; this keeps `pytest tests/unit tests/integration` working too.
     """
     integration = Path(__file__).parent / "integration"
-    marked: set[int] = set()
     for item in items:
         needs_engine = "engine" in getattr(item, "fixturenames", ())
         if needs_engine or integration in item.path.parents:
             item.add_marker(pytest.mark.integration)
-            marked.add(id(item))
-    items.sort(key=lambda item: id(item) not in marked)  # stable: each group keeps its order
+    # Stable: each group keeps its order.
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
