@@ -19,7 +19,7 @@ from typing import Any
 from core.errors import DexecError, LeaseLost, OrderNotFound
 from core.orders import Change, Order, OrderEvent
 from core.quotes import SignedSwap, SwapStatus
-from storage.database import Database, each_on_its_own, rows_from, rows_param
+from storage.database import Database, each_on_its_own, row_keys, rows_from, rows_param
 from storage.rows import (
     EVENT_INSERT,
     EXPECTED_UPDATE,
@@ -153,10 +153,11 @@ class OrderWriter:
                 " failure_reason = v.failure_reason, updated_at = v.updated_at,"
                 " triggered_at = v.triggered_at"
                 f" FROM {rows_from(EXPECTED_UPDATE, 'v')} WHERE o.order_id = v.order_id"
-                " AND o.seq = v.expected_seq"
+                f" AND o.order_id = ANY({row_keys(0, 'uuid')}) AND o.seq = v.expected_seq"
                 " AND (v.epoch IS NULL OR o.lease_epoch = v.epoch) RETURNING o.order_id)"
             )
-            params.append(rows_param(updates))
+            rows = rows_param(updates)
+            params += [rows, rows]
             # An order's event, quotes and signed swap go in only if its change was written.
             parts.append(_for_updated("ev", "order_events", EVENT_INSERT))
             params.append(rows_param(events))
@@ -178,9 +179,10 @@ class OrderWriter:
             parts.append(
                 "st AS (UPDATE swap_transactions t SET status = x.status, updated_at = now()"
                 f" FROM {rows_from((('status', 'text'), ('signature', 'text')), 'x')}"
-                " WHERE t.signature = x.signature)"
+                f" WHERE t.signature = x.signature AND t.signature = ANY({row_keys(1, 'text')}))"
             )
-            params.append(rows_param(statuses))
+            rows = rows_param(statuses)
+            params += [rows, rows]
         if not parts:
             return answers
         # The orders whose change was written; the others are explained below.

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
 
 from core.errors import DexecError
 from core.orders import Change, NewOrder, Order, OrderType, Trigger
+from core.quotes import SwapStatus
 from core.tokens import TokenRegistry
 from dexec.launch import Engine
 from storage.repository import OrderRepository
-from storage.writes import ApplyChange
+from storage.writes import ApplyChange, SetSwapStatus
 
 
 async def test_an_order_read_while_it_changes_matches_its_own_history(engine: Engine) -> None:
@@ -53,3 +59,62 @@ async def test_an_order_read_while_it_changes_matches_its_own_history(engine: En
     finally:
         await repo.close()
     assert reads > 10 and order.seq == 150
+
+
+async def test_a_batched_write_looks_its_rows_up_by_key_however_large_the_table(
+        engine: Engine, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write batch joins its rows (one JSON parameter) to `orders` and `swap_transactions`.
+    The planner guesses 100 rows for such a parameter, and used to scan the whole table on
+    every write once it held a few thousand rows: each write then cost time in proportion to
+    every order ever stored. Planned here against 3,000 extra finished orders and swaps."""
+    assert engine.settings.database_url is not None
+    account = f"filler-{uuid.uuid4().hex[:8]}"
+    db.execute("INSERT INTO accounts (account_id) VALUES (%s)", (account,))
+    db.execute(
+        "INSERT INTO orders (order_id, account_id, order_type, input_mint, output_mint,"
+        " amount_in, slippage_bps, status, seq, created_at, updated_at)"
+        " SELECT gen_random_uuid(), %s, 'market', 'in', 'out', 1, 50, 'failed', 1, now(), now()"
+        " FROM generate_series(1, 3000)", (account,))
+    db.execute(
+        "INSERT INTO swap_transactions (signature, order_id, attempt, venue, tx_bytes,"
+        " last_valid_block_height, min_amount_out, status)"
+        " SELECT order_id::text, order_id, 1, 'raydium', '\\x00', 1, 1, 'expired'"
+        " FROM orders WHERE account_id = %s", (account,))
+    db.execute("ANALYZE orders")
+    db.execute("ANALYZE swap_transactions")
+    statements: list[tuple[str, Any]] = []
+    execute = psycopg.AsyncConnection.execute
+
+    async def recorded(self: psycopg.AsyncConnection[Any], query: Any, params: Any = None,
+                       **kwargs: Any) -> Any:
+        statements.append((query, params))
+        return await execute(self, query, params, **kwargs)
+
+    repo = OrderRepository(engine.settings.database_url.get_secret_value())
+    await repo.open()
+    try:
+        tokens = TokenRegistry()
+        [created] = await repo.create_orders([NewOrder(
+            account, None, OrderType.MARKET, tokens.resolve("SOL").mint,
+            tokens.resolve("USDC").mint, 1_000_000, 50, dry_run=True)])
+        assert not isinstance(created, DexecError)
+        order = created[0]
+        monkeypatch.setattr(psycopg.AsyncConnection, "execute", recorded)
+        answers = await repo.write_batch([
+            ApplyChange(order.order_id, Change(Trigger.START_ROUTING, attempt=1), None, order),
+            SetSwapStatus("no-such-signature", SwapStatus.CONFIRMED),
+        ])
+        monkeypatch.undo()
+        assert not any(isinstance(a, DexecError) for a in answers)
+        [(query, params)] = statements
+        plan = "\n".join(r[0] for r in db.execute(f"EXPLAIN {query}", params))
+        assert "Seq Scan on orders" not in plan and "Seq Scan on swap_transactions" not in plan, \
+            plan
+        assert "orders_pkey" in plan and "swap_transactions_pkey" in plan, plan
+    finally:
+        await repo.close()
+        db.execute("DELETE FROM swap_transactions WHERE order_id IN"
+                    " (SELECT order_id FROM orders WHERE account_id = %s)", (account,))
+        db.execute("DELETE FROM order_events WHERE order_id IN"
+                    " (SELECT order_id FROM orders WHERE account_id = %s)", (account,))
+        db.execute("DELETE FROM orders WHERE account_id = %s", (account,))
