@@ -43,12 +43,16 @@ class Coalescer(Generic[T, R]):
     each call up to that much latency and saves a call's fixed cost for every item it adds.
     At most `max_in_flight` batches travel at once: what arrives meanwhile waits for one to
     come back and then goes as one batch, so batches grow with the load (like a database's
-    group commit) instead of multiplying. A batch whose call raises fails every item in it.
-    Per-item answers are delivered in order.
+    group commit) instead of multiplying. One by default: on two shared cores every call costs
+    milliseconds of CPU on both sides, and a second batch in flight mostly splits the orders
+    of one into two calls (measured 2026-11-30: p99 at 100/s 130-180 ms with one against
+    211-287 with two, and 381/s against 319/s of goodput at 400/s offered). Call sites whose
+    items take their own time (a venue's quote) allow more. A batch whose call raises fails
+    every item in it. Per-item answers are delivered in order.
     """
 
     def __init__(self, call_many: BatchCall[T, R], *, max_batch: int = 512,
-                 window_s: float = WINDOW_S, max_in_flight: int = 2,
+                 window_s: float = WINDOW_S, max_in_flight: int = 1,
                  site: str = "", stats: BatchStats | None = None) -> None:
         self._call_many = call_many
         self._site = site
