@@ -130,8 +130,9 @@ def rows_from(columns: Sequence[tuple[str, str]], alias: str) -> str:
     return f"(SELECT {fields} FROM jsonb_array_elements(%s::jsonb) AS j(r)) AS {alias}"  # noqa: S608 - constant names
 
 
-def row_keys(index: int, type_: str) -> str:
-    """Return `ARRAY(...)` of column `index` of a rows_param parameter, for `key = ANY(...)`.
+def row_keys(columns: Sequence[tuple[str, str]], key: str) -> str:
+    """Return `ARRAY(...)` of the `key` column of a rows_param parameter laid out as
+    `columns` (as for rows_from), for `key = ANY(...)`.
 
     A batched UPDATE joins its rows (a rows_from FROM item) to the table. The planner cannot
     see how many rows a JSON parameter holds and guesses 100, and for a table of a few
@@ -142,7 +143,8 @@ def row_keys(index: int, type_: str) -> str:
     lets it look each row up by the key's index at any size. The caller sends the same
     parameter again.
     """
-    return f"ARRAY(SELECT (r->>{index})::{type_} FROM jsonb_array_elements(%s::jsonb) AS j(r))"  # noqa: S608 - constant types
+    [(index, type_)] = [(k, t) for k, (c, t) in enumerate(columns) if c == key]
+    return f"ARRAY(SELECT (r->>{index})::{type_} FROM jsonb_array_elements(%s::jsonb) AS j(r))"  # noqa: S608 - constant names
 
 
 def _json_value(value: Any) -> str:

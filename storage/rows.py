@@ -43,6 +43,7 @@ EXPECTED_UPDATE = (
     ("amount_out", "numeric"), ("price", "numeric"), ("failure_reason", "text"),
     ("updated_at", "timestamptz"), ("triggered_at", "timestamptz"),
 )
+SWAP_STATUS_UPDATE = (("status", "text"), ("signature", "text"))
 QUOTE_INSERT = (
     ("order_id", "uuid"), ("attempt", "int"), ("venue", "text"), ("pool", "text"),
     ("amount_in", "numeric"), ("amount_out", "numeric"), ("fee", "numeric"),

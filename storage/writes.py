@@ -25,6 +25,7 @@ from storage.rows import (
     EXPECTED_UPDATE,
     QUOTE_INSERT,
     SWAP_INSERT,
+    SWAP_STATUS_UPDATE,
     event_values,
     swap_values,
 )
@@ -153,7 +154,8 @@ class OrderWriter:
                 " failure_reason = v.failure_reason, updated_at = v.updated_at,"
                 " triggered_at = v.triggered_at"
                 f" FROM {rows_from(EXPECTED_UPDATE, 'v')} WHERE o.order_id = v.order_id"
-                f" AND o.order_id = ANY({row_keys(0, 'uuid')}) AND o.seq = v.expected_seq"
+                f" AND o.order_id = ANY({row_keys(EXPECTED_UPDATE, 'order_id')})"
+                " AND o.seq = v.expected_seq"
                 " AND (v.epoch IS NULL OR o.lease_epoch = v.epoch) RETURNING o.order_id)"
             )
             rows = rows_param(updates)
@@ -178,8 +180,8 @@ class OrderWriter:
         if statuses:
             parts.append(
                 "st AS (UPDATE swap_transactions t SET status = x.status, updated_at = now()"
-                f" FROM {rows_from((('status', 'text'), ('signature', 'text')), 'x')}"
-                f" WHERE t.signature = x.signature AND t.signature = ANY({row_keys(1, 'text')}))"
+                f" FROM {rows_from(SWAP_STATUS_UPDATE, 'x')} WHERE t.signature = x.signature"
+                f" AND t.signature = ANY({row_keys(SWAP_STATUS_UPDATE, 'signature')}))"
             )
             rows = rows_param(statuses)
             params += [rows, rows]
