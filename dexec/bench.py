@@ -55,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", help="offered rates to run one after the other on one"
                         " stack, e.g. 100,200,400,800 (each for --duration, default 15 s);"
                         " --plot then draws goodput against offered load")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="with --sweep: run the whole sweep this many times, the rates"
+                        " interleaved, and report each rate's median, lowest and highest"
+                        " goodput (one run of a rate varies by tens of percent here)")
     parser.add_argument("--url", help="benchmark a running stack instead of starting one")
     parser.add_argument("--database-url", help="with --url: where to read outcomes from")
     parser.add_argument("--api-key", help="with --url: a trade key (default: DEXEC_API_KEY,"
@@ -541,35 +545,90 @@ def sweep_row(offered: float, result: dict[str, Any]) -> dict[str, Any]:
             "duplicates": result["duplicate_executions"]}
 
 
+def sweep_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each offered rate's runs in one line: median, lowest and highest goodput, median
+    latencies, and the median goodput as a share of the best rate's median (issue 15's test:
+    at least 90% at any rate up to three times capacity). Losses and duplicates are summed:
+    one is one too many."""
+    by_rate: dict[float, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_rate.setdefault(r["offered_per_s"], []).append(r)
+
+    def median(values: list[float | None]) -> float | None:
+        known = sorted(v for v in values if v is not None)
+        if not known:
+            return None
+        mid = len(known) // 2
+        return known[mid] if len(known) % 2 else round((known[mid - 1] + known[mid]) / 2, 1)
+
+    summary = []
+    for offered, runs in by_rate.items():
+        goodputs = [r["goodput_per_s"] for r in runs]
+        summary.append({
+            "offered_per_s": offered, "runs": len(runs),
+            "goodput_median_per_s": median(goodputs), "goodput_min_per_s": min(goodputs),
+            "goodput_max_per_s": max(goodputs),
+            "p50_median_ms": median([r["p50_ms"] for r in runs]),
+            "p99_median_ms": median([r["p99_ms"] for r in runs]),
+            "submit_p99_median_ms": median([r["submit_p99_ms"] for r in runs]),
+            "refused": sum(r["rejected_429"] + r["rejected_503"] for r in runs),
+            "errors": sum(r["errors"] for r in runs),
+            "lost": sum(r["lost"] for r in runs),
+            "duplicates": sum(r["duplicates"] for r in runs)})
+    best = max((s["goodput_median_per_s"] or 0.0 for s in summary), default=0.0)
+    for line in summary:
+        line["of_best_pct"] = round(100 * (line["goodput_median_per_s"] or 0.0) / best) \
+            if best else None
+    return summary
+
+
 def _sweep(args: argparse.Namespace, url: str, database_url: str) -> int:
-    """Run each offered rate of --sweep in turn on one stack; print and plot the table."""
+    """Run each offered rate of --sweep in turn on one stack (the whole sweep --repeat
+    times); print and plot the table."""
     rates = [float(r) for r in str(args.sweep).split(",") if r.strip()]
     duration = args.duration or 15.0
+    repeat = max(1, args.repeat)
     rows = []
-    for rate in rates:
-        one = argparse.Namespace(**{**vars(args), "rate": rate, "duration": duration,
-                                    "orders": int(rate * duration)})
-        print(f"--- offered {rate:g}/s for {duration:g} s ({args.client}) ---", file=sys.stderr)
-        result = asyncio.run(_drive(one, url, database_url, uuid.uuid4().hex[:8]))
-        rows.append(sweep_row(rate, result))
-    Path(args.out).write_text(json.dumps({"client": args.client, "sweep": rows}, indent=2))
+    for round_ in range(1, repeat + 1):
+        for rate in rates:
+            one = argparse.Namespace(**{**vars(args), "rate": rate, "duration": duration,
+                                        "orders": int(rate * duration)})
+            print(f"--- offered {rate:g}/s for {duration:g} s ({args.client}), run {round_} of"
+                  f" {repeat} ---", file=sys.stderr)
+            result = asyncio.run(_drive(one, url, database_url, uuid.uuid4().hex[:8]))
+            rows.append({**sweep_row(rate, result), "run": round_})
+    summary = sweep_summary(rows)
+    Path(args.out).write_text(json.dumps(
+        {"client": args.client, "repeat": repeat, "sweep": rows, "summary": summary}, indent=2))
     print(f"\n=== dexec bench --sweep ({args.client}) ===")
-    print(f"{'offered/s':>10}{'accepted':>10}{'429':>7}{'503':>6}{'goodput/s':>11}{'p50 ms':>9}"
-          f"{'p99 ms':>9}{'submit p99':>12}{'client cpu':>12}{'lost':>6}{'dup':>5}")
+    print(f"{'offered/s':>10}{'run':>5}{'accepted':>10}{'429':>7}{'503':>6}{'goodput/s':>11}"
+          f"{'p50 ms':>9}{'p99 ms':>9}{'submit p99':>12}{'client cpu':>12}{'lost':>6}{'dup':>5}")
     for r in rows:
-        print(f"{r['offered_per_s']:>10g}{r['accepted']:>10}{r['rejected_429']:>7}"
+        print(f"{r['offered_per_s']:>10g}{r['run']:>5}{r['accepted']:>10}{r['rejected_429']:>7}"
               f"{r['rejected_503']:>6}{r['goodput_per_s']:>11}{r['p50_ms'] or '-':>9}"
               f"{r['p99_ms'] or '-':>9}{r['submit_p99_ms'] or '-':>12}"
               f"{str(r['client_cpu_pct']) + '%':>12}"
               f"{r['lost']:>6}{r['duplicates']:>5}")
+    if repeat > 1:
+        print(f"\n{'offered/s':>10}{'runs':>6}{'goodput/s median':>18}{'(lowest-highest)':>18}"
+              f"{'of best':>9}{'p50 ms':>9}{'p99 ms':>9}{'submit p99':>12}")
+        for line in summary:
+            spread = f"{line['goodput_min_per_s']}-{line['goodput_max_per_s']}"
+            print(f"{line['offered_per_s']:>10g}{line['runs']:>6}"
+                  f"{line['goodput_median_per_s']:>18}{spread:>18}"
+                  f"{str(line['of_best_pct']) + '%':>9}{line['p50_median_ms'] or '-':>9}"
+                  f"{line['p99_median_ms'] or '-':>9}{line['submit_p99_median_ms'] or '-':>12}")
     print(f"written to {args.out}")
     if args.plot:
-        plot_sweep(rows, args.client, args.plot)
+        plot_sweep(rows, args.client, args.plot, summary if repeat > 1 else None)
         print(f"plot written to {args.plot}")
     return 1 if any(r["lost"] or r["duplicates"] for r in rows) else 0
 
 
-def plot_sweep(rows: list[dict[str, Any]], client: str, path: str) -> None:
+def plot_sweep(rows: list[dict[str, Any]], client: str, path: str,
+               summary: list[dict[str, Any]] | None = None) -> None:
+    """Goodput and latency against offered load; with repeated runs, each rate's median with
+    its lowest and highest goodput as the error bar."""
     try:
         import matplotlib
 
@@ -578,14 +637,26 @@ def plot_sweep(rows: list[dict[str, Any]], client: str, path: str) -> None:
     except ImportError:
         print("--plot needs matplotlib: pip install -e '.[bench]'", file=sys.stderr)
         return
-    offered = [r["offered_per_s"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    ax1.plot(offered, [r["goodput_per_s"] for r in rows], "o-", label="goodput")
+    if summary is None:
+        offered = [r["offered_per_s"] for r in rows]
+        ax1.plot(offered, [r["goodput_per_s"] for r in rows], "o-", label="goodput")
+        p50s, p99s = [r["p50_ms"] or 0 for r in rows], [r["p99_ms"] or 0 for r in rows]
+    else:
+        offered = [s["offered_per_s"] for s in summary]
+        medians = [s["goodput_median_per_s"] or 0 for s in summary]
+        ax1.errorbar(offered, medians, fmt="o-", capsize=4, label="goodput (median, range)",
+                     yerr=[[m - s["goodput_min_per_s"] for m, s in zip(medians, summary,
+                                                                      strict=True)],
+                           [s["goodput_max_per_s"] - m for m, s in zip(medians, summary,
+                                                                      strict=True)]])
+        p50s = [s["p50_median_ms"] or 0 for s in summary]
+        p99s = [s["p99_median_ms"] or 0 for s in summary]
     ax1.plot(offered, offered, ":", label="offered")
     ax1.set_ylabel("orders per second")
     ax1.legend()
-    ax2.plot(offered, [r["p50_ms"] or 0 for r in rows], "o-", label="p50")
-    ax2.plot(offered, [r["p99_ms"] or 0 for r in rows], "s--", label="p99")
+    ax2.plot(offered, p50s, "o-", label="p50")
+    ax2.plot(offered, p99s, "s--", label="p99")
     ax2.set_ylabel("submit → confirmed (ms)")
     ax2.set_xlabel("offered orders per second")
     ax2.legend()

@@ -40,14 +40,24 @@ def test_bench_reports_every_order_with_nothing_lost_or_duplicated(
     assert result["peak_memory_mb"] > 0
 
 
-def test_a_sweep_through_httpx_reports_each_rate(engine: Engine, tmp_path: Path) -> None:
+def test_a_repeated_sweep_through_httpx_reports_each_run_and_each_rate(
+        engine: Engine, tmp_path: Path) -> None:
     out = tmp_path / "sweep.json"
     assert run(bench_args(engine, out, "--sweep", "10,20", "--duration", "2",
-                          "--concurrency", "12", "--client", "httpx")) == 0
+                          "--concurrency", "12", "--client", "httpx", "--repeat", "2")) == 0
     result = json.loads(out.read_text())
     assert result["client"] == "httpx"
-    assert [r["offered_per_s"] for r in result["sweep"]] == [10, 20]
-    for row, offered in zip(result["sweep"], (20, 40), strict=True):
+    assert result["repeat"] == 2
+    # The rates interleave, so a slow patch of the machine does not fall on one rate only.
+    assert [(r["offered_per_s"], r["run"]) for r in result["sweep"]] == [
+        (10, 1), (20, 1), (10, 2), (20, 2)]
+    assert [(s["offered_per_s"], s["runs"]) for s in result["summary"]] == [(10, 2), (20, 2)]
+    for line in result["summary"]:
+        assert line["goodput_min_per_s"] <= line["goodput_median_per_s"] \
+            <= line["goodput_max_per_s"]
+        assert line["lost"] == 0 and line["duplicates"] == 0 and line["errors"] == 0
+    assert max(s["of_best_pct"] for s in result["summary"]) == 100
+    for row, offered in zip(result["sweep"], (20, 40, 20, 40), strict=True):
         assert row["accepted"] + row["rejected_429"] + row["rejected_503"] == offered
         assert row["lost"] == 0 and row["duplicates"] == 0 and row["errors"] == 0
         assert row["goodput_per_s"] > 0 and row["p50_ms"] is not None
