@@ -63,9 +63,11 @@ class Settings(BaseSettings):
     # Front admission of submissions (HAProxy, dexec/haproxy_guard.py): POST /api/orders that
     # one replica works on at once (0: no bound), how many more may wait in HAProxy (past it:
     # 429 at once) and for how long (then 503); both with a Retry-After.
-    ingress_max_submissions: int = Field(default=128, ge=0)
-    ingress_submission_queue: int = Field(default=128, ge=0)
-    ingress_submission_queue_timeout_ms: int = Field(default=2000, ge=1)
+    # Small on purpose: at overload a queue is latency, not capacity, and a refusal by HAProxy
+    # costs the engine nothing (README, "The front's queue at three times capacity").
+    ingress_max_submissions: int = Field(default=32, ge=0)
+    ingress_submission_queue: int = Field(default=32, ge=0)
+    ingress_submission_queue_timeout_ms: int = Field(default=1000, ge=1)
     haproxy_admin_host: str = "127.0.0.1"  # HAProxy's stats page and Prometheus endpoint
     default_account: str = "default"
 

@@ -41,9 +41,9 @@ class Hardening:
     # Front admission of order submissions (POST /api/orders): at most this many at once per
     # replica (0: no bound), at most `submission_queue` more waiting in HAProxy, for at most
     # `submission_queue_timeout_ms`; past either, 429 / 503 with a Retry-After at once.
-    max_submissions: int = 128
-    submission_queue: int = 128
-    submission_queue_timeout_ms: int = 2000
+    max_submissions: int = 32
+    submission_queue: int = 32
+    submission_queue_timeout_ms: int = 1000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str]) -> Hardening:

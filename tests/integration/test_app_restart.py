@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.client import TERMINAL
+from tests.integration.client import TERMINAL, WITHIN_FRONT
 from tests.kit.app import App
 
 
@@ -38,7 +38,8 @@ async def test_app_sigkilled_with_200_in_flight_finishes_every_order_exactly_onc
     app: App,
 ) -> None:
     app.start("first.log")
-    async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth()) as client:
+    async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth(),
+                                 limits=WITHIN_FRONT) as client:
         quote = (await client.get("/api/quotes", params={
             "input_mint": "SOL", "output_mint": "USDC", "amount": "0.05"})).json()["best"]
         out_of_reach = str(int(quote["amount_out"]) * 10 // 50_000)  # ten times the price

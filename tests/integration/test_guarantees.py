@@ -22,6 +22,7 @@ from actors.worker_fleet import worker_name
 from dexec.launch import Engine
 from tests.integration.client import (
     TERMINAL,
+    WITHIN_FRONT,
     executed_swaps,
     order_body,
     wait_terminal,
@@ -136,7 +137,7 @@ async def test_order_manager_killed_with_200_in_flight_loses_nothing(
     engine: Engine, api: str, db: psycopg.Connection[Any], faults: Any
 ) -> None:
     faults.latency((0, 20), (200, 600))
-    async with httpx.AsyncClient(base_url=api, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=api, timeout=60, limits=WITHIN_FRONT) as client:
         responses = await asyncio.gather(*(
             client.post("/api/orders", json=order_body(amount="0.05", client_order_id=f"mk-{i}"))
             for i in range(200)))
