@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -555,11 +556,8 @@ def sweep_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         by_rate.setdefault(r["offered_per_s"], []).append(r)
 
     def median(values: list[float | None]) -> float | None:
-        known = sorted(v for v in values if v is not None)
-        if not known:
-            return None
-        mid = len(known) // 2
-        return known[mid] if len(known) % 2 else round((known[mid - 1] + known[mid]) / 2, 1)
+        known = [v for v in values if v is not None]
+        return round(statistics.median(known), 1) if known else None
 
     summary = []
     for offered, runs in by_rate.items():

@@ -21,6 +21,7 @@ from ray.cluster_utils import Cluster
 from actors.shell import MANAGER
 from core.settings import Settings
 from dexec.launch import start_engine, stop_engine
+from tests.integration.client import WITHIN_FRONT
 
 TERMINAL = ("confirmed", "failed")
 
@@ -43,11 +44,8 @@ def wait_for(predicate: Any, timeout_s: float) -> bool:
 async def submit_and_track(url: str, key: str | None, count: int, during: Any
                            ) -> list[dict[str, Any]]:
     auth = {"Authorization": f"Bearer {key}"} if key else {}
-    # At most what one replica's front takes at once (see tests/integration/client.py).
-    within_front = httpx.Limits(
-        max_connections=Settings.model_fields["ingress_max_submissions"].default)
     async with httpx.AsyncClient(base_url=url, timeout=30, headers=auth,
-                                 limits=within_front) as client:
+                                 limits=WITHIN_FRONT) as client:
         responses = await asyncio.gather(*(client.post("/api/orders", json={
             "type": "market", "input_mint": "SOL", "output_mint": "USDC", "amount": "0.02",
             "client_order_id": f"cluster-{i}"}) for i in range(count)))

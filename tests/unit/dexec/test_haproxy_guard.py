@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.settings import Settings
 from dexec.haproxy_guard import MARK, Hardening, config_path, harden, real_haproxy
+from dexec.launch import serve_env
 
 # The sections of Serve 2.60's template that the guard touches, as Serve renders them.
 SERVE_CONFIG = """global
@@ -100,6 +102,12 @@ def test_settings_travel_through_the_environment() -> None:
                       max_connections_per_address=9)
     assert Hardening.from_env(rules.env()) == rules
     assert Hardening.from_env({}) == Hardening()
+
+
+def test_its_own_defaults_are_the_settings_defaults() -> None:
+    """The guard keeps its defaults beside the settings (it must start without them); the
+    two must not drift apart, or a guard started without the environment hardens less."""
+    assert Hardening.from_env(serve_env(Settings.model_construct())) == Hardening()
 
 
 def test_the_config_file_is_the_one_after_dash_f() -> None:
