@@ -63,6 +63,18 @@ class SimulatedChain:
             yield chunk
 
     @hot
+    async def quote_at_once(self, requests: list[QuoteRequest]
+                            ) -> list[PoolQuote | BaseException] | None:
+        """Quote every request now, as one plain answer, when no venue of the batch takes
+        time; None otherwise (then ask `quote_many`). A streamed call costs its caller
+        about twice the CPU of a plain one (measured 2026-11-30: 1.1 against 0.5 ms)."""
+        await self._server.ready()
+        delays = self._server.quote_delays([venue for venue, *_ in requests])
+        if any(delays):
+            return None
+        return await each([self._server.quote(*r) for r in requests])
+
+    @hot
     async def latest_blockhash(self) -> tuple[str, int]:
         return await self._server.latest_blockhash()
 
@@ -114,6 +126,7 @@ class RayChainClient:
 
     def __init__(self, handle: Any, window_s: float, stats: BatchStats | None = None) -> None:
         self._h = handle
+        self._at_once = True  # see _quote_stream
         # Quotes take the venue's time, so batches are not held back for each other.
         self._quote: Coalescer[QuoteRequest, PoolQuote] = Coalescer(
             self._quote_stream, max_in_flight=64, window_s=window_s, site="chain_quote",
@@ -130,6 +143,15 @@ class RayChainClient:
 
     async def _quote_stream(self, requests: list[QuoteRequest]
                             ) -> AsyncIterator[list[tuple[int, PoolQuote | BaseException]]]:
+        # Venues that answer at once (zero latency) are asked with a plain call, which
+        # costs half a streamed one; the first batch that meets a venue with latency turns
+        # this process over to streaming for good.
+        if self._at_once:
+            answers = await self._h.quote_at_once.remote(requests)
+            if answers is not None:
+                yield list(enumerate(answers))
+                return
+            self._at_once = False
         async for ref in self._h.quote_many.remote(requests):
             yield await ref
 

@@ -18,12 +18,12 @@ a mapping of table name to a list of row dicts, exactly what
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from storage.database import Database, rows_from, rows_param
 
@@ -42,16 +42,6 @@ _META_COLUMNS = (
 )
 
 
-def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
-    """Return an INSERT ... ON CONFLICT DO UPDATE taking named parameters (constant names)."""
-    values = ", ".join(f"%({c})s" for c in columns)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
-    return (
-        f"INSERT INTO simchain.{table} ({', '.join(columns)}) VALUES ({values})"  # noqa: S608
-        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
-    )
-
-
 def _upsert_many(table: str, columns: Sequence[tuple[str, str]], key: Sequence[str]) -> str:
     """Return one upsert of any number of rows, sent as one parameter (see rows_param; each
     row's values in `columns` order). A change set holds each key once, as it must."""
@@ -66,20 +56,23 @@ def _upsert_many(table: str, columns: Sequence[tuple[str, str]], key: Sequence[s
 
 _TX_TYPES = ("text", "text", "text", "text", "numeric", "numeric", "bool", "bigint", "float8",
              "bigint", "numeric", "text", "text", "float8")
+_META_TYPES = ("bigint", "float8", "bigint", "float8", "integer", "jsonb", "text")
 _ROW_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    # The single meta row has id true.
+    "meta": (("id", "bool"), *zip(_META_COLUMNS, _META_TYPES, strict=True)),
     "transactions": tuple(zip(_TX_COLUMNS, _TX_TYPES, strict=True)),
     "pools": (("address", "text"), ("state", "bytea")),
     "balances": (("owner", "text"), ("symbol", "text"), ("amount", "numeric")),
     "blockhashes": (("blockhash", "text"), ("height", "bigint")),
 }
-_SAVE = {
-    "meta": _upsert("meta", ("id", *_META_COLUMNS), ("id",)),  # the single row has id true
-    "transactions": _upsert_many("transactions", _ROW_COLUMNS["transactions"],
-                                 ("signature",)),
-    "pools": _upsert_many("pools", _ROW_COLUMNS["pools"], ("address",)),
-    "balances": _upsert_many("balances", _ROW_COLUMNS["balances"], ("owner", "symbol")),
-    "blockhashes": _upsert_many("blockhashes", _ROW_COLUMNS["blockhashes"], ("blockhash",)),
-}
+_KEYS = {"meta": ("id",), "transactions": ("signature",), "pools": ("address",),
+         "balances": ("owner", "symbol"), "blockhashes": ("blockhash",)}
+_SAVE = {table: _upsert_many(table, columns, _KEYS[table])
+         for table, columns in _ROW_COLUMNS.items()}
+# Blockhashes the chain forgot (expired long ago), except any this save writes: one
+# statement must not change a row twice.
+_FORGET = ("DELETE FROM simchain.blockhashes WHERE height < %s"
+           " AND blockhash <> ALL(%s::text[])")
 
 _LOAD = {
     "meta": f"SELECT {', '.join(_META_COLUMNS)} FROM simchain.meta",  # noqa: S608
@@ -126,34 +119,34 @@ class SimChainStore:
         return rows
 
     async def save(self, changes: ChainRows) -> None:
-        """Upsert one change set (rows per table, any table may be absent) in one transaction.
+        """Upsert one change set (rows per table, any table may be absent) atomically.
 
         Saves are applied in the order they are called, and each returns only after every
         earlier one has finished, even an empty one: a caller whose changes an earlier
-        caller's set already carried still waits until they are durable.
+        caller's set already carried still waits until they are durable. A change set is one
+        statement (a CTE per table), one round trip: on its own it is one transaction.
         """
-        batches = {table: list(changes.get(table, ())) for table in _SAVE}
-        batches["meta"] = [
-            {**row, "id": True, "fair_prices": Jsonb(dict(row["fair_prices"]))}
-            for row in batches["meta"]
-        ]
-        counts = {table: len(rows) for table, rows in batches.items() if rows}
+        parts: list[str] = []
+        params: list[Any] = []
+        counts: dict[str, int] = {}
+        for table, columns in _ROW_COLUMNS.items():
+            rows = list(changes.get(table, ()))
+            if not rows:
+                continue
+            if table == "meta":
+                rows = [{**row, "id": True, "fair_prices": json.dumps(dict(row["fair_prices"]))}
+                        for row in rows]
+            counts[table] = len(rows)
+            parts.append(f"{table} AS ({_SAVE[table]})")
+            params.append(rows_param([[row[c] for c, _ in columns] for row in rows]))
         floor = [int(row["height"]) for row in changes.get("blockhash_floor", ())]
+        if floor:
+            parts.append(f"forget AS ({_FORGET})")
+            params += [max(floor), [str(row["blockhash"])
+                                    for row in changes.get("blockhashes", ())]]
         async with self._save_lock:
-            if not counts and not floor:
+            if not parts:
                 return
-            async with self.db.connection(transaction=True, pipeline=True) as conn:
-                cur = conn.cursor()
-                for table, rows in batches.items():
-                    if not rows:
-                        continue
-                    if table == "meta":
-                        await cur.executemany(_SAVE[table], rows)
-                        continue
-                    columns = [c for c, _ in _ROW_COLUMNS[table]]
-                    await cur.execute(_SAVE[table],
-                                      [rows_param([[row[c] for c in columns] for row in rows])])
-                if floor:  # blockhashes the chain forgot: expired long ago
-                    await cur.execute(
-                        "DELETE FROM simchain.blockhashes WHERE height < %s", (max(floor),))
+            async with self.db.connection() as conn:
+                await conn.execute(f"WITH {', '.join(parts)} SELECT 1", params)
         log.debug("saved simulated chain changes: %s", counts)

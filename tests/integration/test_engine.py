@@ -385,3 +385,29 @@ async def test_malformed_ws_frames_get_error_frames_and_the_connection_stays_ope
         reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert reply["type"] == "error" and "not found" in reply["error"]
     assert order_count(db) == before
+
+
+async def test_quotes_go_as_one_plain_call_until_a_venue_takes_time(
+    engine: Engine, faults: Any
+) -> None:
+    """Zero-latency venues are asked with a plain call (half the CPU of a streamed one);
+    the first batch that meets a venue with latency turns the client over to streaming,
+    where a slow venue holds back no other."""
+    import ray
+
+    from actors.shell import CHAIN
+    from actors.simulated_chain import RayChainClient
+
+    chain = ray.get_actor(CHAIN, namespace=engine.settings.namespace)
+    request = ("raydium", "SOL", "USDC", 10**9)
+    [answer] = await chain.quote_at_once.remote([request])
+    assert answer.amount_out > 0
+    client = RayChainClient(chain, window_s=0.0)
+    assert (await client.quote(*request)).amount_out > 0
+
+    faults.latency((50, 50), (0, 0))
+    assert await chain.quote_at_once.remote([request]) is None
+    quote = await client.quote(*request)  # streamed, after the plain call declined
+
+    assert quote.amount_out > 0
+    assert client._at_once is False  # noqa: SLF001 - the switch is the behaviour under test
