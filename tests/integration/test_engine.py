@@ -410,4 +410,4 @@ async def test_quotes_go_as_one_plain_call_until_a_venue_takes_time(
     quote = await client.quote(*request)  # streamed, after the plain call declined
 
     assert quote.amount_out > 0
-    assert client._at_once is False  # noqa: SLF001 - the switch is the behaviour under test
+    assert client._at_once is False  # the switch is the behaviour under test
