@@ -19,6 +19,7 @@ from gateways.simulated.server import ChainParameters, ChainServer, Faults, Venu
 from storage.simchain import SimChainStore
 
 QuoteRequest = tuple[str, str, str, int]  # (venue, token_in, token_out, amount_in)
+_LANDED_KEPT = 10_000  # statuses learnt with a send and not asked for yet, per process
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
@@ -79,8 +80,15 @@ class SimulatedChain:
         return await self._server.latest_blockhash()
 
     @hot
-    async def send_many(self, sends: list[tuple[str, bytes]]) -> list[str | DexecError]:
-        return await self._server.send_many(sends)
+    async def send_many(self, sends: list[tuple[str, bytes]]
+                        ) -> tuple[list[str | DexecError], list[TxStatus]]:
+        """Send each (venue, signed bytes); answer each with its signature or its error, and
+        the statuses of those that already landed (a venue without latency). A landed
+        status never changes, so the client answers the first lookup of it without a call."""
+        answers = await self._server.send_many(sends)
+        sent = [a for a in answers if isinstance(a, str)]
+        statuses = await self._server.signature_statuses(sent) if sent else []
+        return answers, [s for s in statuses if s is not None and not s.pending]
 
     @hot
     async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
@@ -132,7 +140,10 @@ class RayChainClient:
             self._quote_stream, max_in_flight=64, window_s=window_s, site="chain_quote",
             stats=stats)
         self._send: Coalescer[tuple[str, bytes], str] = Coalescer(
-            self._h.send_many.remote, window_s=window_s, site="chain_send", stats=stats)
+            self._send_many, window_s=window_s, site="chain_send", stats=stats)
+        # Statuses of swaps that had landed when their send was answered, until first asked
+        # for: each answers one lookup without an actor call (a later one asks the chain).
+        self._landed: dict[str, TxStatus] = {}
         self._statuses: Coalescer[list[str], list[TxStatus | None]] = Coalescer(
             concatenated(self._h.signature_statuses.remote), max_in_flight=4,
             window_s=window_s, site="chain_status", stats=stats)
@@ -155,6 +166,14 @@ class RayChainClient:
         async for ref in self._h.quote_many.remote(requests):
             yield await ref
 
+    async def _send_many(self, sends: list[tuple[str, bytes]]) -> list[str | DexecError]:
+        answers, landed = await self._h.send_many.remote(sends)
+        for status in landed:
+            self._landed[status.signature] = status
+        while len(self._landed) > _LANDED_KEPT:  # never asked for: the oldest go first
+            del self._landed[next(iter(self._landed))]
+        return answers  # type: ignore[no-any-return]
+
     async def quote(self, venue: str, token_in: str, token_out: str, amount_in: int
                     ) -> PoolQuote:
         return await self._quote((venue, token_in, token_out, amount_in))
@@ -166,7 +185,12 @@ class RayChainClient:
         return await self._send((venue, tx_bytes))
 
     async def signature_statuses(self, signatures: list[str]) -> list[TxStatus | None]:
-        return await self._statuses(signatures)
+        known = [self._landed.pop(s, None) for s in signatures]
+        unknown = [s for s, status in zip(signatures, known, strict=True) if status is None]
+        if not unknown:
+            return known
+        asked = iter(await self._statuses(unknown))
+        return [status if status is not None else next(asked) for status in known]
 
     async def block_height(self) -> int:
         return await self._height(None)
