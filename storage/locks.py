@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 
 from core.errors import TransientDatabaseError
 from core.orders import Order
-from storage.database import UNAVAILABLE
+from storage.database import UNAVAILABLE, keyed
 from storage.rows import ORDER_COLUMNS, order_from_row
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class ExecutionLocks:
                     # Keepalives: if this worker's machine vanishes, PostgreSQL drops the
                     # session (and the leases) within seconds rather than hours.
                     self._conn = await psycopg.AsyncConnection.connect(
-                        self._conninfo, autocommit=True, connect_timeout=5, keepalives=1,
+                        keyed(self._conninfo), autocommit=True, connect_timeout=5, keepalives=1,
                         keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
                     )
                 except psycopg.OperationalError as exc:

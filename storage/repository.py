@@ -28,7 +28,7 @@ from core.orders import (
 )
 from core.quotes import SignedSwap, SwapStatus
 from storage.cursor import decode_cursor, encode_cursor
-from storage.database import Database, each_on_its_own, rows_from, rows_param
+from storage.database import Database, each_on_its_own, keyed, rows_from, rows_param
 from storage.rows import (
     EVENT_COLUMNS,
     ORDER_COLUMNS,
@@ -47,7 +47,7 @@ class OrderRepository:
     """PostgreSQL access for orders; translates psycopg errors into dexec errors."""
 
     def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 4) -> None:
-        self.db = Database(conninfo, min_size=min_size, max_size=max_size)
+        self.db = Database(keyed(conninfo), min_size=min_size, max_size=max_size)
         self._writer = OrderWriter(self.db)
         self._accounts: set[str] = set()  # accounts known to exist (created on first use)
 

@@ -8,12 +8,15 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from core.errors import DexecError
 from core.orders import Change, NewOrder, Order, OrderType, Trigger
 from core.quotes import SwapStatus
 from core.tokens import TokenRegistry
 from dexec.launch import Engine
+from storage.database import keyed, row_keys, rows_from, rows_param
+from storage.migrate import apply_migrations
 from storage.repository import OrderRepository
 from storage.writes import ApplyChange, SetSwapStatus
 
@@ -118,3 +121,49 @@ async def test_a_batched_write_looks_its_rows_up_by_key_however_large_the_table(
         db.execute("DELETE FROM order_events WHERE order_id IN"
                     " (SELECT order_id FROM orders WHERE account_id = %s)", (account,))
         db.execute("DELETE FROM orders WHERE account_id = %s", (account,))
+
+
+async def test_the_engines_sessions_read_a_small_or_unanalyzed_table_by_key(
+        engine: Engine) -> None:
+    """While a table is young its statistics say it is small (autovacuum analyzes at most once
+    a minute, and a prepared statement keeps the plan made then), and the planner scans a
+    small table whole. A fresh database grew to thousands of orders that way, every batched
+    write and lease reading all of them. The engine's sessions (storage.database.keyed) look
+    rows up by key whatever the statistics say. Planned here in a fresh database holding 50
+    analyzed orders, on a plain session (a sequential scan: the case) and on a keyed one."""
+    assert engine.settings.database_url is not None
+    url = engine.settings.database_url.get_secret_value()
+    name = f"young_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    young = make_conninfo(url, dbname=name)
+    try:
+        await apply_migrations(young)
+        with psycopg.connect(young, autocommit=True) as db:
+            db.execute("INSERT INTO accounts (account_id) VALUES ('a')")
+            db.execute(
+                "INSERT INTO orders (order_id, account_id, order_type, input_mint, output_mint,"
+                " amount_in, slippage_bps, status, seq, created_at, updated_at)"
+                " SELECT gen_random_uuid(), 'a', 'market', 'in', 'out', 1, 50, 'pending', 1,"
+                " now(), now() FROM generate_series(1, 50)")
+            db.execute("ANALYZE orders")
+            [(order_id,)] = db.execute("SELECT order_id::text FROM orders LIMIT 1").fetchall()
+        # A batched write's shape: its rows as one JSON parameter, looked up by key.
+        query = (f"EXPLAIN UPDATE orders o SET seq = v.seq FROM {rows_from(_ROWS, 'v')}"  # noqa: S608 - constant names
+                 " WHERE o.order_id = v.order_id"
+                 f" AND o.order_id = ANY({row_keys(_ROWS, 'order_id')})")
+        rows = rows_param([[order_id, 2]])
+
+        def plan(conninfo: str) -> str:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                return "\n".join(r[0] for r in conn.execute(query, [rows, rows]))
+
+        assert "Seq Scan on orders" in plan(young)
+        keyed_plan = plan(keyed(young))
+        assert "Seq Scan on orders" not in keyed_plan and "orders_pkey" in keyed_plan, keyed_plan
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+_ROWS = (("order_id", "uuid"), ("seq", "int"))
