@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,9 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency", choices=("zero", "realistic"), default="zero",
                         help="simulated venue latency of a stack the benchmark starts")
     parser.add_argument("--ws", action="store_true", help="submit over the WebSocket")
-    parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp",
+    parser.add_argument("--client", choices=("aiohttp", "httpx", "raw"), default="aiohttp",
                         help="the HTTP client that submits (httpx: clients of"
-                             " --httpx-connections each, see the README)")
+                             " --httpx-connections each; raw: HTTP/1.1 written on asyncio"
+                             " streams, the cheapest load this process can make; see the"
+                             " README)")
     parser.add_argument("--httpx-connections", type=int, default=HTTPX_SHARD,
                         help="connections of each httpx client (--client httpx)")
     parser.add_argument("--sweep", help="offered rates to run one after the other on one"
@@ -233,6 +236,9 @@ async def submit_load(args: argparse.Namespace, url: str, run_id: str, tally: Ta
     if args.client == "httpx" and not args.ws:
         await _submit_httpx(args, url, auth, next_body, record, paced)
         return
+    if args.client == "raw" and not args.ws:
+        await _submit_raw(args, url, auth, next_body, record, paced)
+        return
     async with aiohttp.ClientSession(connector=connector, headers=auth) as session:
         if args.ws:
             async def ws_client(worker: int) -> None:
@@ -311,6 +317,66 @@ async def _submit_httpx(args: argparse.Namespace, url: str, auth: dict[str, str]
     finally:
         for client in clients:
             await client.aclose()
+
+
+async def _submit_raw(args: argparse.Namespace, url: str, auth: dict[str, str],
+                      next_body: Any, record: Any, paced: Any) -> None:
+    """The same load as HTTP/1.1 written by hand on asyncio streams, one keep-alive
+    connection per submitter: no client library between the schedule and the socket.
+
+    On a shared machine the load client's CPU is taken from the engine it measures, and
+    past capacity most of that CPU goes on submissions the front refuses. This client
+    spends a fraction of aiohttp's per request, so a sweep with it shows what the engine
+    does under a flood with less of the flood's own cost (see the README, issue 15)."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    head = "".join([
+        f"POST {parts.path.rstrip('/')}/api/orders HTTP/1.1\r\nHost: {parts.netloc}\r\n",
+        *(f"{name}: {value}\r\n" for name, value in auth.items()),
+        "Content-Type: application/json\r\nContent-Length: ",
+    ]).encode()
+    connections: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+
+    async def post(worker: int, body: dict[str, Any]) -> tuple[int, Any]:
+        payload = json.dumps(body).encode()
+        try:
+            if worker not in connections:
+                connections[worker] = await asyncio.open_connection(host, port)
+            reader, writer = connections[worker]
+            writer.write(b"%s%d\r\n\r\n%s" % (head, len(payload), payload))
+            status, answer, keep_alive = await read_response(reader)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError) as exc:
+            status, answer, keep_alive = 0, {"error": repr(exc)}, False
+        if not keep_alive and worker in connections:
+            connections.pop(worker)[1].close()
+        return status, answer
+
+    try:
+        await _submit_http(args, post, next_body, record, paced)
+    finally:
+        for _, writer in connections.values():
+            writer.close()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, Any, bool]:
+    """One HTTP/1.1 response: (status, the JSON body or {} when empty, whether the
+    connection stays open). Bodies come with a Content-Length or chunked."""
+    lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines[1:] if line)}
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        chunks = []
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            chunks.append((await reader.readexactly(size + 2))[:-2])
+        while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the blank line
+            pass
+        body = b"".join(chunks)
+    else:
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    keep_alive = headers.get("connection", "").lower() != "close"
+    return status, json.loads(body) if body else {}, keep_alive
 
 
 def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str, Any]],
@@ -489,6 +555,10 @@ def run(args: argparse.Namespace) -> int:
         print("--url needs --database-url to check outcomes", file=sys.stderr)
         return 2
     run_id = uuid.uuid4().hex[:8]
+    if args.rate and args.duration:
+        # The schedule's own length: each submitter takes its next order as soon as the last
+        # one is answered, so a deadline alone let up to --concurrency more in past it.
+        args.orders = min(args.orders, int(args.rate * args.duration))
     if args.nice:
         os.nice(args.nice)  # after the stack started: its processes keep their niceness
     try:

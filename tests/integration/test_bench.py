@@ -61,3 +61,17 @@ def test_a_repeated_sweep_through_httpx_reports_each_run_and_each_rate(
         assert row["accepted"] + row["rejected_429"] + row["rejected_503"] == offered
         assert row["lost"] == 0 and row["duplicates"] == 0 and row["errors"] == 0
         assert row["goodput_per_s"] > 0 and row["p50_ms"] is not None
+
+
+def test_the_raw_client_submits_exactly_the_schedule_even_with_more_submitters_than_orders(
+        engine: Engine, tmp_path: Path) -> None:
+    # 20/s for 1 s is 20 orders; 30 submitters each take their next order as soon as the
+    # last is answered, which once let the run go on past its schedule.
+    out = tmp_path / "raw.json"
+    assert run(bench_args(engine, out, "--rate", "20", "--duration", "1", "--concurrency",
+                          "30", "--client", "raw")) == 0
+    result = json.loads(out.read_text())
+    assert result["accepted"] + result["rejected_429"] + result["rejected_503"] == 20
+    assert result["errors"] == 0
+    assert result["confirmed"] == result["accepted"] > 0
+    assert result["lost"] == 0 and result["duplicate_executions"] == 0
