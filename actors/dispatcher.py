@@ -16,6 +16,7 @@ from actors.price_watcher import Market, PriceWatcher
 from actors.telemetry import Metrics, NullMetrics, order_log
 from core.errors import (
     DexecError,
+    ErrorClass,
     InvalidInput,
     LimitExceeded,
     NotCancellable,
@@ -39,6 +40,10 @@ from core.orders import (
 from storage.writes import ApplyChange, Write, Written
 
 log = logging.getLogger(__name__)
+
+# An order whose execution took its worker down this many times in a row is failed, if
+# nothing of it was signed: one that crashes its worker must not crash the fleet forever.
+MAX_WORKER_LOSSES = 5
 
 # Final statuses in which the order's amount was sold (a dry run's, as far as it goes).
 SOLD = frozenset({OrderStatus.CONFIRMED, OrderStatus.SIMULATED})
@@ -99,6 +104,7 @@ class Dispatcher:
         *,
         per_worker: int,
         redispatch_delay_s: float = 0.5,
+        max_worker_losses: int = MAX_WORKER_LOSSES,
         open_orders: OpenOrders | None = None,
         rate_limit: AccountRateLimit | None = None,
         caps: AmountCaps | None = None,
@@ -130,6 +136,8 @@ class Dispatcher:
         self._workers = workers
         self._per_worker = per_worker
         self._redispatch_delay = redispatch_delay_s
+        self._max_losses = max_worker_losses
+        self._losses: dict[str, int] = {}  # order id -> workers lost executing it, in a row
         self._queue: deque[str] = deque()
         self._known: set[str] = set()  # queued or executing: never dispatched twice at once
         self._in_flight: dict[str, int] = {}
@@ -372,15 +380,22 @@ class Dispatcher:
     async def _run(self, name: str, order_id: str) -> None:
         retry = False
         status: str | None = None
+        losses = 0
         try:
             status = await self._workers.execute(name, order_id)
+            self._losses.pop(order_id, None)
             retry = status == BUSY
             self._settle_caps(order_id, status)
         except WorkerLost as exc:
+            losses = self._losses[order_id] = self._losses.get(order_id, 0) + 1
             order_log(order_id).warning(
-                "order %s: worker %s lost (%s); dispatching again", order_id, name, reason(exc)
-            )
+                "order %s: worker %s lost (%s; %d in a row); dispatching again", order_id, name,
+                reason(exc), losses)
             retry = True
+            if self._max_losses and losses >= self._max_losses:
+                failed = await self._fail_poisonous(order_id, losses)
+                if failed is not None:
+                    status, retry = str(failed.status), False
         except DexecError as exc:  # e.g. the database is down: the record decides later
             order_log(order_id).warning(
                 "order %s: interrupted (%s); dispatching again", order_id, reason(exc)
@@ -410,8 +425,38 @@ class Dispatcher:
                                          if started is not None and succeeded else None)
             self._wake.set()
         if retry:
-            await asyncio.sleep(self._redispatch_delay)
+            # After a lost worker, back off: an order that takes its worker down with it
+            # (a poison order) must not take the fleet down in a loop, and the orders that
+            # died beside it finish before it runs again.
+            await asyncio.sleep(self._redispatch_delay * min(2 ** max(losses - 1, 0), 60))
             self.enqueue(order_id)
+
+    async def _fail_poisonous(self, order_id: str, losses: int) -> Order | None:
+        """Fail an order whose execution took its worker down `losses` times in a row, if
+        nothing of it can land (pending or routing: nothing signed); return it failed. None:
+        it stays (a signed transaction may land, it moved meanwhile, or the write failed)
+        and is dispatched again, after the longest back-off."""
+        try:
+            (order,) = await self._store.get_orders([order_id])
+            if order is None or order.status not in (OrderStatus.PENDING, OrderStatus.ROUTING):
+                return None
+            (answer,) = await self._store.write_batch([ApplyChange(order_id, Change(
+                Trigger.FAIL, order.attempt, error_class=str(ErrorClass.TERMINAL),
+                error=f"its execution was lost with its worker {losses} times in a row;"
+                      " failed with nothing sent"), None, order)])
+        except Exception as exc:  # the record decides on the next dispatch
+            order_log(order_id).warning("order %s: could not be failed (%s)", order_id,
+                                        reason(exc))
+            return None
+        if not isinstance(answer, tuple):
+            return None  # it moved meanwhile: dispatched again, read anew
+        failed, event = answer
+        order_log(order_id).error("order %s: failed after its execution was lost with its"
+                                  " worker %d times in a row", order_id, losses)
+        self._losses.pop(order_id, None)
+        self._events.publish(event)
+        self._closed(failed)
+        return failed
 
     def _rest_again(self, order_id: str) -> None:
         async def rest() -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from core.errors import DexecError, IdempotencyConflict
-from core.orders import NewOrder, Order, Submission
-from tests.kit.orders import created_order
+from core.orders import NewOrder, Order, OrderStatus, Submission
+from storage.writes import Write, Written
+from tests.kit.market import write_conditionally
+from tests.kit.orders import T0, created_order
 
 if TYPE_CHECKING:
     from actors.dispatcher import Dispatcher
@@ -101,3 +103,23 @@ class FakeWorkers:
             self.running[order_id] -= 1
             self.in_flight -= 1
             self.per_index[index] -= 1
+
+
+class FakeStore(FakeSubmissions):
+    """FakeSubmissions plus conditional writes by seq and the resting orders' reads."""
+
+    async def write_batch(self, ops: Sequence[Write]) -> list[Written | DexecError]:
+        return write_conditionally(self.orders, ops, T0)
+
+    async def get_orders(self, order_ids: Sequence[str]) -> list[Order | None]:
+        return [self.orders.get(i) for i in order_ids]
+
+    async def get_order(self, order_id: str) -> Order | None:
+        return self.orders.get(order_id)
+
+    async def resting_orders(self) -> list[Order]:
+        return [o for o in self.orders.values()
+                if o.status is OrderStatus.OPEN or (o.status is OrderStatus.PENDING and o.rests)]
+
+    async def open_orders(self) -> list[tuple[str, str]]:
+        return [(o.order_id, o.account_id) for o in self.orders.values() if not o.is_terminal]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -21,9 +23,10 @@ from core.errors import (
     WorkerLost,
 )
 from core.limits import AmountCaps, LatencyAdmission, OpenOrders
-from core.orders import NewOrder, Submission
-from tests.kit.dispatch import FakeSubmissions, FakeWorkers
+from core.orders import NewOrder, OrderStatus, Submission
+from tests.kit.dispatch import FakeStore, FakeSubmissions, FakeWorkers
 from tests.kit.loop import settle, until
+from tests.kit.market import Events
 from tests.kit.orders import new_order
 
 
@@ -51,10 +54,10 @@ async def make_dispatcher() -> AsyncIterator[MakeDispatcher]:
              redispatch_delay_s: float = 0.0, open_orders: OpenOrders | None = None,
              caps: AmountCaps | None = None,
              admission: LatencyAdmission | None = None,
-             clock: Callable[[], float] = time.monotonic) -> Dispatcher:
+             clock: Callable[[], float] = time.monotonic, **options: Any) -> Dispatcher:
         dispatcher = Dispatcher(store, workers, per_worker=per_worker,
                                 redispatch_delay_s=redispatch_delay_s, open_orders=open_orders,
-                                caps=caps, admission=admission, clock=clock)
+                                caps=caps, admission=admission, clock=clock, **options)
         store.dispatcher = dispatcher
         made.append(dispatcher)
         return dispatcher
@@ -248,6 +251,69 @@ async def test_an_order_never_executes_twice_at_once(make_dispatcher: MakeDispat
     assert workers.overlaps == []
     assert workers.max_in_flight == 1
     assert workers.started.count("busy") >= 3  # lost twice, then completed
+
+
+async def test_an_order_that_takes_its_worker_down_every_time_is_failed_with_nothing_sent(
+        make_dispatcher: MakeDispatcher) -> None:
+    store, workers, events, open_orders = FakeStore(), FakeWorkers(2), Events(), OpenOrders()
+    dispatcher = make_dispatcher(store, workers, open_orders=open_orders, events=events,
+                                 max_worker_losses=3)
+    poison, _ = await submit(dispatcher, new_order("poison"))
+    fine, _ = await submit(dispatcher, new_order("fine"))
+    workers.failures[poison.order_id] = [WorkerLost("the actor died")] * 10
+    workers.failures[fine.order_id] = [WorkerLost("died beside it")]
+
+    await dispatcher.start()
+    await until(lambda: store.orders[poison.order_id].status is OrderStatus.FAILED)
+    await until(lambda: workers.finished == [fine.order_id])
+    await settle()
+
+    assert workers.started.count(poison.order_id) == 3  # then never again
+    (event,) = events.published
+    assert (event.order_id, event.status, event.error_class) == (
+        poison.order_id, OrderStatus.FAILED, "terminal")
+    assert event.error is not None and "lost with its worker 3 times in a row" in event.error
+    assert len(open_orders) == 0  # neither counts against its account any more
+    assert counts(dispatcher) == {"queued": 0, "executing": 0, "capacity": 4}
+
+
+async def test_a_signed_order_is_never_failed_for_lost_workers_only_dispatched_again(
+        make_dispatcher: MakeDispatcher) -> None:
+    # Past routing a signed transaction may still land: only the executor may settle it.
+    store, workers = FakeStore(), FakeWorkers(1)
+    dispatcher = make_dispatcher(store, workers, max_worker_losses=2)
+    order, _ = await submit(dispatcher, new_order())
+    store.orders[order.order_id] = replace(order, status=OrderStatus.BUILDING, attempt=1)
+    workers.failures[order.order_id] = [WorkerLost("the actor died")] * 4
+
+    await dispatcher.start()
+    await until(lambda: workers.finished == [order.order_id], timeout_s=5.0)
+
+    assert workers.started.count(order.order_id) == 5
+    assert store.orders[order.order_id].status is OrderStatus.BUILDING
+
+
+async def test_each_lost_worker_in_a_row_doubles_the_wait_before_the_order_runs_again(
+        make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeStore(), FakeWorkers(1)
+    dispatcher = make_dispatcher(store, workers, redispatch_delay_s=0.02)
+    order, _ = await submit(dispatcher, new_order())
+    workers.failures[order.order_id] = [WorkerLost("the actor died")] * 3
+    starts: list[float] = []
+    execute = workers.execute
+
+    async def timed(name: str, order_id: str) -> str | None:
+        starts.append(time.monotonic())
+        return await execute(name, order_id)
+
+    workers.execute = timed  # type: ignore[method-assign]
+    await dispatcher.start()
+    await until(lambda: workers.finished == [order.order_id], timeout_s=5.0)
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert len(gaps) == 3
+    for gap, wait in zip(gaps, (0.02, 0.04, 0.08), strict=True):
+        assert gap >= wait
 
 
 # --- open-order bounds ----------------------------------------------------------------------

@@ -29,30 +29,10 @@ from core.orders import (
     Trigger,
 )
 from storage.writes import Write, Written
-from tests.kit.dispatch import FakeSubmissions, FakeWorkers
+from tests.kit.dispatch import FakeStore, FakeWorkers
 from tests.kit.loop import settle, until
-from tests.kit.market import Events, FakeMarket, write_conditionally
+from tests.kit.market import Events, FakeMarket
 from tests.kit.orders import T0, new_order
-
-
-class FakeStore(FakeSubmissions):
-    """FakeSubmissions plus conditional writes by seq and the resting orders' reads."""
-
-    async def write_batch(self, ops: Sequence[Write]) -> list[Written | DexecError]:
-        return write_conditionally(self.orders, ops, T0)
-
-    async def get_orders(self, order_ids: Sequence[str]) -> list[Order | None]:
-        return [self.orders.get(i) for i in order_ids]
-
-    async def get_order(self, order_id: str) -> Order | None:
-        return self.orders.get(order_id)
-
-    async def resting_orders(self) -> list[Order]:
-        return [o for o in self.orders.values()
-                if o.status is OrderStatus.OPEN or (o.status is OrderStatus.PENDING and o.rests)]
-
-    async def open_orders(self) -> list[tuple[str, str]]:
-        return [(o.order_id, o.account_id) for o in self.orders.values() if not o.is_terminal]
 
 
 def limit_order(price: str, client_order_id: str | None = None) -> NewOrder:
