@@ -109,6 +109,7 @@ class Dispatcher:
         rate_limit: AccountRateLimit | None = None,
         caps: AmountCaps | None = None,
         admission: LatencyAdmission | None = None,
+        admission_wait_s: float = 0.0,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         market: Market | None = None,
@@ -131,6 +132,8 @@ class Dispatcher:
         self._rate = rate_limit or AccountRateLimit(0)
         self._caps = caps if caps is not None else AmountCaps()
         self._admission = admission if admission is not None else LatencyAdmission(0)
+        self._admission_wait = admission_wait_s
+        self._room = asyncio.Event()  # set (and replaced) whenever an order leaves flight
         self._clock = clock
         self._admitted_at: dict[str, float] = {}  # order id -> when this run accepted it
         self._workers = workers
@@ -195,14 +198,18 @@ class Dispatcher:
         answers: dict[int, Submission | DexecError] = {}
         admitted: list[int] = []
         days: dict[int, date] = {}  # the day each admitted order's cap reservation counts on
+        loop = asyncio.get_running_loop()
+        wait_until = loop.time() + self._admission_wait
         for k, new in enumerate(news):
             if new.rests and self._watcher is None:
                 answers[k] = InvalidInput("this engine takes market orders only")
                 continue
-            # Reserve the place and the rate before the first await, so a concurrent burst
+            if not new.rests:  # a resting order is no work in flight until its price
+                await self._room_for_one(wait_until)
+            # Reserve the place and the rate before the next await, so a concurrent burst
             # cannot pass the checks together; a repeat of a stored order gives both back.
             try:
-                if not new.rests:  # a resting order is no work in flight until its price
+                if not new.rests:
                     self._admission.check(len(self._open) - self.resting)
                 self._open.reserve(new.account_id)
             except Overloaded as exc:
@@ -276,6 +283,7 @@ class Dispatcher:
         if self._open.close(order.order_id):  # counted once, however often it is repeated
             self._metrics.order_finished(str(order.status), order.venue or "none",
                                          (order.updated_at - order.created_at).total_seconds())
+            self._made_room()
         self._admitted_at.pop(order.order_id, None)
         self._settle_caps(order.order_id, order.status)
 
@@ -324,6 +332,32 @@ class Dispatcher:
         finally:
             if taken_out:
                 self._rest_again(order_id)  # read it again and follow it where it is
+
+    async def _room_for_one(self, until: float) -> None:
+        """Wait, until the loop's time `until` at the latest, for the latency admission to
+        take one more order; return at once when it would (the caller checks again).
+
+        Past its bound the engine would refuse a submission after the ingress has parsed,
+        authenticated and sent it, which at a flood costs more than the orders it executes.
+        Waiting a little instead keeps the ingress's places taken, so the front's bounded
+        queue refuses the rest in HAProxy; and the order that finishes meanwhile makes room.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            bound = self._admission.bound()
+            if bound is None or len(self._open) - self.resting < bound:
+                return
+            left = until - loop.time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._room.wait()
+
+    def _made_room(self) -> None:
+        """An order left flight: wake the submissions waiting for room."""
+        self._room.set()
+        self._room = asyncio.Event()
 
     def _unreserve(self, new: NewOrder, day: date | None) -> None:
         if day is not None:
@@ -416,7 +450,8 @@ class Dispatcher:
                 self._admitted_at.pop(order_id, None)
                 self._rest_again(order_id)
             elif not retry:
-                self._open.close(order_id)
+                if self._open.close(order_id):
+                    self._made_room()
                 if self._watcher is not None and status is not None:
                     self._watcher.closed(order_id)
                 started = self._admitted_at.pop(order_id, None)

@@ -106,6 +106,7 @@ class OrderManager:
                     rate_limit=AccountRateLimit(s.account_orders_per_minute),
                     caps=amount_caps(s),
                     admission=latency_admission(s),
+                    admission_wait_s=s.admission_wait_ms / 1000,
                     metrics=RayMetrics(),
                     market=VenueMarket(gateways, tokens, timeout_s=s.quote_timeout_s,
                                        mints=MintLookup(rpc, tokens) if rpc else None),

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     # in flight, an order is always admitted (a cold engine has measured no rate yet).
     admission_budget_ms: float = Field(default=500.0, ge=0)
     admission_floor: int = Field(default=256, ge=1)
+    # A submission past that bound first waits up to this long for an order to finish (its
+    # batch holds the ingress's places meanwhile, so the front's bounded queue refuses the
+    # rest in HAProxy, at a fraction of what a refusal costs the engine); 0: refused at once.
+    admission_wait_ms: float = Field(default=250.0, ge=0)
 
     # Execution
     # When workers_per_node is 0: a fixed pool spread over the cluster. One per node is the

@@ -382,6 +382,45 @@ async def test_at_capacity_refuses_past_the_bound_and_stores_nothing_of_what_it_
     assert all(not isinstance(a, DexecError) and a[1] for a in retried)
 
 
+async def test_past_the_bound_a_submission_waits_for_room_and_is_taken_when_an_order_ends(
+        make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeSubmissions(), FakeWorkers(2)
+    workers.gate.clear()
+    admission = LatencyAdmission(0.5, floor=4, min_samples=1, clock=lambda: 0.0)
+    dispatcher = make_dispatcher(store, workers, admission=admission, admission_wait_s=5.0)
+    await dispatcher.start()
+    first = await dispatcher.submit_many([new_order(f"c-{i}") for i in range(4)])
+    assert all(not isinstance(a, DexecError) for a in first)
+
+    late = asyncio.create_task(dispatcher.submit_many([new_order("late")]))
+    await settle()
+    assert not late.done()  # waiting for room, holding its caller's place
+    assert len(store.orders) == 4
+
+    workers.gate.set()  # the four finish
+    (answer,) = await asyncio.wait_for(late, 2.0)
+    assert not isinstance(answer, DexecError) and answer[1]
+    await until(lambda: len(workers.finished) == 5)
+
+
+async def test_with_no_room_by_the_end_of_its_wait_a_submission_is_refused_and_not_stored(
+        make_dispatcher: MakeDispatcher) -> None:
+    store, workers = FakeSubmissions(), FakeWorkers(2)
+    workers.gate.clear()  # nothing finishes
+    admission = LatencyAdmission(0.5, floor=4, min_samples=1, clock=lambda: 0.0)
+    dispatcher = make_dispatcher(store, workers, admission=admission, admission_wait_s=0.05)
+    await dispatcher.start()
+    await dispatcher.submit_many([new_order(f"c-{i}") for i in range(4)])
+
+    started = time.monotonic()
+    refused = await dispatcher.submit_many([new_order("late"), new_order("later")])
+
+    assert time.monotonic() - started >= 0.05  # one wait for the batch, not one per order
+    assert all(isinstance(a, AtCapacity) for a in refused)
+    assert len(store.orders) == 4 and dispatcher.stats()["open"] == 4
+    workers.gate.set()
+
+
 async def test_orders_open_at_start_count_against_their_account(
         make_dispatcher: MakeDispatcher) -> None:
     store, workers = FakeSubmissions(open_ids=["left-1", "left-2"]), FakeWorkers(1)
