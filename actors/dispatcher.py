@@ -210,7 +210,7 @@ class Dispatcher:
             # cannot pass the checks together; a repeat of a stored order gives both back.
             try:
                 if not new.rests:
-                    self._admission.check(len(self._open) - self.resting)
+                    self._admission.check(self._working)
                 self._open.reserve(new.account_id)
             except Overloaded as exc:
                 answers[k] = exc
@@ -267,6 +267,11 @@ class Dispatcher:
         """Orders waiting for their price: open, but no work in flight."""
         return len(self._watcher) if self._watcher is not None else 0
 
+    @property
+    def _working(self) -> int:
+        """Orders in flight for the latency admission: open, and not resting."""
+        return len(self._open) - self.resting
+
     def last_trigger(self) -> dict[str, float | int]:
         return dict(self._watcher.last_trigger) if self._watcher is not None else {}
 
@@ -280,10 +285,9 @@ class Dispatcher:
         Safe to repeat."""
         if self._watcher is not None:
             self._watcher.closed(order.order_id)
-        if self._open.close(order.order_id):  # counted once, however often it is repeated
+        if self._free_place(order.order_id):  # counted once, however often it is repeated
             self._metrics.order_finished(str(order.status), order.venue or "none",
                                          (order.updated_at - order.created_at).total_seconds())
-            self._made_room()
         self._admitted_at.pop(order.order_id, None)
         self._settle_caps(order.order_id, order.status)
 
@@ -343,10 +347,7 @@ class Dispatcher:
         queue refuses the rest in HAProxy; and the order that finishes meanwhile makes room.
         """
         loop = asyncio.get_running_loop()
-        while True:
-            bound = self._admission.bound()
-            if bound is None or len(self._open) - self.resting < bound:
-                return
+        while not self._admission.admits(self._working):
             left = until - loop.time()
             if left <= 0:
                 return
@@ -354,10 +355,14 @@ class Dispatcher:
                 async with asyncio.timeout(left):
                     await self._room.wait()
 
-    def _made_room(self) -> None:
-        """An order left flight: wake the submissions waiting for room."""
+    def _free_place(self, order_id: str) -> bool:
+        """The order is no longer open: free its place and wake the submissions waiting for
+        room. False: it was not open (a repeat)."""
+        if not self._open.close(order_id):
+            return False
         self._room.set()
         self._room = asyncio.Event()
+        return True
 
     def _unreserve(self, new: NewOrder, day: date | None) -> None:
         if day is not None:
@@ -450,8 +455,7 @@ class Dispatcher:
                 self._admitted_at.pop(order_id, None)
                 self._rest_again(order_id)
             elif not retry:
-                if self._open.close(order_id):
-                    self._made_room()
+                self._free_place(order_id)
                 if self._watcher is not None and status is not None:
                     self._watcher.closed(order_id)
                 started = self._admitted_at.pop(order_id, None)
@@ -470,7 +474,7 @@ class Dispatcher:
         """Fail an order whose execution took its worker down `losses` times in a row, if
         nothing of it can land (pending or routing: nothing signed); return it failed. None:
         it stays (a signed transaction may land, it moved meanwhile, or the write failed)
-        and is dispatched again, after the longest back-off."""
+        and is dispatched again, after a back-off that keeps doubling (to 60 times the first)."""
         try:
             (order,) = await self._store.get_orders([order_id])
             if order is None or order.status not in (OrderStatus.PENDING, OrderStatus.ROUTING):

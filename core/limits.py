@@ -184,11 +184,17 @@ class LatencyAdmission:
             return self.floor
         return max(self.floor, math.ceil(self._throughput * (baseline + self.budget_s)))
 
+    def admits(self, in_flight: int) -> bool:
+        """Whether one more order may join the `in_flight` ones."""
+        bound = self.bound()
+        return bound is None or in_flight < bound
+
     def check(self, in_flight: int) -> None:
         """Raise AtCapacity when one more order would be past the bound (nothing counted)."""
-        bound = self.bound()
-        if bound is None or in_flight < bound:
+        if self.admits(in_flight):
             return
+        bound = self.bound()
+        assert bound is not None  # noqa: S101 - admits() is True without one
         rate = self._throughput
         wait = math.ceil((in_flight - bound + 1) / rate) if rate > 0 else 1
         raise AtCapacity(
