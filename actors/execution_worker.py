@@ -56,9 +56,9 @@ class ExecutionWorker:
         self._locks = ExecutionLocks(url)
         self._executor: OrderExecutor | None = None
         self._lock = asyncio.Lock()
-        self._crash_at: str | None = None
-        if settings.test_hooks and settings.test_crash_once_at:
-            self._crash_at = settings.test_crash_once_at
+        # The steps where this worker dies (test hooks only): the setting's, or arm_crash's.
+        self._crash_at: set[str] = (set(settings.test_crash_once_at) if settings.test_hooks
+                                    else set())
         self._incarnation = uuid.uuid4().hex
         self._running: set[asyncio.Task[None]] = set()
         self._finished: list[tuple[str, Outcome]] = []
@@ -140,14 +140,14 @@ class ExecutionWorker:
         Fault injection for the crash-recovery tests; a restarted worker is disarmed.
         """
         require_test_hooks(self._settings, "arm_crash")
-        self._crash_at = point
+        self._crash_at = {point} if point is not None else set()
 
     async def _checkpoint(self, point: str, order_id: str) -> None:
-        if self._crash_at != point:
+        if point not in self._crash_at:
             return
-        if self._settings.test_crash_once_at == point and not _first_crash(self._settings,
-                                                                           point):
-            self._crash_at = None  # a worker already died here: once per data folder
+        if point in self._settings.test_crash_once_at and not _first_crash(self._settings,
+                                                                            point):
+            self._crash_at.discard(point)  # a worker already died here: once per data folder
             return
         order_log(order_id).warning("order %s: crash injected at %s", order_id, point)
         os.kill(os.getpid(), signal.SIGKILL)

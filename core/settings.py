@@ -117,10 +117,11 @@ class Settings(BaseSettings):
     # set_adverse_move_bps, set_limits) answer NotPermitted unless this is on: any Ray client
     # of the cluster could call them. The test suite turns it on.
     test_hooks: bool = False
-    # With test_hooks: the first worker to bring an order to this step (routing, signed,
-    # sent) dies with SIGKILL, once per data folder (a test of a `dexec up` process, which
-    # no Ray handle from outside reaches; arm_crash is the in-process hook).
-    test_crash_once_at: Literal["routing", "signed", "sent"] | None = None
+    # With test_hooks: at each of these steps (routing, signed, sent; a JSON list, e.g.
+    # '["routing", "sent"]'), the first worker to bring an order there dies with SIGKILL,
+    # once per step and data folder (a test of a `dexec up` process, which no Ray handle
+    # from outside reaches; arm_crash is the in-process hook).
+    test_crash_once_at: tuple[Literal["routing", "signed", "sent"], ...] = ()
     metrics_port: int = 9464  # Ray's Prometheus endpoint on each node started by `dexec up`
 
     # Venues

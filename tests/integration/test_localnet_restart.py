@@ -179,23 +179,28 @@ async def test_a_database_outage_mid_flight_loses_nothing_and_fills_nothing_twic
         await assert_each_filled_once_on_chain(app, orders)
 
 
-@pytest.mark.parametrize(("point", "port"), [("routing", 19_200), ("signed", 19_300),
-                                             ("sent", 19_400)])
 async def test_a_worker_killed_at_each_step_fills_the_order_exactly_once_on_chain(
-        tmp_path: Path, point: str, port: int) -> None:
-    """The worker dies (SIGKILL) as the order reaches `point`; the order still fills once,
-    and from `signed` on, by the signature recorded before the kill: nothing signed anew."""
-    with localnet_app(tmp_path, port, f"dexec-localnet-{point}", profile="zero",
-                      DEXEC_TEST_CRASH_ONCE_AT=point) as app:
+        tmp_path: Path) -> None:
+    """A worker dies (SIGKILL) as an order reaches each step, once per step: the first order
+    is killed at `routing` and, resumed, at `signed`; the second (a resumed order never
+    passes `sent` again) at `sent`. Each order still fills once, and from `signed` on by the
+    signature recorded before the kill: nothing is signed anew. One stack for the three
+    kills (a stack costs tens of seconds; each kill restarts the worker all the same)."""
+    with localnet_app(tmp_path, 19_200, "dexec-localnet-steps", profile="zero",
+                      DEXEC_TEST_CRASH_ONCE_AT='["routing", "signed", "sent"]') as app:
         app.start("up.log")
+        orders = []
         async with httpx.AsyncClient(base_url=app.url, timeout=60, headers=app.auth()) as client:
-            accepted = await client.post("/api/orders", json=order_body(amount="0.75"))
-            order = await wait_terminal(client, accepted.json()["order_id"], timeout_s=120)
-        assert (tmp_path / f"crashed-at-{point}").exists(), "no worker was killed"
-        await assert_each_filled_once_on_chain(app, [order])
+            for killed_at in (("routing", "signed"), ("sent",)):
+                accepted = await client.post("/api/orders", json=order_body(amount="0.75"))
+                orders.append(await wait_terminal(client, accepted.json()["order_id"],
+                                                  timeout_s=120))
+                for point in killed_at:
+                    assert (tmp_path / f"crashed-at-{point}").exists(), f"no kill at {point}"
+        await assert_each_filled_once_on_chain(app, orders)
         with app.database() as db:
-            signed = db.execute("SELECT count(*) FROM swap_transactions WHERE order_id = %s",
-                                (order["order_id"],)).fetchone()
-        assert signed is not None
-        if point != "routing":  # the recorded signature decided: nothing was re-signed
-            assert signed[0] == 1
+            for order in orders:  # the recorded signature decided: nothing was re-signed
+                signed = db.execute(
+                    "SELECT count(*) FROM swap_transactions WHERE order_id = %s",
+                    (order["order_id"],)).fetchone()
+                assert signed is not None and signed[0] == 1, order
