@@ -61,13 +61,17 @@ class Settings(BaseSettings):
     ws_tunnel_timeout_s: int = Field(default=3600, ge=1)  # an open WebSocket silent this long
     max_connections_per_address: int = Field(default=1024, ge=0)  # per HAProxy; 0: no limit
     # Front admission of submissions (HAProxy, dexec/haproxy_guard.py): POST /api/orders that
-    # one replica works on at once (0: no bound), how many more may wait in HAProxy (past it:
-    # 429 at once) and for how long (then 503); both with a Retry-After.
+    # one replica works on at once (0: no bound), how many more may wait in HAProxy, and for
+    # how long (then 503). Past `ingress_submission_queue` waiting, a new one still waits if
+    # fewer than `ingress_submission_burst` arrived to so long a queue in the last second (a
+    # burst the engine drains in moments), and is refused with 429 at once otherwise (a
+    # standing queue: an overload; 0: always at once). Refusals carry a Retry-After.
     # Small on purpose: at overload a queue is latency, not capacity, and a refusal by HAProxy
     # costs the engine nothing (README, "The front's queue at three times capacity").
     ingress_max_submissions: int = Field(default=32, ge=0)
     ingress_submission_queue: int = Field(default=32, ge=0)
     ingress_submission_queue_timeout_ms: int = Field(default=1000, ge=1)
+    ingress_submission_burst: int = Field(default=256, ge=0)
     haproxy_admin_host: str = "127.0.0.1"  # HAProxy's stats page and Prometheus endpoint
     default_account: str = "default"
 

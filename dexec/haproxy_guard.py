@@ -39,11 +39,15 @@ class Hardening:
     tunnel_timeout_s: int = 3600  # an established WebSocket may be silent this long
     max_connections_per_address: int = 1024  # 0: no limit
     # Front admission of order submissions (POST /api/orders): at most this many at once per
-    # replica (0: no bound), at most `submission_queue` more waiting in HAProxy, for at most
-    # `submission_queue_timeout_ms`; past either, 429 / 503 with a Retry-After at once.
+    # replica (0: no bound); more wait in HAProxy's queue for at most
+    # `submission_queue_timeout_ms` (then 503). Past `submission_queue` waiting, a new one
+    # still waits if fewer than `submission_burst` arrived to so long a queue in the last
+    # second (a burst), and is refused with 429 at once otherwise (an overload; 0: always).
+    # Both refusals carry a Retry-After.
     max_submissions: int = 32
     submission_queue: int = 32
     submission_queue_timeout_ms: int = 1000
+    submission_burst: int = 256
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str]) -> Hardening:
@@ -59,6 +63,7 @@ class Hardening:
             submission_queue=int(env.get(f"{ENV}SUBMISSION_QUEUE", d.submission_queue)),
             submission_queue_timeout_ms=int(env.get(f"{ENV}SUBMISSION_QUEUE_TIMEOUT_MS",
                                                     d.submission_queue_timeout_ms)),
+            submission_burst=int(env.get(f"{ENV}SUBMISSION_BURST", d.submission_burst)),
         )
 
     def env(self) -> dict[str, str]:
@@ -70,6 +75,7 @@ class Hardening:
             f"{ENV}MAX_SUBMISSIONS": str(self.max_submissions),
             f"{ENV}SUBMISSION_QUEUE": str(self.submission_queue),
             f"{ENV}SUBMISSION_QUEUE_TIMEOUT_MS": str(self.submission_queue_timeout_ms),
+            f"{ENV}SUBMISSION_BURST": str(self.submission_burst),
         }
 
 
@@ -127,11 +133,17 @@ def _submission_backends(config: str, rules: Hardening) -> str:
     the front, where refusing costs HAProxy microseconds and the engine nothing.
 
     The twin has the same servers, each taking at most `max_submissions` submissions at once
-    (`maxconn`). The rest wait in HAProxy's queue: past `submission_queue` waiting, a new
-    submission is answered 429 at once; one that waited `submission_queue_timeout_ms` is
-    answered 503. Both carry a Retry-After and the API's JSON error shape. Reads and
-    WebSockets keep the original backend: a long-lived WebSocket never holds a submission
-    place.
+    (`maxconn`). The rest wait in HAProxy's queue; one that waited
+    `submission_queue_timeout_ms` is answered 503. A queue longer than `submission_queue` is
+    either a burst, which the replicas drain within moments, or an overload, which they never
+    drain; like CoDel, the front tells them apart by how long the queue stays long: each
+    submission that arrives to a long queue is counted (a one-row stick table), and past
+    `submission_burst` such arrivals in the last second the queue is standing, and a new
+    submission that finds it long is answered 429 at once. So a basket of a few hundred
+    orders sent at once to an idle engine waits moments and is accepted, while at a flood
+    the queue stays short and costs an accepted order little wait. Refusals carry a
+    Retry-After and the API's JSON error shape. Reads and WebSockets keep the original
+    backend: a long-lived WebSocket never holds a submission place.
     """
     lines = config.splitlines()
     backends: dict[str, list[str]] = {}
@@ -160,13 +172,19 @@ def _submission_backends(config: str, rules: Hardening) -> str:
         out.append(f"    # dexec: order submissions, at most {rules.max_submissions} at once per"
                    " replica")
         out.append(f"    timeout queue {rules.submission_queue_timeout_ms}ms")
+        long_queue = f"{{ queue({name}{SUBMIT_SUFFIX}) gt {rules.submission_queue} }}"
+        refuse = long_queue
+        if rules.submission_burst > 0:
+            # sc1: the frontend tracks each client address in sc0.
+            out.append("    stick-table type integer size 1 expire 10s store gpc0,gpc0_rate(1s)")
+            out.append("    http-request track-sc1 int(0)")
+            out.append(f"    http-request sc-inc-gpc0(1) if {long_queue}")
+            refuse = f"{long_queue} {{ sc1_gpc0_rate gt {rules.submission_burst} }}"
         # A refusal is not logged: at a flood, Serve's metrics reader would parse a line for
         # each (HAProxy's own counters still count them).
-        out.append("    http-request set-log-level silent"
-                   f" if {{ queue({name}{SUBMIT_SUFFIX}) gt {rules.submission_queue} }}")
+        out.append(f"    http-request set-log-level silent if {refuse}")
         out.append("    http-request return status 429 content-type application/json"
-                   f' string "{_AT_CAPACITY}" hdr Retry-After 1'
-                   f" if {{ queue({name}{SUBMIT_SUFFIX}) gt {rules.submission_queue} }}")
+                   f' string "{_AT_CAPACITY}" hdr Retry-After 1 if {refuse}')
         out.append("    http-error status 503 content-type application/json"
                    f' string "{_AT_CAPACITY}" hdr Retry-After 1')
         out += [f"{line} maxconn {rules.max_submissions}" if _is_server(line) else line

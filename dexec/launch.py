@@ -179,6 +179,7 @@ def serve_env(settings: Settings) -> dict[str, str]:
         max_submissions=settings.ingress_max_submissions,
         submission_queue=settings.ingress_submission_queue,
         submission_queue_timeout_ms=settings.ingress_submission_queue_timeout_ms,
+        submission_burst=settings.ingress_submission_burst,
     )
     return env | rules.env() | {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",

@@ -148,23 +148,6 @@ def rows_from(columns: Sequence[tuple[str, str]], alias: str) -> str:
     return f"(SELECT {fields} FROM jsonb_array_elements(%s::jsonb) AS j(r)) AS {alias}"  # noqa: S608 - constant names
 
 
-def row_keys(columns: Sequence[tuple[str, str]], key: str) -> str:
-    """Return `ARRAY(...)` of the `key` column of a rows_param parameter laid out as
-    `columns` (as for rows_from), for `key = ANY(...)`.
-
-    A batched UPDATE joins its rows (a rows_from FROM item) to the table. The planner cannot
-    see how many rows a JSON parameter holds and guesses 100, and for a table of a few
-    thousand to some tens of thousands of rows, 100 index lookups cost more in its model
-    than one scan of the whole table: so it scanned `orders` on every write (seen
-    2026-11-30: 1.2 ms for a one-row write with 3,000 orders, 0.06 ms by the index; with
-    100,000 orders it chose the index by itself). `key = ANY(row_keys(...))` beside the join
-    lets it look each row up by the key's index at any size. The caller sends the same
-    parameter again.
-    """
-    [(index, type_)] = [(k, t) for k, (c, t) in enumerate(columns) if c == key]
-    return f"ARRAY(SELECT (r->>{index})::{type_} FROM jsonb_array_elements(%s::jsonb) AS j(r))"  # noqa: S608 - constant names
-
-
 def _json_value(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()

@@ -15,7 +15,7 @@ from core.orders import Change, NewOrder, Order, OrderType, Trigger
 from core.quotes import SwapStatus
 from core.tokens import TokenRegistry
 from dexec.launch import Engine
-from storage.database import keyed, row_keys, rows_from, rows_param
+from storage.database import keyed, rows_from, rows_param
 from storage.migrate import apply_migrations
 from storage.repository import OrderRepository
 from storage.writes import ApplyChange, SetSwapStatus
@@ -151,12 +151,12 @@ async def test_the_engines_sessions_read_a_small_or_unanalyzed_table_by_key(
         # A batched write's shape: its rows as one JSON parameter, looked up by key.
         query = (f"EXPLAIN UPDATE orders o SET seq = v.seq FROM {rows_from(_ROWS, 'v')}"  # noqa: S608 - constant names
                  " WHERE o.order_id = v.order_id"
-                 f" AND o.order_id = ANY({row_keys(_ROWS, 'order_id')})")
+                 " AND o.order_id = ANY(%s::uuid[])")
         rows = rows_param([[order_id, 2]])
 
         def plan(conninfo: str) -> str:
             with psycopg.connect(conninfo, autocommit=True) as conn:
-                return "\n".join(r[0] for r in conn.execute(query, [rows, rows]))
+                return "\n".join(r[0] for r in conn.execute(query, [rows, [order_id]]))
 
         assert "Seq Scan on orders" in plan(young)
         keyed_plan = plan(keyed(young))

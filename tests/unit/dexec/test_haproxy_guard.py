@@ -165,8 +165,8 @@ def test_submissions_get_their_own_backend_with_a_bound_per_replica() -> None:
     submit = section(config, "backend http-dexec-submit")
     assert "server SERVE_REPLICA_dexec-1 127.0.0.1:APP_PORT check maxconn 3" in submit
     assert "timeout queue 700ms" in submit
-    assert any("queue(http-dexec-submit) gt 5" in line and "status 429" in line
-               and "Retry-After" in line for line in submit)
+    assert any("queue(http-dexec-submit) gt 5" in line and "sc1_gpc0_rate gt 256" in line
+               and "status 429" in line and "Retry-After" in line for line in submit)
     # Reads and WebSockets keep the unbounded backend.
     assert "server SERVE_REPLICA_dexec-1 127.0.0.1:APP_PORT check" in section(
         config, "backend http-dexec")
@@ -248,13 +248,14 @@ async def _post_all(front: int, n: int) -> list[tuple[int, str | None, str]]:
 
 
 def test_the_real_haproxy_refuses_submissions_past_the_bound_at_once(tmp_path: Path) -> None:
-    """3 at once per replica, 5 more may wait: of 20 at once, the rest is refused with 429 and
-    a Retry-After without reaching the replica, while reads still pass."""
+    """3 at once per replica, 5 more may wait, no burst allowed: of 20 at once, the rest is
+    refused with 429 and a Retry-After without reaching the replica, while reads still pass."""
     # 2 s per submission: on a busy machine the 20 may take over a second to arrive, and
     # a replica that answers sooner frees places for the late ones (seen with 1 s).
     app = SlowApp(delay_s=2.0)
     proc, front = _run_haproxy(tmp_path, app, Hardening(
-        max_submissions=3, submission_queue=5, submission_queue_timeout_ms=10_000))
+        max_submissions=3, submission_queue=5, submission_queue_timeout_ms=10_000,
+        submission_burst=0))
     try:
         started = time.monotonic()
         answers = asyncio.run(_post_all(front, 20))
@@ -268,6 +269,49 @@ def test_the_real_haproxy_refuses_submissions_past_the_bound_at_once(tmp_path: P
                                     timeout=5) as read:
             assert read.status == 200
         assert time.monotonic() - started < 10
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        app.close()
+
+
+def test_a_burst_past_the_queue_bound_waits_and_is_served(tmp_path: Path) -> None:
+    """40 submissions at once to an idle front of 3 places and a queue bound of 5: a burst
+    (fewer than 100 arrivals to the long queue in a second), so each waits its turn and
+    every one is served, none refused."""
+    app = SlowApp(delay_s=0.05)
+    proc, front = _run_haproxy(tmp_path, app, Hardening(
+        max_submissions=3, submission_queue=5, submission_queue_timeout_ms=10_000,
+        submission_burst=100))
+    try:
+        answers = asyncio.run(_post_all(front, 40))
+        assert [a[0] for a in answers] == [202] * 40, answers
+        assert app.served == 40
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        app.close()
+
+
+def test_a_queue_that_stays_long_past_the_burst_is_refused_at_once(tmp_path: Path) -> None:
+    """3 places, a queue bound of 2 and a burst of 2: the replica takes 2 s a submission, so
+    the queue stays long. Past the burst's 2 arrivals to the long queue, the rest of 20 sent
+    at once is refused with 429 and a Retry-After, never reaching the replica."""
+    app = SlowApp(delay_s=2.0)
+    proc, front = _run_haproxy(tmp_path, app, Hardening(
+        max_submissions=3, submission_queue=2, submission_queue_timeout_ms=30_000,
+        submission_burst=2))
+    try:
+        started = time.monotonic()
+        answers = asyncio.run(_post_all(front, 20))
+        accepted = [a for a in answers if a[0] == 202]
+        refused = [a for a in answers if a[0] == 429]
+        assert len(accepted) + len(refused) == 20, answers
+        # in service, waiting, the burst's arrivals, one racing each check
+        assert 3 <= len(accepted) <= 3 + 2 + 1 + 2 + 1, answers
+        assert app.served == len(accepted)
+        assert all(r[1] == "1" and "at capacity" in r[2] for r in refused)
+        assert time.monotonic() - started < 30
     finally:
         proc.terminate()
         proc.wait(10)
