@@ -164,7 +164,7 @@ class OrderWriter:
                 " failure_reason = v.failure_reason, updated_at = v.updated_at,"
                 " triggered_at = v.triggered_at"
                 f" FROM {rows_from(EXPECTED_UPDATE, 'v')} WHERE o.order_id = v.order_id"
-                f" AND o.order_id = ANY(%s::uuid[])"
+                " AND o.order_id = ANY(%s::uuid[])"
                 " AND o.seq = v.expected_seq"
                 " AND (v.epoch IS NULL OR o.lease_epoch = v.epoch) RETURNING o.order_id)"
             )
@@ -190,7 +190,7 @@ class OrderWriter:
             parts.append(
                 "st AS (UPDATE swap_transactions t SET status = x.status, updated_at = now()"
                 f" FROM {rows_from(SWAP_STATUS_UPDATE, 'x')} WHERE t.signature = x.signature"
-                f" AND t.signature = ANY(%s::text[]))"
+                " AND t.signature = ANY(%s::text[]))"
             )
             params += [rows_param(statuses), [signature for _, signature in statuses]]
         if not parts:
