@@ -72,21 +72,6 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def fast_event_loop() -> None:
-    """Run this process's asyncio event loops on uvloop (a Ray worker_process_setup_hook).
-
-    Every actor here is one async event loop carrying every order through it. Measured
-    2026-11-30 (eighth session), zero-latency venues, 20 s runs, one stack each, four pairs
-    alternated: p99 submit->confirmed at 200/s 172, 175, 197 and 197 ms on uvloop against
-    189, 201, 215 and 224 ms on asyncio's own loop (at 100/s: 114-130 against 97-138 ms).
-    """
-    import asyncio
-
-    import uvloop
-
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
 def hot(method: F) -> F:
     """Mark an actor method called for every order or every few milliseconds.
 

@@ -132,8 +132,6 @@ def _start(settings: Settings, embedded: EmbeddedPostgres | None, address: str |
             include_dashboard=dashboard and address is None,
             dashboard_host="127.0.0.1",
             log_to_driver=False,
-            # Every worker process of this job runs its event loops on uvloop.
-            runtime_env={"worker_process_setup_hook": "actors.shell.fast_event_loop"},
             **_local_only(address, settings),
         )
         dashboard_url = context.dashboard_url or ""
