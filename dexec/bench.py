@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -86,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit-orders", type=int, default=0, metavar="N",
                         help="rest N limit orders, move the price across them once, and time"
                         " the price watcher (a stack started here; see dexec/bench_limits.py)")
+    parser.add_argument("--keep-data", action="store_true",
+                        help="keep the data folder of a stack started here (its embedded"
+                        " PostgreSQL, hundreds of MB) instead of removing it at the end")
     parser.add_argument("--out", default="bench-result.json", help="where to write the JSON")
     parser.add_argument("--plot", help="draw latency percentiles and throughput to this PNG")
 
@@ -511,6 +515,7 @@ def run(args: argparse.Namespace) -> int:
     for noisy in ("httpx", "httpx2"):  # one line per RPC call when counting on the chain
         logging.getLogger(noisy).setLevel(logging.WARNING)
     engine = None
+    data_dir: Path | None = None  # a stack started here keeps its data there
     database_url = args.database_url
     url = args.url
     if url is not None and not args.api_key:
@@ -572,6 +577,11 @@ def run(args: argparse.Namespace) -> int:
             from dexec.launch import stop_engine
 
             stop_engine(engine)
+        if data_dir is not None:
+            if args.keep_data:
+                print(f"the stack's data is kept in {data_dir}", file=sys.stderr)
+            else:
+                shutil.rmtree(data_dir, ignore_errors=True)
     Path(args.out).write_text(json.dumps({k: v for k, v in result.items() if k != "timeline"},
                                          indent=2))
     print_report(result)
