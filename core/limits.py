@@ -191,10 +191,9 @@ class LatencyAdmission:
 
     def check(self, in_flight: int) -> None:
         """Raise AtCapacity when one more order would be past the bound (nothing counted)."""
-        if self.admits(in_flight):
-            return
         bound = self.bound()
-        assert bound is not None  # noqa: S101 - admits() is True without one
+        if bound is None or in_flight < bound:  # as admits(), with the bound computed once
+            return
         rate = self._throughput
         wait = math.ceil((in_flight - bound + 1) / rate) if rate > 0 else 1
         raise AtCapacity(

@@ -63,15 +63,6 @@ Write = ApplyChange | SetSwapStatus
 # was a repeat, nothing written); for a SetSwapStatus None.
 Written = tuple[Order, OrderEvent] | None
 
-# Why a batched UPDATE names its keys twice: it joins its rows (a rows_from FROM item) to
-# the table, and the planner, which cannot see how many rows a JSON parameter holds, guesses
-# 100; for a table of a few thousand to some tens of thousands of rows, 100 index lookups
-# cost more in its model than one scan of the whole table, so it scanned `orders` on every
-# write (seen 2026-11-30: 1.2 ms for a one-row write with 3,000 orders, 0.06 ms by the
-# index; with 100,000 orders it chose the index by itself). `key = ANY(keys)` beside the
-# join, the keys sent again as an array (the rows themselves travel once), lets it look
-# each row up by the key's index at any size.
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -157,6 +148,15 @@ class OrderWriter:
         parts: list[str] = []
         params: list[Any] = []
         if updates:
+            # Why a batched UPDATE names its keys twice (here and for the swap statuses):
+            # it joins its rows (a rows_from FROM item) to the table, and the planner, which
+            # cannot see how many rows a JSON parameter holds, guesses 100; for a table of a
+            # few thousand to some tens of thousands of rows, 100 index lookups cost more in
+            # its model than one scan of the whole table, so it scanned `orders` on every
+            # write (seen 2026-11-30: 1.2 ms for a one-row write with 3,000 orders, 0.06 ms
+            # by the index; with 100,000 orders it chose the index by itself). `key =
+            # ANY(keys)` beside the join, the keys sent again as an array (the rows
+            # themselves travel once), lets it look each row up by the key's index at any size.
             parts.append(
                 "upd AS (UPDATE orders o SET status = v.status, attempt = v.attempt,"
                 " seq = v.seq, venue = v.venue, signature = v.signature,"
