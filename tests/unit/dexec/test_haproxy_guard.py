@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import socket
 import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -217,6 +219,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def _front(tmp_path: Path, app: SlowApp, rules: Hardening) -> Iterator[int]:
+    """The real HAProxy, hardened by `rules`, in front of `app`; yields its port. On the
+    way out both are stopped."""
+    try:
+        proc, front = _run_haproxy(tmp_path, app, rules)
+        try:
+            yield front
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    finally:
+        app.close()
+
+
 def _run_haproxy(tmp_path: Path, app: SlowApp, rules: Hardening
                  ) -> tuple[subprocess.Popen[bytes], int]:
     socket_dir = tmp_path / "s"
@@ -247,32 +264,35 @@ async def _post_all(front: int, n: int) -> list[tuple[int, str | None, str]]:
         return list(await asyncio.gather(*(post() for _ in range(n))))
 
 
+def _accepted_or_refused_at_once(answers: list[tuple[int, str | None, str]],
+                                 app: SlowApp) -> int:
+    """Each answer is 202 or 429 with a Retry-After; a refused submission never reached the
+    replica. Returns how many were accepted."""
+    accepted = [a for a in answers if a[0] == 202]
+    refused = [a for a in answers if a[0] == 429]
+    assert len(accepted) + len(refused) == len(answers), answers
+    assert app.served == len(accepted)
+    assert all(r[1] == "1" and "at capacity" in r[2] for r in refused)
+    return len(accepted)
+
+
 def test_the_real_haproxy_refuses_submissions_past_the_bound_at_once(tmp_path: Path) -> None:
     """3 at once per replica, 5 more may wait, no burst allowed: of 20 at once, the rest is
     refused with 429 and a Retry-After without reaching the replica, while reads still pass."""
     # 2 s per submission: on a busy machine the 20 may take over a second to arrive, and
     # a replica that answers sooner frees places for the late ones (seen with 1 s).
     app = SlowApp(delay_s=2.0)
-    proc, front = _run_haproxy(tmp_path, app, Hardening(
-        max_submissions=3, submission_queue=5, submission_queue_timeout_ms=10_000,
-        submission_burst=0))
-    try:
+    with _front(tmp_path, app, Hardening(
+            max_submissions=3, submission_queue=5, submission_queue_timeout_ms=10_000,
+            submission_burst=0)) as front:
         started = time.monotonic()
         answers = asyncio.run(_post_all(front, 20))
-        accepted = [a for a in answers if a[0] == 202]
-        refused = [a for a in answers if a[0] == 429]
-        assert len(accepted) + len(refused) == 20, answers
-        assert 3 <= len(accepted) <= 3 + 5 + 1  # in service, waiting, one racing the check
-        assert app.served == len(accepted)  # a refused submission never reached the replica
-        assert all(r[1] == "1" and "at capacity" in r[2] for r in refused)
+        accepted = _accepted_or_refused_at_once(answers, app)
+        assert 3 <= accepted <= 3 + 5 + 1  # in service, waiting, one racing the check
         with urllib.request.urlopen(f"http://127.0.0.1:{front}/api/orders/x",
                                     timeout=5) as read:
             assert read.status == 200
         assert time.monotonic() - started < 10
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        app.close()
 
 
 def test_a_burst_past_the_queue_bound_waits_and_is_served(tmp_path: Path) -> None:
@@ -280,17 +300,12 @@ def test_a_burst_past_the_queue_bound_waits_and_is_served(tmp_path: Path) -> Non
     (fewer than 100 arrivals to the long queue in a second), so each waits its turn and
     every one is served, none refused."""
     app = SlowApp(delay_s=0.05)
-    proc, front = _run_haproxy(tmp_path, app, Hardening(
-        max_submissions=3, submission_queue=5, submission_queue_timeout_ms=10_000,
-        submission_burst=100))
-    try:
+    with _front(tmp_path, app, Hardening(
+            max_submissions=3, submission_queue=5, submission_queue_timeout_ms=10_000,
+            submission_burst=100)) as front:
         answers = asyncio.run(_post_all(front, 40))
         assert [a[0] for a in answers] == [202] * 40, answers
         assert app.served == 40
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        app.close()
 
 
 def test_a_queue_that_stays_long_past_the_burst_is_refused_at_once(tmp_path: Path) -> None:
@@ -298,38 +313,24 @@ def test_a_queue_that_stays_long_past_the_burst_is_refused_at_once(tmp_path: Pat
     the queue stays long. Past the burst's 2 arrivals to the long queue, the rest of 20 sent
     at once is refused with 429 and a Retry-After, never reaching the replica."""
     app = SlowApp(delay_s=2.0)
-    proc, front = _run_haproxy(tmp_path, app, Hardening(
-        max_submissions=3, submission_queue=2, submission_queue_timeout_ms=30_000,
-        submission_burst=2))
-    try:
+    with _front(tmp_path, app, Hardening(
+            max_submissions=3, submission_queue=2, submission_queue_timeout_ms=30_000,
+            submission_burst=2)) as front:
         started = time.monotonic()
         answers = asyncio.run(_post_all(front, 20))
-        accepted = [a for a in answers if a[0] == 202]
-        refused = [a for a in answers if a[0] == 429]
-        assert len(accepted) + len(refused) == 20, answers
+        accepted = _accepted_or_refused_at_once(answers, app)
         # in service, waiting, the burst's arrivals, one racing each check
-        assert 3 <= len(accepted) <= 3 + 2 + 1 + 2 + 1, answers
-        assert app.served == len(accepted)
-        assert all(r[1] == "1" and "at capacity" in r[2] for r in refused)
+        assert 3 <= accepted <= 3 + 2 + 1 + 2 + 1, answers
         assert time.monotonic() - started < 30
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        app.close()
 
 
 def test_a_submission_that_waited_too_long_is_answered_503_with_retry_after(
         tmp_path: Path) -> None:
     app = SlowApp(delay_s=1.5)
-    proc, front = _run_haproxy(tmp_path, app, Hardening(
-        max_submissions=1, submission_queue=10, submission_queue_timeout_ms=300))
-    try:
+    with _front(tmp_path, app, Hardening(
+            max_submissions=1, submission_queue=10, submission_queue_timeout_ms=300)) as front:
         answers = asyncio.run(_post_all(front, 3))
         codes = sorted(a[0] for a in answers)
         assert codes == [202, 503, 503], answers
         assert all(a[1] == "1" and "at capacity" in a[2] for a in answers if a[0] == 503)
         assert app.served == 1
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        app.close()
