@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
@@ -40,7 +40,8 @@ class Quote:
     def _public(self) -> dict[str, Any]:
         # Worked out once per quote: one quote that sets off 10,000 resting orders is in
         # each of their events.
-        data = asdict(self)
+        # Every field is a plain value: a shallow copy (asdict would deep-copy each).
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data.pop("payload")
         if not self.quoted_at:
             data.pop("quoted_at")

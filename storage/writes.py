@@ -78,8 +78,11 @@ class OrderWriter:
         """Apply many writes of many orders; answer each in order.
 
         An item that fails (an illegal transition, a lost lease, an unknown order) is
-        answered with its DexecError and writes nothing; the others go on. Several changes
-        to one order go out in successive statements, each seeing the one before.
+        answered with its DexecError and writes nothing; the others go on. A change made
+        from the order as the one before it in the batch leaves it (its expected seq is
+        that one's next, under the same epoch) is written in the same statement, as one
+        row update with both events, all or nothing; other changes to one order go out in
+        successive statements, each seeing the one before.
         """
         return await each_on_its_own(self._write_rounds, ops)
 
@@ -89,13 +92,14 @@ class OrderWriter:
         while waiting:
             this_round: list[tuple[int, Write]] = []
             later: list[tuple[int, Write]] = []
-            changing: set[str] = set()
+            changing: dict[str, ApplyChange] = {}  # each order's last change this round
             for k, op in waiting:
                 if isinstance(op, ApplyChange):
-                    if op.order_id in changing:
+                    before = changing.get(op.order_id)
+                    if before is not None and not _follows(op, before):
                         later.append((k, op))
                         continue
-                    changing.add(op.order_id)
+                    changing[op.order_id] = op
                 this_round.append((k, op))
             written = await self._write_expected([op for _, op in this_round])
             for (k, _), answer in zip(this_round, written, strict=True):
@@ -120,6 +124,7 @@ class OrderWriter:
         swaps: list[tuple[Any, ...]] = []
         statuses: list[tuple[str, str]] = []
         changed: dict[int, ApplyChange] = {}
+        row_of: dict[str, int] = {}  # an order's row in `updates`, to chain a change onto
         for k, op in enumerate(ops):
             if k and not k % 500:
                 await asyncio.sleep(0)  # a batch of thousands: other callers go on meanwhile
@@ -134,11 +139,27 @@ class OrderWriter:
                 if result is None:
                     continue  # a repeat: nothing to write
                 order, event = result
-                updates.append((
+                row = (
                     op.order_id, op.expected.seq, op.epoch, str(order.status), order.attempt,
                     order.seq, order.venue, order.signature, order.amount_out, order.price,
                     order.failure_reason, order.updated_at, order.triggered_at,
-                ))
+                )
+                chained = row_of.get(op.order_id)
+                if chained is None:
+                    row_of[op.order_id] = len(updates)
+                    updates.append(row)
+                elif updates[chained][5] == op.expected.seq:
+                    # Made from the state the change before it leaves: one row update,
+                    # conditional on what the first of them expected (see _write_rounds).
+                    updates[chained] = (op.order_id, updates[chained][1], *row[2:])
+                else:
+                    # Made from a state the change before it does not leave (that one was
+                    # refused here): the stored order can never be what it expects. An
+                    # order has one row in the statement, or its events would follow the
+                    # other row's fate.
+                    answers[k] = LeaseLost(f"order {op.order_id} changed concurrently"
+                                           f" (expected seq {op.expected.seq})")
+                    continue
                 events.append(event_values(event))
                 quotes.extend(_quote_values(op, event))
                 if op.swap is not None:
@@ -227,6 +248,11 @@ class OrderWriter:
                 answers[k] = LeaseLost(
                     f"order {order_id} changed concurrently (stored seq {seq}, expected"
                     f" {op.expected.seq})")
+
+
+def _follows(op: ApplyChange, before: ApplyChange) -> bool:
+    """True when `op` was made from the order as `before` leaves it, under the same lease."""
+    return op.expected.seq == before.expected.seq + 1 and op.epoch == before.epoch
 
 
 def _for_updated(name: str, table: str, columns: Sequence[tuple[str, str]],

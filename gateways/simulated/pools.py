@@ -7,7 +7,9 @@ rounding) reports 0.
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 from fractions import Fraction
@@ -213,6 +215,7 @@ class DlmmPool:
         self.bin_step = bin_step
         self.active_id = active_id
         self.bins = dict(bins)
+        self._ids = sorted(self.bins)  # the bins' ids in price order, for _walking_order
         self.base_factor = base_factor
         self.base_fee_power_factor = base_fee_power_factor
         self.variable_fee_control = variable_fee_control
@@ -320,6 +323,24 @@ class DlmmPool:
         crossed = abs(index_reference - bin_id) * BPS
         return min(self.max_volatility_accumulator, reference + crossed)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_ids", None)  # derived from the bins: not saved with every swap
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._ids = sorted(self.bins)
+
+    def _walking_order(self, x_to_y: bool) -> Iterator[int]:
+        """The bin ids from the active one outwards in the swap's direction, lazily: a walk
+        usually stops within a bin or two, so it never looks at the rest of the pool."""
+        ids = self._ids  # bins are only made at creation
+        if x_to_y:
+            end = bisect.bisect_right(ids, self.active_id)
+            return (ids[k] for k in range(end - 1, -1, -1))
+        return (ids[k] for k in range(bisect.bisect_left(ids, self.active_id), len(ids)))
+
     def _walk(self, amount_in: int, x_to_y: bool, now: float) -> _Walk:
         """Work out a swap against the current state without mutating it."""
         _check_amount(amount_in)
@@ -327,13 +348,7 @@ class DlmmPool:
         out_side = 1 if x_to_y else 0  # index of the paid-out token in a bin's (x, y)
         # Bins without the output token change nothing (each accumulator is computed afresh),
         # so the walk visits only bins that can pay out, in walking order.
-        if x_to_y:
-            funded = sorted(
-                (i for i, a in self.bins.items() if i <= self.active_id and a[1] > 0),
-                reverse=True,
-            )
-        else:
-            funded = sorted(i for i, a in self.bins.items() if i >= self.active_id and a[0] > 0)
+        funded = (i for i in self._walking_order(x_to_y) if self.bins[i][out_side] > 0)
         amount_left, amount_out, fee = amount_in, 0, 0
         accumulator, active_id = self.volatility_accumulator, self.active_id
         changed: dict[int, tuple[int, int]] = {}

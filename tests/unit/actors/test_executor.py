@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from actors.batching import Coalescer
 from actors.executor import OrderExecutor
 from actors.landing import LandingWatcher
 from core.errors import (
@@ -273,6 +274,77 @@ async def test_happy_path_goes_pending_to_confirmed_with_gapless_events(world: W
 
 
 @pytest.mark.parametrize(("own", "deployment"), [(True, False), (False, True)])
+class BatchingStore(FakeStore):
+    """FakeStore behind a real Coalescer, as the worker's BatchedStore is: writes asked for
+    while a batch gathers travel together, applied in order; each batch is remembered."""
+
+    def __init__(self, calls: list[Call]) -> None:
+        super().__init__(calls)
+        self.batches: list[list[str]] = []
+        self._writes: Coalescer[tuple[str, Any], Any] = Coalescer(self._write_many,
+                                                                  window_s=0.004)
+
+    async def _write_many(self, ops: list[tuple[str, Any]]) -> list[Any]:
+        self.batches.append([op[1][1].trigger.name if op[0] == "change" else f"{op[1][1]} swap"
+                             for op in ops])
+        answers: list[Any] = []
+        for kind, args in ops:
+            try:
+                if kind == "change":
+                    order_id, change, epoch, expected, swap = args
+                    answers.append(await super().apply_change(
+                        order_id, change, epoch=epoch, expected=expected, swap=swap))
+                else:
+                    answers.append(await super().set_swap_status(*args))
+            except DexecError as exc:
+                answers.append(exc)
+        return answers
+
+    async def apply_change(
+        self, order_id: str, change: Change, *, epoch: int | None, expected: Order,
+        swap: SignedSwap | None = None,
+    ) -> tuple[Order, OrderEvent] | None:
+        answer: tuple[Order, OrderEvent] | None = await self._writes(
+            ("change", (order_id, change, epoch, expected, swap)))
+        return answer
+
+    async def set_swap_status(self, signature: str, status: str) -> None:
+        await self._writes(("status", (signature, status)))
+
+
+async def test_a_swap_that_landed_on_arrival_is_confirmed_in_the_same_write_as_submitted(
+        world: World) -> None:
+    """When the send already answered the swap's status, `confirmed` is asked for while
+    `submitted` still gathers company, so both go in one write batch (the repository
+    writes such a chain as one statement), and the events are still published in order."""
+    world.store = BatchingStore(world.calls)
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    assert ["TX_SENT", "confirmed swap", "TX_CONFIRMED"] in world.store.batches
+    events = world.store.events()
+    assert [e.status for e in events] == [S.PENDING, S.ROUTING, S.BUILDING, S.SUBMITTED,
+                                          S.CONFIRMED]
+    assert_gapless(events)
+    assert world.sink.events == events[1:]
+
+
+async def test_a_swap_still_on_its_way_is_confirmed_after_submitted_is_written(
+        world: World) -> None:
+    """Not landed at the first lookup: nothing is predicted; `confirmed` follows later."""
+    world.store = BatchingStore(world.calls)
+    world.raydium.land_after_polls = 2
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    [sent] = [b for b in world.store.batches if "TX_SENT" in b]
+    assert "TX_CONFIRMED" not in sent
+    assert_gapless(world.store.events())
+    assert world.sink.events == world.store.events()[1:]
+
+
 async def test_a_dry_run_is_built_and_simulated_but_never_sent_nor_recorded(
         world: World, own: bool, deployment: bool) -> None:
     order = world.store.create(dry_run=own)

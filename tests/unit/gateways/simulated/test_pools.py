@@ -363,3 +363,24 @@ def test_dlmm_swaps_never_create_tokens(swaps: list[tuple[bool, int, float]]) ->
         # No bin loses value at its own price: rounding favours the pool.
         for i, (x, y) in pool.bins.items():
             assert Fraction(pool.bin_price(i)) * x + y >= value_before[i]
+
+
+@pytest.mark.parametrize("x_to_y", [True, False])
+def test_a_dlmm_walk_visits_the_funded_bins_outwards_from_the_active_one(x_to_y: bool) -> None:
+    """The walk steps from the active bin outwards, skipping bins without the output token,
+    across a gap in the bin ids, and a pool saved and loaded again walks the same way."""
+    bins = {0: (10, 10), 1: (10, 0), 3: (10, 0), -1: (0, 10), -4: (0, 10), -2: (0, 0)}
+    pool = make_unit_dlmm(bins)
+    order = list(pool._walking_order(x_to_y))
+    assert order == ([0, -1, -2, -4] if x_to_y else [0, 1, 3])
+    # 30 in empties the two bins next to the active one and reaches across the gap.
+    walk = pool._walk(30, x_to_y, 0.0)
+    assert sorted(walk.bins) == ([-4, -1, 0] if x_to_y else [0, 1, 3])
+    quote = pool.quote(30, x_to_y, 0.0)
+    assert quote.amount_out == 25
+    loaded = pickle.loads(pickle.dumps(pool))
+    assert b"_ids" not in pickle.dumps(pool)
+    assert loaded.quote(30, x_to_y, 0.0) == quote
+    assert loaded.swap(30, x_to_y, 0.0) == pool.swap(30, x_to_y, 0.0) == quote
+    with pytest.raises(InsufficientLiquidity):
+        loaded.quote(10**6, x_to_y, 0.0)
