@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from actors.batching import WINDOW_S, Coalescer
 from actors.telemetry import BatchStats
 from core.orders import Change, Order, OrderEvent
@@ -36,9 +38,9 @@ class BatchedStore:
 
     async def apply_change(
         self, order_id: str, change: Change, *, epoch: int | None, expected: Order,
-        swap: SignedSwap | None = None,
+        swap: SignedSwap | None = None, at: datetime | None = None,
     ) -> tuple[Order, OrderEvent] | None:
-        return await self._writes(ApplyChange(order_id, change, epoch, expected, swap))
+        return await self._writes(ApplyChange(order_id, change, epoch, expected, swap, at))
 
     async def set_swap_status(self, signature: str, status: SwapStatus) -> None:
         await self._writes(SetSwapStatus(signature, status))

@@ -40,7 +40,8 @@ class ApplyChange:
     epoch (None: no fencing). `swap` is a transaction signed for this change (the route
     chosen): it is recorded in the same statement, only if the change is written, and
     before it can be sent (the exactly-once rule). Recording a signature again is a
-    harmless repeat.
+    harmless repeat. `at` is when the change happened, where its executor knew it before
+    the write (None: the time of the write).
     """
 
     order_id: str
@@ -48,6 +49,7 @@ class ApplyChange:
     epoch: int | None
     expected: Order
     swap: SignedSwap | None = None
+    at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class OrderWriter:
                 statuses.append((op.status, op.signature))
             else:
                 try:
-                    result = op.expected.apply(op.change, now)
+                    result = op.expected.apply(op.change, op.at or now)
                 except DexecError as exc:
                     answers[k] = exc
                     continue

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from actors import executor as executor_module
 from actors.batching import Coalescer
 from actors.executor import OrderExecutor
 from actors.landing import LandingWatcher
@@ -96,7 +97,7 @@ class FakeStore:
 
     async def apply_change(
         self, order_id: str, change: Change, *, epoch: int | None, expected: Order,
-        swap: SignedSwap | None = None,
+        swap: SignedSwap | None = None, at: datetime | None = None,
     ) -> tuple[Order, OrderEvent] | None:
         self._outage("apply_change", str(change.trigger))
         row = self.rows.get(order_id)
@@ -105,7 +106,7 @@ class FakeStore:
         if expected.seq != row.seq:
             # Like the repository: a change made from a stale copy is refused.
             raise LeaseLost(f"order {order_id} changed concurrently")
-        result = row.apply(change, self._now())
+        result = row.apply(change, at or self._now())
         if result is None:
             return None
         order, event = result
@@ -273,7 +274,6 @@ async def test_happy_path_goes_pending_to_confirmed_with_gapless_events(world: W
     assert order.order_id in memo
 
 
-@pytest.mark.parametrize(("own", "deployment"), [(True, False), (False, True)])
 class BatchingStore(FakeStore):
     """FakeStore behind a real Coalescer, as the worker's BatchedStore is: writes asked for
     while a batch gathers travel together, applied in order; each batch is remembered."""
@@ -291,9 +291,9 @@ class BatchingStore(FakeStore):
         for kind, args in ops:
             try:
                 if kind == "change":
-                    order_id, change, epoch, expected, swap = args
+                    order_id, change, epoch, expected, swap, at = args
                     answers.append(await super().apply_change(
-                        order_id, change, epoch=epoch, expected=expected, swap=swap))
+                        order_id, change, epoch=epoch, expected=expected, swap=swap, at=at))
                 else:
                     answers.append(await super().set_swap_status(*args))
             except DexecError as exc:
@@ -302,10 +302,10 @@ class BatchingStore(FakeStore):
 
     async def apply_change(
         self, order_id: str, change: Change, *, epoch: int | None, expected: Order,
-        swap: SignedSwap | None = None,
+        swap: SignedSwap | None = None, at: datetime | None = None,
     ) -> tuple[Order, OrderEvent] | None:
         answer: tuple[Order, OrderEvent] | None = await self._writes(
-            ("change", (order_id, change, epoch, expected, swap)))
+            ("change", (order_id, change, epoch, expected, swap, at)))
         return answer
 
     async def set_swap_status(self, signature: str, status: str) -> None:
@@ -330,6 +330,56 @@ async def test_a_swap_that_landed_on_arrival_is_confirmed_in_the_same_write_as_s
     assert world.sink.events == events[1:]
 
 
+async def test_a_fresh_orders_routing_is_written_with_its_route_chosen(world: World) -> None:
+    """`routing` is not written on its own before the quotes: it goes in the same write
+    batch as the route chosen and its swap (one statement in the repository), and the
+    events are published in order."""
+    world.store = BatchingStore(world.calls)
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    assert world.store.batches[0] == ["START_ROUTING", "ROUTE_CHOSEN"]
+    routing, building = world.store.events()[1:3]
+    assert (routing.status, building.status) == (S.ROUTING, S.BUILDING)
+    quoted = world.index(("quote", "raydium"))
+    assert quoted < world.index(("apply_change", "start_routing", "1"))
+    assert world.sink.events == world.store.events()[1:]
+
+
+async def test_routing_is_written_while_slow_venues_answer(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Venues slower than ROUTING_WRITE_AFTER_S: `routing` is on record (and published)
+    while they are still being asked, alone, before the route is chosen."""
+    monkeypatch.setattr(executor_module, "ROUTING_WRITE_AFTER_S", 0.02)
+    world.store = BatchingStore(world.calls)
+    slow = SlowVenue("slowswap", 160_000_000, world.calls, world.clock)
+    order = world.store.create()
+
+    status = await world.executor(slow, world.raydium, quote_timeout_s=0.2).execute(
+        order.order_id)
+
+    assert status == S.CONFIRMED
+    assert world.store.batches[:2] == [["START_ROUTING"], ["ROUTE_CHOSEN"]]
+    assert world.sink.events == world.store.events()[1:]
+
+
+async def test_a_fresh_order_whose_quotes_fail_has_its_attempt_on_record_before_the_retry(
+        world: World) -> None:
+    """No route on the first attempt: the unwritten `routing` is written first, so the
+    failure counts against the attempt cap as before (attempt 1, then a retry)."""
+    world.store = BatchingStore(world.calls)
+    world.raydium.quote_failures = [VenueUnavailable("down", venue="raydium")]
+    world.meteora.quote_failures = [VenueUnavailable("down", venue="meteora")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    assert world.store.batches[0] == ["START_ROUTING"]
+    assert [(e.status, e.attempt) for e in world.store.events()][:4] == [
+        (S.PENDING, 0), (S.ROUTING, 1), (S.ROUTING, 2), (S.BUILDING, 2)]
+
+
 async def test_a_swap_still_on_its_way_is_confirmed_after_submitted_is_written(
         world: World) -> None:
     """Not landed at the first lookup: nothing is predicted; `confirmed` follows later."""
@@ -345,6 +395,7 @@ async def test_a_swap_still_on_its_way_is_confirmed_after_submitted_is_written(
     assert world.sink.events == world.store.events()[1:]
 
 
+@pytest.mark.parametrize(("own", "deployment"), [(True, False), (False, True)])
 async def test_a_dry_run_is_built_and_simulated_but_never_sent_nor_recorded(
         world: World, own: bool, deployment: bool) -> None:
     order = world.store.create(dry_run=own)

@@ -378,7 +378,7 @@ def test_a_dlmm_walk_visits_the_funded_bins_outwards_from_the_active_one(x_to_y:
     assert sorted(walk.bins) == ([-4, -1, 0] if x_to_y else [0, 1, 3])
     quote = pool.quote(30, x_to_y, 0.0)
     assert quote.amount_out == 25
-    loaded = pickle.loads(pickle.dumps(pool))
+    loaded = pickle.loads(pickle.dumps(pool))  # noqa: S301 - our own bytes
     assert b"_ids" not in pickle.dumps(pool)
     assert loaded.quote(30, x_to_y, 0.0) == quote
     assert loaded.swap(30, x_to_y, 0.0) == pool.swap(30, x_to_y, 0.0) == quote
