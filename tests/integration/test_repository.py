@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -142,6 +143,17 @@ async def _statements_of(monkeypatch: pytest.MonkeyPatch, repo: OrderRepository,
     return answers, count
 
 
+@pytest.fixture
+async def repo(engine: Engine) -> AsyncIterator[OrderRepository]:
+    assert engine.settings.database_url is not None
+    opened = OrderRepository(engine.settings.database_url.get_secret_value())
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
 async def _fresh_order(repo: OrderRepository) -> Order:
     tokens = TokenRegistry()
     [created] = await repo.create_orders([NewOrder(
@@ -159,76 +171,58 @@ def _then(order: Order, change: Change) -> Order:
 
 
 async def test_changes_made_one_from_the_other_in_a_batch_are_one_statement(
-        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        repo: OrderRepository, monkeypatch: pytest.MonkeyPatch) -> None:
     """An executor that already knows its next change (a swap that landed on arrival)
     sends it made from the order as the change before leaves it: the batch writes both as
     one row update with both events, in one statement, and answers each with its own
     order."""
-    assert engine.settings.database_url is not None
-    repo = OrderRepository(engine.settings.database_url.get_secret_value())
-    await repo.open()
-    try:
-        order = await _fresh_order(repo)
-        changes = [Change(Trigger.START_ROUTING, attempt=1), Change(Trigger.RETRY, attempt=2),
-                   Change(Trigger.RETRY, attempt=3)]
-        expected = [order, _then(order, changes[0])]
-        expected.append(_then(expected[1], changes[1]))
-        answers, statements = await _statements_of(monkeypatch, repo, [
-            ApplyChange(order.order_id, c, None, e) for c, e in zip(changes, expected,
-                                                                    strict=True)])
-        assert statements == 1
-        assert [a[0].seq for a in answers if a is not None and not isinstance(a, DexecError)
-                ] == [2, 3, 4]
-        stored = await repo.get_order(order.order_id)
-        assert stored is not None and stored.seq == 4 and stored.attempt == 3
-        assert [(e.seq, e.attempt) for e in stored.events] == [(1, 0), (2, 1), (3, 2), (4, 3)]
-    finally:
-        await repo.close()
+    order = await _fresh_order(repo)
+    changes = [Change(Trigger.START_ROUTING, attempt=1), Change(Trigger.RETRY, attempt=2),
+               Change(Trigger.RETRY, attempt=3)]
+    expected = [order, _then(order, changes[0])]
+    expected.append(_then(expected[1], changes[1]))
+    answers, statements = await _statements_of(monkeypatch, repo, [
+        ApplyChange(order.order_id, c, None, e) for c, e in zip(changes, expected,
+                                                                strict=True)])
+    assert statements == 1
+    assert [a[0].seq for a in answers if a is not None and not isinstance(a, DexecError)
+            ] == [2, 3, 4]
+    stored = await repo.get_order(order.order_id)
+    assert stored is not None and stored.seq == 4 and stored.attempt == 3
+    assert [(e.seq, e.attempt) for e in stored.events] == [(1, 0), (2, 1), (3, 2), (4, 3)]
 
 
 async def test_a_chain_of_changes_under_a_lost_lease_writes_none_of_them(
-        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert engine.settings.database_url is not None
-    repo = OrderRepository(engine.settings.database_url.get_secret_value())
-    await repo.open()
-    try:
-        order = await _fresh_order(repo)
-        first = Change(Trigger.START_ROUTING, attempt=1)
-        answers, _ = await _statements_of(monkeypatch, repo, [
-            ApplyChange(order.order_id, first, 999, order),
-            ApplyChange(order.order_id, Change(Trigger.RETRY, attempt=2), 999,
-                        _then(order, first))])
-        assert all(isinstance(a, LeaseLost) for a in answers), answers
-        stored = await repo.get_order(order.order_id)
-        assert stored is not None and stored.seq == 1 and len(stored.events) == 1
-    finally:
-        await repo.close()
+        repo: OrderRepository, monkeypatch: pytest.MonkeyPatch) -> None:
+    order = await _fresh_order(repo)
+    first = Change(Trigger.START_ROUTING, attempt=1)
+    answers, _ = await _statements_of(monkeypatch, repo, [
+        ApplyChange(order.order_id, first, 999, order),
+        ApplyChange(order.order_id, Change(Trigger.RETRY, attempt=2), 999,
+                    _then(order, first))])
+    assert all(isinstance(a, LeaseLost) for a in answers), answers
+    stored = await repo.get_order(order.order_id)
+    assert stored is not None and stored.seq == 1 and len(stored.events) == 1
 
 
 async def test_a_change_made_from_one_that_was_refused_is_refused_alone(
-        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        repo: OrderRepository, monkeypatch: pytest.MonkeyPatch) -> None:
     """The middle change is illegal, so the last (made from the state it would have left)
     can never apply; the first is written, and the order gets only its event."""
-    assert engine.settings.database_url is not None
-    repo = OrderRepository(engine.settings.database_url.get_secret_value())
-    await repo.open()
-    try:
-        order = await _fresh_order(repo)
-        first = Change(Trigger.START_ROUTING, attempt=1)
-        routing = _then(order, first)
-        answers, _ = await _statements_of(monkeypatch, repo, [
-            ApplyChange(order.order_id, first, None, order),
-            ApplyChange(order.order_id, Change(Trigger.TX_CONFIRMED, attempt=1), None, routing),
-            ApplyChange(order.order_id, Change(Trigger.RETRY, attempt=2), None,
-                        replace(routing, seq=routing.seq + 1))])
-        assert not isinstance(answers[0], DexecError) and answers[0] is not None
-        assert isinstance(answers[1], DexecError) and not isinstance(answers[1], LeaseLost)
-        assert isinstance(answers[2], LeaseLost)
-        stored = await repo.get_order(order.order_id)
-        assert stored is not None and stored.seq == 2
-        assert [e.seq for e in stored.events] == [1, 2]
-    finally:
-        await repo.close()
+    order = await _fresh_order(repo)
+    first = Change(Trigger.START_ROUTING, attempt=1)
+    routing = _then(order, first)
+    answers, _ = await _statements_of(monkeypatch, repo, [
+        ApplyChange(order.order_id, first, None, order),
+        ApplyChange(order.order_id, Change(Trigger.TX_CONFIRMED, attempt=1), None, routing),
+        ApplyChange(order.order_id, Change(Trigger.RETRY, attempt=2), None,
+                    replace(routing, seq=routing.seq + 1))])
+    assert not isinstance(answers[0], DexecError) and answers[0] is not None
+    assert isinstance(answers[1], DexecError) and not isinstance(answers[1], LeaseLost)
+    assert isinstance(answers[2], LeaseLost)
+    stored = await repo.get_order(order.order_id)
+    assert stored is not None and stored.seq == 2
+    assert [e.seq for e in stored.events] == [1, 2]
 
 
 async def test_the_engines_sessions_read_a_small_or_unanalyzed_table_by_key(
