@@ -498,9 +498,12 @@ class OrderExecutor:
             # p50 130-210 against 190-259 ms at 100/s, two back-to-back pairs).
             sent = Change(Trigger.TX_SENT, order.attempt, venue=swap.venue,
                           signature=swap.signature)
-            order, (status, confirmed) = await _alongside(
-                self._change(lease, order, sent),
-                self._first_lookup(lease, order, sent, swap, gateway))
+            # The lookup starts first: when the venue answers it without a round trip (it
+            # has the send's answer), the confirmation is asked for in this same turn of the
+            # event loop, and joins the write batch that `submitted` starts.
+            lookup = asyncio.ensure_future(self._first_lookup(lease, order, sent, swap, gateway))
+            order, (status, confirmed) = await _alongside(self._change(lease, order, sent),
+                                                          lookup)
             if confirmed is not None:
                 return confirmed
         else:

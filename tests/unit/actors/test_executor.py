@@ -281,8 +281,9 @@ class BatchingStore(FakeStore):
     def __init__(self, calls: list[Call]) -> None:
         super().__init__(calls)
         self.batches: list[list[str]] = []
+        # No window, as in the engine by default: a batch leaves at the end of the turn.
         self._writes: Coalescer[tuple[str, Any], Any] = Coalescer(self._write_many,
-                                                                  window_s=0.004)
+                                                                  window_s=0)
 
     async def _write_many(self, ops: list[tuple[str, Any]]) -> list[Any]:
         self.batches.append([op[1][1].trigger.name if op[0] == "change" else f"{op[1][1]} swap"
