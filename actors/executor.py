@@ -65,14 +65,15 @@ class OrderStore(Protocol):
 
     async def apply_change(
         self, order_id: str, change: Change, *, epoch: int | None, expected: Order,
-        swap: SignedSwap | None = None, at: datetime | None = None,
+        swap: SignedSwap | None = None, at: datetime | None = None, chained: bool = False,
     ) -> tuple[Order, OrderEvent] | None:
         """Apply the change to `expected` (the order as this executor knows it) and write it
         only if the stored order is still that one and `epoch` its newest lease; None: the
         change was a repeat, nothing written. `swap`, signed for this change, is persisted
         with it, atomically (the exactly-once rule: recorded before it is sent). `at`: when
-        the change happened (None: now). A change asked for together with the one it was
-        made from is written in the same statement."""
+        the change happened (None: now). `chained`: `expected` is the order as a change
+        asked for just before leaves it; written only in the same statement as that one,
+        refused otherwise."""
         ...
 
     async def set_swap_status(self, signature: str, status: SwapStatus) -> None: ...
@@ -551,7 +552,12 @@ class OrderExecutor:
             return status, None  # the write itself answers why
         if predicted is None:
             return status, None
-        return status, await self._landed(lease, predicted[0], swap, status)
+        try:
+            return status, await self._landed(lease, predicted[0], swap, status, chained=True)
+        except LeaseLost:
+            # Refused with `submitted` (the caller raises that write's failure), or because
+            # `submitted` went in an earlier batch: then the caller confirms it as usual.
+            return status, None
 
     async def _next_status(self, gateway: VenueGateway, signature: str) -> TxStatus | None:
         if self._landing is not None:
@@ -566,8 +572,8 @@ class OrderExecutor:
             log.info("status lookup for %s failed: %s", signature, err)
             return None
 
-    async def _landed(self, lease: Lease, order: Order, swap: SignedSwap, status: TxStatus
-                      ) -> Order:
+    async def _landed(self, lease: Lease, order: Order, swap: SignedSwap, status: TxStatus,
+                      *, chained: bool = False) -> Order:
         if not status.confirmed:
             await self._store.set_swap_status(swap.signature, SwapStatus.FAILED)
             error_type = _CHAIN_ERRORS.get(status.error_code or "", TerminalError)
@@ -577,7 +583,7 @@ class OrderExecutor:
         # order is still SUBMITTED with its landed swap, and is reconciled by its signature.
         _, confirmed = await asyncio.gather(
             self._store.set_swap_status(swap.signature, SwapStatus.CONFIRMED),
-            self._change(
+            self._one_change(
                 lease,
                 order,
                 Change(
@@ -588,6 +594,7 @@ class OrderExecutor:
                     amount_out=status.amount_out,
                     price=price,
                 ),
+                chained=chained,
             ),
         )
         return confirmed
@@ -727,18 +734,30 @@ class OrderExecutor:
         # they meet in one write batch, which the store writes as one statement (`order`
         # is the order as that start leaves it). If the start is refused, so is this.
         stored, start, at = unwritten
-        _, updated = await _alongside(self._one_change(lease, stored, start, at=at),
-                                      self._one_change(lease, order, change, swap=swap))
+        started, updated = await asyncio.gather(
+            self._one_change(lease, stored, start, at=at),
+            self._one_change(lease, order, change, swap=swap, chained=True),
+            return_exceptions=True)
+        if isinstance(started, BaseException):
+            raise started  # this change, made from it, was refused with it
+        if isinstance(updated, LeaseLost):
+            # The start went in an earlier batch (a batch split, or items retried one by
+            # one), so this one was refused: ask again, from the order as written.
+            return await self._one_change(lease, started, change, swap=swap)
+        if isinstance(updated, BaseException):
+            raise updated
         return updated
 
     async def _one_change(self, lease: Lease, order: Order, change: Change, *,
-                          swap: SignedSwap | None = None, at: datetime | None = None
-                          ) -> Order:
+                          swap: SignedSwap | None = None, at: datetime | None = None,
+                          chained: bool = False) -> Order:
         self._guard(lease)
         # This executor's copy is the order as stored (it holds the lease and made every
-        # change since it read it), so the store need not read it again to apply the change.
+        # change since it read it), or with `chained` as the change asked for just before
+        # leaves it, so the store need not read it again to apply the change.
         result = await self._store.apply_change(order.order_id, change, epoch=lease.epoch,
-                                                expected=order, swap=swap, at=at)
+                                                expected=order, swap=swap, at=at,
+                                                chained=chained)
         if result is None and swap is not None:
             # A repeat writes nothing, so the swap is not on record: it must never be sent.
             raise IllegalTransition(f"order {order.order_id} was already {order.status}:"

@@ -38,9 +38,10 @@ class BatchedStore:
 
     async def apply_change(
         self, order_id: str, change: Change, *, epoch: int | None, expected: Order,
-        swap: SignedSwap | None = None, at: datetime | None = None,
+        swap: SignedSwap | None = None, at: datetime | None = None, chained: bool = False,
     ) -> tuple[Order, OrderEvent] | None:
-        return await self._writes(ApplyChange(order_id, change, epoch, expected, swap, at))
+        return await self._writes(ApplyChange(order_id, change, epoch, expected, swap, at,
+                                              chained))
 
     async def set_swap_status(self, signature: str, status: SwapStatus) -> None:
         await self._writes(SetSwapStatus(signature, status))

@@ -41,7 +41,10 @@ class ApplyChange:
     chosen): it is recorded in the same statement, only if the change is written, and
     before it can be sent (the exactly-once rule). Recording a signature again is a
     harmless repeat. `at` is when the change happened, where its executor knew it before
-    the write (None: the time of the write).
+    the write (None: the time of the write). `chained`: `expected` is not the order as
+    stored but as the change before it in the same batch leaves it; it is written only
+    together with that change, in its statement, and refused otherwise (a seq alone cannot
+    tell: another writer's change, refused to this executor's first one, makes the same seq).
     """
 
     order_id: str
@@ -50,6 +53,7 @@ class ApplyChange:
     expected: Order
     swap: SignedSwap | None = None
     at: datetime | None = None
+    chained: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,18 +151,18 @@ class OrderWriter:
                     order.failure_reason, order.updated_at, order.triggered_at,
                 )
                 chained = row_of.get(op.order_id)
-                if chained is None:
+                if chained is None and not op.chained:
                     row_of[op.order_id] = len(updates)
                     updates.append(row)
-                elif updates[chained][5] == op.expected.seq:
+                elif chained is not None and updates[chained][5] == op.expected.seq:
                     # Made from the state the change before it leaves: one row update,
                     # conditional on what the first of them expected (see _write_rounds).
                     updates[chained] = (op.order_id, updates[chained][1], *row[2:])
                 else:
-                    # Made from a state the change before it does not leave (that one was
-                    # refused here): the stored order can never be what it expects. An
-                    # order has one row in the statement, or its events would follow the
-                    # other row's fate.
+                    # Made from a state no change before it in this statement leaves (that
+                    # one was refused here, or travels in another batch): the stored order
+                    # must not be taken for what it expects. An order has one row in the
+                    # statement, or its events would follow the other row's fate.
                     answers[k] = LeaseLost(f"order {op.order_id} changed concurrently"
                                            f" (expected seq {op.expected.seq})")
                     continue

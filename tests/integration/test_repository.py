@@ -182,8 +182,8 @@ async def test_changes_made_one_from_the_other_in_a_batch_are_one_statement(
     expected = [order, _then(order, changes[0])]
     expected.append(_then(expected[1], changes[1]))
     answers, statements = await _statements_of(monkeypatch, repo, [
-        ApplyChange(order.order_id, c, None, e) for c, e in zip(changes, expected,
-                                                                strict=True)])
+        ApplyChange(order.order_id, c, None, e, chained=k > 0)
+        for k, (c, e) in enumerate(zip(changes, expected, strict=True))])
     assert statements == 1
     assert [a[0].seq for a in answers if a is not None and not isinstance(a, DexecError)
             ] == [2, 3, 4]
@@ -199,7 +199,7 @@ async def test_a_chain_of_changes_under_a_lost_lease_writes_none_of_them(
     answers, _ = await _statements_of(monkeypatch, repo, [
         ApplyChange(order.order_id, first, 999, order),
         ApplyChange(order.order_id, Change(Trigger.RETRY, attempt=2), 999,
-                    _then(order, first))])
+                    _then(order, first), chained=True)])
     assert all(isinstance(a, LeaseLost) for a in answers), answers
     stored = await repo.get_order(order.order_id)
     assert stored is not None and stored.seq == 1 and len(stored.events) == 1
@@ -214,15 +214,37 @@ async def test_a_change_made_from_one_that_was_refused_is_refused_alone(
     routing = _then(order, first)
     answers, _ = await _statements_of(monkeypatch, repo, [
         ApplyChange(order.order_id, first, None, order),
-        ApplyChange(order.order_id, Change(Trigger.TX_CONFIRMED, attempt=1), None, routing),
+        ApplyChange(order.order_id, Change(Trigger.TX_CONFIRMED, attempt=1), None, routing,
+                    chained=True),
         ApplyChange(order.order_id, Change(Trigger.RETRY, attempt=2), None,
-                    replace(routing, seq=routing.seq + 1))])
+                    replace(routing, seq=routing.seq + 1), chained=True)])
     assert not isinstance(answers[0], DexecError) and answers[0] is not None
     assert isinstance(answers[1], DexecError) and not isinstance(answers[1], LeaseLost)
     assert isinstance(answers[2], LeaseLost)
     stored = await repo.get_order(order.order_id)
     assert stored is not None and stored.seq == 2
     assert [e.seq for e in stored.events] == [1, 2]
+
+
+async def test_a_chained_change_is_never_written_without_the_change_it_follows(
+        repo: OrderRepository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel writes seq 2 first; the executor's start (expecting seq 1) is refused, and
+    its next change, made from the seq 2 that start would have left, comes in another
+    batch (a split batch, or each item retried alone). Its seq matches the cancelled order's,
+    yet it must be refused: written, it would turn a cancelled order into a routed one."""
+    order = await _fresh_order(repo)
+    [cancelled] = await repo.write_batch([
+        ApplyChange(order.order_id, Change(Trigger.CANCEL, attempt=0), None, order)])
+    assert cancelled is not None and not isinstance(cancelled, DexecError)
+    first = Change(Trigger.START_ROUTING, attempt=1)
+    [refused] = await repo.write_batch([ApplyChange(order.order_id, first, 7, order)])
+    assert isinstance(refused, LeaseLost)
+    [after], statements = await _statements_of(monkeypatch, repo, [ApplyChange(
+        order.order_id, Change(Trigger.RETRY, attempt=2), None, _then(order, first),
+        chained=True)])
+    assert isinstance(after, LeaseLost) and statements == 0
+    stored = await repo.get_order(order.order_id)
+    assert stored is not None and str(stored.status) == "cancelled" and stored.seq == 2
 
 
 async def test_the_engines_sessions_read_a_small_or_unanalyzed_table_by_key(

@@ -97,7 +97,7 @@ class FakeStore:
 
     async def apply_change(
         self, order_id: str, change: Change, *, epoch: int | None, expected: Order,
-        swap: SignedSwap | None = None, at: datetime | None = None,
+        swap: SignedSwap | None = None, at: datetime | None = None, chained: bool = False,
     ) -> tuple[Order, OrderEvent] | None:
         self._outage("apply_change", str(change.trigger))
         row = self.rows.get(order_id)
@@ -292,9 +292,10 @@ class BatchingStore(FakeStore):
         for kind, args in ops:
             try:
                 if kind == "change":
-                    order_id, change, epoch, expected, swap, at = args
+                    order_id, change, epoch, expected, swap, at, chained = args
                     answers.append(await super().apply_change(
-                        order_id, change, epoch=epoch, expected=expected, swap=swap, at=at))
+                        order_id, change, epoch=epoch, expected=expected, swap=swap, at=at,
+                        chained=chained))
                 else:
                     answers.append(await super().set_swap_status(*args))
             except DexecError as exc:
@@ -303,10 +304,10 @@ class BatchingStore(FakeStore):
 
     async def apply_change(
         self, order_id: str, change: Change, *, epoch: int | None, expected: Order,
-        swap: SignedSwap | None = None, at: datetime | None = None,
+        swap: SignedSwap | None = None, at: datetime | None = None, chained: bool = False,
     ) -> tuple[Order, OrderEvent] | None:
         answer: tuple[Order, OrderEvent] | None = await self._writes(
-            ("change", (order_id, change, epoch, expected, swap, at)))
+            ("change", (order_id, change, epoch, expected, swap, at, chained)))
         return answer
 
     async def set_swap_status(self, signature: str, status: str) -> None:
@@ -379,6 +380,35 @@ async def test_a_fresh_order_whose_quotes_fail_has_its_attempt_on_record_before_
     assert world.store.batches[0] == ["START_ROUTING"]
     assert [(e.status, e.attempt) for e in world.store.events()][:4] == [
         (S.PENDING, 0), (S.ROUTING, 1), (S.ROUTING, 2), (S.BUILDING, 2)]
+
+
+async def test_a_route_chosen_refused_only_because_its_start_went_first_is_asked_again(
+        world: World) -> None:
+    """A batch split put `routing` in one write and the chained route chosen in the next,
+    which refuses a chained change: it is asked for again from the order as written, and
+    the order completes with one swap, recorded before it was sent."""
+    world.store.outages[("apply_change", "route_chosen")] = [
+        LeaseLost("order order-1: the change it follows is not in this statement")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    assert len(world.raydium.built) == 1 and len(world.raydium.sent) == 1
+    assert world.store.statuses() == [S.PENDING, S.ROUTING, S.BUILDING, S.SUBMITTED,
+                                      S.CONFIRMED]
+
+
+async def test_a_confirmation_refused_as_chained_is_written_after_submitted(
+        world: World) -> None:
+    world.store.outages[("apply_change", "tx_confirmed")] = [
+        LeaseLost("order order-1: the change it follows is not in this statement")]
+    order = world.store.create()
+
+    assert await world.executor().execute(order.order_id) == S.CONFIRMED
+
+    assert world.store.statuses() == [S.PENDING, S.ROUTING, S.BUILDING, S.SUBMITTED,
+                                      S.CONFIRMED]
+    assert len(world.raydium.sent) == 1
 
 
 async def test_a_swap_still_on_its_way_is_confirmed_after_submitted_is_written(
@@ -708,8 +738,11 @@ async def test_the_swap_is_recorded_before_it_is_sent(world: World) -> None:
 
 async def test_a_swap_whose_write_is_refused_is_never_sent(world: World) -> None:
     # A cancel (or a newer lease) won while the swap was being signed: the write that would
-    # have recorded it with the route is refused, so nothing of it is stored or sent.
+    # have recorded it with the route is refused, so nothing of it is stored or sent. (Twice:
+    # a change refused right after its chained start was written is asked once more, in
+    # case only a batch split refused it; a real concurrent change refuses that too.)
     world.store.outages[("apply_change", "route_chosen")] = [
+        LeaseLost("order order-1 changed concurrently"),
         LeaseLost("order order-1 changed concurrently")]
     order = world.store.create()
 
