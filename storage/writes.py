@@ -84,11 +84,11 @@ class OrderWriter:
         """Apply many writes of many orders; answer each in order.
 
         An item that fails (an illegal transition, a lost lease, an unknown order) is
-        answered with its DexecError and writes nothing; the others go on. A change made
-        from the order as the one before it in the batch leaves it (its expected seq is
-        that one's next, under the same epoch) is written in the same statement, as one
-        row update with both events, all or nothing; other changes to one order go out in
-        successive statements, each seeing the one before.
+        answered with its DexecError and writes nothing; the others go on. A `chained`
+        change (made from the order as the one before it in the batch leaves it: its
+        expected seq is that one's next, under the same epoch) is written in the same
+        statement, as one row update with both events, all or nothing; other changes to
+        one order go out in successive statements, each seeing the one before.
         """
         return await each_on_its_own(self._write_rounds, ops)
 
@@ -154,7 +154,7 @@ class OrderWriter:
                 if chained is None and not op.chained:
                     row_of[op.order_id] = len(updates)
                     updates.append(row)
-                elif chained is not None and updates[chained][5] == op.expected.seq:
+                elif op.chained and chained is not None and updates[chained][5] == op.expected.seq:
                     # Made from the state the change before it leaves: one row update,
                     # conditional on what the first of them expected (see _write_rounds).
                     updates[chained] = (op.order_id, updates[chained][1], *row[2:])
@@ -257,8 +257,10 @@ class OrderWriter:
 
 
 def _follows(op: ApplyChange, before: ApplyChange) -> bool:
-    """True when `op` was made from the order as `before` leaves it, under the same lease."""
-    return op.expected.seq == before.expected.seq + 1 and op.epoch == before.epoch
+    """True when `op` is chained to `before`: made from the order as `before` leaves it,
+    under the same lease."""
+    return (op.chained and op.expected.seq == before.expected.seq + 1
+            and op.epoch == before.epoch)
 
 
 def _for_updated(name: str, table: str, columns: Sequence[tuple[str, str]],
