@@ -7,7 +7,7 @@ from typing import Any
 
 from actors.metrics import RayVenueMetrics
 from actors.shell import rpc_endpoint, wallet_secret
-from actors.simulated_chain import RayChainClient
+from actors.simulated_chain import RayChainClient, this_node
 from actors.telemetry import BatchStats
 from core.settings import Settings
 from core.tokens import TokenRegistry
@@ -89,7 +89,8 @@ def simulated_gateways(settings: Settings, chain: Any, stats: BatchStats | None 
     (`venue_rate_limit_per_s` holds per process). They share one client of the simulated
     chain, so their calls travel together.
     """
-    client = RayChainClient(chain, settings.batch_window_s, stats)
+    client = RayChainClient(chain, settings.batch_window_s, stats,
+                            node_id=this_node() if settings.sim_wire else None)
     wallet = dev_wallet(wallet_secret(settings)) if signing else None
     tokens = TokenRegistry.for_network(settings.network)
     metrics = RayVenueMetrics()

@@ -206,6 +206,9 @@ class Settings(BaseSettings):
     sim_timeout_rate: float = 0.0  # share of quote/send calls that time out
     sim_adverse_move_bps: int = 0  # a front-runner moves the pool this much before each swap
     sim_down_venues: tuple[str, ...] = Field(default=())
+    # Processes on the chain's node call it over a loopback socket instead of actor calls
+    # (gateways/simulated/wire.py); false: every call is an actor call.
+    sim_wire: bool = True
 
     @property
     def batch_window_s(self) -> float:
