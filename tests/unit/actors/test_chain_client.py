@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from actors.simulated_chain import RayChainClient
 from core.errors import VenueUnavailable
 from core.quotes import TxStatus
+from gateways.simulated.wire import WireServer
 
 
 class Method:
@@ -81,3 +84,92 @@ async def test_a_refused_send_is_its_own_answer() -> None:
     with pytest.raises(VenueUnavailable):
         await client.send_transaction("down", b"x")
     assert client._landed == {"s1": TxStatus("s1", True, 7, amount_out=5)}
+
+
+class WiredChain(FakeChain):
+    """FakeChain that also serves its calls on a loopback wire, as the chain actor does."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node = node
+        self.served: list[str] = []
+        self.server: WireServer | None = None
+        self.wire_address = Method(self._wire_address)
+
+    async def _wire_address(self) -> tuple[str, int, bytes]:
+        if self.server is None:
+            def serving(name: str, method: Method) -> Callable[..., Awaitable[Any]]:
+                async def serve(*args: Any) -> Any:
+                    self.served.append(name)
+                    return await method.answer(*args)
+                return serve
+
+            token = secrets.token_bytes(32)
+            self.server = WireServer({name: serving(name, getattr(self, name)) for name in
+                                      ("send_many", "signature_statuses", "quote_at_once")},
+                                     token)
+            self.port, self.token = await self.server.start(), token
+        return self.node, self.port, self.token
+
+    async def restart(self) -> None:
+        """The chain died and came back: its wire has a new port and token."""
+        assert self.server is not None
+        await self.server.close()
+        self.server = None
+
+
+async def test_on_the_chains_node_calls_go_over_the_wire_not_the_actor() -> None:
+    chain = WiredChain("node-a")
+    client = RayChainClient(chain, window_s=0.0, node_id="node-a")
+    try:
+        assert await client.send_transaction("raydium", b"s2") == "s2"
+        assert await client.signature_statuses(["s2"]) == [None]
+
+        assert chain.served == ["send_many", "signature_statuses"]
+        assert chain.send_many.calls == [] and chain.signature_statuses.calls == []
+        assert len(chain.wire_address.calls) == 1
+    finally:
+        await chain.restart()
+
+
+async def test_on_another_node_calls_go_to_the_actor_and_the_wire_is_asked_once() -> None:
+    chain = WiredChain("node-b")
+    client = RayChainClient(chain, window_s=0.0, node_id="node-a")
+    try:
+        await client.send_transaction("raydium", b"s2")
+        await client.send_transaction("raydium", b"s3")
+
+        assert chain.served == []
+        assert len(chain.send_many.calls) == 2
+        assert len(chain.wire_address.calls) == 1
+    finally:
+        await chain.restart()
+
+
+async def test_without_a_node_the_wire_is_never_asked_for() -> None:
+    chain = WiredChain("node-a")
+    client = RayChainClient(chain, window_s=0.0)
+
+    await client.send_transaction("raydium", b"s2")
+
+    assert chain.wire_address.calls == [] and len(chain.send_many.calls) == 1
+
+
+async def test_after_the_chain_restarts_the_next_call_finds_its_new_wire() -> None:
+    chain = WiredChain("node-a")
+    client = RayChainClient(chain, window_s=0.0, node_id="node-a")
+    await client.send_transaction("raydium", b"s2")
+    await chain.restart()
+
+    # The client's connection sees the chain go (a call in flight then fails: test_wire.py),
+    for _ in range(100):
+        if client._wire is not None and client._wire.closed:
+            break
+        await asyncio.sleep(0.01)
+    # and the next call asks the chain for its wire again.
+    try:
+        assert await client.send_transaction("raydium", b"s4") == "s4"
+        assert len(chain.wire_address.calls) == 2
+        assert chain.served[-1] == "send_many"
+    finally:
+        await chain.restart()
