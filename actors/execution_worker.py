@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import uuid
@@ -28,7 +27,7 @@ from actors.shell import (
 )
 from actors.telemetry import order_log
 from actors.venue_gateways import chain_rpc, venue_gateways
-from actors.worker_fleet import Outcome
+from actors.worker_fleet import FinishedOutcomes, Outcome
 from core.errors import DexecError, RetryableError, WorkerLost, reason
 from core.retry import RetryPolicy
 from core.settings import Settings
@@ -61,8 +60,7 @@ class ExecutionWorker:
                                     else set())
         self._incarnation = uuid.uuid4().hex
         self._running: set[asyncio.Task[None]] = set()
-        self._finished: list[tuple[str, Outcome]] = []
-        self._finished_ready = asyncio.Event()
+        self._finished = FinishedOutcomes()
 
     async def _ready(self) -> OrderExecutor:
         async with self._lock:
@@ -116,8 +114,7 @@ class ExecutionWorker:
         except Exception as exc:
             order_log(order_id).exception("order %s: execution raised", order_id)
             outcome = RetryableError(f"execution raised: {reason(exc)}")
-        self._finished.append((order_id, outcome))
-        self._finished_ready.set()
+        self._finished.add(order_id, outcome)
 
     @hot
     async def finished(self, timeout_s: float) -> tuple[str, list[tuple[str, Outcome]]]:
@@ -126,12 +123,7 @@ class ExecutionWorker:
         Waits up to `timeout_s` for the first one; the OrderManager keeps one such call
         outstanding per worker, which also tells it at once when the worker dies.
         """
-        if not self._finished:
-            self._finished_ready.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await self._finished_ready.wait()
-        outcomes, self._finished = self._finished, []
+        outcomes = await self._finished.take(timeout_s)
         return self._incarnation, outcomes
 
     def arm_crash(self, point: str | None) -> None:

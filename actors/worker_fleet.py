@@ -22,6 +22,37 @@ log = logging.getLogger(__name__)
 Outcome = str | None | DexecError
 
 
+class FinishedOutcomes:
+    """A worker's outcomes until the manager's long poll (`finished`) takes them.
+
+    Outcomes finishing about together go back in one answer: each call costs the worker
+    and the manager about a millisecond of CPU, and the manager needs an outcome only to
+    free the order's place (its client has the status from the database and the Notifier).
+    """
+
+    def __init__(self, gather_s: float = 0.02) -> None:
+        self._gather_s = gather_s
+        self._outcomes: list[tuple[str, Outcome]] = []
+        self._ready = asyncio.Event()
+
+    def add(self, order_id: str, outcome: Outcome) -> None:
+        self._outcomes.append((order_id, outcome))
+        self._ready.set()
+
+    async def take(self, timeout_s: float) -> list[tuple[str, Outcome]]:
+        """Every outcome so far; with none yet, wait up to `timeout_s` for the first, then
+        `gather_s` for those finishing with it."""
+        if not self._outcomes:
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._ready.wait()
+            if self._outcomes:
+                await asyncio.sleep(self._gather_s)
+        outcomes, self._outcomes = self._outcomes, []
+        return outcomes
+
+
 def worker_name(index: int) -> str:
     """Return the name of the fixed pool's `index`th ExecutionWorker."""
     return f"ExecutionWorker-{index}"

@@ -10,6 +10,7 @@ from typing import TypeVar
 import pytest
 
 from actors.worker_fleet import (
+    FinishedOutcomes,
     Outcome,
     WorkerFleet,
     WorkerLink,
@@ -353,3 +354,29 @@ async def test_a_worker_whose_kill_fails_is_still_retired(placement: FakePlaceme
     with pytest.raises(WorkerLost, match="retired"):
         await done(waiting)
     assert fleet.names() == [node_worker_name(NODE_A, 0)]
+
+
+async def test_outcomes_finishing_together_come_back_in_one_answer() -> None:
+    box = FinishedOutcomes(gather_s=0.05)
+    taking = asyncio.create_task(box.take(timeout_s=5.0))
+    await asyncio.sleep(0)
+    box.add("o1", "confirmed")
+    await asyncio.sleep(0.01)
+    box.add("o2", "failed")
+
+    assert await taking == [("o1", "confirmed"), ("o2", "failed")]
+
+
+async def test_outcomes_already_waiting_are_answered_at_once() -> None:
+    box = FinishedOutcomes(gather_s=10.0)
+    box.add("o1", "confirmed")
+
+    async with asyncio.timeout(1.0):  # no gathering: they waited for this call already
+        assert await box.take(timeout_s=5.0) == [("o1", "confirmed")]
+
+
+async def test_a_take_with_nothing_finished_answers_empty_after_its_timeout() -> None:
+    box = FinishedOutcomes(gather_s=10.0)
+
+    async with asyncio.timeout(1.0):
+        assert await box.take(timeout_s=0.01) == []
