@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     ingress_submission_queue_timeout_ms: int = Field(default=1000, ge=1)
     ingress_submission_burst: int = Field(default=256, ge=0)
     haproxy_admin_host: str = "127.0.0.1"  # HAProxy's stats page and Prometheus endpoint
+    # Serve's per-request HTTP metrics from HAProxy: one log datagram per request, parsed in
+    # a Python actor (false: the replicas record the requests they serve; HAProxy's own
+    # Prometheus endpoint counts every request at the front, refused ones included).
+    haproxy_request_metrics: bool = False
     default_account: str = "default"
 
     # Storage

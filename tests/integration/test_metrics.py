@@ -70,6 +70,11 @@ async def test_prometheus_endpoint_exports_every_application_metric(
             async with httpx.AsyncClient(timeout=5) as scraper:
                 text = (await scraper.get(url)).text
             missing = [n for n in EXPECTED if not samples(text, n)]
+            # Serve's own request metrics, recorded by the replica (HAProxy's per-request
+            # datagrams are off by default: DEXEC_HAPROXY_REQUEST_METRICS).
+            if not any('application="dexec"' in lb
+                       for lb, _ in samples(text, "serve_http_request_latency_ms")):
+                missing.append("serve_http_request_latency_ms of the dexec application")
             sites = {labels for labels, _ in samples(text, "dexec_batch_items")}
             missing += [f"site {site}" for site in BATCH_SITES
                         if not any(f'site="{site}"' in lb for lb in sites)]

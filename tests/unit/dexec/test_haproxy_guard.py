@@ -112,6 +112,13 @@ def test_its_own_defaults_are_the_settings_defaults() -> None:
     assert Hardening.from_env(serve_env(Settings.model_construct())) == Hardening()
 
 
+def test_serves_per_request_haproxy_metrics_are_off_unless_asked_for() -> None:
+    """Each request would cost a log datagram parsed in Python by Serve's HAProxy actor."""
+    assert serve_env(Settings.model_construct())["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"
+    on = Settings.model_construct(haproxy_request_metrics=True)
+    assert serve_env(on)["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "1"
+
+
 def test_the_config_file_is_the_one_after_dash_f() -> None:
     assert config_path(["-db", "-f", "/x/haproxy.cfg", "-sf", "12"]) == Path("/x/haproxy.cfg")
     assert config_path(["-v"]) is None
