@@ -134,9 +134,13 @@ async def test_an_account_s_connections_are_bounded(engine: Engine, keys: KeySto
 
 
 async def test_a_connection_that_follows_nothing_and_says_nothing_is_closed(
-    engine: Engine, ws_url: str, api: str
+    engine: Engine, ws_url: str, api: str, faults: Any
 ) -> None:
     idle_s = engine.settings.ws_idle_timeout_s
+    # The followed order must stay open past the idle timeout: a terminal order is not
+    # followed (at zero latency it can finish before the follower has subscribed).
+    landing_ms = int((idle_s + 5) * 1000)
+    faults.latency((0, 0), (landing_ms, landing_ms))
     async with httpx.AsyncClient(base_url=api) as client:
         order_id = (await client.post("/api/orders", json=order_body())).json()["order_id"]
     async with websockets.connect(ws_url) as silent, websockets.connect(ws_url) as follower:
