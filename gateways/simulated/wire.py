@@ -144,7 +144,7 @@ class WireClient:
     """
 
     def __init__(self, host: str, port: int, token: bytes) -> None:
-        self._address = (host, port)
+        self.address = (host, port)
         self._token = token
         self._writer: asyncio.StreamWriter | None = None
         self._connecting: asyncio.Lock | None = None
@@ -199,7 +199,7 @@ class WireClient:
             self._connecting = asyncio.Lock()
         async with self._connecting:
             if self._writer is None:
-                reader, writer = await asyncio.open_connection(*self._address)
+                reader, writer = await asyncio.open_connection(*self.address)
                 writer.write(_LENGTH.pack(len(self._token)) + self._token)
                 self._reader_task = asyncio.create_task(self._read(reader))
                 self._writer = writer

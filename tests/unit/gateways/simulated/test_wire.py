@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -49,41 +50,42 @@ async def serve(chain: Chain, token: bytes = TOKEN) -> tuple[WireServer, int]:
     return server, await server.start()
 
 
+@contextlib.asynccontextmanager
+async def linked(chain: Chain, client_token: bytes = TOKEN
+                 ) -> AsyncIterator[tuple[WireServer, WireClient]]:
+    """A server for `chain` and a client of it, both closed at the end."""
+    server, port = await serve(chain)
+    client = WireClient("127.0.0.1", port, client_token)
+    try:
+        yield server, client
+    finally:
+        client.close()
+        await server.close()
+
+
 async def test_calls_answer_their_own_caller_whatever_order_they_finish_in() -> None:
     chain = Chain()
-    server, port = await serve(chain)
-    client = WireClient("127.0.0.1", port, TOKEN)
-    try:
+    async with linked(chain) as (_, client):
         slow = asyncio.create_task(client.call("slow", "first"))
         fast = await asyncio.gather(*(client.call("echo", (i, b"\x00" * i)) for i in range(50)))
         assert fast == [(i, b"\x00" * i) for i in range(50)]
         assert not slow.done()  # a slow call holds back no other on the same connection
         chain.release.set()
         assert await slow == "first"
-    finally:
-        client.close()
-        await server.close()
 
 
 async def test_an_error_is_raised_to_its_caller_as_itself() -> None:
-    server, port = await serve(Chain())
-    client = WireClient("127.0.0.1", port, TOKEN)
-    try:
+    async with linked(Chain()) as (_, client):
         with pytest.raises(VenueUnavailable, match="raydium is down") as caught:
             await client.call("refuse", "raydium")
         assert caught.value.venue == "raydium"
         with pytest.raises(AttributeError, match="no method 'nope'"):
             await client.call("nope")
         assert await client.call("echo", 1) == 1  # the connection is still good
-    finally:
-        client.close()
-        await server.close()
 
 
 async def test_a_stream_yields_each_chunk_then_ends_or_raises() -> None:
-    server, port = await serve(Chain())
-    client = WireClient("127.0.0.1", port, TOKEN)
-    try:
+    async with linked(Chain()) as (_, client):
         assert [c async for c in client.stream("chunks", 3)] == [[0], [1], [2]]
         got: list[int] = []
 
@@ -94,52 +96,41 @@ async def test_a_stream_yields_each_chunk_then_ends_or_raises() -> None:
         with pytest.raises(VenueUnavailable, match="mid-stream"):
             await read_all()
         assert got == [1]
-    finally:
-        client.close()
-        await server.close()
 
 
 async def test_a_client_without_the_token_runs_nothing_and_is_cut_off() -> None:
     chain = Chain()
-    server, port = await serve(chain)
-    client = WireClient("127.0.0.1", port, b"x" * 32)
-    try:
+    async with linked(chain, client_token=b"x" * 32) as (_, client):
         with pytest.raises(WireClosed):
             await client.call("echo", "hello")
         assert client.closed
         assert chain.ran == []
         # A raw connection that sends a pickle first is closed before anything is read.
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection(*client.address)
         writer.write(b"\x00\x00\x00\x05hello")
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
         assert chain.ran == []
-    finally:
-        client.close()
-        await server.close()
 
 
 async def test_calls_in_flight_when_the_server_goes_fail_and_the_client_says_closed() -> None:
     chain = Chain()
-    server, port = await serve(chain)
-    client = WireClient("127.0.0.1", port, TOKEN)
-    assert await client.call("echo", 1) == 1
-    waiting = asyncio.create_task(client.call("slow", 2))
-    await asyncio.sleep(0.05)
-    await server.close()  # as a chain that died: its side of the connection closes
-    with pytest.raises(WireClosed):
-        await waiting
-    assert client.closed
-    with pytest.raises(WireClosed):
-        await client.call("echo", 3)
-    chain.release.set()
+    async with linked(chain) as (server, client):
+        assert await client.call("echo", 1) == 1
+        waiting = asyncio.create_task(client.call("slow", 2))
+        await asyncio.sleep(0.05)
+        await server.close()  # as a chain that died: its side of the connection closes
+        with pytest.raises(WireClosed):
+            await waiting
+        assert client.closed
+        with pytest.raises(WireClosed):
+            await client.call("echo", 3)
+        chain.release.set()
 
 
 async def test_a_request_whose_client_went_away_still_runs_to_its_end() -> None:
     chain = Chain()
-    server, port = await serve(chain)
-    client = WireClient("127.0.0.1", port, TOKEN)
-    try:
+    async with linked(chain) as (_, client):
         waiting = asyncio.create_task(client.call("slow", "send"))
         await asyncio.sleep(0.05)
         client.close()
@@ -151,5 +142,3 @@ async def test_a_request_whose_client_went_away_still_runs_to_its_end() -> None:
                 break
             await asyncio.sleep(0.01)
         assert chain.ran == [("slow", "send")]
-    finally:
-        await server.close()
