@@ -34,11 +34,28 @@ class EventHub:
         self._max_queue = max_queue
         self._stale_after = stale_after_s
         self._clock = clock
+        self._first_watch = asyncio.Event()  # set by a watch; until_watched waits for it
 
     def watch(self, replica_id: str, order_ids: list[str]) -> None:
         self._touch(replica_id)
         for order_id in order_ids:
             self._watchers[order_id].add(replica_id)
+        if self._watchers:
+            self._first_watch.set()
+
+    @property
+    def watched(self) -> bool:
+        """Whether any replica watches any order."""
+        return bool(self._watchers)
+
+    async def until_watched(self, timeout_s: float) -> bool:
+        """Return True as soon as some order is watched; False if none is after `timeout_s`."""
+        if not self._watchers:
+            self._first_watch.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._first_watch.wait()
+        return self.watched
 
     def unwatch(self, replica_id: str, order_ids: list[str]) -> None:
         for order_id in order_ids:
@@ -100,14 +117,15 @@ class EventHub:
 
 
 class EventBatcher:
-    """Collect events and hand them to `send` in batches, at most every `interval_s`."""
+    """Collect events and hand them to `send` in batches, at most every `interval_s` (which
+    its owner may change between batches; `wake` sends what is collected at once)."""
 
     def __init__(
         self, send: Callable[[list[Event]], Awaitable[None]], *, interval_s: float = 0.02,
         max_batch: int = 500,
     ) -> None:
         self._send = send
-        self._interval = interval_s
+        self.interval_s = interval_s
         self._max_batch = max_batch
         self._buffer: list[Event] = []
         self._wake = asyncio.Event()
@@ -120,10 +138,15 @@ class EventBatcher:
         if len(self._buffer) >= self._max_batch:
             self._wake.set()
 
+    def wake(self) -> None:
+        """Send what is collected now rather than at the end of the interval."""
+        if self._buffer:
+            self._wake.set()
+
     async def _run(self) -> None:
         while self._buffer:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
+                async with asyncio.timeout(self.interval_s):
                     await self._wake.wait()
             self._wake.clear()
             batch, self._buffer = self._buffer, []

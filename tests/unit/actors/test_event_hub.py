@@ -193,3 +193,19 @@ async def test_batcher_survives_a_failed_send() -> None:
     await until(lambda: len(send.delivered()) == 1)
 
     assert send.delivered() == [frame("a", 2)]
+
+
+async def test_until_watched_answers_as_soon_as_an_order_is_watched() -> None:
+    hub = EventHub()
+    assert not hub.watched
+    assert await hub.until_watched(0.01) is False
+
+    waiting = asyncio.create_task(hub.until_watched(30.0))
+    await settle()
+    hub.watch("r1", ["a"])
+
+    async with asyncio.timeout(1.0):
+        assert await waiting is True
+    assert await hub.until_watched(30.0) is True  # watched already: at once
+    hub.publish([frame("a", 3, status="confirmed")])  # its terminal event ends the watch
+    assert not hub.watched
