@@ -102,6 +102,8 @@ class WireServer:
                 task.add_done_callback(self._running.discard)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass  # the client went away (or never said who it is)
+        except Exception as exc:  # a frame that is not a request: the connection is closed
+            log.warning("chain wire: closing a connection that sent a bad frame: %r", exc)
         finally:
             self._connections.discard(writer)
             writer.close()
@@ -153,6 +155,7 @@ class WireClient:
         self._streams: dict[int, asyncio.Queue[tuple[str, Any]]] = {}
         self._ids = itertools.count()
         self.closed = False
+        self._failure: Exception = WireClosed("the connection to the chain closed")
 
     async def call(self, method: str, *args: Any) -> Any:
         """Call `method(*args)` on the server and return its value (or raise its error)."""
@@ -199,7 +202,11 @@ class WireClient:
             self._connecting = asyncio.Lock()
         async with self._connecting:
             if self._writer is None:
-                reader, writer = await asyncio.open_connection(*self.address)
+                try:
+                    reader, writer = await asyncio.open_connection(*self.address)
+                except OSError as exc:  # the chain went away: its owner asks for it anew
+                    self._fail(WireClosed(f"cannot reach the chain's wire: {exc!r}"))
+                    raise self._failure from None
                 writer.write(_LENGTH.pack(len(self._token)) + self._token)
                 self._reader_task = asyncio.create_task(self._read(reader))
                 self._writer = writer
@@ -241,6 +248,7 @@ class WireClient:
 
     def _fail(self, error: Exception) -> None:
         self.closed = True
+        self._failure = error
         pending, self._pending = self._pending, {}
         for answer in pending.values():
             if not answer.done():

@@ -142,3 +142,24 @@ async def test_a_request_whose_client_went_away_still_runs_to_its_end() -> None:
                 break
             await asyncio.sleep(0.01)
         assert chain.ran == [("slow", "send")]
+
+
+async def test_a_wire_that_cannot_connect_says_closed_so_its_owner_asks_anew() -> None:
+    server, port = await serve(Chain())
+    await server.close()  # nothing listens on the port any more
+    client = WireClient("127.0.0.1", port, TOKEN)
+
+    with pytest.raises(WireClosed, match="cannot reach"):
+        await client.call("echo", 1)
+    assert client.closed
+
+
+async def test_a_bad_frame_after_the_token_closes_that_connection_only() -> None:
+    chain = Chain()
+    async with linked(chain) as (_, client):
+        assert await client.call("echo", 1) == 1
+        reader, writer = await asyncio.open_connection(*client.address)
+        writer.write(len(TOKEN).to_bytes(4, "big") + TOKEN + b"\x00\x00\x00\x03bad")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        assert await client.call("echo", 2) == 2  # the other connection is untouched
