@@ -253,7 +253,14 @@ async def submit_load(args: argparse.Namespace, url: str, run_id: str, tally: Ta
                         n += args.concurrency
                         await ws.send_str(json.dumps({"op": "submit", "order": body}))
                         while True:
-                            frame = json.loads((await ws.receive()).data)
+                            message = await ws.receive()
+                            if message.type != aiohttp.WSMsgType.TEXT:
+                                # Closed by the server (past DEXEC_WS_MAX_CONNECTIONS_PER_
+                                # ACCOUNT, or idle): this order went unanswered; the other
+                                # connections take the rest.
+                                record(0, {"error": f"websocket closed: {message.extra}"}, at)
+                                return
+                            frame = json.loads(message.data)
                             if frame["type"] == "accepted":
                                 record(202, frame["order"], at)
                                 unsubscribe = {"op": "unsubscribe",

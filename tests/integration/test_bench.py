@@ -75,3 +75,20 @@ def test_the_raw_client_submits_exactly_the_schedule_even_with_more_submitters_t
     assert result["errors"] == 0
     assert result["confirmed"] == result["accepted"] > 0
     assert result["lost"] == 0 and result["duplicate_executions"] == 0
+
+
+def test_websocket_submitters_past_the_accounts_connection_limit_are_counted(
+        engine: Engine, tmp_path: Path) -> None:
+    """A connection the engine refuses (429, then closed) is counted, and the bench goes on
+    with the others; it used to stop on the close frame with a TypeError."""
+    limit = engine.settings.ws_max_connections_per_account
+    out = tmp_path / "ws.json"
+    # Enough orders that every connection is still open when the last ones connect, and a
+    # refused one takes another order after its 429 and finds the connection closed.
+    assert run(bench_args(engine, out, "--ws", "--orders", "400",
+                          "--concurrency", str(limit + 5))) == 0
+    result = json.loads(out.read_text())
+    assert result["lost"] == 0 and result["duplicate_executions"] == 0
+    assert result["confirmed"] == result["accepted"] > 0
+    assert result["rejected_429"] >= 1 and result["errors"] >= 1
+    assert result["accepted"] + result["rejected_429"] + result["errors"] == 400
