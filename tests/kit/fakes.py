@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 from core.errors import BlockhashExpired, InsufficientFunds, NoRoute
 from core.quotes import Quote, SignedSwap, TxStatus
@@ -16,6 +18,19 @@ BLOCK_TIME_S = 0.4
 VALID_BLOCKS = 150
 
 Call = tuple[str, ...]  # what a fake was asked, in the order it was asked: ("send", signature)
+
+
+class ActorMethod:
+    """One method of a fake actor handle: `.remote(...)` records the call and answers
+    through `answer` (an async function), as a Ray actor method's `.remote` would."""
+
+    def __init__(self, answer: Callable[..., Awaitable[Any]]) -> None:
+        self.answer = answer
+        self.calls: list[tuple[Any, ...]] = []
+
+    def remote(self, *args: Any) -> Awaitable[Any]:
+        self.calls.append(args)
+        return self.answer(*args)
 
 
 class FakeVenue:

@@ -13,29 +13,18 @@ from actors.simulated_chain import RayChainClient
 from core.errors import VenueUnavailable
 from core.quotes import TxStatus
 from gateways.simulated.wire import WireServer
-
-
-class Method:
-    """One method of a fake actor handle: `.remote(...)` records the call and answers."""
-
-    def __init__(self, answer: Callable[..., Awaitable[Any]]) -> None:
-        self.answer = answer
-        self.calls: list[tuple[Any, ...]] = []
-
-    def remote(self, *args: Any) -> Awaitable[Any]:
-        self.calls.append(args)
-        return self.answer(*args)
+from tests.kit.fakes import ActorMethod
 
 
 class FakeChain:
     """Landed at once: s1 confirmed; s2 still on its way; a send to `down` is refused."""
 
     def __init__(self) -> None:
-        self.send_many = Method(self._send_many)
-        self.signature_statuses = Method(self._statuses)
-        self.latest_blockhash = Method(self._nothing)
-        self.block_height = Method(self._nothing)
-        self.quote_at_once = Method(self._nothing)
+        self.send_many = ActorMethod(self._send_many)
+        self.signature_statuses = ActorMethod(self._statuses)
+        self.latest_blockhash = ActorMethod(self._nothing)
+        self.block_height = ActorMethod(self._nothing)
+        self.quote_at_once = ActorMethod(self._nothing)
 
     @staticmethod
     async def _send_many(sends: list[tuple[str, bytes]]) -> tuple[list[Any], list[TxStatus]]:
@@ -94,11 +83,11 @@ class WiredChain(FakeChain):
         self.node = node
         self.served: list[str] = []
         self.server: WireServer | None = None
-        self.wire_address = Method(self._wire_address)
+        self.wire_address = ActorMethod(self._wire_address)
 
     async def _wire_address(self) -> tuple[str, int, bytes]:
         if self.server is None:
-            def serving(name: str, method: Method) -> Callable[..., Awaitable[Any]]:
+            def serving(name: str, method: ActorMethod) -> Callable[..., Awaitable[Any]]:
                 async def serve(*args: Any) -> Any:
                     self.served.append(name)
                     return await method.answer(*args)

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any
 
 import pytest
 
 from actors import notifier
 from actors.event_hub import Event, EventHub
 from actors.notifier import NotifierSink
+from tests.kit.fakes import ActorMethod
 from tests.kit.loop import until
 from tests.kit.orders import frame
-
-
-class Call:
-    """One method of a fake actor handle: `.remote(...)` answers through `answer`."""
-
-    def __init__(self, answer: Any) -> None:
-        self._answer = answer
-
-    def remote(self, *args: Any) -> Awaitable[Any]:
-        return self._answer(*args)  # type: ignore[no-any-return]
 
 
 class FakeNotifier:
@@ -32,8 +21,8 @@ class FakeNotifier:
         self.hub = EventHub()
         self.published: list[list[Event]] = []
         self._watched_fails = watched_fails
-        self.publish = Call(self._publish)
-        self.watched = Call(self._watched)
+        self.publish = ActorMethod(self._publish)
+        self.watched = ActorMethod(self._watched)
 
     async def _publish(self, events: list[Event]) -> bool:
         self.published.append(list(events))
