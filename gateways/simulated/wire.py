@@ -50,9 +50,19 @@ async def _read_frame(reader: asyncio.StreamReader, limit: int = _MAX_FRAME) -> 
     return await reader.readexactly(size)
 
 
-def _frame(message: object) -> bytes:
-    body = pickle.dumps(message, protocol=5)
+def _framed(body: bytes) -> bytes:
     return _LENGTH.pack(len(body)) + body
+
+
+def _frame(message: object) -> bytes:
+    return _framed(pickle.dumps(message, protocol=5))
+
+
+async def _put(writer: asyncio.StreamWriter, data: bytes) -> None:
+    """Write `data`; wait for the socket only once this many bytes are waiting unsent."""
+    writer.write(data)
+    if writer.transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH:
+        await writer.drain()
 
 
 class WireServer:
@@ -132,17 +142,15 @@ class WireServer:
             data = _frame(message)
         except Exception as exc:  # an answer pickle cannot carry: say so instead
             data = _frame((message[0], "err", RuntimeError(f"unsendable answer: {exc!r}")))
-        writer.write(data)
-        if writer.transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH:
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            await _put(writer, data)
 
 
 class WireClient:
     """One connection to a WireServer, shared by every call of a process (one event loop).
 
     A call on a connection that breaks raises WireClosed, as an actor call to a dead actor
-    raises; `closed` then tells the owner to connect anew.
+    raises; `closed` then tells the owner to connect anew (a client is never reopened).
     """
 
     def __init__(self, host: str, port: int, token: bytes) -> None:
@@ -154,8 +162,11 @@ class WireClient:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[int, asyncio.Queue[tuple[str, Any]]] = {}
         self._ids = itertools.count()
-        self.closed = False
-        self._failure: Exception = WireClosed("the connection to the chain closed")
+        self._failure: Exception | None = None  # why the connection closed
+
+    @property
+    def closed(self) -> bool:
+        return self._failure is not None
 
     async def call(self, method: str, *args: Any) -> Any:
         """Call `method(*args)` on the server and return its value (or raise its error)."""
@@ -205,9 +216,10 @@ class WireClient:
                 try:
                     reader, writer = await asyncio.open_connection(*self.address)
                 except OSError as exc:  # the chain went away: its owner asks for it anew
-                    self._fail(WireClosed(f"cannot reach the chain's wire: {exc!r}"))
-                    raise self._failure from None
-                writer.write(_LENGTH.pack(len(self._token)) + self._token)
+                    failure = WireClosed(f"cannot reach the chain's wire: {exc!r}")
+                    self._fail(failure)
+                    raise failure from None
+                writer.write(_framed(self._token))
                 self._reader_task = asyncio.create_task(self._read(reader))
                 self._writer = writer
         return self._writer
@@ -216,9 +228,7 @@ class WireClient:
                      ) -> None:
         if self.closed:
             raise WireClosed("the connection to the chain closed")
-        writer.write(_frame(message))
-        if writer.transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH:
-            await writer.drain()
+        await _put(writer, _frame(message))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         error: Exception = WireClosed("the chain closed the connection")
@@ -247,8 +257,7 @@ class WireClient:
             self._fail(error)
 
     def _fail(self, error: Exception) -> None:
-        self.closed = True
-        self._failure = error
+        self._failure = self._failure or error
         pending, self._pending = self._pending, {}
         for answer in pending.values():
             if not answer.done():
