@@ -91,7 +91,11 @@ class WorkerPool(Protocol):
 
     def names(self) -> list[str]: ...
 
-    async def execute(self, name: str, order_id: str) -> str | None: ...
+    async def execute(self, name: str, order_id: str, stored: Order | None = None
+                      ) -> str | None:
+        """Have the named worker execute the order. `stored`: the order as this manager
+        stored it, when it is fresh (the worker may quote it while it takes the lease)."""
+        ...
 
 
 class Dispatcher:
@@ -143,6 +147,8 @@ class Dispatcher:
         self._losses: dict[str, int] = {}  # order id -> workers lost executing it, in a row
         self._queue: deque[str] = deque()
         self._known: set[str] = set()  # queued or executing: never dispatched twice at once
+        # order id -> the order as created here, until its first dispatch hands it over
+        self._fresh: dict[str, Order] = {}
         self._in_flight: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -251,6 +257,8 @@ class Dispatcher:
             if order.rests and self._watcher is not None:
                 self._watcher.submit(order)
             else:
+                if order.status is OrderStatus.PENDING:
+                    self._fresh[order.order_id] = order
                 self._triggered(order)
         for k, answer in answers.items():
             new = news[k]
@@ -412,16 +420,17 @@ class Dispatcher:
             order_id = self._queue.popleft()
             name = min(names, key=lambda n: self._in_flight.get(n, 0))
             self._in_flight[name] = self._in_flight.get(name, 0) + 1
-            task = asyncio.get_running_loop().create_task(self._run(name, order_id))
+            task = asyncio.get_running_loop().create_task(
+                self._run(name, order_id, self._fresh.pop(order_id, None)))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run(self, name: str, order_id: str) -> None:
+    async def _run(self, name: str, order_id: str, stored: Order | None) -> None:
         retry = False
         status: str | None = None
         losses = 0
         try:
-            status = await self._workers.execute(name, order_id)
+            status = await self._workers.execute(name, order_id, stored)
             self._losses.pop(order_id, None)
             retry = status == BUSY
             self._settle_caps(order_id, status)

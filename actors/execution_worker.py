@@ -27,8 +27,9 @@ from actors.shell import (
 )
 from actors.telemetry import order_log
 from actors.venue_gateways import chain_rpc, venue_gateways
-from actors.worker_fleet import FinishedOutcomes, Outcome
+from actors.worker_fleet import FinishedOutcomes, Handover, Outcome
 from core.errors import DexecError, RetryableError, WorkerLost, reason
+from core.orders import Order
 from core.retry import RetryPolicy
 from core.settings import Settings
 from core.tokens import TokenRegistry
@@ -92,23 +93,25 @@ class ExecutionWorker:
             return self._executor
 
     @hot
-    async def accept(self, order_ids: list[str]) -> str:
+    async def accept(self, orders: list[Handover]) -> str:
         """Start executing the orders; their outcomes come back through `finished`.
 
         Returns this incarnation's id: a restarted worker has a new one, and the
         OrderManager dispatches again whatever the previous incarnation had accepted.
         """
         executor = await self._ready()
-        for order_id in order_ids:
-            task = asyncio.get_running_loop().create_task(self._run(executor, order_id))
+        for order_id, stored in orders:
+            task = asyncio.get_running_loop().create_task(
+                self._run(executor, order_id, stored))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
         return self._incarnation
 
-    async def _run(self, executor: OrderExecutor, order_id: str) -> None:
+    async def _run(self, executor: OrderExecutor, order_id: str, stored: Order | None
+                   ) -> None:
         outcome: Outcome
         try:
-            outcome = await executor.execute(order_id)
+            outcome = await executor.execute(order_id, stored)
         except DexecError as exc:
             outcome = exc
         except Exception as exc:
@@ -160,9 +163,9 @@ class WorkerClient:
     def __init__(self, handle: Any) -> None:
         self.handle = handle
 
-    async def accept(self, order_ids: list[str]) -> str:
+    async def accept(self, orders: list[Handover]) -> str:
         try:
-            incarnation: str = await self.handle.accept.remote(order_ids)
+            incarnation: str = await self.handle.accept.remote(orders)
         except ACTOR_GONE as exc:
             raise WorkerLost(reason(exc)) from None
         return incarnation

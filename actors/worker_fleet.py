@@ -15,11 +15,15 @@ from typing import Protocol
 from actors.batching import Coalescer
 from actors.telemetry import BatchStats
 from core.errors import DexecError, WorkerLost, reason
+from core.orders import Order
 
 log = logging.getLogger(__name__)
 
 # What a worker answers for one order: its final status (None: unknown order) or its error.
 Outcome = str | None | DexecError
+# An order handed over: its id, and the order as the manager stored it when it is fresh
+# (None otherwise: the worker reads it when it takes the lease).
+Handover = tuple[str, Order | None]
 
 
 class FinishedOutcomes:
@@ -66,7 +70,7 @@ def node_worker_name(node_id: str, index: int) -> str:
 class WorkerHandle(Protocol):
     """One ExecutionWorker as the OrderManager calls it; both raise WorkerLost once it died."""
 
-    async def accept(self, order_ids: list[str]) -> str:
+    async def accept(self, orders: list[Handover]) -> str:
         """Start executing the orders; return the worker's incarnation id."""
         ...
 
@@ -111,12 +115,13 @@ class WorkerFleet:
     def names(self) -> list[str]:
         return list(self._links)
 
-    async def execute(self, name: str, order_id: str) -> str | None:
+    async def execute(self, name: str, order_id: str, stored: Order | None = None
+                      ) -> str | None:
         """Have the named worker execute the order; raise WorkerLost if it is gone."""
         link = self._links.get(name)
         if link is None:
             raise WorkerLost(f"{name} was retired")
-        return await link.execute(order_id)
+        return await link.execute(order_id, stored)
 
     async def reconcile(self) -> None:
         """Create missing workers and retire those whose node has left."""
@@ -169,13 +174,14 @@ class WorkerLink:
         self._sleep = sleep
         self._waiting: dict[str, asyncio.Future[str | None]] = {}
         self._accepted_by: dict[str, str] = {}  # order id -> incarnation that accepted it
-        self._accept: Coalescer[str, None] = Coalescer(self._accept_many, window_s=window_s,
-                                                       site="worker_accept", stats=stats)
+        self._accept: Coalescer[Handover, None] = Coalescer(
+            self._accept_many, window_s=window_s, site="worker_accept", stats=stats)
         self._poller: asyncio.Task[None] | None = None
         self._closed: str | None = None
 
-    async def execute(self, order_id: str) -> str | None:
-        """Hand the order over; return its outcome once the worker reports it."""
+    async def execute(self, order_id: str, stored: Order | None = None) -> str | None:
+        """Hand the order over (with `stored`, the fresh order as stored); return its
+        outcome once the worker reports it."""
         if self._closed is not None:
             raise WorkerLost(self._closed)
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
@@ -183,18 +189,18 @@ class WorkerLink:
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll())
         try:
-            await self._accept(order_id)
+            await self._accept((order_id, stored))
             return await future
         finally:
             self._waiting.pop(order_id, None)
             self._accepted_by.pop(order_id, None)
 
-    async def _accept_many(self, order_ids: list[str]) -> list[None]:
-        incarnation = await self._h.accept(order_ids)
-        for order_id in order_ids:
+    async def _accept_many(self, orders: list[Handover]) -> list[None]:
+        incarnation = await self._h.accept(orders)
+        for order_id, _ in orders:
             if order_id in self._waiting:
                 self._accepted_by[order_id] = incarnation
-        return [None] * len(order_ids)
+        return [None] * len(orders)
 
     async def _poll(self) -> None:
         while self._waiting and self._closed is None:

@@ -75,12 +75,16 @@ class FakeWorkers:
         self.finished: list[str] = []
         self.failures: dict[str, list[BaseException]] = {}  # raised by the next executions
         self.outcomes: dict[str, str] = {}  # the status an execution answers (else None)
+        # order id -> what each of its hand-overs carried (the fresh order, or None)
+        self.handed: dict[str, list[Order | None]] = {}
 
     def names(self) -> list[str]:
         return [f"w{i}" for i in range(self._size)]
 
-    async def execute(self, name: str, order_id: str) -> str | None:
+    async def execute(self, name: str, order_id: str, stored: Order | None = None
+                      ) -> str | None:
         index = int(name[1:])
+        self.handed.setdefault(order_id, []).append(stored)
         assert 0 <= index < self._size
         self.started.append(order_id)
         if self.running[order_id]:

@@ -23,7 +23,7 @@ from core.errors import (
     WorkerLost,
 )
 from core.limits import AmountCaps, LatencyAdmission, OpenOrders
-from core.orders import NewOrder, OrderStatus, Submission
+from core.orders import NewOrder, Order, OrderStatus, Submission
 from tests.kit.dispatch import FakeStore, FakeSubmissions, FakeWorkers
 from tests.kit.loop import settle, until
 from tests.kit.market import Events
@@ -225,6 +225,26 @@ async def test_a_lost_execution_is_dispatched_again(
     assert counts(dispatcher) == {"queued": 0, "executing": 0, "capacity": 4}
 
 
+async def test_a_fresh_order_is_handed_over_as_stored_once_and_by_id_when_dispatched_again(
+    make_dispatcher: MakeDispatcher,
+) -> None:
+    store, workers = FakeSubmissions(open_ids=["left-1"]), FakeWorkers(2)
+    dispatcher = make_dispatcher(store, workers)
+    order, _ = await submit(dispatcher, new_order())
+    workers.failures[order.order_id] = [WorkerLost("actor died")]
+
+    await dispatcher.start()
+    await until(lambda: sorted(workers.finished) == sorted([order.order_id, "left-1"]))
+
+    # The worker may quote a fresh order while it takes the lease; once dispatched, the
+    # order may have moved on, so a later hand-over (and a resumed order's) carries its id.
+    assert workers.handed[order.order_id] == [order, None]
+    assert order.status is OrderStatus.PENDING
+    assert workers.handed["left-1"] == [None]
+    await settle()
+    assert dispatcher._fresh == {}
+
+
 async def test_an_order_never_executes_twice_at_once(make_dispatcher: MakeDispatcher) -> None:
     store, workers = FakeSubmissions(open_ids=["busy"]), FakeWorkers(4)
     dispatcher = make_dispatcher(store, workers, per_worker=4, redispatch_delay_s=0.01)
@@ -302,9 +322,9 @@ async def test_each_lost_worker_in_a_row_doubles_the_wait_before_the_order_runs_
     starts: list[float] = []
     execute = workers.execute
 
-    async def timed(name: str, order_id: str) -> str | None:
+    async def timed(name: str, order_id: str, stored: Order | None = None) -> str | None:
         starts.append(time.monotonic())
-        return await execute(name, order_id)
+        return await execute(name, order_id, stored)
 
     workers.execute = timed  # type: ignore[method-assign]
     await dispatcher.start()

@@ -232,6 +232,28 @@ def assert_trail(events: list[OrderEvent], expected: list[tuple[OrderStatus, int
     assert [(e.status, e.attempt) for e in events] == expected
 
 
+class GatedLease:
+    """A lease granted once the test opens `gate` (None from try_acquire: the order is busy)."""
+
+    valid = True
+    epoch = None
+    order = None
+
+    def __init__(self, *, busy: bool = False) -> None:
+        self.gate = asyncio.Event()
+        self.asked = asyncio.Event()
+        self.busy = busy
+        self.released = False
+
+    async def try_acquire(self, order_id: str) -> GatedLease | None:
+        self.asked.set()
+        await self.gate.wait()
+        return None if self.busy else self
+
+    async def release(self) -> None:
+        self.released = True
+
+
 # --- the happy path ------------------------------------------------------------------------
 
 
@@ -537,6 +559,91 @@ async def test_a_venue_raising_a_library_error_is_skipped(world: World) -> None:
 
     assert await world.executor().execute(order.order_id) == S.CONFIRMED
     assert world.store.rows[order.order_id].venue == "meteora"
+
+
+# --- a fresh order handed over: quoted while its lease is taken ---------------------------
+
+
+def _gated(world: World, lease: GatedLease) -> OrderExecutor:
+    return OrderExecutor(
+        world.store, [world.raydium, world.meteora], world.sink, TokenRegistry(),
+        policy=world.policy, quote_timeout_s=1.0, confirm_poll_s=0.25, sleep=world.clock.sleep,
+        clock=world.clock, rng=random.Random(0), leases=lease)
+
+
+async def test_a_fresh_order_handed_over_is_quoted_while_its_lease_is_taken(
+        world: World) -> None:
+    order = world.store.create()
+    lease = GatedLease()
+    running = asyncio.ensure_future(_gated(world, lease).execute(order.order_id, order))
+    await lease.asked.wait()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # Both venues are asked before the lease is granted; nothing is signed or written yet.
+    assert sorted(c for c in world.calls if c[0] == "quote") == [
+        ("quote", "meteora"), ("quote", "raydium")]
+    assert not [c for c in world.calls if c[0] in ("build_swap", "apply_change", "send")]
+    assert world.store.rows[order.order_id].status is S.PENDING
+
+    lease.gate.set()
+    assert await running == S.CONFIRMED
+    # The quotes asked for early are the attempt's quotes: no venue is asked twice.
+    assert len([c for c in world.calls if c[0] == "quote"]) == 2
+    assert_trail(world.store.events(), [(S.PENDING, 0), (S.ROUTING, 1), (S.BUILDING, 1),
+                                        (S.SUBMITTED, 1), (S.CONFIRMED, 1)])
+    assert lease.released
+
+
+async def test_early_quotes_are_dropped_when_the_lease_finds_the_order_moved_on(
+        world: World) -> None:
+    order = world.store.create()
+    lease = GatedLease()
+    running = asyncio.ensure_future(_gated(world, lease).execute(order.order_id, order))
+    await lease.asked.wait()
+    # Cancelled by its owner while the worker waited for the lease.
+    await world.store.apply_change(order.order_id, Change(Trigger.CANCEL, 0, error="cancel"),
+                                   epoch=None, expected=order)
+    lease.gate.set()
+
+    assert await running == S.CANCELLED
+    assert not [c for c in world.calls if c[0] in ("build_swap", "send")]
+    assert [e.status for e in world.store.events()] == [S.PENDING, S.CANCELLED]
+
+
+async def test_early_quotes_are_dropped_when_another_executor_holds_the_order(
+        world: World) -> None:
+    order = world.store.create()
+    lease = GatedLease(busy=True)
+    executor = _gated(world, lease)
+    running = asyncio.ensure_future(executor.execute(order.order_id, order))
+    await lease.asked.wait()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [c for c in world.calls if c[0] == "quote"]  # asked for while the lease was taken
+    lease.gate.set()
+
+    assert await running == executor_module.BUSY
+    assert not [c for c in world.calls if c[0] in ("build_swap", "apply_change", "send")]
+    assert world.store.rows[order.order_id].status is S.PENDING
+    # The early quoting is over, its answer dropped: nothing left running or held for it.
+    assert not executor._early
+    assert not [t for t in asyncio.all_tasks()
+                if getattr(t.get_coro(), "__qualname__", "") == "OrderExecutor._quotes"
+                and not t.done()]
+
+
+async def test_an_order_handed_over_with_no_copy_or_not_fresh_is_quoted_after_its_lease(
+        world: World) -> None:
+    order = world.store.create()
+    lease = GatedLease()
+    resting = replace(order, status=S.OPEN)
+    running = asyncio.ensure_future(_gated(world, lease).execute(order.order_id, resting))
+    await lease.asked.wait()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not [c for c in world.calls if c[0] == "quote"]
+    lease.gate.set()
+    assert await running == S.CONFIRMED
 
 
 # --- retries -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from actors.worker_fleet import (
     FinishedOutcomes,
+    Handover,
     Outcome,
     WorkerFleet,
     WorkerLink,
@@ -43,8 +44,8 @@ class FakeWorker:
             asyncio.Queue())
         self._pollers: set[asyncio.Task[object]] = set()
 
-    async def accept(self, order_ids: list[str]) -> str:
-        self.accepted.append(list(order_ids))
+    async def accept(self, orders: list[Handover]) -> str:
+        self.accepted.append([order_id for order_id, _ in orders])
         if self.hold is not None:
             await self.hold.wait()
         return self.incarnation
