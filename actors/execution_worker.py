@@ -20,6 +20,8 @@ from actors.shell import (
     ACTOR_GONE,
     CHAIN,
     NOTIFIER,
+    WiredHandle,
+    WireHost,
     database_url,
     hot,
     require_test_hooks,
@@ -27,6 +29,7 @@ from actors.shell import (
 )
 from actors.telemetry import order_log
 from actors.venue_gateways import chain_rpc, venue_gateways
+from actors.wire import WireClosed
 from actors.worker_fleet import FinishedOutcomes, Handover, Outcome
 from core.errors import DexecError, RetryableError, WorkerLost, reason
 from core.orders import Order
@@ -62,6 +65,12 @@ class ExecutionWorker:
         self._incarnation = uuid.uuid4().hex
         self._running: set[asyncio.Task[None]] = set()
         self._finished = FinishedOutcomes()
+        # Hand-overs and outcomes with a manager on this node, on a loopback socket.
+        self._wire = WireHost({"accept": self.accept, "finished": self.finished})
+
+    async def wire_address(self) -> tuple[str, int, bytes]:
+        """(this actor's node id, the port of its loopback wire, the wire's token)."""
+        return await self._wire.address()
 
     async def _ready(self) -> OrderExecutor:
         async with self._lock:
@@ -158,23 +167,31 @@ class ExecutionWorker:
 
 
 class WorkerClient:
-    """actors.worker_fleet.WorkerHandle over a worker actor's handle."""
+    """actors.worker_fleet.WorkerHandle over a worker actor (its wire on the same node).
 
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
+    A call whose worker died, or whose wire broke, raises WorkerLost: what the worker held
+    is dispatched again, and its lease keeps an order still running from running twice.
+    """
+
+    def __init__(self, handle: WiredHandle) -> None:
+        self._h = handle
+
+    @property
+    def handle(self) -> Any:
+        return self._h.handle
 
     async def accept(self, orders: list[Handover]) -> str:
         try:
-            incarnation: str = await self.handle.accept.remote(orders)
-        except ACTOR_GONE as exc:
+            incarnation: str = await self._h.call("accept", orders)
+        except (ACTOR_GONE, WireClosed) as exc:
             raise WorkerLost(reason(exc)) from None
         return incarnation
 
     async def finished(self, timeout_s: float) -> tuple[str, list[tuple[str, Outcome]]]:
         try:
             answer: tuple[str, list[tuple[str, Outcome]]] = (
-                await self.handle.finished.remote(timeout_s))
-        except ACTOR_GONE as exc:
+                await self._h.call("finished", timeout_s))
+        except (ACTOR_GONE, WireClosed) as exc:
             raise WorkerLost(reason(exc)) from None
         return answer
 

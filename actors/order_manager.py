@@ -13,7 +13,17 @@ from actors.execution_worker import ExecutionWorker, WorkerClient
 from actors.metrics import RayMetrics, batch_stats
 from actors.notifier import NotifierSink
 from actors.price_watcher import VenueMarket
-from actors.shell import CHAIN, NOTIFIER, database_url, hot, require_test_hooks, tune_gc
+from actors.shell import (
+    CHAIN,
+    NOTIFIER,
+    WiredHandle,
+    WireHost,
+    database_url,
+    hot,
+    require_test_hooks,
+    this_node,
+    tune_gc,
+)
 from actors.venue_gateways import chain_rpc, venue_gateways
 from actors.worker_fleet import WorkerFleet
 from core.errors import DexecError
@@ -40,6 +50,8 @@ class RayWorkers:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._handles: dict[str, Any] = {}
+        # The manager's node: a worker there is reached over its loopback wire.
+        self._node = this_node() if settings.actor_wire else None
 
     def spawn(self, name: str, node_id: str | None) -> WorkerClient:
         s = self._settings
@@ -50,7 +62,7 @@ class RayWorkers:
             max_concurrency=s.worker_concurrency + 8, scheduling_strategy=strategy,
         ).remote(s, name)
         self._handles[name] = handle
-        return WorkerClient(handle)
+        return WorkerClient(WiredHandle(handle, self._node))
 
     def retire(self, name: str) -> None:
         ray.kill(self._handles.pop(name), no_restart=True)
@@ -81,6 +93,12 @@ class OrderManager:
         self._lock = asyncio.Lock()
         # Resume open orders as soon as the actor (re)starts, not on the first submission.
         self._startup = asyncio.get_event_loop().create_task(self._run())
+        # Submissions from the ingress replicas of this node, on a loopback socket.
+        self._wire = WireHost({"submit_many": self.submit_many})
+
+    async def wire_address(self) -> tuple[str, int, bytes]:
+        """(this actor's node id, the port of its loopback wire, the wire's token)."""
+        return await self._wire.address()
 
     async def _run(self) -> None:
         await retry_until_done(self._ready, what="OrderManager start")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
+import secrets
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import RayActorError
 
+from actors.wire import Handler, WireClient, WireServer
 from core.errors import NotPermitted
 from core.settings import Settings
 
@@ -82,3 +86,82 @@ def hot(method: F) -> F:
     decorate: Any = ray.method(enable_task_events=False)
     marked: F = decorate(method)
     return marked
+
+
+def this_node() -> str:
+    """This process's Ray node id."""
+    node: str = ray.get_runtime_context().get_node_id()
+    return node
+
+
+class WireHost:
+    """An actor's loopback wire (actors/wire.py): some of its methods, served on a port of
+    its node to the processes there that ask the actor, over Ray, for the port and token.
+    The actor answers that with a `wire_address` method returning `address()`."""
+
+    def __init__(self, handlers: Mapping[str, Handler]) -> None:
+        self._server = WireServer(handlers, secrets.token_bytes(32))
+        self._port: int | None = None
+        self._lock = asyncio.Lock()
+
+    async def address(self) -> tuple[str, int, bytes]:
+        """(the actor's node id, its wire's port, the wire's token); listens on first use."""
+        async with self._lock:
+            if self._port is None:
+                self._port = await self._server.start()
+        return this_node(), self._port, self._server.token
+
+
+class WiredHandle:
+    """A handle of an actor with a WireHost: its calls go over the actor's wire when the
+    actor runs on this process's node (`node_id`), and as actor calls otherwise.
+
+    A broken wire fails the calls on it with WireClosed (the actor died, or restarted with
+    a new port and token); the next call asks the actor for its address again. Nothing is
+    retried: the caller decides, as after an actor call that failed.
+    """
+
+    def __init__(self, handle: Any, node_id: str | None) -> None:
+        self.handle = handle
+        self._node_id = node_id  # this process's node (None: never the wire)
+        self._wire: WireClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def call(self, method: str, *args: Any) -> Any:
+        wire = await self.link()
+        if wire is None:
+            return await getattr(self.handle, method).remote(*args)
+        return await wire.call(method, *args)
+
+    async def stream(self, method: str, *args: Any) -> AsyncIterator[Any]:
+        """A streamed method's chunks (an async generator of the actor)."""
+        wire = await self.link()
+        if wire is not None:
+            async for chunk in wire.stream(method, *args):
+                yield chunk
+            return
+        async for ref in getattr(self.handle, method).remote(*args):
+            yield await ref
+
+    async def link(self) -> WireClient | None:
+        """The wire to the actor when it runs on this node, connected anew after a break;
+        None to call the actor instead."""
+        if self._node_id is None:
+            return None
+        loop = asyncio.get_running_loop()
+        wire = self._wire
+        if wire is not None and not wire.closed and loop is self._loop:
+            return wire
+        if self._loop is not None and loop is not self._loop:
+            return None  # a connection belongs to one event loop: another loop calls Ray
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._wire is None or self._wire.closed:
+                node, port, token = await self.handle.wire_address.remote()
+                if node != self._node_id:
+                    self._node_id = None  # the actor is on another node: Ray from now on
+                    return None
+                self._wire, self._loop = WireClient("127.0.0.1", port, token), loop
+            return self._wire

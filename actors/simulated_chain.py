@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import ray
 
 from actors.batching import Coalescer, as_completed, concatenated, each, shared
-from actors.shell import database_url, hot, require_test_hooks, tune_gc, wallet_secret
+from actors.shell import (
+    WiredHandle,
+    WireHost,
+    database_url,
+    hot,
+    require_test_hooks,
+    tune_gc,
+    wallet_secret,
+)
 from actors.telemetry import BatchStats
 from core.errors import DexecError
 from core.quotes import TxStatus
@@ -18,7 +24,6 @@ from core.settings import Settings
 from gateways.simulated.chain import dev_wallet
 from gateways.simulated.schema import PoolQuote
 from gateways.simulated.server import ChainParameters, ChainServer, Faults, VenueBehaviour
-from gateways.simulated.wire import WireClient, WireServer
 from storage.simchain import SimChainStore
 
 QuoteRequest = tuple[str, str, str, int]  # (venue, token_in, token_out, amount_in)
@@ -55,17 +60,11 @@ class SimulatedChain:
         # An async actor's constructor runs inside its running event loop.
         self._server.start()
         # The same API on a loopback socket, for the processes of this node (see wire.py).
-        self._wire = WireServer({name: getattr(self, name) for name in _WIRED},
-                                secrets.token_bytes(32))
-        self._wire_port: int | None = None
-        self._wire_lock = asyncio.Lock()
+        self._wire = WireHost({name: getattr(self, name) for name in _WIRED})
 
     async def wire_address(self) -> tuple[str, int, bytes]:
         """(this actor's node id, the port of its loopback wire, the wire's token)."""
-        async with self._wire_lock:
-            if self._wire_port is None:
-                self._wire_port = await self._wire.start()
-        return this_node(), self._wire_port, self._wire.token
+        return await self._wire.address()
 
     @hot
     async def quote_many(self, requests: list[QuoteRequest]
@@ -143,12 +142,6 @@ class SimulatedChain:
         return str(await self._server.spot_price(venue, token_x, token_y))
 
 
-def this_node() -> str:
-    """This process's Ray node id."""
-    node: str = ray.get_runtime_context().get_node_id()
-    return node
-
-
 class RayChainClient:
     """gateways.simulated.venue.ChainClient over the chain actor.
 
@@ -160,11 +153,7 @@ class RayChainClient:
 
     def __init__(self, handle: Any, window_s: float, stats: BatchStats | None = None, *,
                  node_id: str | None = None) -> None:
-        self._h = handle
-        self._node_id = node_id  # this process's Ray node (None: never the wire)
-        self._wire: WireClient | None = None
-        self._wire_loop: asyncio.AbstractEventLoop | None = None
-        self._wire_lock: asyncio.Lock | None = None
+        self._h = WiredHandle(handle, node_id)  # node_id: this process's (None: no wire)
         self._at_once = True  # see _quote_stream
         # Quotes take the venue's time, so batches are not held back for each other.
         self._quote: Coalescer[QuoteRequest, PoolQuote] = Coalescer(
@@ -190,32 +179,7 @@ class RayChainClient:
         return call
 
     async def _call(self, method: str, *args: Any) -> Any:
-        wire = await self._link()
-        if wire is None:
-            return await getattr(self._h, method).remote(*args)
-        return await wire.call(method, *args)
-
-    async def _link(self) -> WireClient | None:
-        """The wire to the chain when it runs on this node, connected anew after a break
-        (the chain restarted: a new port and token); None to call the actor instead."""
-        if self._node_id is None:
-            return None
-        loop = asyncio.get_running_loop()
-        wire = self._wire
-        if wire is not None and not wire.closed and loop is self._wire_loop:
-            return wire
-        if self._wire_loop is not None and loop is not self._wire_loop:
-            return None  # a connection belongs to one event loop: another loop calls Ray
-        if self._wire_lock is None:
-            self._wire_lock = asyncio.Lock()
-        async with self._wire_lock:
-            if self._wire is None or self._wire.closed:
-                node, port, token = await self._h.wire_address.remote()
-                if node != self._node_id:
-                    self._node_id = None  # the chain is on another node: Ray from now on
-                    return None
-                self._wire, self._wire_loop = WireClient("127.0.0.1", port, token), loop
-            return self._wire
+        return await self._h.call(method, *args)
 
     async def _quote_stream(self, requests: list[QuoteRequest]
                             ) -> AsyncIterator[list[tuple[int, PoolQuote | BaseException]]]:
@@ -228,13 +192,8 @@ class RayChainClient:
                 yield list(enumerate(answers))
                 return
             self._at_once = False
-        wire = await self._link()
-        if wire is not None:
-            async for chunk in wire.stream("quote_many", requests):
-                yield chunk
-            return
-        async for ref in self._h.quote_many.remote(requests):
-            yield await ref
+        async for chunk in self._h.stream("quote_many", requests):
+            yield chunk
 
     async def _send_many(self, sends: list[tuple[str, bytes]]) -> list[str | DexecError]:
         answers, landed = await self._call("send_many", sends)

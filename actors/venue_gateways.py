@@ -6,8 +6,8 @@ import logging
 from typing import Any
 
 from actors.metrics import RayVenueMetrics
-from actors.shell import rpc_endpoint, wallet_secret
-from actors.simulated_chain import RayChainClient, this_node
+from actors.shell import rpc_endpoint, this_node, wallet_secret
+from actors.simulated_chain import RayChainClient
 from actors.telemetry import BatchStats
 from core.settings import Settings
 from core.tokens import TokenRegistry

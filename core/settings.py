@@ -211,8 +211,13 @@ class Settings(BaseSettings):
     sim_adverse_move_bps: int = 0  # a front-runner moves the pool this much before each swap
     sim_down_venues: tuple[str, ...] = Field(default=())
     # Processes on the chain's node call it over a loopback socket instead of actor calls
-    # (gateways/simulated/wire.py); false: every call is an actor call.
+    # (actors/wire.py); false: every call is an actor call.
     sim_wire: bool = True
+    # The calls made for every order between the engine's own processes on one node
+    # (submissions to the OrderManager, hand-overs to and outcomes from each worker) go over
+    # each actor's loopback socket instead of actor calls (actors/wire.py); false: every
+    # such call is an actor call. Processes on different nodes always use actor calls.
+    actor_wire: bool = True
 
     @property
     def batch_window_s(self) -> float:

@@ -24,11 +24,14 @@ from actors.shell import (
     CHAIN,
     MANAGER,
     NOTIFIER,
+    WiredHandle,
     database_url,
+    this_node,
     tune_gc,
 )
 from actors.stack import start_stack
 from actors.venue_gateways import chain_rpc, venue_gateways
+from actors.wire import WireClosed
 from core.accounts import Principal
 from core.errors import (
     DexecError,
@@ -144,11 +147,17 @@ class DexecIngress:
         self._open_lock = asyncio.Lock()
         ns = settings.namespace
         self.manager = ray.get_actor(MANAGER, namespace=ns)
-        # Submissions arriving together travel to the OrderManager as one call.
+        # Submissions arriving together travel to the OrderManager as one call, over its
+        # loopback wire when it runs on this node.
         batches = batch_stats()
+        manager = WiredHandle(self.manager, this_node() if settings.actor_wire else None)
+
+        async def submit_many(news: list[NewOrder]) -> list[Submission | DexecError]:
+            answers: list[Submission | DexecError] = await manager.call("submit_many", news)
+            return answers
+
         self._submissions: Coalescer[NewOrder, Submission] = Coalescer(
-            self.manager.submit_many.remote, window_s=settings.batch_window_s,
-            site="submit", stats=batches)
+            submit_many, window_s=settings.batch_window_s, site="submit", stats=batches)
         # The ingress only quotes: its gateways hold no wallet and cannot sign.
         self.gateways = venue_gateways(settings, ray.get_actor(CHAIN, namespace=ns), batches,
                                        signing=False)
@@ -188,7 +197,7 @@ class DexecIngress:
     async def _submit(self, command: NewOrder) -> Submission:
         try:
             return await self._submissions(command)
-        except ACTOR_GONE as exc:
+        except (ACTOR_GONE, WireClosed) as exc:
             raise TransientDatabaseError(
                 f"order manager unavailable, retry: {reason(exc)}") from None
         except Overloaded:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from actors.simulated_chain import RayChainClient
+from actors.wire import WireServer
 from core.errors import VenueUnavailable
 from core.quotes import TxStatus
-from gateways.simulated.wire import WireServer
 from tests.kit.fakes import ActorMethod
 
 
@@ -152,7 +152,7 @@ async def test_after_the_chain_restarts_the_next_call_finds_its_new_wire() -> No
 
     # The client's connection sees the chain go (a call in flight then fails: test_wire.py),
     for _ in range(100):
-        if client._wire is not None and client._wire.closed:
+        if client._h._wire is not None and client._h._wire.closed:
             break
         await asyncio.sleep(0.01)
     # and the next call asks the chain for its wire again.

@@ -1,19 +1,20 @@
-"""The simulated chain's wire: its API calls over a loopback socket instead of actor calls.
+"""A loopback wire: an actor's per-order calls over a socket instead of actor calls.
 
-The simulated chain stands in for venue APIs and a Solana RPC node, which a real process
-reaches over the network. A Ray actor call costs about 2 ms of CPU on these 2-core machines
-(1 ms in each process, `scripts/measure_actor_call_cpu.py`), a request on a loopback socket
-a fifth of that. So a process on the chain's node sends its quotes, sends and status lookups
-here, and Ray carries only the wire's port and token (and every call of a process on another
-node, which has no loopback to the chain).
+A Ray actor call costs about 2 ms of CPU on these 2-core machines (1 ms in each process,
+`scripts/measure_actor_call_cpu.py`), a request on a loopback socket a fifth of that. So an
+actor called for every order (the OrderManager, each ExecutionWorker, the simulated chain)
+also serves those calls here, to the processes on its own node; Ray still places, names,
+restarts and watches the actors, carries the wire's port and token, and carries every call
+of a process on another node (which has no loopback to the actor).
 
 Frames are a 4-byte big-endian length and a pickle. The first frame a client sends is the
-token the chain handed out over Ray; the server closes a connection whose first frame is
+token the actor handed out over Ray; the server closes a connection whose first frame is
 anything else, and unpickles nothing before it. A request is `(id, method, args)`; an answer
 is `(id, kind, payload)`, where kind is `ok` (the value), `err` (what the method raised),
-`item` (a streamed method's next chunk) or `end` (its last). Requests on one connection run
-concurrently, as an actor's calls do; a request whose client has gone still runs to its end
-(a send is never cut in half).
+`item` (a streamed method's next chunk) or `end` (its last). Requests on one connection start
+in the order they arrive and run concurrently, as an async actor's calls do; a request whose
+client has gone still runs to its end (a send is never cut in half). Nothing is retried: a
+call whose connection closes fails with WireClosed, as a call to a dead actor does.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ Handler = Callable[..., Any]  # an async function, or an async generator functio
 
 
 class WireClosed(ConnectionError):
-    """The connection to the chain's wire closed; a call on it has no answer."""
+    """The connection to an actor's wire closed; a call on it has no answer."""
 
 
 async def _read_frame(reader: asyncio.StreamReader, limit: int = _MAX_FRAME) -> bytes:
@@ -101,10 +102,10 @@ class WireServer:
             async with asyncio.timeout(_TOKEN_WAIT_S):
                 first = await _read_frame(reader, limit=len(self._token))
             if not hmac.compare_digest(first, self._token):
-                log.warning("chain wire: a connection without the token was closed")
+                log.warning("wire: a connection without the token was closed")
                 return
             while True:
-                # Only after the token: a client that knows it got it from the chain over Ray.
+                # Only after the token: a client that knows it got it from the actor over Ray.
                 frame = await _read_frame(reader)
                 request_id, method, args = pickle.loads(frame)  # noqa: S301
                 task = asyncio.create_task(self._answer(writer, request_id, method, args))
@@ -113,7 +114,7 @@ class WireServer:
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass  # the client went away (or never said who it is)
         except Exception as exc:  # a frame that is not a request: the connection is closed
-            log.warning("chain wire: closing a connection that sent a bad frame: %r", exc)
+            log.warning("wire: closing a connection that sent a bad frame: %r", exc)
         finally:
             self._connections.discard(writer)
             writer.close()
@@ -123,7 +124,7 @@ class WireServer:
         handler = self._handlers.get(method)
         try:
             if handler is None:
-                raise AttributeError(f"the chain has no method {method!r}")
+                raise AttributeError(f"the wire serves no method {method!r}")
             answer = handler(*args)
             if inspect.isasyncgen(answer):
                 async for chunk in answer:
@@ -200,13 +201,13 @@ class WireClient:
             self._streams.pop(request_id, None)
 
     def close(self) -> None:
-        self._fail(WireClosed("the chain wire was closed"))
+        self._fail(WireClosed("the wire was closed"))
         if self._writer is not None:
             self._writer.close()
 
     async def _connected(self) -> asyncio.StreamWriter:
         if self.closed:
-            raise WireClosed("the connection to the chain closed")
+            raise WireClosed("the connection to the actor closed")
         if self._writer is not None:
             return self._writer
         if self._connecting is None:
@@ -215,8 +216,8 @@ class WireClient:
             if self._writer is None:
                 try:
                     reader, writer = await asyncio.open_connection(*self.address)
-                except OSError as exc:  # the chain went away: its owner asks for it anew
-                    failure = WireClosed(f"cannot reach the chain's wire: {exc!r}")
+                except OSError as exc:  # the actor went away: its owner asks for it anew
+                    failure = WireClosed(f"cannot reach the actor's wire: {exc!r}")
                     self._fail(failure)
                     raise failure from None
                 writer.write(_framed(self._token))
@@ -227,14 +228,14 @@ class WireClient:
     async def _write(self, writer: asyncio.StreamWriter, message: tuple[int, str, Any]
                      ) -> None:
         if self.closed:
-            raise WireClosed("the connection to the chain closed")
+            raise WireClosed("the connection to the actor closed")
         await _put(writer, _frame(message))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        error: Exception = WireClosed("the chain closed the connection")
+        error: Exception = WireClosed("the actor closed the connection")
         try:
             while True:
-                # The chain's answers: the port came from the chain itself, over Ray.
+                # The actor's answers: the port came from the actor itself, over Ray.
                 frame = await _read_frame(reader)
                 request_id, kind, payload = pickle.loads(frame)  # noqa: S301
                 answer = self._pending.get(request_id)
@@ -250,9 +251,9 @@ class WireClient:
                 if chunks is not None:
                     chunks.put_nowait((kind, payload))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            error = WireClosed(f"the connection to the chain broke: {exc!r}")
+            error = WireClosed(f"the connection to the actor broke: {exc!r}")
         except Exception as exc:  # a frame that is not ours: nothing on it can be trusted
-            error = WireClosed(f"the chain wire read a bad frame: {exc!r}")
+            error = WireClosed(f"the wire read a bad frame: {exc!r}")
         finally:
             self._fail(error)
 

@@ -1,4 +1,4 @@
-"""The simulated chain's loopback wire: calls, streams, errors, the token and broken links."""
+"""The loopback wire: calls, streams, errors, the token and broken links."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from actors.wire import WireClient, WireClosed, WireServer
 from core.errors import VenueUnavailable
-from gateways.simulated.wire import WireClient, WireClosed, WireServer
 
 TOKEN = b"t" * 32
 
