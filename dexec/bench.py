@@ -16,7 +16,9 @@ import logging
 import math
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -522,6 +524,7 @@ def run(args: argparse.Namespace) -> int:
     for noisy in ("httpx", "httpx2"):  # one line per RPC call when counting on the chain
         logging.getLogger(noisy).setLevel(logging.WARNING)
     engine = None
+    stack: subprocess.Popen[bytes] | None = None  # the stack's own process (bench_stack.py)
     data_dir: Path | None = None  # a stack started here keeps its data there
     database_url = args.database_url
     url = args.url
@@ -541,8 +544,9 @@ def run(args: argparse.Namespace) -> int:
         from dexec.launch import start_engine
 
         data_dir = Path(tempfile.mkdtemp(prefix="dexec-bench-"))
-        settings = Settings(
-            data_dir=data_dir, port=18_500, namespace=f"dexec-bench-{uuid.uuid4().hex[:6]}",
+        spec: dict[str, Any] = dict(
+            data_dir=str(data_dir), port=18_500,
+            namespace=f"dexec-bench-{uuid.uuid4().hex[:6]}",
             workers=args.workers, max_open_orders=0, account_orders_per_minute=0,
             sim_drift_interval_s=1.0, network=args.network,
             localnet_port=19_899,
@@ -551,18 +555,26 @@ def run(args: argparse.Namespace) -> int:
             account_open_orders=0, test_hooks=bool(args.limit_orders),
         )
         if args.worker_concurrency:
-            settings = settings.model_copy(
-                update={"worker_concurrency": args.worker_concurrency})
-        if args.latency == "zero":
-            settings = settings.zero_latency()
+            spec["worker_concurrency"] = args.worker_concurrency
         print(f"starting a {args.latency}-latency stack in {data_dir} ...", file=sys.stderr)
-        engine = start_engine(settings, num_cpus=2, dashboard=False)
-        url = engine.api_url
-        args.api_key = engine.api_key
-        assert engine.settings.database_url is not None  # noqa: S101 - resolved at start
-        database_url = engine.settings.database_url.get_secret_value()
+        if args.limit_orders:
+            # Its price is moved through the chain's actor: this process joins the stack.
+            settings = Settings(**spec)
+            if args.latency == "zero":
+                settings = settings.zero_latency()
+            engine = start_engine(settings, num_cpus=2, dashboard=False)
+            ready = {"url": engine.api_url, "api_key": engine.api_key,
+                     "database_url": engine.settings.database_url.get_secret_value()
+                     if engine.settings.database_url is not None else None,
+                     "rpc_url": engine.settings.rpc_endpoint}
+        else:
+            # Anything else drives the stack from outside, as its clients do (bench_stack.py).
+            stack, ready = _stack_process(spec, zero=args.latency == "zero")
+        url = ready["url"]
+        args.api_key = ready["api_key"]
+        database_url = ready["database_url"]
         if args.network != "sim":
-            args.rpc_url = engine.settings.rpc_endpoint
+            args.rpc_url = ready["rpc_url"]
     if database_url is None:
         print("--url needs --database-url to check outcomes", file=sys.stderr)
         return 2
@@ -584,6 +596,8 @@ def run(args: argparse.Namespace) -> int:
             from dexec.launch import stop_engine
 
             stop_engine(engine)
+        if stack is not None:
+            _stop_stack_process(stack)
         if data_dir is not None:
             if args.keep_data:
                 print(f"the stack's data is kept in {data_dir}", file=sys.stderr)
@@ -597,6 +611,34 @@ def run(args: argparse.Namespace) -> int:
         plot(result, args.plot)
         print(f"plot written to {args.plot}")
     return 1 if result["lost"] or result["duplicate_executions"] else 0
+
+
+def _stack_process(spec: dict[str, Any], *, zero: bool,
+                   timeout_s: float = 300.0) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start the stack in a process of its own; return it and what bench_stack.py wrote."""
+    from dexec.bench_stack import READY_FILE
+
+    ready_file = Path(spec["data_dir"]) / READY_FILE
+    command = [sys.executable, "-m", "dexec.bench_stack", json.dumps(spec)]
+    proc = subprocess.Popen(command + (["zero"] if zero else []))  # noqa: S603 - our own module
+    deadline = time.monotonic() + timeout_s
+    while not ready_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop_stack_process(proc)
+            raise RuntimeError(f"the benchmark's stack did not start (exit {proc.returncode})")
+        time.sleep(0.2)
+    ready: dict[str, Any] = json.loads(ready_file.read_text())
+    return proc, ready
+
+
+def _stop_stack_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _limit_orders(args: argparse.Namespace, url: str, database_url: str, run_id: str,
