@@ -566,10 +566,16 @@ def run(args: argparse.Namespace) -> int:
             ready = {"url": engine.api_url, "api_key": engine.api_key,
                      "database_url": engine.settings.database_url.get_secret_value()
                      if engine.settings.database_url is not None else None,
-                     "rpc_url": engine.settings.rpc_endpoint}
+                     "rpc_url": engine.settings.rpc_endpoint
+                     if engine.settings.network != "sim" else None}
         else:
             # Anything else drives the stack from outside, as its clients do (bench_stack.py).
-            stack, ready = _stack_process(spec, zero=args.latency == "zero")
+            try:
+                stack, ready = _stack_process(spec, zero=args.latency == "zero")
+            except BaseException:
+                if not args.keep_data:
+                    shutil.rmtree(data_dir, ignore_errors=True)
+                raise
         url = ready["url"]
         args.api_key = ready["api_key"]
         database_url = ready["database_url"]

@@ -40,7 +40,8 @@ def main(argv: list[str]) -> int:
         assert engine.settings.database_url is not None  # noqa: S101 - resolved at start
         ready = {"url": engine.api_url, "api_key": engine.api_key,
                  "database_url": engine.settings.database_url.get_secret_value(),
-                 "rpc_url": engine.settings.rpc_endpoint}
+                 "rpc_url": engine.settings.rpc_endpoint
+                 if engine.settings.network != "sim" else None}
         path = Path(settings.data_dir) / READY_FILE
         fd = os.open(path.with_suffix(".tmp"), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
