@@ -9,29 +9,31 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 import dexec.bench as bench
-import dexec.launch as launch
 
 
 def started_runs(monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[list[Path], int]:
-    """Run `dexec bench` with a stand-in for the stack and the sweep; return the data
-    folders of the stacks it started, and its exit code."""
+    """Run `dexec bench` with a stand-in for the stack's process and the sweep; return the
+    data folders of the stacks it started, and its exit code."""
     folders: list[Path] = []
+    stopped: list[Any] = []
 
-    def start_engine(settings: Any, **_: Any) -> Any:
-        folders.append(Path(settings.data_dir))
-        (Path(settings.data_dir) / "pgdata").mkdir()  # what the embedded server leaves
-        return SimpleNamespace(api_url="http://127.0.0.1:9", api_key="k", settings=SimpleNamespace(
-            database_url=SecretStr("postgresql://nowhere"), rpc_endpoint=""))
+    def stack_process(spec: dict[str, Any], *, zero: bool) -> tuple[Any, dict[str, Any]]:
+        folder = Path(spec["data_dir"])
+        folders.append(folder)
+        (folder / "pgdata").mkdir()  # what the embedded server leaves
+        proc = SimpleNamespace(pid=0)
+        return proc, {"url": "http://127.0.0.1:9", "api_key": "k",
+                      "database_url": "postgresql://nowhere", "rpc_url": None}
 
-    monkeypatch.setattr(launch, "start_engine", start_engine)
-    monkeypatch.setattr(launch, "stop_engine", lambda engine: None)
+    monkeypatch.setattr(bench, "_stack_process", stack_process)
+    monkeypatch.setattr(bench, "_stop_stack_process", stopped.append)
     monkeypatch.setattr(bench, "_sweep", lambda args, url, database_url: 0)
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     code = bench.run(parser.parse_args(["--sweep", "10", *argv]))
+    assert len(stopped) == len(folders)  # every stack started is stopped, before its data goes
     return folders, code
 
 
