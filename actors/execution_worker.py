@@ -7,7 +7,6 @@ import os
 import signal
 import uuid
 from pathlib import Path
-from typing import Any
 
 import ray
 
@@ -175,10 +174,6 @@ class WorkerClient:
 
     def __init__(self, handle: WiredHandle) -> None:
         self._h = handle
-
-    @property
-    def handle(self) -> Any:
-        return self._h.handle
 
     async def accept(self, orders: list[Handover]) -> str:
         try:

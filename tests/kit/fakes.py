@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from actors.wire import WireServer
 from core.errors import BlockhashExpired, InsufficientFunds, NoRoute
 from core.quotes import Quote, SignedSwap, TxStatus
 from tests.kit.clock import FakeClock
@@ -31,6 +33,41 @@ class ActorMethod:
     def remote(self, *args: Any) -> Awaitable[Any]:
         self.calls.append(args)
         return self.answer(*args)
+
+
+class FakeWire:
+    """A fake actor's loopback wire: the named ActorMethods of `owner` served on a real
+    WireServer from the first `address` call (its `wire_address`), each call over it
+    recorded in `served`."""
+
+    def __init__(self, owner: Any, node: str, methods: Iterable[str]) -> None:
+        self._owner = owner
+        self._node = node
+        self._methods = tuple(methods)
+        self.served: list[str] = []
+        self.server: WireServer | None = None
+        self._port = 0
+        self._token = b""
+
+    async def address(self) -> tuple[str, int, bytes]:
+        if self.server is None:
+            def serving(name: str, method: ActorMethod) -> Callable[..., Awaitable[Any]]:
+                async def serve(*args: Any) -> Any:
+                    self.served.append(name)
+                    return await method.answer(*args)
+                return serve
+
+            self._token = secrets.token_bytes(32)
+            self.server = WireServer({name: serving(name, getattr(self._owner, name))
+                                      for name in self._methods}, self._token)
+            self._port = await self.server.start()
+        return self._node, self._port, self._token
+
+    async def close(self) -> None:
+        """The actor's process is gone: its wire closes; the next address is a new one."""
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
 
 
 class FakeVenue:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from actors.simulated_chain import RayChainClient
-from actors.wire import WireServer
 from core.errors import VenueUnavailable
 from core.quotes import TxStatus
-from tests.kit.fakes import ActorMethod
+from tests.kit.fakes import ActorMethod, FakeWire
 
 
 class FakeChain:
@@ -80,31 +77,14 @@ class WiredChain(FakeChain):
 
     def __init__(self, node: str) -> None:
         super().__init__()
-        self.node = node
-        self.served: list[str] = []
-        self.server: WireServer | None = None
-        self.wire_address = ActorMethod(self._wire_address)
-
-    async def _wire_address(self) -> tuple[str, int, bytes]:
-        if self.server is None:
-            def serving(name: str, method: ActorMethod) -> Callable[..., Awaitable[Any]]:
-                async def serve(*args: Any) -> Any:
-                    self.served.append(name)
-                    return await method.answer(*args)
-                return serve
-
-            token = secrets.token_bytes(32)
-            self.server = WireServer({name: serving(name, getattr(self, name)) for name in
-                                      ("send_many", "signature_statuses", "quote_at_once")},
-                                     token)
-            self.port, self.token = await self.server.start(), token
-        return self.node, self.port, self.token
+        self.wire = FakeWire(self, node, ("send_many", "signature_statuses", "quote_at_once"))
+        self.served = self.wire.served
+        self.wire_address = ActorMethod(self.wire.address)
 
     async def restart(self) -> None:
         """The chain died and came back: its wire has a new port and token."""
-        assert self.server is not None
-        await self.server.close()
-        self.server = None
+        assert self.wire.server is not None
+        await self.wire.close()
 
 
 async def test_on_the_chains_node_calls_go_over_the_wire_not_the_actor() -> None:

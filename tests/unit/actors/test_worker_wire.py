@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 
 from actors.execution_worker import WorkerClient
 from actors.shell import WiredHandle
-from actors.wire import WireServer
 from actors.worker_fleet import Handover, Outcome
 from core.errors import WorkerLost
-from tests.kit.fakes import ActorMethod
+from tests.kit.fakes import ActorMethod, FakeWire
 from tests.kit.orders import make_order
 
 
@@ -23,14 +19,13 @@ class WiredWorker:
     wire of its node, as ExecutionWorker serves them."""
 
     def __init__(self, node: str) -> None:
-        self.node = node
-        self.served: list[str] = []
+        self.wire = FakeWire(self, node, ("accept", "finished"))
+        self.served = self.wire.served
         self.accepted: list[list[Handover]] = []
-        self.server: WireServer | None = None
         self.outcomes: asyncio.Queue[list[tuple[str, Outcome]]] = asyncio.Queue()
         self.accept = ActorMethod(self._accept)
         self.finished = ActorMethod(self._finished)
-        self.wire_address = ActorMethod(self._wire_address)
+        self.wire_address = ActorMethod(self.wire.address)
 
     async def _accept(self, orders: list[Handover]) -> str:
         self.accepted.append(orders)
@@ -39,25 +34,9 @@ class WiredWorker:
     async def _finished(self, timeout_s: float) -> tuple[str, list[tuple[str, Outcome]]]:
         return "inc-1", await self.outcomes.get()
 
-    async def _wire_address(self) -> tuple[str, int, bytes]:
-        if self.server is None:
-            def serving(name: str, method: ActorMethod) -> Callable[..., Awaitable[Any]]:
-                async def serve(*args: Any) -> Any:
-                    self.served.append(name)
-                    return await method.answer(*args)
-                return serve
-
-            token = secrets.token_bytes(32)
-            self.server = WireServer({name: serving(name, getattr(self, name))
-                                      for name in ("accept", "finished")}, token)
-            self.port, self.token = await self.server.start(), token
-        return self.node, self.port, self.token
-
     async def die(self) -> None:
         """The worker's process is gone: its wire closes with it."""
-        if self.server is not None:
-            await self.server.close()
-            self.server = None
+        await self.wire.close()
 
 
 async def test_on_the_managers_node_hand_overs_and_outcomes_go_over_the_wire() -> None:
