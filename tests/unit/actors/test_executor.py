@@ -564,21 +564,26 @@ async def test_a_venue_raising_a_library_error_is_skipped(world: World) -> None:
 # --- a fresh order handed over: quoted while its lease is taken ---------------------------
 
 
-def _gated(world: World, lease: GatedLease) -> OrderExecutor:
-    return OrderExecutor(
+async def handed_over(world: World, lease: GatedLease, stored: Order
+                      ) -> tuple[OrderExecutor, asyncio.Future[str | None]]:
+    """Start executing `stored`'s order, handed over as `stored`, under `lease`; return the
+    executor and its run once the lease is asked for and what started beside it had its turn."""
+    executor = OrderExecutor(
         world.store, [world.raydium, world.meteora], world.sink, TokenRegistry(),
         policy=world.policy, quote_timeout_s=1.0, confirm_poll_s=0.25, sleep=world.clock.sleep,
         clock=world.clock, rng=random.Random(0), leases=lease)
+    running = asyncio.ensure_future(executor.execute(stored.order_id, stored))
+    await lease.asked.wait()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    return executor, running
 
 
 async def test_a_fresh_order_handed_over_is_quoted_while_its_lease_is_taken(
         world: World) -> None:
     order = world.store.create()
     lease = GatedLease()
-    running = asyncio.ensure_future(_gated(world, lease).execute(order.order_id, order))
-    await lease.asked.wait()
-    for _ in range(5):
-        await asyncio.sleep(0)
+    _, running = await handed_over(world, lease, order)
     # Both venues are asked before the lease is granted; nothing is signed or written yet.
     assert sorted(c for c in world.calls if c[0] == "quote") == [
         ("quote", "meteora"), ("quote", "raydium")]
@@ -598,8 +603,7 @@ async def test_early_quotes_are_dropped_when_the_lease_finds_the_order_moved_on(
         world: World) -> None:
     order = world.store.create()
     lease = GatedLease()
-    running = asyncio.ensure_future(_gated(world, lease).execute(order.order_id, order))
-    await lease.asked.wait()
+    _, running = await handed_over(world, lease, order)
     # Cancelled by its owner while the worker waited for the lease.
     await world.store.apply_change(order.order_id, Change(Trigger.CANCEL, 0, error="cancel"),
                                    epoch=None, expected=order)
@@ -614,11 +618,7 @@ async def test_early_quotes_are_dropped_when_another_executor_holds_the_order(
         world: World) -> None:
     order = world.store.create()
     lease = GatedLease(busy=True)
-    executor = _gated(world, lease)
-    running = asyncio.ensure_future(executor.execute(order.order_id, order))
-    await lease.asked.wait()
-    for _ in range(5):
-        await asyncio.sleep(0)
+    executor, running = await handed_over(world, lease, order)
     assert [c for c in world.calls if c[0] == "quote"]  # asked for while the lease was taken
     lease.gate.set()
 
@@ -636,11 +636,7 @@ async def test_an_order_handed_over_with_no_copy_or_not_fresh_is_quoted_after_it
         world: World) -> None:
     order = world.store.create()
     lease = GatedLease()
-    resting = replace(order, status=S.OPEN)
-    running = asyncio.ensure_future(_gated(world, lease).execute(order.order_id, resting))
-    await lease.asked.wait()
-    for _ in range(5):
-        await asyncio.sleep(0)
+    _, running = await handed_over(world, lease, replace(order, status=S.OPEN))
     assert not [c for c in world.calls if c[0] == "quote"]
     lease.gate.set()
     assert await running == S.CONFIRMED
