@@ -258,10 +258,10 @@ class OrderExecutor:
         They are used only if the lease finds the order still pending (see _attempt); nothing
         is signed or written before the lease is held.
         """
+        now = self._now()
         if stored is not None and stored.status is OrderStatus.PENDING and not stored.rests \
-                and not stored.expired(self._now()):
-            self._early[order_id] = (stored, asyncio.ensure_future(self._quotes(stored)),
-                                     self._now())
+                and not stored.expired(now):
+            self._early[order_id] = (stored, asyncio.ensure_future(self._quotes(stored)), now)
         try:
             lease = await self._leases.try_acquire(order_id)
             if lease is None:
