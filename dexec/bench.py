@@ -551,8 +551,7 @@ def run(args: argparse.Namespace) -> int:
     if url is None:
         import tempfile
 
-        from core.settings import Settings
-        from dexec.launch import start_engine
+        from dexec.bench_stack import start_stack
 
         data_dir = Path(tempfile.mkdtemp(prefix="dexec-bench-"))
         spec: dict[str, Any] = dict(
@@ -570,15 +569,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"starting a {args.latency}-latency stack in {data_dir} ...", file=sys.stderr)
         if args.limit_orders:
             # Its price is moved through the chain's actor: this process joins the stack.
-            settings = Settings(**spec)
-            if args.latency == "zero":
-                settings = settings.zero_latency()
-            engine = start_engine(settings, num_cpus=2, dashboard=False)
-            ready = {"url": engine.api_url, "api_key": engine.api_key,
-                     "database_url": engine.settings.database_url.get_secret_value()
-                     if engine.settings.database_url is not None else None,
-                     "rpc_url": engine.settings.rpc_endpoint
-                     if engine.settings.network != "sim" else None}
+            engine, ready = start_stack(spec, zero=args.latency == "zero")
         else:
             # Anything else drives the stack from outside, as its clients do (bench_stack.py).
             try:

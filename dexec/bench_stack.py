@@ -25,24 +25,32 @@ from typing import Any
 READY_FILE = "bench-stack.json"
 
 
-def main(argv: list[str]) -> int:
+def start_stack(spec: dict[str, Any], *, zero: bool) -> tuple[Any, dict[str, Any]]:
+    """Start the bench's stack in this process (`spec`: Settings keyword arguments; `zero`:
+    zero-latency venues); return the engine and what a client needs of it."""
     from core.settings import Settings
-    from dexec.launch import start_engine, stop_engine
+    from dexec.launch import start_engine
 
-    kwargs: dict[str, Any] = json.loads(argv[0])
-    settings = Settings(**kwargs)
-    if "zero" in argv[1:]:
+    settings = Settings(**spec)
+    if zero:
         settings = settings.zero_latency()
+    engine = start_engine(settings, num_cpus=2, dashboard=False)
+    assert engine.settings.database_url is not None  # noqa: S101 - resolved at start
+    return engine, {"url": engine.api_url, "api_key": engine.api_key,
+                    "database_url": engine.settings.database_url.get_secret_value(),
+                    "rpc_url": engine.settings.rpc_endpoint
+                    if engine.settings.network != "sim" else None}
+
+
+def main(argv: list[str]) -> int:
+    from dexec.launch import stop_engine
+
+    spec: dict[str, Any] = json.loads(argv[0])
     stop = signal.SIGTERM, signal.SIGINT
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # taken by sigwait below, never lost
-    engine = start_engine(settings, num_cpus=2, dashboard=False)
+    engine, ready = start_stack(spec, zero="zero" in argv[1:])
     try:
-        assert engine.settings.database_url is not None  # noqa: S101 - resolved at start
-        ready = {"url": engine.api_url, "api_key": engine.api_key,
-                 "database_url": engine.settings.database_url.get_secret_value(),
-                 "rpc_url": engine.settings.rpc_endpoint
-                 if engine.settings.network != "sim" else None}
-        path = Path(settings.data_dir) / READY_FILE
+        path = Path(spec["data_dir"]) / READY_FILE
         fd = os.open(path.with_suffix(".tmp"), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(ready, f)
