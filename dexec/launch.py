@@ -186,6 +186,7 @@ def serve_env(settings: Settings) -> dict[str, str]:
         # One datagram per request, parsed by Serve's HAProxy actor in Python, costs ~3% of
         # these 2 cores at 100/s and grows with what is offered, refusals included.
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "1" if settings.haproxy_request_metrics else "0",
+        "RAY_SERVE_HAPROXY_NBTHREAD": str(settings.haproxy_threads),
         # Serve starts this instead of HAProxy: it hardens the configuration Serve wrote
         # (listeners on loopback, timeouts, a per-address limit), then execs HAProxy.
         "RAY_SERVE_HAPROXY_BINARY_PATH": guard_binary(),

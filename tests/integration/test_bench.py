@@ -38,6 +38,7 @@ def test_bench_reports_every_order_with_nothing_lost_or_duplicated(
     for stage in ("queue_wait", "routing", "building", "submitted_to_confirmed"):
         assert latency[stage]["p50"] is not None
     assert result["peak_memory_mb"] > 0
+    assert result["machine"]["client_loop"] == "uvloop"  # the default
 
 
 def test_a_repeated_sweep_through_httpx_reports_each_run_and_each_rate(
@@ -69,8 +70,9 @@ def test_the_raw_client_submits_exactly_the_schedule_even_with_more_submitters_t
     # last is answered, which once let the run go on past its schedule.
     out = tmp_path / "raw.json"
     assert run(bench_args(engine, out, "--rate", "20", "--duration", "1", "--concurrency",
-                          "30", "--client", "raw")) == 0
+                          "30", "--client", "raw", "--loop", "asyncio")) == 0
     result = json.loads(out.read_text())
+    assert result["machine"]["client_loop"] == "asyncio"
     assert result["accepted"] + result["rejected_429"] + result["rejected_503"] == 20
     assert result["errors"] == 0
     assert result["confirmed"] == result["accepted"] > 0

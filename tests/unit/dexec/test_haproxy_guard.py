@@ -119,6 +119,13 @@ def test_serves_per_request_haproxy_metrics_are_off_unless_asked_for() -> None:
     assert serve_env(on)["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "1"
 
 
+def test_haproxy_runs_the_threads_the_settings_ask_for() -> None:
+    """One thread by default (Serve's default is 4: on 2 cores they cost HAProxy more CPU)."""
+    assert serve_env(Settings.model_construct())["RAY_SERVE_HAPROXY_NBTHREAD"] == "1"
+    three = Settings.model_construct(haproxy_threads=3)
+    assert serve_env(three)["RAY_SERVE_HAPROXY_NBTHREAD"] == "3"
+
+
 def test_the_config_file_is_the_one_after_dash_f() -> None:
     assert config_path(["-db", "-f", "/x/haproxy.cfg", "-sf", "12"]) == Path("/x/haproxy.cfg")
     assert config_path(["-v"]) is None
