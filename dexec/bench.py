@@ -105,6 +105,8 @@ class Tally:
     rejected_429: int = 0
     rejected_503: int = 0  # refused by the front after waiting (HAProxy's queue timeout)
     client_cpu: float = 0.0  # the load client's CPU while submitting, in cores
+    stack_cpu_s: float = 0.0  # the stack's CPU from the first submission to the drain's end
+    stack_wall_s: float = 0.0  # ... and that window's length
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     submitted_at: dict[str, float] = field(default_factory=dict)  # order id -> unix time
@@ -166,6 +168,18 @@ class MemorySampler:
         if pss is not None:
             self.last_pss_bytes = pss
             self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
+
+    @classmethod
+    def stack_cpu(cls) -> dict[tuple[int, float], float]:
+        """CPU seconds so far of each process of the stack, by (pid, start time)."""
+        used = {}
+        for proc in cls._stack():
+            try:
+                times = proc.cpu_times()
+                used[(proc.pid, proc.create_time())] = times.user + times.system
+            except psutil.Error:
+                continue
+        return used
 
     async def sample(self, *, pss: bool) -> None:
         rss, total_pss = await asyncio.to_thread(self.stack_memory, pss=pss)
@@ -460,6 +474,9 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
         "rejected_429": tally.rejected_429,
         "rejected_503": tally.rejected_503,
         "client_cpu_cores": round(tally.client_cpu, 3),
+        "stack_cpu_cores": round(tally.stack_cpu_s / max(tally.stack_wall_s, 1e-9), 3),
+        "stack_cpu_ms_per_order": round(1000 * tally.stack_cpu_s / confirmed, 2)
+        if confirmed else None,
         "errors": tally.errors,
         "error_samples": tally.error_samples,
         "lost": lost,
@@ -520,6 +537,8 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"lost {result['lost']}  duplicate executions {result['duplicate_executions']}"
           f"  peak in flight {result['peak_in_flight']}"
           f"  load client CPU {100 * result['client_cpu_cores']:.0f}% of a core")
+    print(f"the stack's CPU: {result['stack_cpu_cores']} cores,"
+          f" {result['stack_cpu_ms_per_order']} ms per confirmed order")
     tp = result["throughput"]
     print(f"throughput: accepted {tp['accepted_per_s']}/s  terminal {tp['terminal_per_s']}/s"
           f"  (submitting for {tp['submit_window_s']} s)")
@@ -682,7 +701,8 @@ def sweep_row(offered: float, result: dict[str, Any]) -> dict[str, Any]:
                                    / max(result["confirmed"] + result["failed"], 1), 1),
             "p50_ms": lat["p50"], "p99_ms": lat["p99"],
             "submit_p99_ms": result["latency_ms"]["submit"]["p99"],
-            "client_cpu_pct": round(100 * result["client_cpu_cores"]), "lost": result["lost"],
+            "client_cpu_pct": round(100 * result["client_cpu_cores"]),
+            "stack_ms_per_order": result["stack_cpu_ms_per_order"], "lost": result["lost"],
             "duplicates": result["duplicate_executions"]}
 
 
@@ -709,6 +729,7 @@ def sweep_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "p50_median_ms": median([r["p50_ms"] for r in runs]),
             "p99_median_ms": median([r["p99_ms"] for r in runs]),
             "submit_p99_median_ms": median([r["submit_p99_ms"] for r in runs]),
+            "stack_ms_per_order_median": median([r["stack_ms_per_order"] for r in runs]),
             "refused": sum(r["rejected_429"] + r["rejected_503"] for r in runs),
             "errors": sum(r["errors"] for r in runs),
             "lost": sum(r["lost"] for r in runs),
@@ -741,22 +762,25 @@ def _sweep(args: argparse.Namespace, url: str, database_url: str) -> int:
          "summary": summary}, indent=2))
     print(f"\n=== dexec bench --sweep ({args.client}, {args.loop}) ===")
     print(f"{'offered/s':>10}{'run':>5}{'accepted':>10}{'429':>7}{'503':>6}{'goodput/s':>11}"
-          f"{'p50 ms':>9}{'p99 ms':>9}{'submit p99':>12}{'client cpu':>12}{'lost':>6}{'dup':>5}")
+          f"{'p50 ms':>9}{'p99 ms':>9}{'submit p99':>12}{'client cpu':>12}"
+          f"{'stack ms/order':>16}{'lost':>6}{'dup':>5}")
     for r in rows:
         print(f"{r['offered_per_s']:>10g}{r['run']:>5}{r['accepted']:>10}{r['rejected_429']:>7}"
               f"{r['rejected_503']:>6}{r['goodput_per_s']:>11}{r['p50_ms'] or '-':>9}"
               f"{r['p99_ms'] or '-':>9}{r['submit_p99_ms'] or '-':>12}"
-              f"{str(r['client_cpu_pct']) + '%':>12}"
+              f"{str(r['client_cpu_pct']) + '%':>12}{r['stack_ms_per_order'] or '-':>16}"
               f"{r['lost']:>6}{r['duplicates']:>5}")
     if repeat > 1:
         print(f"\n{'offered/s':>10}{'runs':>6}{'goodput/s median':>18}{'(lowest-highest)':>18}"
-              f"{'of best':>9}{'p50 ms':>9}{'p99 ms':>9}{'submit p99':>12}")
+              f"{'of best':>9}{'p50 ms':>9}{'p99 ms':>9}{'submit p99':>12}"
+              f"{'stack ms/order':>16}")
         for line in summary:
             spread = f"{line['goodput_min_per_s']}-{line['goodput_max_per_s']}"
             print(f"{line['offered_per_s']:>10g}{line['runs']:>6}"
                   f"{line['goodput_median_per_s']:>18}{spread:>18}"
                   f"{str(line['of_best_pct']) + '%':>9}{line['p50_median_ms'] or '-':>9}"
-                  f"{line['p99_median_ms'] or '-':>9}{line['submit_p99_median_ms'] or '-':>12}")
+                  f"{line['p99_median_ms'] or '-':>9}{line['submit_p99_median_ms'] or '-':>12}"
+                  f"{line['stack_ms_per_order_median'] or '-':>16}")
     print(f"written to {args.out}")
     if args.plot:
         plot_sweep(rows, args.client, args.plot, summary if repeat > 1 else None)
@@ -845,6 +869,7 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
                          f"  errors {tally.errors}  terminal {terminal}   ")
         sys.stderr.flush()
 
+    stack_before = await asyncio.to_thread(memory.stack_cpu)
     cpu_before, wall_before = time.process_time(), time.time()
     await submit_load(args, url, run_id, tally, progress)
     # The load client's own CPU while it submitted (a share of one core): on a shared
@@ -857,6 +882,13 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
         if terminal >= tally.accepted:
             break
         await asyncio.sleep(1.0)
+    # The stack's own CPU for what it served (HAProxy's refusals included): CPU per order
+    # tells an engine that wastes its CPU under a flood from one that has less of it, the
+    # load client's CPU being taken from the same cores.
+    stack_after = await asyncio.to_thread(memory.stack_cpu)
+    tally.stack_wall_s = time.time() - wall_before
+    tally.stack_cpu_s = sum(max(0.0, used - stack_before.get(key, 0.0))
+                            for key, used in stack_after.items())
     sys.stderr.write("\n")
     stop.set()  # the sampler takes one more full sample
     await sampler

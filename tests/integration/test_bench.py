@@ -39,6 +39,8 @@ def test_bench_reports_every_order_with_nothing_lost_or_duplicated(
         assert latency[stage]["p50"] is not None
     assert result["peak_memory_mb"] > 0
     assert result["machine"]["client_loop"] == "uvloop"  # the default
+    # The stack's own CPU (its Ray processes, PostgreSQL) for what it served.
+    assert result["stack_cpu_cores"] > 0 and result["stack_cpu_ms_per_order"] > 0
 
 
 def test_a_repeated_sweep_through_httpx_reports_each_run_and_each_rate(

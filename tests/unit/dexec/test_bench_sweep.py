@@ -8,11 +8,11 @@ from dexec.bench import sweep_summary
 
 
 def row(offered: float, goodput: float, p99: float | None = 100.0, *, lost: int = 0,
-        refused: int = 0) -> dict[str, Any]:
+        refused: int = 0, stack_ms: float | None = 3.0) -> dict[str, Any]:
     return {"offered_per_s": offered, "accepted": 10, "rejected_429": refused,
             "rejected_503": 0, "errors": 0, "goodput_per_s": goodput, "p50_ms": 50.0,
-            "p99_ms": p99, "submit_p99_ms": 5.0, "client_cpu_pct": 10, "lost": lost,
-            "duplicates": 0}
+            "p99_ms": p99, "submit_p99_ms": 5.0, "client_cpu_pct": 10,
+            "stack_ms_per_order": stack_ms, "lost": lost, "duplicates": 0}
 
 
 def test_each_rate_gets_its_median_and_range_in_the_order_it_was_run() -> None:
@@ -40,6 +40,12 @@ def test_an_even_number_of_runs_takes_the_middle_two_and_unknown_latencies_are_s
                              row(100, 96, p99=300.0), row(100, 98, p99=None)])
     assert line["goodput_median_per_s"] == 97.0
     assert line["p99_median_ms"] == 250.0
+
+
+def test_the_stacks_cpu_per_order_is_a_median_too() -> None:
+    (line,) = sweep_summary([row(900, 400, stack_ms=3.0), row(900, 380, stack_ms=4.0),
+                             row(900, 390, stack_ms=None)])
+    assert line["stack_ms_per_order_median"] == 3.5
 
 
 def test_losses_and_refusals_are_summed_over_runs() -> None:
