@@ -197,6 +197,37 @@ class MemorySampler:
         await self.sample(pss=True)  # the stack at the end
 
 
+class SpeedProbe:
+    """How fast this machine runs a fixed piece of Python right now: once a second, the CPU
+    time (of its own thread) of the same 200,000-step loop, in ms. The machines here change
+    speed by up to 1.8 times within seconds (a neighbour on the host, or the other vCPU being
+    busy): about 18 ms in a fast phase, 30-35 ms in a slow one. A run's median tells its
+    figures' phase, so runs compare only within one (see the README, issue 15's twelfth
+    session). It costs about 2% of one core."""
+
+    STEPS = 200_000
+
+    def __init__(self) -> None:
+        self.samples_ms: list[float] = []
+
+    @classmethod
+    def measure(cls) -> float:
+        begin = time.thread_time()
+        total = 0
+        for step in range(cls.STEPS):
+            total += step
+        return 1000 * (time.thread_time() - begin)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.samples_ms.append(await asyncio.to_thread(self.measure))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    def median_ms(self) -> float | None:
+        return round(statistics.median(self.samples_ms), 1) if self.samples_ms else None
+
+
 def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p90": None, "p99": None, "max": None}
@@ -538,7 +569,8 @@ def print_report(result: dict[str, Any]) -> None:
           f"  peak in flight {result['peak_in_flight']}"
           f"  load client CPU {100 * result['client_cpu_cores']:.0f}% of a core")
     print(f"the stack's CPU: {result['stack_cpu_cores']} cores,"
-          f" {result['stack_cpu_ms_per_order']} ms per confirmed order")
+          f" {result['stack_cpu_ms_per_order']} ms per confirmed order; the machine's speed"
+          f" probe: {result['machine'].get('speed_probe_ms')} ms (lower is faster)")
     tp = result["throughput"]
     print(f"throughput: accepted {tp['accepted_per_s']}/s  terminal {tp['terminal_per_s']}/s"
           f"  (submitting for {tp['submit_window_s']} s)")
@@ -702,7 +734,8 @@ def sweep_row(offered: float, result: dict[str, Any]) -> dict[str, Any]:
             "p50_ms": lat["p50"], "p99_ms": lat["p99"],
             "submit_p99_ms": result["latency_ms"]["submit"]["p99"],
             "client_cpu_pct": round(100 * result["client_cpu_cores"]),
-            "stack_ms_per_order": result["stack_cpu_ms_per_order"], "lost": result["lost"],
+            "stack_ms_per_order": result["stack_cpu_ms_per_order"],
+            "probe_ms": result["machine"].get("speed_probe_ms"), "lost": result["lost"],
             "duplicates": result["duplicate_executions"]}
 
 
@@ -730,6 +763,7 @@ def sweep_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "p99_median_ms": median([r["p99_ms"] for r in runs]),
             "submit_p99_median_ms": median([r["submit_p99_ms"] for r in runs]),
             "stack_ms_per_order_median": median([r["stack_ms_per_order"] for r in runs]),
+            "probe_ms_median": median([r["probe_ms"] for r in runs]),
             "refused": sum(r["rejected_429"] + r["rejected_503"] for r in runs),
             "errors": sum(r["errors"] for r in runs),
             "lost": sum(r["lost"] for r in runs),
@@ -763,24 +797,25 @@ def _sweep(args: argparse.Namespace, url: str, database_url: str) -> int:
     print(f"\n=== dexec bench --sweep ({args.client}, {args.loop}) ===")
     print(f"{'offered/s':>10}{'run':>5}{'accepted':>10}{'429':>7}{'503':>6}{'goodput/s':>11}"
           f"{'p50 ms':>9}{'p99 ms':>9}{'submit p99':>12}{'client cpu':>12}"
-          f"{'stack ms/order':>16}{'lost':>6}{'dup':>5}")
+          f"{'stack ms/order':>16}{'probe ms':>10}{'lost':>6}{'dup':>5}")
     for r in rows:
         print(f"{r['offered_per_s']:>10g}{r['run']:>5}{r['accepted']:>10}{r['rejected_429']:>7}"
               f"{r['rejected_503']:>6}{r['goodput_per_s']:>11}{r['p50_ms'] or '-':>9}"
               f"{r['p99_ms'] or '-':>9}{r['submit_p99_ms'] or '-':>12}"
               f"{str(r['client_cpu_pct']) + '%':>12}{r['stack_ms_per_order'] or '-':>16}"
-              f"{r['lost']:>6}{r['duplicates']:>5}")
+              f"{r['probe_ms'] or '-':>10}{r['lost']:>6}{r['duplicates']:>5}")
     if repeat > 1:
         print(f"\n{'offered/s':>10}{'runs':>6}{'goodput/s median':>18}{'(lowest-highest)':>18}"
               f"{'of best':>9}{'p50 ms':>9}{'p99 ms':>9}{'submit p99':>12}"
-              f"{'stack ms/order':>16}")
+              f"{'stack ms/order':>16}{'probe ms':>10}")
         for line in summary:
             spread = f"{line['goodput_min_per_s']}-{line['goodput_max_per_s']}"
             print(f"{line['offered_per_s']:>10g}{line['runs']:>6}"
                   f"{line['goodput_median_per_s']:>18}{spread:>18}"
                   f"{str(line['of_best_pct']) + '%':>9}{line['p50_median_ms'] or '-':>9}"
                   f"{line['p99_median_ms'] or '-':>9}{line['submit_p99_median_ms'] or '-':>12}"
-                  f"{line['stack_ms_per_order_median'] or '-':>16}")
+                  f"{line['stack_ms_per_order_median'] or '-':>16}"
+                  f"{line['probe_ms_median'] or '-':>10}")
     print(f"written to {args.out}")
     if args.plot:
         plot_sweep(rows, args.client, args.plot, summary if repeat > 1 else None)
@@ -852,6 +887,8 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
     memory = MemorySampler()
     stop = asyncio.Event()
     sampler = asyncio.get_running_loop().create_task(memory.run(stop))
+    speed = SpeedProbe()
+    prober = asyncio.get_running_loop().create_task(speed.run(stop))
     terminal = 0
     started = time.time()
 
@@ -892,12 +929,14 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
     sys.stderr.write("\n")
     stop.set()  # the sampler takes one more full sample
     await sampler
+    await prober
     found = await outcomes(database_url, f"bench-{run_id}-")
     if args.rpc_url:  # a Solana cluster: count each order's executed swaps on the chain
         await count_on_chain(args.rpc_url, database_url, f"bench-{run_id}-", found)
     machine = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total
                                                               / 2**30, 1),
-               "python": sys.version.split()[0], "client_loop": getattr(args, "loop", "asyncio")}
+               "python": sys.version.split()[0], "client_loop": getattr(args, "loop", "asyncio"),
+               "speed_probe_ms": speed.median_ms()}
     return summarize(args, tally, found, memory, machine)
 
 

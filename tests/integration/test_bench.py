@@ -41,6 +41,7 @@ def test_bench_reports_every_order_with_nothing_lost_or_duplicated(
     assert result["machine"]["client_loop"] == "uvloop"  # the default
     # The stack's own CPU (its Ray processes, PostgreSQL) for what it served.
     assert result["stack_cpu_cores"] > 0 and result["stack_cpu_ms_per_order"] > 0
+    assert result["machine"]["speed_probe_ms"] > 0  # the machine's phase during the run
 
 
 def test_a_repeated_sweep_through_httpx_reports_each_run_and_each_rate(

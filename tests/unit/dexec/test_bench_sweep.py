@@ -12,7 +12,7 @@ def row(offered: float, goodput: float, p99: float | None = 100.0, *, lost: int 
     return {"offered_per_s": offered, "accepted": 10, "rejected_429": refused,
             "rejected_503": 0, "errors": 0, "goodput_per_s": goodput, "p50_ms": 50.0,
             "p99_ms": p99, "submit_p99_ms": 5.0, "client_cpu_pct": 10,
-            "stack_ms_per_order": stack_ms, "lost": lost, "duplicates": 0}
+            "stack_ms_per_order": stack_ms, "probe_ms": 20.0, "lost": lost, "duplicates": 0}
 
 
 def test_each_rate_gets_its_median_and_range_in_the_order_it_was_run() -> None:
