@@ -77,9 +77,9 @@ class Settings(BaseSettings):
     # a Python actor (false: the replicas record the requests they serve; HAProxy's own
     # Prometheus endpoint counts every request at the front, refused ones included).
     haproxy_request_metrics: bool = False
-    # HAProxy's threads (Serve's default is 4). On these 2 cores at 1,500 requests/s, 4 threads
-    # cost HAProxy 12-14% of a core, 2 threads half a core, 1 thread 7-8% (README, "HAProxy's
-    # threads"). One thread serves tens of thousands of requests a second.
+    # HAProxy's threads (Serve's default is 4). On these 2 cores, over one 1,500/s run, HAProxy
+    # used 1.35-1.46 s of CPU with 1 thread, 1.78 s with 2 and 2.27 s with 4 (README, the
+    # twelfth session). One thread serves tens of thousands of requests a second.
     haproxy_threads: int = Field(default=1, ge=1)
     default_account: str = "default"
 

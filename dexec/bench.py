@@ -201,9 +201,10 @@ class SpeedProbe:
     """How fast this machine runs a fixed piece of Python right now: once a second, the CPU
     time (of its own thread) of the same 200,000-step loop, in ms. The machines here change
     speed by up to 1.8 times within seconds (a neighbour on the host, or the other vCPU being
-    busy): about 18 ms in a fast phase, 30-35 ms in a slow one. A run's median tells its
-    figures' phase, so runs compare only within one (see the README, issue 15's twelfth
-    session). It costs about 2% of one core."""
+    busy); on 2026-12-01 a run's median read 7.6-8.1 ms in a fast phase and 12.8 ms in a slow
+    one. A run's median tells its figures' phase, so runs compare only within one (see the
+    README, issue 15's twelfth session). It costs about 1% of one core, counted in the load
+    client's CPU."""
 
     STEPS = 200_000
 
