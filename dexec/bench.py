@@ -141,6 +141,8 @@ class MemorySampler:
                 name = proc.info["name"] or ""
             except (psutil.Error, TypeError):
                 continue
+            if proc.pid == os.getpid():  # the load client itself (its path may say "ray")
+                continue
             if ("ray" in cmd or "ray::" in name or "postgres" in name
                     or "raylet" in name or "gcs_server" in name):
                 procs.append(proc)
@@ -181,6 +183,17 @@ class MemorySampler:
                 continue
         return used
 
+    @staticmethod
+    def cpu_between(before: dict[tuple[int, float], float],
+                    after: dict[tuple[int, float], float], since: float) -> float:
+        """CPU seconds the stack used between two `stack_cpu` snapshots, the first taken at
+        `since`. A process started after it counts in full; one the first snapshot missed
+        although it ran already counts nothing (its lifetime is not this window's), and one
+        that exited in between is lost (an old HAProxy after a reload, say)."""
+        return sum(used - before[key] if key in before else used
+                   for key, used in after.items()
+                   if key in before or key[1] >= since)
+
     async def sample(self, *, pss: bool) -> None:
         rss, total_pss = await asyncio.to_thread(self.stack_memory, pss=pss)
         self._record(rss, total_pss if pss else None)
@@ -208,8 +221,9 @@ class SpeedProbe:
 
     STEPS = 200_000
 
-    def __init__(self) -> None:
+    def __init__(self, interval_s: float = 1.0) -> None:
         self.samples_ms: list[float] = []
+        self._interval = interval_s
 
     @classmethod
     def measure(cls) -> float:
@@ -223,7 +237,7 @@ class SpeedProbe:
         while not stop.is_set():
             self.samples_ms.append(await asyncio.to_thread(self.measure))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+                await asyncio.wait_for(stop.wait(), self._interval)
 
     def median_ms(self) -> float | None:
         return round(statistics.median(self.samples_ms), 1) if self.samples_ms else None
@@ -506,9 +520,11 @@ def summarize(args: argparse.Namespace, tally: Tally, found: dict[str, dict[str,
         "rejected_429": tally.rejected_429,
         "rejected_503": tally.rejected_503,
         "client_cpu_cores": round(tally.client_cpu, 3),
-        "stack_cpu_cores": round(tally.stack_cpu_s / max(tally.stack_wall_s, 1e-9), 3),
+        # None: not measured (a stack on another machine) or nothing confirmed.
+        "stack_cpu_cores": round(tally.stack_cpu_s / tally.stack_wall_s, 3)
+        if tally.stack_wall_s else None,
         "stack_cpu_ms_per_order": round(1000 * tally.stack_cpu_s / confirmed, 2)
-        if confirmed else None,
+        if confirmed and tally.stack_wall_s else None,
         "errors": tally.errors,
         "error_samples": tally.error_samples,
         "lost": lost,
@@ -569,9 +585,10 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"lost {result['lost']}  duplicate executions {result['duplicate_executions']}"
           f"  peak in flight {result['peak_in_flight']}"
           f"  load client CPU {100 * result['client_cpu_cores']:.0f}% of a core")
-    print(f"the stack's CPU: {result['stack_cpu_cores']} cores,"
-          f" {result['stack_cpu_ms_per_order']} ms per confirmed order; the machine's speed"
-          f" probe: {result['machine'].get('speed_probe_ms')} ms (lower is faster)")
+    print(f"the stack's CPU (first submission to the drain's end): "
+          f"{result['stack_cpu_cores'] or '-'} cores, {result['stack_cpu_ms_per_order'] or '-'}"
+          f" ms per confirmed order; the machine's speed probe:"
+          f" {result['machine'].get('speed_probe_ms') or '-'} ms (lower is faster)")
     tp = result["throughput"]
     print(f"throughput: accepted {tp['accepted_per_s']}/s  terminal {tp['terminal_per_s']}/s"
           f"  (submitting for {tp['submit_window_s']} s)")
@@ -907,30 +924,36 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
                          f"  errors {tally.errors}  terminal {terminal}   ")
         sys.stderr.flush()
 
-    stack_before = await asyncio.to_thread(memory.stack_cpu)
-    cpu_before, wall_before = time.process_time(), time.time()
-    await submit_load(args, url, run_id, tally, progress)
-    # The load client's own CPU while it submitted (a share of one core): on a shared
-    # machine that CPU is taken from the engine, whose Ray workers run at nice 15.
-    tally.client_cpu = (time.process_time() - cpu_before) / max(time.time() - wall_before, 1e-9)
-    deadline = time.time() + args.drain_timeout
-    while time.time() < deadline:
-        terminal = await count_terminal(database_url, f"bench-{run_id}-")
-        show(tally.accepted + tally.rejected_429 + tally.rejected_503 + tally.errors)
-        if terminal >= tally.accepted:
-            break
-        await asyncio.sleep(1.0)
-    # The stack's own CPU for what it served (HAProxy's refusals included): CPU per order
-    # tells an engine that wastes its CPU under a flood from one that has less of it, the
-    # load client's CPU being taken from the same cores.
-    stack_after = await asyncio.to_thread(memory.stack_cpu)
-    tally.stack_wall_s = time.time() - wall_before
-    tally.stack_cpu_s = sum(max(0.0, used - stack_before.get(key, 0.0))
-                            for key, used in stack_after.items())
-    sys.stderr.write("\n")
-    stop.set()  # the sampler takes one more full sample
-    await sampler
-    await prober
+    # The stack's own CPU is read from this machine's processes: a stack elsewhere has none.
+    local = urllib.parse.urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+    try:
+        stack_before = await asyncio.to_thread(memory.stack_cpu)
+        cpu_before, wall_before = time.process_time(), time.time()
+        await submit_load(args, url, run_id, tally, progress)
+        # The load client's own CPU while it submitted (a share of one core): on a shared
+        # machine that CPU is taken from the engine, whose Ray workers run at nice 15.
+        tally.client_cpu = ((time.process_time() - cpu_before)
+                            / max(time.time() - wall_before, 1e-9))
+        deadline = time.time() + args.drain_timeout
+        while time.time() < deadline:
+            terminal = await count_terminal(database_url, f"bench-{run_id}-")
+            show(tally.accepted + tally.rejected_429 + tally.rejected_503 + tally.errors)
+            if terminal >= tally.accepted:
+                break
+            await asyncio.sleep(1.0)
+        # The stack's own CPU for what it served (HAProxy's refusals included), from the
+        # first submission to the drain's end: CPU per order tells an engine that wastes
+        # its CPU under a flood from one that has less of it, the load client's CPU being
+        # taken from the same cores.
+        if local:
+            stack_after = await asyncio.to_thread(memory.stack_cpu)
+            tally.stack_wall_s = time.time() - wall_before
+            tally.stack_cpu_s = memory.cpu_between(stack_before, stack_after, wall_before)
+        sys.stderr.write("\n")
+    finally:
+        stop.set()  # the sampler takes one more full sample
+        await sampler
+        await prober
     found = await outcomes(database_url, f"bench-{run_id}-")
     if args.rpc_url:  # a Solana cluster: count each order's executed swaps on the chain
         await count_on_chain(args.rpc_url, database_url, f"bench-{run_id}-", found)
@@ -948,7 +971,11 @@ def _run_client(args: argparse.Namespace,
     requests/s offered here: aiohttp 42% of a core on uvloop against 47% on asyncio's loop;
     raw 22% against 26%)."""
     if args.loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(load)
+        try:
+            import uvloop
+        except ImportError:  # not on this platform (Windows): the standard loop
+            print("uvloop is not installed here: running on asyncio's loop", file=sys.stderr)
+            args.loop = "asyncio"  # what the run's report records
+        else:
+            return uvloop.run(load)
     return asyncio.run(load)
