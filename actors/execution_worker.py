@@ -21,6 +21,7 @@ from actors.shell import (
     NOTIFIER,
     WiredHandle,
     WireHost,
+    WireServed,
     database_url,
     hot,
     require_test_hooks,
@@ -41,7 +42,7 @@ from storage.repository import OrderRepository
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
-class ExecutionWorker:
+class ExecutionWorker(WireServed):
     """Execute orders handed over by the OrderManager; holds no state that must survive.
 
     `max_task_retries=0`: Ray never re-runs a call on its own, so never a swap; the order's
@@ -66,10 +67,6 @@ class ExecutionWorker:
         self._finished = FinishedOutcomes()
         # Hand-overs and outcomes with a manager on this node, on a loopback socket.
         self._wire = WireHost({"accept": self.accept, "finished": self.finished})
-
-    async def wire_address(self) -> tuple[str, int, bytes]:
-        """(this actor's node id, the port of its loopback wire, the wire's token)."""
-        return await self._wire.address()
 
     async def _ready(self) -> OrderExecutor:
         async with self._lock:

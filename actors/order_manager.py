@@ -18,6 +18,7 @@ from actors.shell import (
     NOTIFIER,
     WiredHandle,
     WireHost,
+    WireServed,
     database_url,
     hot,
     require_test_hooks,
@@ -74,7 +75,7 @@ class RayWorkers:
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
-class OrderManager:
+class OrderManager(WireServed):
     """Persist orders, own the queue of pending ones, dispatch them to the worker pool.
 
     On (re)start it reloads every non-terminal order from PostgreSQL.
@@ -95,10 +96,6 @@ class OrderManager:
         self._startup = asyncio.get_event_loop().create_task(self._run())
         # Submissions from the ingress replicas of this node, on a loopback socket.
         self._wire = WireHost({"submit_many": self.submit_many})
-
-    async def wire_address(self) -> tuple[str, int, bytes]:
-        """(this actor's node id, the port of its loopback wire, the wire's token)."""
-        return await self._wire.address()
 
     async def _run(self) -> None:
         await retry_until_done(self._ready, what="OrderManager start")

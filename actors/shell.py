@@ -96,8 +96,8 @@ def this_node() -> str:
 
 class WireHost:
     """An actor's loopback wire (actors/wire.py): some of its methods, served on a port of
-    its node to the processes there that ask the actor, over Ray, for the port and token.
-    The actor answers that with a `wire_address` method returning `address()`."""
+    its node to the processes there that ask the actor, over Ray, for the port and token
+    (the actor derives from WireServed, whose `wire_address` answers with `address()`)."""
 
     def __init__(self, handlers: Mapping[str, Handler]) -> None:
         self._server = WireServer(handlers, secrets.token_bytes(32))
@@ -110,6 +110,16 @@ class WireHost:
             if self._port is None:
                 self._port = await self._server.start()
         return this_node(), self._port, self._server.token
+
+
+class WireServed:
+    """Base of an actor that serves some of its methods on a WireHost kept in `_wire`."""
+
+    _wire: WireHost
+
+    async def wire_address(self) -> tuple[str, int, bytes]:
+        """(this actor's node id, the port of its loopback wire, the wire's token)."""
+        return await self._wire.address()
 
 
 class WiredHandle:

@@ -11,6 +11,7 @@ from actors.batching import Coalescer, as_completed, concatenated, each, shared
 from actors.shell import (
     WiredHandle,
     WireHost,
+    WireServed,
     database_url,
     hot,
     require_test_hooks,
@@ -34,7 +35,7 @@ _LANDED_KEPT = 10_000  # statuses learnt with a send and not asked for yet, per 
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
-class SimulatedChain:
+class SimulatedChain(WireServed):
     """The simulated chain and venue servers: one actor holds every pool, balance and
     transaction, durable in PostgreSQL (schema `simchain`) like a real chain's state."""
 
@@ -61,10 +62,6 @@ class SimulatedChain:
         self._server.start()
         # The same API on a loopback socket, for the processes of this node (see wire.py).
         self._wire = WireHost({name: getattr(self, name) for name in _WIRED})
-
-    async def wire_address(self) -> tuple[str, int, bytes]:
-        """(this actor's node id, the port of its loopback wire, the wire's token)."""
-        return await self._wire.address()
 
     @hot
     async def quote_many(self, requests: list[QuoteRequest]
