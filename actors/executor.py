@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from actors.landing import LandingWatcher
+from actors.tasks import cancel_and_wait
 from actors.telemetry import Metrics, NullMetrics, order_log
 from core.errors import (
     BlockhashExpired,
@@ -168,13 +168,6 @@ def _same_request(a: Order, b: Order) -> bool:
         b.order_id, b.input_mint, b.output_mint, b.amount_in)
 
 
-async def _discard(work: asyncio.Future[Any]) -> None:
-    """Cancel work whose answer is no longer wanted, and let it end (its error unread)."""
-    work.cancel()
-    with contextlib.suppress(BaseException):
-        await work
-
-
 async def _alongside(write: Awaitable[Order], work: Awaitable[T]) -> tuple[Order, T]:
     """Run a status write and work that need not wait for it, at once. Both finish before
     this answers; the write's failure wins (the order is not this executor's to go on with),
@@ -276,7 +269,7 @@ class OrderExecutor:
         finally:
             early = self._early.pop(order_id, None)
             if early is not None:  # not used: the order was busy, moved, or failed first
-                await _discard(early[1])
+                await cancel_and_wait(early[1])
 
     @staticmethod
     def _guard(lease: Lease) -> None:
@@ -385,9 +378,7 @@ class OrderExecutor:
             return await quoting
         finally:
             if not quoting.done():
-                quoting.cancel()
-                with contextlib.suppress(BaseException):
-                    await quoting
+                await cancel_and_wait(quoting)
 
     async def _write_unwritten(self, lease: Lease, order_id: str) -> None:
         """Write the change that started the order's attempt, if it is still unwritten."""

@@ -30,6 +30,7 @@ from actors.shell import (
     tune_gc,
 )
 from actors.stack import start_stack
+from actors.tasks import cancel_and_wait
 from actors.venue_gateways import chain_rpc, venue_gateways
 from actors.wire import WireClosed
 from core.accounts import Principal
@@ -368,9 +369,7 @@ class DexecIngress:
                 if caller is not None and caller.account_id != counted:
                     if not self._count_connection(caller.account_id, counted):
                         # The refusal goes out last, after whatever the writer had sent.
-                        helpers[0].cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await helpers[0]
+                        await cancel_and_wait(helpers[0])
                         refusal = {"type": "error", "status": 429, "error": (
                             f"account {caller.account_id} has"
                             f" {s.ws_max_connections_per_account} connections open here"
@@ -403,10 +402,7 @@ class DexecIngress:
             self.hub.connections -= 1
             self.metrics.connections(self.hub.connections)
             self.hub.close(conn)
-            for task in helpers:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.gather(*helpers)
+            await cancel_and_wait(*helpers)
 
     def _count_connection(self, account: str | None, previous: str | None) -> bool:
         """Move one connection from `previous` to `account`; False if `account` is full."""

@@ -632,6 +632,50 @@ async def test_early_quotes_are_dropped_when_another_executor_holds_the_order(
                 and not t.done()]
 
 
+class WindingDownVenue(FakeVenue):
+    """A venue whose quote never answers and, once cancelled, ends only when `ended_may` is set."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.asked, self.cancelled, self.ended_may = (asyncio.Event(), asyncio.Event(),
+                                                      asyncio.Event())
+
+    async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
+        self.asked.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            await self.ended_may.wait()
+            raise
+        raise AssertionError("unreachable")
+
+
+async def test_an_executor_cancelled_while_its_unused_early_quotes_wind_down_is_cancelled(
+        world: World) -> None:
+    venue = WindingDownVenue("raydium", 150_000_000, world.calls, world.clock)
+    order = world.store.create()
+    lease = GatedLease(busy=True)
+    executor = OrderExecutor(
+        world.store, [venue], world.sink, TokenRegistry(), policy=world.policy,
+        quote_timeout_s=60.0, confirm_poll_s=0.25, sleep=world.clock.sleep, clock=world.clock,
+        rng=random.Random(0), leases=lease)
+    running = asyncio.ensure_future(executor.execute(order.order_id, order))
+    await venue.asked.wait()
+    lease.gate.set()  # another executor holds the order: the early quotes are dropped
+    await venue.cancelled.wait()
+
+    running.cancel()  # e.g. the worker shutting down, while the quote winds down
+    await asyncio.wait({running}, timeout=5.0)
+    # Cancelled at once, not swallowed into a BUSY answer once the quote has ended.
+    assert running.cancelled()
+    venue.ended_may.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not executor._early
+    assert not [c for c in world.calls if c[0] in ("build_swap", "apply_change", "send")]
+
+
 async def test_an_order_handed_over_with_no_copy_or_not_fresh_is_quoted_after_its_lease(
         world: World) -> None:
     order = world.store.create()
