@@ -377,8 +377,9 @@ class OrderExecutor:
                 await self._write_unwritten(lease, order.order_id)
             return await quoting
         finally:
-            if not quoting.done():
-                await cancel_and_wait(quoting)
+            # Also when the quotes have failed already: their error is read, not left to be
+            # logged as never retrieved.
+            await cancel_and_wait(quoting)
 
     async def _write_unwritten(self, lease: Lease, order_id: str) -> None:
         """Write the change that started the order's attempt, if it is still unwritten."""

@@ -20,9 +20,11 @@ async def cancel_and_wait(*work: asyncio.Future[Any]) -> None:
     `suppress(CancelledError)` would instead swallow that cancellation and go on as if it
     had never been asked for.
     """
-    if not work:
-        return
+    pending = set()
     for item in work:
-        item.cancel()
+        item.cancel()  # a no-op for work already done
         item.add_done_callback(_read_outcome)
-    await asyncio.wait(work)  # never raises the work's errors; a CancelledError is ours
+        if not item.done():
+            pending.add(item)
+    if pending:  # work already done costs no turn of the loop
+        await asyncio.wait(pending)  # never raises the work's errors; a CancelledError is ours

@@ -637,8 +637,8 @@ class WindingDownVenue(FakeVenue):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.asked, self.cancelled, self.ended_may = (asyncio.Event(), asyncio.Event(),
-                                                      asyncio.Event())
+        self.asked, self.cancelled, self.ended_may, self.ended = (
+            asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event())
 
     async def quote(self, input_mint: str, output_mint: str, amount_in: int) -> Quote:
         self.asked.set()
@@ -647,6 +647,7 @@ class WindingDownVenue(FakeVenue):
         except asyncio.CancelledError:
             self.cancelled.set()
             await self.ended_may.wait()
+            self.ended.set()
             raise
         raise AssertionError("unreachable")
 
@@ -670,8 +671,7 @@ async def test_an_executor_cancelled_while_its_unused_early_quotes_wind_down_is_
     # Cancelled at once, not swallowed into a BUSY answer once the quote has ended.
     assert running.cancelled()
     venue.ended_may.set()
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await asyncio.wait_for(venue.ended.wait(), 5.0)  # the dropped quote did wind down
     assert not executor._early
     assert not [c for c in world.calls if c[0] in ("build_swap", "apply_change", "send")]
 
