@@ -88,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nice", type=int, default=0,
                         help="run the load client at this niceness (15: the same as Ray's"
                              " workers, so the client does not outrank the engine it measures"
-                             " on a shared machine); the stack it starts keeps its own")
+                             " on a shared machine; use it for overload sweeps there, see the"
+                             " README); the stack it starts keeps its own")
     parser.add_argument("--limit-orders", type=int, default=0, metavar="N",
                         help="rest N limit orders, move the price across them once, and time"
                         " the price watcher (a stack started here; see dexec/bench_limits.py)")
@@ -576,6 +577,14 @@ def plot(result: dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+def client_nice() -> int:
+    """The load client's niceness. On a shared machine a client at 0 outranks Ray's workers
+    (nice 15) and preempts the engine it measures: at three times capacity here, aiohttp at
+    nice 0 kept 81% of capacity and the stack's CPU per order rose 10%; at nice 15, 91% with
+    that cost flat (README, thirteenth session)."""
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def print_report(result: dict[str, Any]) -> None:
     lat = result["latency_ms"]
     print("\n=== dexec bench ===")
@@ -584,7 +593,8 @@ def print_report(result: dict[str, Any]) -> None:
           f"  refused(503) {result['rejected_503']}  errors {result['errors']}")
     print(f"lost {result['lost']}  duplicate executions {result['duplicate_executions']}"
           f"  peak in flight {result['peak_in_flight']}"
-          f"  load client CPU {100 * result['client_cpu_cores']:.0f}% of a core")
+          f"  load client CPU {100 * result['client_cpu_cores']:.0f}% of a core"
+          f" (at nice {result['machine'].get('client_nice', '-')})")
     print(f"the stack's CPU (first submission to the drain's end): "
           f"{result['stack_cpu_cores'] or '-'} cores, {result['stack_cpu_ms_per_order'] or '-'}"
           f" ms per confirmed order; the machine's speed probe:"
@@ -810,9 +820,10 @@ def _sweep(args: argparse.Namespace, url: str, database_url: str) -> int:
             rows.append({**sweep_row(rate, result), "run": round_})
     summary = sweep_summary(rows)
     Path(args.out).write_text(json.dumps(
-        {"client": args.client, "loop": args.loop, "repeat": repeat, "sweep": rows,
-         "summary": summary}, indent=2))
-    print(f"\n=== dexec bench --sweep ({args.client}, {args.loop}) ===")
+        {"client": args.client, "loop": args.loop, "client_nice": client_nice(),
+         "repeat": repeat, "sweep": rows, "summary": summary}, indent=2))
+    print(f"\n=== dexec bench --sweep ({args.client}, {args.loop}, the client at nice"
+          f" {client_nice()}) ===")
     print(f"{'offered/s':>10}{'run':>5}{'accepted':>10}{'429':>7}{'503':>6}{'goodput/s':>11}"
           f"{'p50 ms':>9}{'p99 ms':>9}{'submit p99':>12}{'client cpu':>12}"
           f"{'stack ms/order':>16}{'probe ms':>10}{'lost':>6}{'dup':>5}")
@@ -960,7 +971,7 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
     machine = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total
                                                               / 2**30, 1),
                "python": sys.version.split()[0], "client_loop": getattr(args, "loop", "asyncio"),
-               "speed_probe_ms": speed.median_ms()}
+               "client_nice": client_nice(), "speed_probe_ms": speed.median_ms()}
     return summarize(args, tally, found, memory, machine)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from dexec.bench import add_arguments, run
@@ -39,6 +40,8 @@ def test_bench_reports_every_order_with_nothing_lost_or_duplicated(
         assert latency[stage]["p50"] is not None
     assert result["peak_memory_mb"] > 0
     assert result["machine"]["client_loop"] == "uvloop"  # the default
+    # Which priority the client had beside the engine (this process's: no --nice given).
+    assert result["machine"]["client_nice"] == os.getpriority(os.PRIO_PROCESS, 0)
     # The stack's own CPU (its Ray processes, PostgreSQL) for what it served.
     assert result["stack_cpu_cores"] > 0 and result["stack_cpu_ms_per_order"] > 0
     assert result["machine"]["speed_probe_ms"] > 0  # the machine's phase during the run
@@ -51,6 +54,7 @@ def test_a_repeated_sweep_through_httpx_reports_each_run_and_each_rate(
                           "--concurrency", "12", "--client", "httpx", "--repeat", "2")) == 0
     result = json.loads(out.read_text())
     assert result["client"] == "httpx"
+    assert result["client_nice"] == os.getpriority(os.PRIO_PROCESS, 0)
     assert result["repeat"] == 2
     # The rates interleave, so a slow patch of the machine does not fall on one rate only.
     assert [(r["offered_per_s"], r["run"]) for r in result["sweep"]] == [
