@@ -285,6 +285,17 @@ async def test_the_engines_sessions_read_a_small_or_unanalyzed_table_by_key(
         assert "Seq Scan on orders" in plan(young)
         keyed_plan = plan(keyed(young))
         assert "Seq Scan on orders" not in keyed_plan and "orders_pkey" in keyed_plan, keyed_plan
+
+        # A prepared statement runs on one generic plan (its parameter stays $1), not on a
+        # plan made afresh for each execution's values.
+        def prepared_plan(conninfo: str) -> str:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute("PREPARE one(uuid) AS SELECT seq FROM orders WHERE order_id = $1")
+                return "\n".join(r[0] for r in conn.execute(
+                    f"EXPLAIN EXECUTE one('{order_id}')"))
+
+        assert "$1" not in prepared_plan(young)
+        assert "$1" in prepared_plan(keyed(young)), prepared_plan(keyed(young))
     finally:
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
