@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from solders.keypair import Keypair
 
 from core.accounts import Scope
-from core.settings import Settings
+from core.settings import LOOPBACK, Settings
 from gateways.solana.wallet import load_keypair
 from storage.database import Database
 from storage.embedded import EmbeddedPostgres
@@ -81,7 +81,6 @@ def resolve_wallet(settings: Settings) -> Settings:
         "wallet_address": str(Keypair.from_base58_string(secret).pubkey())})
 
 
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 API_KEY_FILE = "api-key"
 
 

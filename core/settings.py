@@ -30,6 +30,10 @@ LOCALNET_VENUE_PATHS = {"raydium_trade": "/raydium/trade", "raydium_api": "/rayd
                         "meteora_api": "/meteora"}
 
 
+# The names of this machine's loopback interface.
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 class Settings(BaseSettings):
     """Every setting of dexec; the README's table lists them."""
 

@@ -31,6 +31,7 @@ from typing import Any
 import psutil
 
 from core.orders import TERMINAL
+from core.settings import LOOPBACK
 from storage.reports import count_terminal, outcomes
 
 PAIRS = [("SOL", "USDC", "0.01"), ("USDC", "USDT", "2"), ("SOL", "USDT", "0.01"),
@@ -936,7 +937,7 @@ async def _drive(args: argparse.Namespace, url: str, database_url: str, run_id: 
         sys.stderr.flush()
 
     # The stack's own CPU is read from this machine's processes: a stack elsewhere has none.
-    local = urllib.parse.urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+    local = urllib.parse.urlsplit(url).hostname in LOOPBACK
     try:
         stack_before = await asyncio.to_thread(memory.stack_cpu)
         cpu_before, wall_before = time.process_time(), time.time()

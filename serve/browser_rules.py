@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.settings import LOOPBACK
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ANY_INTERFACE = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - names, not a bind
 
@@ -21,7 +23,7 @@ def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> frozenset[str] |
     extra = frozenset(extra)
     if "*" in extra or (bind_host in _ANY_INTERFACE and not extra):
         return None  # bound to every interface and no names configured: cannot tell
-    return frozenset({"127.0.0.1", "localhost", "::1", bind_host}) | extra
+    return LOOPBACK | {bind_host} | extra
 
 
 def host_name(host_header: str) -> str:
