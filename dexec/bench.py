@@ -820,11 +820,12 @@ def _sweep(args: argparse.Namespace, url: str, database_url: str) -> int:
             result = _run_client(one, _drive(one, url, database_url, uuid.uuid4().hex[:8]))
             rows.append({**sweep_row(rate, result), "run": round_})
     summary = sweep_summary(rows)
+    nice = client_nice()
     Path(args.out).write_text(json.dumps(
-        {"client": args.client, "loop": args.loop, "client_nice": client_nice(),
+        {"client": args.client, "loop": args.loop, "client_nice": nice,
          "repeat": repeat, "sweep": rows, "summary": summary}, indent=2))
     print(f"\n=== dexec bench --sweep ({args.client}, {args.loop}, the client at nice"
-          f" {client_nice()}) ===")
+          f" {nice}) ===")
     print(f"{'offered/s':>10}{'run':>5}{'accepted':>10}{'429':>7}{'503':>6}{'goodput/s':>11}"
           f"{'p50 ms':>9}{'p99 ms':>9}{'submit p99':>12}{'client cpu':>12}"
           f"{'stack ms/order':>16}{'probe ms':>10}{'lost':>6}{'dup':>5}")

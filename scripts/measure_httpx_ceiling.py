@@ -1,8 +1,9 @@
 """Measure how many requests a second the bench's httpx client can send on its own.
 
-The client is the one `dexec bench --client httpx` uses: AsyncClients of 10 connections each,
-`concurrency` requests in flight, on uvloop. The server is trivial, in a process of its own
-at nice 15 (like Ray's workers): it answers every POST at once with an order-sized JSON body.
+The client is the one `dexec bench --client httpx` uses: AsyncClients of HTTPX_SHARD (10)
+connections each, `concurrency` requests in flight, on uvloop. The server is trivial, in a
+process of its own at nice 15 (like Ray's workers): it answers every POST at once with an
+order-sized JSON body.
 So the figure is the client's ceiling on this machine, with no engine involved. Run it on an
 otherwise idle machine:
 
@@ -21,6 +22,8 @@ import os
 import subprocess
 import sys
 import time
+
+from dexec.bench import HTTPX_SHARD
 
 PORT = 18777
 SERVER = r'''
@@ -94,11 +97,11 @@ def main() -> None:
         except ImportError:
             pass
         rate, cores = asyncio.run(drive(f"http://127.0.0.1:{PORT}/api/orders", concurrency,
-                                        10, 10.0))
+                                        HTTPX_SHARD, 10.0))
     finally:
         server.terminate()
         server.wait()
-    print(f"httpx, clients of 10, {concurrency} in flight, client at nice {niceness}:"
+    print(f"httpx, clients of {HTTPX_SHARD}, {concurrency} in flight, client at nice {niceness}:"
           f" {rate:.0f} requests/s, the client at {cores * 100:.0f}% of a core")
 
 
